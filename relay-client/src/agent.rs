@@ -1,0 +1,515 @@
+//! The agent's WebSocket session: connect and handshake, serve deliveries concurrently,
+//! reconnect with jittered backoff, drain on shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt, StreamExt};
+use protocol::{
+    ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, RequestHead,
+    Welcome, close,
+};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::config::AgentConfig;
+use crate::error::Error;
+use crate::forward::{self, HttpClient};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Frames queued for the server before delivery tasks wait.
+const OUTBOX_CAPACITY: usize = 256;
+/// Most messages written before one flush.
+const WRITE_BATCH: usize = 64;
+/// Request body slices buffered per delivery before the reader waits for the target.
+const BODY_QUEUE: usize = 16;
+
+/// What the agent reports for a human to read (see `output.rs`).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Connected (or reconnected) and serving `public_url`.
+    Connected { public_url: String, target: String },
+    /// The connection was lost; the next attempt is in `retry_in`.
+    Disconnected { reason: String, retry_in: Duration },
+    /// One delivery finished.
+    Delivered(Delivery),
+}
+
+/// One finished delivery, as the output line shows it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub at: SystemTime,
+    pub id: DeliveryId,
+    pub method: String,
+    /// Path below the channel, with `?query` when there was one.
+    pub path: String,
+    /// Status sent back to the sender; `None` when no answer could be sent.
+    pub status: Option<u16>,
+    pub duration: Duration,
+    pub error: Option<String>,
+}
+
+/// A connected agent. [`Agent::connect`] returns once the server has welcomed it;
+/// [`Agent::run`] serves deliveries until shutdown, reconnecting as needed.
+pub struct Agent {
+    ctx: Arc<Ctx>,
+    ws: Ws,
+    welcome: Welcome,
+}
+
+struct Ctx {
+    config: AgentConfig,
+    client: HttpClient,
+    events: Option<mpsc::Sender<Event>>,
+}
+
+impl Ctx {
+    fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            // Output is best effort: a full queue drops a line rather than stall deliveries.
+            let _ = events.try_send(event);
+        }
+    }
+}
+
+/// How one connection ended.
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+    Fatal(Error),
+}
+
+impl Agent {
+    /// Connects once and completes the hello/welcome exchange. `events`, if given, receives
+    /// what a human would want to see.
+    pub async fn connect(
+        config: AgentConfig,
+        events: Option<mpsc::Sender<Event>>,
+    ) -> Result<Agent, Error> {
+        let client = forward::http_client()?;
+        let ctx = Arc::new(Ctx {
+            config,
+            client,
+            events,
+        });
+        let channel = ctx.config.channel.clone();
+        let (ws, welcome) = handshake(&ctx.config, channel.as_ref()).await?;
+        ctx.emit(Event::Connected {
+            public_url: welcome.public_url.clone(),
+            target: ctx.config.target.to_string(),
+        });
+        Ok(Agent { ctx, ws, welcome })
+    }
+
+    /// Public webhook URL of the channel this agent serves.
+    pub fn public_url(&self) -> &str {
+        &self.welcome.public_url
+    }
+
+    /// The channel this agent serves (assigned by the server when none was asked for).
+    pub fn channel(&self) -> &str {
+        &self.welcome.channel
+    }
+
+    /// Serves deliveries until `shutdown` is cancelled, reconnecting after a lost connection
+    /// with exponential backoff and jitter, to the same channel. On shutdown, deliveries in
+    /// flight finish (bounded by the configured grace) before the connection closes.
+    /// Returns an error only when the server refuses the agent for good.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let Agent {
+            ctx,
+            mut ws,
+            welcome,
+        } = self;
+        let channel = ChannelId::parse(&welcome.channel)?;
+        loop {
+            let reason = match session(&ctx, ws, &shutdown).await {
+                SessionEnd::Shutdown => return Ok(()),
+                SessionEnd::Fatal(e) => return Err(e),
+                SessionEnd::Lost(reason) => reason,
+            };
+            info!(%reason, "connection to the server lost");
+            ws = match reconnect(&ctx, &channel, reason, &shutdown).await? {
+                Some(ws) => ws,
+                None => return Ok(()),
+            };
+        }
+    }
+}
+
+/// Retries the handshake with backoff until it succeeds (`Some`), shutdown (`None`), or the
+/// server refuses us for good.
+async fn reconnect(
+    ctx: &Ctx,
+    channel: &ChannelId,
+    mut reason: String,
+    shutdown: &CancellationToken,
+) -> Result<Option<Ws>, Error> {
+    let mut attempt = 0;
+    loop {
+        let retry_in = backoff(&ctx.config, attempt);
+        ctx.emit(Event::Disconnected { reason, retry_in });
+        tokio::select! {
+            () = tokio::time::sleep(retry_in) => {}
+            () = shutdown.cancelled() => return Ok(None),
+        }
+        match handshake(&ctx.config, Some(channel)).await {
+            Ok((ws, welcome)) => {
+                ctx.emit(Event::Connected {
+                    public_url: welcome.public_url,
+                    target: ctx.config.target.to_string(),
+                });
+                return Ok(Some(ws));
+            }
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => reason = e.to_string(),
+        }
+        attempt += 1;
+    }
+}
+
+/// Delay before reconnect attempt `attempt` (0-based): doubling from `backoff_min`, capped at
+/// `backoff_max`, then "equal jitter" (half fixed, half random) so a fleet of agents cut off
+/// by one server restart does not reconnect in lockstep.
+pub fn backoff(config: &AgentConfig, attempt: u32) -> Duration {
+    let exp = config
+        .backoff_min
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(config.backoff_max);
+    let half = exp / 2;
+    let mut seed = [0u8; 8];
+    let random = match getrandom::fill(&mut seed) {
+        Ok(()) => u64::from_le_bytes(seed),
+        Err(_) => 0,
+    };
+    let jitter_nanos = half.as_nanos() as u64;
+    half + Duration::from_nanos(if jitter_nanos == 0 {
+        0
+    } else {
+        random % jitter_nanos
+    })
+}
+
+/// Opens the WebSocket and exchanges hello/welcome.
+async fn handshake(
+    config: &AgentConfig,
+    channel: Option<&ChannelId>,
+) -> Result<(Ws, Welcome), Error> {
+    let url = &config.ws_url;
+    let attempt = async {
+        let mut ws_config = WebSocketConfig::default();
+        ws_config.max_message_size = Some(MAX_FRAME_LEN);
+        ws_config.max_frame_size = Some(MAX_FRAME_LEN);
+        let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+            url.as_str(),
+            Some(ws_config),
+            true,
+            None,
+        )
+        .await
+        .map_err(|e| Error::Connect {
+            url: url.clone(),
+            reason: crate::error::chain(&e),
+        })?;
+        let hello = Frame::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            channel: channel.map(|c| c.to_string()),
+            token: config.token.clone(),
+            client: concat!("relay-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+        });
+        let hs = |reason: String| Error::Handshake {
+            url: url.clone(),
+            reason,
+        };
+        let bytes = protocol::encode(&hello).map_err(|e| hs(e.to_string()))?;
+        ws.send(Message::Binary(bytes.into()))
+            .await
+            .map_err(|e| hs(e.to_string()))?;
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Binary(bytes))) => {
+                    return match protocol::decode(&bytes).map_err(|e| hs(e.to_string()))? {
+                        Frame::Welcome(welcome) => Ok((ws, welcome)),
+                        Frame::Error(e) => Err(refusal(e.code, e.message)),
+                        _ => Err(hs("unexpected frame before welcome".to_owned())),
+                    };
+                }
+                Some(Ok(Message::Close(frame))) => return Err(closed(frame)),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(hs(e.to_string())),
+                None => return Err(hs("connection closed".to_owned())),
+            }
+        }
+    };
+    tokio::time::timeout(config.connect_timeout, attempt)
+        .await
+        .map_err(|_| Error::Handshake {
+            url: url.clone(),
+            reason: format!("no welcome within {:?}", config.connect_timeout),
+        })?
+}
+
+fn refusal(code: ErrorCode, message: String) -> Error {
+    match code {
+        ErrorCode::ShuttingDown | ErrorCode::ProtocolError => Error::Handshake {
+            url: String::new(),
+            reason: message,
+        },
+        _ => Error::Refused(message),
+    }
+}
+
+/// The error for a close frame: 4xxx codes are refusals retrying cannot fix.
+fn closed(frame: Option<CloseFrame>) -> Error {
+    match frame {
+        Some(f) if u16::from(f.code) >= 4000 => Error::Refused(f.reason.to_string()),
+        Some(f) => Error::Handshake {
+            url: String::new(),
+            reason: format!("closed by server ({}): {}", u16::from(f.code), f.reason),
+        },
+        None => Error::Handshake {
+            url: String::new(),
+            reason: "closed by server".to_owned(),
+        },
+    }
+}
+
+/// Serves one connection until it is lost, the server refuses us, or shutdown.
+async fn session(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) -> SessionEnd {
+    let (sink, mut stream) = ws.split();
+    let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let writer_stop = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(sink, rx, writer_stop.clone()));
+    let connection = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let cancels: Arc<Mutex<HashMap<DeliveryId, CancellationToken>>> = Arc::default();
+    let mut bodies: HashMap<DeliveryId, mpsc::Sender<(bytes::Bytes, bool)>> = HashMap::new();
+    let mut ping = tokio::time::interval(ctx.config.ping_interval);
+    ping.tick().await;
+    let mut last_seen = tokio::time::Instant::now();
+    let mut draining = false;
+    let drain_deadline = tokio::time::sleep(ctx.config.shutdown_grace);
+    tokio::pin!(drain_deadline);
+
+    let end = loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= ctx.config.peer_timeout {
+                    break SessionEnd::Lost(format!("no message from the server for {:?}", ctx.config.peer_timeout));
+                }
+                let _ = outbox.try_send(Message::Ping(bytes::Bytes::new()));
+                continue;
+            }
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                tracker.close();
+                drain_deadline.as_mut().reset(tokio::time::Instant::now() + ctx.config.shutdown_grace);
+                continue;
+            }
+            () = tracker.wait(), if draining => break SessionEnd::Shutdown,
+            () = &mut drain_deadline, if draining => {
+                warn!("deliveries still in flight at the end of the shutdown grace period");
+                break SessionEnd::Shutdown;
+            }
+        };
+        last_seen = tokio::time::Instant::now();
+        let bytes = match msg {
+            None => break SessionEnd::Lost("connection closed".to_owned()),
+            Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Close(frame))) => {
+                break match closed(frame) {
+                    e @ Error::Refused(_) => SessionEnd::Fatal(e),
+                    e => SessionEnd::Lost(e.to_string()),
+                };
+            }
+            Some(Ok(_)) => continue,
+        };
+        let frame = match protocol::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => {
+                warn!(error = %e, "undecodable frame from server");
+                let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, &e.to_string()));
+                break SessionEnd::Lost(format!("server sent an undecodable frame: {e}"));
+            }
+        };
+        match frame {
+            Frame::Request(head) => {
+                if draining {
+                    let id = head.id;
+                    let outbox = outbox.clone();
+                    // A tiny answer on its own task: the reader must not wait on the outbox.
+                    tracker.spawn(async move {
+                        let head = protocol::ResponseHead {
+                            id,
+                            status: 503,
+                            headers: vec![(
+                                "content-type".to_owned(),
+                                bytes::Bytes::from_static(b"application/json"),
+                            )],
+                            body: bytes::Bytes::from_static(
+                                br#"{"error":"agent is shutting down"}"#,
+                            ),
+                            fin: true,
+                        };
+                        if let Ok(b) = protocol::encode(&Frame::Response(head)) {
+                            let _ = outbox.send(Message::Binary(b.into())).await;
+                        }
+                    });
+                    continue;
+                }
+                let body_rx = if head.fin {
+                    None
+                } else {
+                    let (tx, rx) = mpsc::channel(BODY_QUEUE);
+                    bodies.insert(head.id, tx);
+                    Some(rx)
+                };
+                let cancel = connection.child_token();
+                if let Ok(mut map) = cancels.lock() {
+                    map.insert(head.id, cancel.clone());
+                }
+                tracker.spawn(run_delivery(
+                    Arc::clone(ctx),
+                    outbox.clone(),
+                    head,
+                    body_rx,
+                    cancel,
+                    Arc::clone(&cancels),
+                ));
+            }
+            Frame::Body(chunk) => {
+                let Some(tx) = bodies.get(&chunk.id) else {
+                    debug!(delivery_id = %chunk.id, "body for an unknown delivery ignored");
+                    continue;
+                };
+                let tx = tx.clone();
+                if chunk.fin {
+                    bodies.remove(&chunk.id);
+                }
+                // The target reads slowly: wait, since frames of one body must stay in order.
+                let _ = tx.send((chunk.data, chunk.fin)).await;
+            }
+            Frame::Abort(abort) => {
+                debug!(delivery_id = %abort.id, reason = %abort.reason, "server aborted delivery");
+                bodies.remove(&abort.id);
+                let token = cancels.lock().ok().and_then(|mut m| m.remove(&abort.id));
+                if let Some(token) = token {
+                    token.cancel();
+                }
+            }
+            Frame::Error(e) => {
+                let err = refusal(e.code, e.message);
+                if err.is_fatal() {
+                    break SessionEnd::Fatal(err);
+                }
+                warn!(error = %err, "server reported an error");
+            }
+            Frame::Hello(_) | Frame::Welcome(_) | Frame::Response(_) => {
+                let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, "unexpected frame type"));
+                break SessionEnd::Lost("server sent an unexpected frame".to_owned());
+            }
+        }
+    };
+
+    if matches!(end, SessionEnd::Shutdown) {
+        let _ = outbox.try_send(close_msg(close::NORMAL, "agent shutting down"));
+    }
+    // Deliveries still running have lost their way back: the server already answered 502.
+    connection.cancel();
+    drop(outbox);
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    writer_stop.cancel();
+    end
+}
+
+fn close_msg(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
+}
+
+async fn run_delivery(
+    ctx: Arc<Ctx>,
+    outbox: mpsc::Sender<Message>,
+    head: RequestHead,
+    body_rx: Option<forward::BodyRx>,
+    cancel: CancellationToken,
+    cancels: Arc<Mutex<HashMap<DeliveryId, CancellationToken>>>,
+) {
+    let at = SystemTime::now();
+    let started = Instant::now();
+    let id = head.id;
+    let method = head.method.clone();
+    let path = match &head.query {
+        Some(q) => format!("{}?{q}", head.path),
+        None => head.path.clone(),
+    };
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
+    let outcome = tokio::select! {
+        outcome = forward::deliver(&ctx.client, &ctx.config.target, head, body_rx, &outbox, ctx.config.target_timeout) => outcome,
+        () = cancel.cancelled() => forward::Outcome { status: None, error: Some("aborted by the server".to_owned()) },
+    };
+    if let Ok(mut map) = cancels.lock() {
+        map.remove(&id);
+    }
+    ctx.emit(Event::Delivered(Delivery {
+        at,
+        id,
+        method,
+        path,
+        status: outcome.status,
+        duration: started.elapsed(),
+        error: outcome.error,
+    }));
+}
+
+/// Writes queued messages to the server, flushing once per batch. Ends after a close frame,
+/// when the outbox closes, or when cancelled.
+async fn write_loop(
+    mut sink: SplitSink<Ws, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            msg = rx.recv() => msg,
+            () = cancel.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut closing = matches!(first, Message::Close(_));
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        let mut batched = 1;
+        while !closing && batched < WRITE_BATCH {
+            let Ok(msg) = rx.try_recv() else { break };
+            closing = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            batched += 1;
+        }
+        if sink.flush().await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}

@@ -1,0 +1,313 @@
+//! Replays one delivery against the local target and streams the target's answer back as
+//! frames.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use protocol::{Abort, BodyChunk, Chunked, DeliveryId, Frame, RequestHead, ResponseHead};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::warn;
+
+use crate::error::Error;
+
+/// Request body slices arriving from the server after the head: `(data, fin)`.
+pub type BodyRx = mpsc::Receiver<(Bytes, bool)>;
+
+type RequestBody = BoxBody<Bytes, std::io::Error>;
+
+/// The HTTP client the agent replays deliveries with: plain HTTP or HTTPS with the system's
+/// roots, keep-alive pooled.
+pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, RequestBody>;
+
+pub fn http_client() -> Result<HttpClient, Error> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
+/// The local target: scheme, authority and an optional path prefix and query.
+#[derive(Debug, Clone)]
+pub struct Target {
+    uri: Uri,
+}
+
+impl Target {
+    pub fn parse(url: &str) -> Result<Self, Error> {
+        let bad = || Error::ForwardUrl(url.to_owned());
+        let uri: Uri = url.parse().map_err(|_| bad())?;
+        match uri.scheme_str() {
+            Some("http") | Some("https") if uri.authority().is_some() => Ok(Self { uri }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The URL a delivery with `path` (below the channel, raw) and `query` goes to: the
+    /// target's path prefix followed by `path`, the target's query joined with `query`.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        let prefix = self.uri.path().trim_end_matches('/');
+        let mut pq = format!("{prefix}{path}");
+        if pq.is_empty() {
+            pq.push('/');
+        }
+        match (self.uri.query(), query) {
+            (Some(a), Some(b)) => pq.extend(
+                ['?']
+                    .into_iter()
+                    .chain(a.chars())
+                    .chain(['&'])
+                    .chain(b.chars()),
+            ),
+            (Some(q), None) | (None, Some(q)) => {
+                pq.push('?');
+                pq.push_str(q);
+            }
+            (None, None) => {}
+        }
+        let mut parts = self.uri.clone().into_parts();
+        parts.path_and_query = Some(pq.parse().ok()?);
+        Uri::from_parts(parts).ok()
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.uri.fmt(f)
+    }
+}
+
+/// What became of one delivery, for the output line.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Status sent back to the server, if a response head was sent.
+    pub status: Option<u16>,
+    /// Why the target's answer is not what the sender gets, when it is not.
+    pub error: Option<String>,
+}
+
+/// Replays `head` (and the body slices on `body`) against `target`, and sends the response
+/// back through `outbox`. A target that cannot be reached or does not answer in time gets the
+/// sender a 502 or 504 with the reason in a JSON body.
+pub async fn deliver(
+    client: &HttpClient,
+    target: &Target,
+    head: RequestHead,
+    body: Option<BodyRx>,
+    outbox: &mpsc::Sender<Message>,
+    timeout: Duration,
+) -> Outcome {
+    let id = head.id;
+    let request = match build_request(target, head, body) {
+        Ok(request) => request,
+        Err(reason) => return fail(outbox, id, 502, reason).await,
+    };
+    let response = match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let reason = format!("target unreachable: {}", crate::error::chain(&e));
+            return fail(outbox, id, 502, reason).await;
+        }
+        Err(_) => {
+            let reason = format!("target did not answer within {} s", timeout.as_secs());
+            return fail(outbox, id, 504, reason).await;
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let status = parts.status.as_u16();
+    let headers = protocol::end_to_end(
+        parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes())),
+    );
+    let mut body = Chunked::new(BodyDataStream::new(body), u64::MAX);
+    let (first, mut fin) = match body.next_chunk().await {
+        Ok(chunk) => chunk,
+        Err(e) => {
+            let reason = format!("target response body failed: {e}");
+            return fail(outbox, id, 502, reason).await;
+        }
+    };
+    let head = Frame::Response(ResponseHead {
+        id,
+        status,
+        headers,
+        body: first,
+        fin,
+    });
+    if !send(outbox, &head).await {
+        return Outcome {
+            status: None,
+            error: Some("connection to the server lost".to_owned()),
+        };
+    }
+    while !fin {
+        let (data, last) = match body.next_chunk().await {
+            Ok(chunk) => chunk,
+            Err(e) => {
+                let reason = format!("target response body failed: {e}");
+                send(
+                    outbox,
+                    &Frame::Abort(Abort {
+                        id,
+                        reason: reason.clone(),
+                    }),
+                )
+                .await;
+                return Outcome {
+                    status: Some(status),
+                    error: Some(reason),
+                };
+            }
+        };
+        fin = last;
+        if !send(outbox, &Frame::Body(BodyChunk { id, data, fin })).await {
+            break;
+        }
+    }
+    Outcome {
+        status: Some(status),
+        error: None,
+    }
+}
+
+fn build_request(
+    target: &Target,
+    head: RequestHead,
+    body_rx: Option<BodyRx>,
+) -> Result<Request<RequestBody>, String> {
+    let method = Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| format!("invalid method {:?}", head.method))?;
+    let uri = target
+        .uri_for(&head.path, head.query.as_deref())
+        .ok_or_else(|| format!("invalid path {:?}", head.path))?;
+    let body: RequestBody = match body_rx {
+        None => Full::new(head.body)
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+        Some(rx) => streamed_body(head.body, rx),
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    let headers = request.headers_mut();
+    for (name, value) in head.headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_maybe_shared(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                headers.append(name, value);
+            }
+            _ => warn!(header = %name, "invalid request header from server dropped"),
+        }
+    }
+    Ok(request)
+}
+
+/// A request body made of `first` and the slices that follow. If the server stops sending
+/// before the last slice (the sender hung up), the body ends with an error so the target sees
+/// an aborted request, not a complete-looking truncated one.
+fn streamed_body(first: Bytes, rx: BodyRx) -> RequestBody {
+    let stream = futures_util::stream::unfold(
+        (Some(first), rx, false),
+        |(first, mut rx, done)| async move {
+            if let Some(first) = first {
+                return Some((Ok(http_body::Frame::data(first)), (None, rx, done)));
+            }
+            if done {
+                return None;
+            }
+            match rx.recv().await {
+                Some((data, fin)) => Some((Ok(http_body::Frame::data(data)), (None, rx, fin))),
+                None => Some((
+                    Err(std::io::Error::other("request body aborted by the server")),
+                    (None, rx, true),
+                )),
+            }
+        },
+    );
+    BodyExt::boxed(StreamBody::new(stream))
+}
+
+async fn send(outbox: &mpsc::Sender<Message>, frame: &Frame) -> bool {
+    match protocol::encode(frame) {
+        Ok(bytes) => outbox.send(Message::Binary(bytes.into())).await.is_ok(),
+        Err(e) => {
+            warn!(error = %e, "frame could not be encoded");
+            false
+        }
+    }
+}
+
+/// Answers the delivery with `status` and `{"error": reason}`.
+async fn fail(
+    outbox: &mpsc::Sender<Message>,
+    id: DeliveryId,
+    status: u16,
+    reason: String,
+) -> Outcome {
+    let body = serde_json::json!({ "error": reason }).to_string();
+    let head = Frame::Response(ResponseHead {
+        id,
+        status,
+        headers: vec![(
+            "content-type".to_owned(),
+            Bytes::from_static(b"application/json"),
+        )],
+        body: Bytes::from(body),
+        fin: true,
+    });
+    let sent = send(outbox, &head).await;
+    Outcome {
+        status: sent.then_some(status),
+        error: Some(reason),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(base: &str, path: &str, query: Option<&str>) -> String {
+        Target::parse(base)
+            .expect("valid")
+            .uri_for(path, query)
+            .expect("valid")
+            .to_string()
+    }
+
+    #[test]
+    fn target_joins_prefix_path_and_query() {
+        assert_eq!(
+            join("http://localhost:3000", "", None),
+            "http://localhost:3000/"
+        );
+        assert_eq!(
+            join("http://localhost:3000", "/github", Some("x=1")),
+            "http://localhost:3000/github?x=1"
+        );
+        assert_eq!(
+            join("http://localhost:3000/api/", "/a%2Fb", None),
+            "http://localhost:3000/api/a%2Fb"
+        );
+        assert_eq!(
+            join("http://localhost:3000/api?k=v", "/x", Some("y=2")),
+            "http://localhost:3000/api/x?k=v&y=2"
+        );
+    }
+}

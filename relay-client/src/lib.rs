@@ -1,0 +1,21 @@
+//! hookrelay's agent: holds a WebSocket to a relay server, replays each webhook it receives
+//! against a local target, and sends the target's answer back.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), relay_client::Error> {
+//! let config = relay_client::AgentConfig::new("http://127.0.0.1:8080", "http://localhost:3000")?;
+//! let agent = relay_client::Agent::connect(config, None).await?;
+//! println!("{}", agent.public_url());
+//! agent.run(tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
+
+mod agent;
+pub mod config;
+pub mod error;
+pub mod forward;
+pub mod output;
+
+pub use agent::{Agent, Delivery, Event, backoff};
+pub use config::{AgentConfig, Args};
+pub use error::Error;

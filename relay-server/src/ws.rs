@@ -1,0 +1,355 @@
+//! Agent sessions on `GET /ws`: handshake, the reader loop, the writer task and heartbeats.
+//!
+//! Each session is one task that owns the socket's read half; a writer task owns the write half
+//! and drains the agent's outbox, batching whatever is queued into one flush. When either ends,
+//! the other is cancelled and every delivery still waiting on the agent fails with 502.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::response::Response;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use protocol::{
+    ChannelId, DecodeError, ErrorCode, ErrorFrame, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION,
+    Welcome, close,
+};
+use std::net::SocketAddr;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::AppState;
+use crate::registry::{AgentHandle, Reply, Route};
+
+/// Frames queued for one agent before senders wait.
+const OUTBOX_CAPACITY: usize = 256;
+/// Most messages written before one flush.
+const WRITE_BATCH: usize = 64;
+/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
+/// connection up front and dominates the memory of an idle agent.
+const READ_BUFFER: usize = 8 * 1024;
+/// How long the reader waits for a slow sender to take a reply frame before abandoning that
+/// delivery, so one stalled sender cannot hold up the agent's other deliveries.
+const REPLY_STALL: Duration = Duration::from_secs(10);
+
+/// `GET /ws`: upgrades to an agent session. Message and frame sizes are capped at
+/// [`MAX_FRAME_LEN`] so an oversize message is refused before it is buffered.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(MAX_FRAME_LEN)
+        .max_frame_size(MAX_FRAME_LEN)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            let tracker = state.tracker.clone();
+            async move {
+                tracker
+                    .track_future(session(state, socket).instrument(info_span!("agent", %peer)))
+                    .await
+            }
+        })
+}
+
+/// Why a session ended, mapped to the close frame the agent receives in [`close_for`].
+#[derive(Debug, thiserror::Error)]
+enum SessionEnd {
+    #[error("agent closed the connection")]
+    PeerClosed,
+    #[error("no message from the agent for {0:?}")]
+    PeerTimeout(Duration),
+    #[error("no hello within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("server shutting down")]
+    Shutdown,
+    #[error("{0}")]
+    Decode(#[from] DecodeError),
+    #[error("protocol violation: {0}")]
+    Protocol(&'static str),
+    #[error("refused: {1}")]
+    Refused(ErrorCode, String),
+    #[error("socket error: {0}")]
+    Socket(axum::Error),
+}
+
+/// The close code and reason for each way a session ends; `None` when the socket is already
+/// gone.
+fn close_for(end: &SessionEnd) -> Option<(u16, String)> {
+    match end {
+        SessionEnd::PeerClosed | SessionEnd::Socket(_) => None,
+        SessionEnd::PeerTimeout(_) | SessionEnd::HandshakeTimeout(_) => {
+            Some((close::POLICY, end.to_string()))
+        }
+        SessionEnd::Shutdown => Some((close::GOING_AWAY, end.to_string())),
+        SessionEnd::Decode(DecodeError::TooLarge { .. }) => Some((close::TOO_BIG, end.to_string())),
+        SessionEnd::Decode(_) | SessionEnd::Protocol(_) => {
+            Some((close::PROTOCOL_ERROR, end.to_string()))
+        }
+        SessionEnd::Refused(code, _) => Some((
+            match code {
+                ErrorCode::VersionMismatch => close::VERSION_MISMATCH,
+                ErrorCode::Unauthorized => close::UNAUTHORIZED,
+                ErrorCode::InvalidChannel => close::INVALID_CHANNEL,
+                ErrorCode::ProtocolError => close::PROTOCOL_ERROR,
+                ErrorCode::ShuttingDown => close::GOING_AWAY,
+            },
+            end.to_string(),
+        )),
+    }
+}
+
+async fn session(state: AppState, socket: WebSocket) {
+    let (sink, mut stream) = socket.split();
+    let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
+    let stop_writer = CancellationToken::new();
+    let writer = tokio::spawn(write_loop(sink, rx, stop_writer.clone()));
+
+    let end = match handshake(&state, &mut stream).await {
+        Ok((hello, channel)) => {
+            let agent = Arc::new(AgentHandle::new(channel, outbox.clone()));
+            let span = info_span!("session", agent_id = %agent.id(), channel = %agent.channel());
+            serve_agent(&state, &agent, hello, &outbox, &mut stream)
+                .instrument(span)
+                .await
+        }
+        Err(end) => end,
+    };
+
+    match &end {
+        SessionEnd::PeerClosed | SessionEnd::Shutdown => info!(reason = %end, "agent disconnected"),
+        _ => warn!(reason = %end, "agent disconnected"),
+    }
+    if let SessionEnd::Refused(code, message) = &end {
+        let frame = Frame::Error(ErrorFrame {
+            code: *code,
+            message: message.clone(),
+        });
+        if let Ok(bytes) = protocol::encode(&frame) {
+            let _ = outbox.try_send(Message::Binary(bytes.into()));
+        }
+    }
+    if let Some((code, reason)) = close_for(&end) {
+        let _ = outbox.try_send(Message::Close(Some(CloseFrame {
+            code,
+            reason: truncate_reason(reason).into(),
+        })));
+    }
+    drop(outbox);
+    // The writer ends once it has flushed the close frame or the outbox closes; bound the wait
+    // so a peer that stopped reading cannot keep the task alive.
+    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
+    stop_writer.cancel();
+}
+
+/// Close reasons are limited to 123 bytes by RFC 6455.
+fn truncate_reason(mut reason: String) -> String {
+    if reason.len() > 123 {
+        let mut cut = 123;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+    }
+    reason
+}
+
+/// Waits for the agent's `Hello` and checks version, token and channel.
+async fn handshake(
+    state: &AppState,
+    stream: &mut SplitStream<WebSocket>,
+) -> Result<(Hello, ChannelId), SessionEnd> {
+    let timeout = state.config.handshake_timeout;
+    let frame = loop {
+        let msg = tokio::select! {
+            msg = tokio::time::timeout(timeout, stream.next()) => {
+                msg.map_err(|_| SessionEnd::HandshakeTimeout(timeout))?
+            }
+            () = state.agents_shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+        };
+        match msg {
+            None | Some(Ok(Message::Close(_))) => return Err(SessionEnd::PeerClosed),
+            Some(Err(e)) => return Err(SessionEnd::Socket(e)),
+            Some(Ok(Message::Binary(bytes))) => break protocol::decode(&bytes)?,
+            Some(Ok(Message::Text(_))) => return Err(SessionEnd::Protocol("text message")),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        }
+    };
+    let Frame::Hello(hello) = frame else {
+        return Err(SessionEnd::Protocol("first frame must be hello"));
+    };
+    if hello.version != PROTOCOL_VERSION {
+        let side = if hello.version < PROTOCOL_VERSION {
+            "relay-client"
+        } else {
+            "relay-server"
+        };
+        return Err(SessionEnd::Refused(
+            ErrorCode::VersionMismatch,
+            format!(
+                "protocol version {} is not supported (server speaks {PROTOCOL_VERSION}): upgrade {side}",
+                hello.version
+            ),
+        ));
+    }
+    if let Some(expected) = &state.config.agent_token {
+        if !crate::auth::token_matches(expected, hello.token.as_deref()) {
+            return Err(SessionEnd::Refused(
+                ErrorCode::Unauthorized,
+                "missing or wrong agent token".to_owned(),
+            ));
+        }
+    }
+    let channel = match &hello.channel {
+        Some(name) => ChannelId::parse(name)
+            .map_err(|e| SessionEnd::Refused(ErrorCode::InvalidChannel, e.to_string()))?,
+        None => crate::auth::random_channel(),
+    };
+    Ok((hello, channel))
+}
+
+async fn serve_agent(
+    state: &AppState,
+    agent: &Arc<AgentHandle>,
+    hello: Hello,
+    outbox: &mpsc::Sender<Message>,
+    stream: &mut SplitStream<WebSocket>,
+) -> SessionEnd {
+    let welcome = Frame::Welcome(Welcome {
+        version: PROTOCOL_VERSION,
+        channel: agent.channel().to_string(),
+        public_url: format!("{}/h/{}", state.public_url, agent.channel()),
+        agent_id: agent.id().0,
+    });
+    if agent.send(&welcome).await.is_err() {
+        return SessionEnd::PeerClosed;
+    }
+    state.registry.add(Arc::clone(agent));
+    info!(client = %hello.client, "agent connected");
+    let end = read_loop(state, agent, outbox, stream).await;
+    state.registry.remove(agent);
+    let abandoned = agent.in_flight();
+    agent.close();
+    if abandoned > 0 {
+        warn!(abandoned, "deliveries in flight failed with 502");
+    }
+    end
+}
+
+async fn read_loop(
+    state: &AppState,
+    agent: &AgentHandle,
+    outbox: &mpsc::Sender<Message>,
+    stream: &mut SplitStream<WebSocket>,
+) -> SessionEnd {
+    let peer_timeout = state.config.peer_timeout;
+    let mut ping = tokio::time::interval(state.config.ping_interval);
+    ping.tick().await;
+    let mut last_seen = tokio::time::Instant::now();
+    loop {
+        let msg = tokio::select! {
+            msg = stream.next() => msg,
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= peer_timeout {
+                    return SessionEnd::PeerTimeout(peer_timeout);
+                }
+                let _ = outbox.try_send(Message::Ping(bytes::Bytes::new()));
+                continue;
+            }
+            () = state.agents_shutdown.cancelled() => return SessionEnd::Shutdown,
+        };
+        last_seen = tokio::time::Instant::now();
+        let bytes = match msg {
+            None | Some(Ok(Message::Close(_))) => return SessionEnd::PeerClosed,
+            Some(Err(e)) => return SessionEnd::Socket(e),
+            Some(Ok(Message::Binary(bytes))) => bytes,
+            Some(Ok(Message::Text(_))) => return SessionEnd::Protocol("text message"),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        };
+        let frame = match protocol::decode(&bytes) {
+            Ok(frame) => frame,
+            Err(e) => return SessionEnd::Decode(e),
+        };
+        let (id, reply, is_head, fin) = match frame {
+            Frame::Response(head) => {
+                let (id, fin) = (head.id, head.fin);
+                (id, Reply::Head(head), true, fin)
+            }
+            Frame::Body(chunk) => (
+                chunk.id,
+                Reply::Chunk {
+                    data: chunk.data,
+                    fin: chunk.fin,
+                },
+                false,
+                chunk.fin,
+            ),
+            Frame::Abort(abort) => {
+                debug!(delivery_id = %abort.id, reason = %abort.reason, "agent aborted delivery");
+                if let Some(tx) = agent.forget(&abort.id) {
+                    let _ = tx.try_send(Reply::Abort(abort.reason));
+                }
+                continue;
+            }
+            Frame::Error(e) => {
+                warn!(code = ?e.code, message = %e.message, "agent reported an error");
+                continue;
+            }
+            Frame::Hello(_) | Frame::Welcome(_) | Frame::Request(_) => {
+                return SessionEnd::Protocol("unexpected frame type from agent");
+            }
+        };
+        match agent.route(id, is_head, fin) {
+            Route::Deliver(tx) => {
+                // Wait for the sender to take the frame, but not forever: past REPLY_STALL that
+                // one delivery is dropped so the agent's other deliveries keep moving.
+                if tokio::time::timeout(REPLY_STALL, tx.send(reply))
+                    .await
+                    .is_err()
+                {
+                    warn!(delivery_id = %id, "sender not reading the response; delivery dropped");
+                    agent.forget(&id);
+                }
+            }
+            Route::Unknown => debug!(delivery_id = %id, "frame for a finished delivery ignored"),
+            Route::OutOfOrder => return SessionEnd::Protocol("response frames out of order"),
+        }
+    }
+}
+
+/// Writes queued messages to the agent, flushing once per batch. Ends after sending a close
+/// frame, when the outbox closes, or when cancelled.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            msg = rx.recv() => msg,
+            () = cancel.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut closing = matches!(first, Message::Close(_));
+        if sink.feed(first).await.is_err() {
+            break;
+        }
+        let mut batched = 1;
+        while !closing && batched < WRITE_BATCH {
+            let Ok(msg) = rx.try_recv() else { break };
+            closing = matches!(msg, Message::Close(_));
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            batched += 1;
+        }
+        if sink.flush().await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
