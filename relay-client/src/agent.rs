@@ -34,6 +34,9 @@ const OUTBOX_CAPACITY: usize = 256;
 const WRITE_BATCH: usize = 64;
 /// Request body slices buffered per delivery before the reader waits for the target.
 const BODY_QUEUE: usize = 16;
+/// How long the reader waits for a slow target to take a body slice before dropping that
+/// delivery, so one stalled target request cannot hold up the connection's other deliveries.
+const BODY_STALL: Duration = Duration::from_secs(10);
 
 /// What the agent reports for a human to read (see `output.rs`).
 #[derive(Debug, Clone)]
@@ -292,9 +295,15 @@ async fn session(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) -> Sessio
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(write_loop(sink, rx, writer_stop.clone()));
     let connection = CancellationToken::new();
+    // If this future is dropped (the agent task aborted), the writer and the deliveries stop
+    // too, so the socket closes and the server fails the deliveries in flight at once.
+    let _stop_on_drop = (
+        writer_stop.clone().drop_guard(),
+        connection.clone().drop_guard(),
+    );
     let tracker = TaskTracker::new();
-    let cancels: Arc<Mutex<HashMap<DeliveryId, CancellationToken>>> = Arc::default();
-    let mut bodies: HashMap<DeliveryId, mpsc::Sender<(bytes::Bytes, bool)>> = HashMap::new();
+    let cancels: Cancels = Arc::default();
+    let mut bodies: BodySenders = HashMap::new();
     let mut ping = tokio::time::interval(ctx.config.ping_interval);
     ping.tick().await;
     let mut last_seen = tokio::time::Instant::now();
@@ -399,16 +408,17 @@ async fn session(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) -> Sessio
                 if chunk.fin {
                     bodies.remove(&chunk.id);
                 }
-                // The target reads slowly: wait, since frames of one body must stay in order.
-                let _ = tx.send((chunk.data, chunk.fin)).await;
+                // Frames of one body must stay in order, so a slow target makes us wait, but
+                // not past BODY_STALL: then that delivery is dropped and the others go on.
+                let sent = tokio::time::timeout(BODY_STALL, tx.send((chunk.data, chunk.fin))).await;
+                if sent.is_err() {
+                    warn!(delivery_id = %chunk.id, "target not reading the request body; delivery dropped");
+                    stop_delivery(&mut bodies, &cancels, &chunk.id);
+                }
             }
             Frame::Abort(abort) => {
                 debug!(delivery_id = %abort.id, reason = %abort.reason, "server aborted delivery");
-                bodies.remove(&abort.id);
-                let token = cancels.lock().ok().and_then(|mut m| m.remove(&abort.id));
-                if let Some(token) = token {
-                    token.cancel();
-                }
+                stop_delivery(&mut bodies, &cancels, &abort.id);
             }
             Frame::Error(e) => {
                 let err = refusal(e.code, e.message);
@@ -435,6 +445,18 @@ async fn session(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) -> Sessio
     end
 }
 
+type BodySenders = HashMap<DeliveryId, mpsc::Sender<(bytes::Bytes, bool)>>;
+type Cancels = Arc<Mutex<HashMap<DeliveryId, CancellationToken>>>;
+
+/// Stops a delivery in flight: no more body slices, and its task is cancelled.
+fn stop_delivery(bodies: &mut BodySenders, cancels: &Cancels, id: &DeliveryId) {
+    bodies.remove(id);
+    let token = cancels.lock().ok().and_then(|mut m| m.remove(id));
+    if let Some(token) = token {
+        token.cancel();
+    }
+}
+
 fn close_msg(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
@@ -448,7 +470,7 @@ async fn run_delivery(
     head: RequestHead,
     body_rx: Option<forward::BodyRx>,
     cancel: CancellationToken,
-    cancels: Arc<Mutex<HashMap<DeliveryId, CancellationToken>>>,
+    cancels: Cancels,
 ) {
     let at = SystemTime::now();
     let started = Instant::now();

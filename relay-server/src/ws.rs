@@ -81,6 +81,11 @@ enum SessionEnd {
 /// gone.
 fn close_for(end: &SessionEnd) -> Option<(u16, String)> {
     match end {
+        // tungstenite refuses a message over `max_message_size` with a capacity error and
+        // leaves the close to us; other socket errors mean the connection is gone.
+        SessionEnd::Socket(e) if e.to_string().contains("Message too long") => {
+            Some((close::TOO_BIG, end.to_string()))
+        }
         SessionEnd::PeerClosed | SessionEnd::Socket(_) => None,
         SessionEnd::PeerTimeout(_) | SessionEnd::HandshakeTimeout(_) => {
             Some((close::POLICY, end.to_string()))

@@ -132,7 +132,10 @@ async fn deliver(
     drop(body);
 
     let mut replies = replies;
+    // Biased: a reply already queued wins over the agent having closed since, so an agent that
+    // answers and then disconnects (a graceful agent shutdown) still gets its answer through.
     let head = tokio::select! {
+        biased;
         reply = timeout_at(deadline, replies.recv()) => match reply {
             Err(_) => return Err(Error::Timeout(state.config.timeout.as_secs())),
             Ok(None) => return Err(Error::AgentGone),
