@@ -1,0 +1,300 @@
+//! Test harness: the real server and a real agent in-process on 127.0.0.1:0, a real local
+//! target, and an HTTP client. Nothing here mocks our own crates.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use relay_server::Config;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound for anything a test waits on.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server gracefully and waits until it has stopped.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("server stops within the deadline")
+            .expect("server task not panicked")
+            .expect("server ran without error");
+    }
+}
+
+pub async fn start_server(config: Config) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    serve_on(listener, config)
+}
+
+pub fn serve_on(listener: TcpListener, config: Config) -> TestServer {
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(relay_server::serve(listener, config, shutdown.clone()));
+    TestServer {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+pub struct TestAgent {
+    pub public_url: String,
+    pub channel: String,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<Result<(), relay_client::Error>>,
+}
+
+pub fn agent_config(server: &TestServer, target: &str) -> relay_client::AgentConfig {
+    let mut config =
+        relay_client::AgentConfig::new(&server.url(), target).expect("valid agent config");
+    config.backoff_min = Duration::from_millis(20);
+    config.backoff_max = Duration::from_millis(200);
+    config
+}
+
+/// Connects a real agent; returns once the server has welcomed it.
+pub async fn start_agent(config: relay_client::AgentConfig) -> TestAgent {
+    let agent = relay_client::Agent::connect(config, None)
+        .await
+        .expect("agent connects");
+    let public_url = agent.public_url().to_owned();
+    let channel = agent.channel().to_owned();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(agent.run(shutdown.clone()));
+    TestAgent {
+        public_url,
+        channel,
+        shutdown,
+        task,
+    }
+}
+
+/// What the target saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query as received.
+    pub uri: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Vec<&[u8]> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
+            .collect()
+    }
+}
+
+pub struct TestTarget {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub seen: mpsc::Receiver<Seen>,
+    release: Arc<watch::Sender<bool>>,
+}
+
+impl TestTarget {
+    /// Lets every request waiting in `/hold` (now or later) answer.
+    pub fn release(&self) {
+        self.release.send_replace(true);
+    }
+}
+
+#[derive(Clone)]
+struct TargetState {
+    seen: mpsc::Sender<Seen>,
+    release: Arc<watch::Sender<bool>>,
+}
+
+/// A local target on 127.0.0.1:0. Every request is reported on `seen`, then:
+/// `/hold...` waits for [`TestTarget::release`] and answers 200 `released`; `/status/{code}` answers that
+/// status; anything else answers 201 echoing the body, with `x-echo-method`, `x-echo-uri` and
+/// two `x-repeat` headers.
+pub async fn start_target() -> TestTarget {
+    let (tx, seen) = mpsc::channel(4096);
+    let release = Arc::new(watch::channel(false).0);
+    let state = TargetState {
+        seen: tx,
+        release: Arc::clone(&release),
+    };
+    let app = Router::new()
+        .fallback(target_handler)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TestTarget {
+        addr,
+        url: format!("http://{addr}"),
+        seen,
+        release,
+    }
+}
+
+async fn target_handler(State(state): State<TargetState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.expect("target reads body").to_bytes();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| pq.as_str().to_owned())
+        .unwrap_or_default();
+    let seen = Seen {
+        method: parts.method.to_string(),
+        uri: uri.clone(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect(),
+        body: body.clone(),
+    };
+    let _ = state.seen.send(seen).await;
+    if uri.starts_with("/hold") {
+        let _ = state
+            .release
+            .subscribe()
+            .wait_for(|released| *released)
+            .await;
+        return Response::new(Body::from("released"));
+    }
+    if let Some(code) = uri.strip_prefix("/status/") {
+        let code: u16 = code.parse().expect("status code in path");
+        let mut resp = Response::new(Body::from(format!("status {code}")));
+        *resp.status_mut() = StatusCode::from_u16(code).expect("valid status");
+        return resp;
+    }
+    Response::builder()
+        .status(201)
+        .header("x-echo-method", parts.method.as_str())
+        .header("x-echo-uri", uri)
+        .header("x-repeat", "one")
+        .header("x-repeat", "two")
+        .header("content-type", "application/octet-stream")
+        .body(Body::from(body))
+        .expect("valid response")
+}
+
+pub type TestClient = Client<HttpConnector, BoxBody<Bytes, Infallible>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+}
+
+/// Sends one request and reads the whole answer.
+pub async fn send(
+    client: &TestClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &[u8])],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let body = Full::new(body.into()).boxed();
+    send_body(client, method, url, headers, body).await
+}
+
+pub async fn send_body(
+    client: &TestClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &[u8])],
+    body: BoxBody<Bytes, Infallible>,
+) -> Answer {
+    let mut req = axum::http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req.body(body).expect("valid request");
+    let fut = async {
+        let resp = client.request(req).await.expect("request sent");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("answer body").to_bytes();
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(DEADLINE, fut)
+        .await
+        .expect("answer within the deadline")
+}
+
+/// Polls `GET /api/channels/{channel}` until it reports `agents` agents.
+pub async fn wait_for_agents(client: &TestClient, server: &str, channel: &str, agents: u64) {
+    let url = format!("{server}/api/channels/{channel}");
+    let poll = async {
+        loop {
+            let answer = send(client, "GET", &url, &[], Bytes::new()).await;
+            if answer.json()["agents"] == agents {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, poll)
+        .await
+        .unwrap_or_else(|_| panic!("channel {channel} never had {agents} agents"));
+}
+
+/// Receives the next request the target saw.
+pub async fn next_seen(target: &mut TestTarget) -> Seen {
+    tokio::time::timeout(DEADLINE, target.seen.recv())
+        .await
+        .expect("target saw a request within the deadline")
+        .expect("target still running")
+}
