@@ -44,6 +44,8 @@ pub fn http_client() -> Result<HttpClient, Error> {
 #[derive(Debug, Clone)]
 pub struct Target {
     uri: Uri,
+    /// The URL as the user wrote it, for output.
+    text: String,
 }
 
 impl Target {
@@ -51,7 +53,10 @@ impl Target {
         let bad = || Error::ForwardUrl(url.to_owned());
         let uri: Uri = url.parse().map_err(|_| bad())?;
         match uri.scheme_str() {
-            Some("http") | Some("https") if uri.authority().is_some() => Ok(Self { uri }),
+            Some("http") | Some("https") if uri.authority().is_some() => Ok(Self {
+                uri,
+                text: url.to_owned(),
+            }),
             _ => Err(bad()),
         }
     }
@@ -86,7 +91,7 @@ impl Target {
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.uri.fmt(f)
+        f.write_str(&self.text)
     }
 }
 

@@ -1,0 +1,162 @@
+//! The `relay-client` binary as a developer runs it: the forwarding line, one line per
+//! delivery, a clean exit on SIGINT, and a clear error for a refused token.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn start_server(config: relay_server::Config) -> (SocketAddr, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(relay_server::serve(listener, config, shutdown.clone()));
+    (addr, shutdown)
+}
+
+/// A one-shot target on a std thread: answers every request with 202 and `ok`.
+fn start_target() -> SocketAddr {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+            );
+        }
+    });
+    addr
+}
+
+fn spawn_client(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-client"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("relay-client starts");
+    let (tx, rx) = mpsc::channel();
+    for pipe in [
+        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+        Box::new(child.stderr.take().expect("stderr")),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    (child, rx)
+}
+
+fn line_matching(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("expected line printed in time");
+        if pred(&line) {
+            return line;
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay-client did not exit in time"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends a raw HTTP/1.1 POST and returns the status line.
+fn post(url_addr: &str, path: &str) -> String {
+    let mut stream = TcpStream::connect(url_addr).expect("connect");
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: {url_addr}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi"
+    );
+    stream.write_all(req.as_bytes()).expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).expect("read");
+    out.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prints_the_public_url_and_one_line_per_delivery() {
+    let (addr, _server) = start_server(relay_server::Config::default()).await;
+    let target = start_target();
+    let (mut child, lines) = spawn_client(&[
+        "--server",
+        &format!("http://{addr}"),
+        "--forward",
+        &format!("http://{target}"),
+        "--channel",
+        "cli-test",
+    ]);
+    let forwarding = line_matching(&lines, |l| l.starts_with("Forwarding"));
+    assert_eq!(
+        forwarding,
+        format!("Forwarding http://{addr}/h/cli-test -> http://{target}")
+    );
+
+    let status =
+        tokio::task::spawn_blocking(move || post(&addr.to_string(), "/h/cli-test/github?x=1"))
+            .await
+            .expect("post");
+    assert_eq!(status, "HTTP/1.1 202 Accepted");
+    let delivery = line_matching(&lines, |l| l.contains(" POST "));
+    let fields: Vec<&str> = delivery.split_whitespace().collect();
+    assert_eq!(fields[1..4], ["POST", "/github?x=1", "202"], "{delivery}");
+    assert!(
+        fields[0].ends_with('Z') && fields[4].ends_with("ms"),
+        "{delivery}"
+    );
+    assert_eq!(fields[5].len(), 36, "delivery id: {delivery}");
+
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    assert!(wait_exit(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_token_exits_with_an_error() {
+    let config = relay_server::Config {
+        agent_token: Some("right".to_owned()),
+        ..relay_server::Config::default()
+    };
+    let (addr, _server) = start_server(config).await;
+    let (mut child, lines) = spawn_client(&[
+        "--server",
+        &format!("http://{addr}"),
+        "--forward",
+        "http://127.0.0.1:9",
+        "--token",
+        "wrong",
+    ]);
+    let error = line_matching(&lines, |l| l.starts_with("error:"));
+    assert!(error.contains("missing or wrong agent token"), "{error}");
+    assert!(!wait_exit(&mut child).success());
+}
