@@ -23,6 +23,10 @@ use crate::registry::{DeliveryGuard, Reply};
 /// Response header naming the delivery, so a sender can find it in our logs.
 pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
 
+/// Deliveries one agent may have in flight; past this the sender gets 503 rather than the
+/// server queueing without bound for an agent that cannot keep up.
+const MAX_IN_FLIGHT_PER_AGENT: usize = 1024;
+
 /// Headers the relay sets itself; copies from the sender are replaced.
 const RELAY_SET: [&str; 4] = [
     "host",
@@ -99,6 +103,9 @@ async fn deliver(
         .registry
         .pick(&channel)
         .ok_or_else(|| Error::NoAgent(channel.clone()))?;
+    if agent.in_flight() >= MAX_IN_FLIGHT_PER_AGENT {
+        return Err(Error::Overloaded);
+    }
     let (guard, replies) = agent.begin(id);
 
     let peer = parts
