@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
     ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, RequestHead,
@@ -30,8 +29,6 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Frames queued for the server before delivery tasks wait.
 const OUTBOX_CAPACITY: usize = 256;
-/// Most messages written before one flush.
-const WRITE_BATCH: usize = 64;
 /// Request body slices buffered per delivery before the reader waits for the target.
 const BODY_QUEUE: usize = 16;
 /// How long the reader waits for a slow target to take a body slice before dropping that
@@ -293,7 +290,9 @@ async fn session(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) -> Sessio
     let (sink, mut stream) = ws.split();
     let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(sink, rx, writer_stop.clone()));
+    let writer = tokio::spawn(runtime::write_batched(sink, rx, writer_stop.clone(), |m| {
+        matches!(m, Message::Close(_))
+    }));
     let connection = CancellationToken::new();
     // If this future is dropped (the agent task aborted), the writer and the deliveries stop
     // too, so the socket closes and the server fails the deliveries in flight at once.
@@ -501,37 +500,4 @@ async fn run_delivery(
         duration: started.elapsed(),
         error: outcome.error,
     }));
-}
-
-/// Writes queued messages to the server, flushing once per batch. Ends after a close frame,
-/// when the outbox closes, or when cancelled.
-async fn write_loop(
-    mut sink: SplitSink<Ws, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            msg = rx.recv() => msg,
-            () = cancel.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        let mut closing = matches!(first, Message::Close(_));
-        if sink.feed(first).await.is_err() {
-            return;
-        }
-        let mut batched = 1;
-        while !closing && batched < WRITE_BATCH {
-            let Ok(msg) = rx.try_recv() else { break };
-            closing = matches!(msg, Message::Close(_));
-            if sink.feed(msg).await.is_err() {
-                return;
-            }
-            batched += 1;
-        }
-        if sink.flush().await.is_err() || closing {
-            break;
-        }
-    }
-    let _ = sink.close().await;
 }

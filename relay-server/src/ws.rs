@@ -10,8 +10,8 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::Response;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
+use futures_util::stream::SplitStream;
 use protocol::{
     ChannelId, DecodeError, ErrorCode, ErrorFrame, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION,
     Welcome, close,
@@ -26,8 +26,6 @@ use crate::registry::{AgentHandle, Reply, Route};
 
 /// Frames queued for one agent before senders wait.
 const OUTBOX_CAPACITY: usize = 256;
-/// Most messages written before one flush.
-const WRITE_BATCH: usize = 64;
 /// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
 /// connection up front and dominates the memory of an idle agent.
 const READ_BUFFER: usize = 8 * 1024;
@@ -112,7 +110,9 @@ async fn session(state: AppState, socket: WebSocket) {
     let (sink, mut stream) = socket.split();
     let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let stop_writer = CancellationToken::new();
-    let writer = tokio::spawn(write_loop(sink, rx, stop_writer.clone()));
+    let writer = tokio::spawn(runtime::write_batched(sink, rx, stop_writer.clone(), |m| {
+        matches!(m, Message::Close(_))
+    }));
 
     let end = match handshake(&state, &mut stream).await {
         Ok((hello, channel)) => {
@@ -324,37 +324,4 @@ async fn read_loop(
             Route::OutOfOrder => return SessionEnd::Protocol("response frames out of order"),
         }
     }
-}
-
-/// Writes queued messages to the agent, flushing once per batch. Ends after sending a close
-/// frame, when the outbox closes, or when cancelled.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut rx: mpsc::Receiver<Message>,
-    cancel: CancellationToken,
-) {
-    loop {
-        let first = tokio::select! {
-            msg = rx.recv() => msg,
-            () = cancel.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        let mut closing = matches!(first, Message::Close(_));
-        if sink.feed(first).await.is_err() {
-            break;
-        }
-        let mut batched = 1;
-        while !closing && batched < WRITE_BATCH {
-            let Ok(msg) = rx.try_recv() else { break };
-            closing = matches!(msg, Message::Close(_));
-            if sink.feed(msg).await.is_err() {
-                return;
-            }
-            batched += 1;
-        }
-        if sink.flush().await.is_err() || closing {
-            break;
-        }
-    }
-    let _ = sink.close().await;
 }

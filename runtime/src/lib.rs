@@ -1,0 +1,108 @@
+//! What `relay-server` and `relay-client` both run on: the batched WebSocket writer, logging
+//! set-up and shutdown signals. Kept apart from `protocol`, which does no I/O.
+
+use futures_util::{Sink, SinkExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Most messages written to the socket before one flush.
+pub const WRITE_BATCH: usize = 64;
+
+/// Writes the messages queued on `rx` to `sink`, one flush per batch: whatever is queued when
+/// the writer wakes up (up to [`WRITE_BATCH`]) goes out in one system call under load, and a
+/// lone message still goes out at once.
+///
+/// Ends after writing a message for which `is_close` is true, when every sender is gone, when
+/// the sink fails, or when `cancel` fires; the sink is closed on the way out.
+pub async fn write_batched<S, M>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<M>,
+    cancel: CancellationToken,
+    is_close: fn(&M) -> bool,
+) where
+    S: Sink<M> + Unpin,
+{
+    loop {
+        let first = tokio::select! {
+            msg = rx.recv() => msg,
+            () = cancel.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        let mut closing = is_close(&first);
+        if sink.feed(first).await.is_err() {
+            return;
+        }
+        let mut batched = 1;
+        while !closing && batched < WRITE_BATCH {
+            let Ok(msg) = rx.try_recv() else { break };
+            closing = is_close(&msg);
+            if sink.feed(msg).await.is_err() {
+                return;
+            }
+            batched += 1;
+        }
+        if sink.flush().await.is_err() || closing {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+/// Logs to stderr at `default` level, or as `RUST_LOG` says (`info`,
+/// `relay_server=debug,warn`, ...); colours only on a terminal.
+pub fn init_tracing(default: tracing::Level) {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|s| s.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi),
+        )
+        .with(filter)
+        .init();
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_everything_queued_and_stops_after_close() {
+        let (tx, rx) = mpsc::channel(16);
+        for n in [1, 2, 0, 3] {
+            tx.send(n).await.expect("queue open");
+        }
+        let mut written: Vec<u32> = Vec::new();
+        write_batched(&mut written, rx, CancellationToken::new(), |n| *n == 0).await;
+        assert_eq!(written, [1, 2, 0], "nothing after the close message");
+    }
+}
