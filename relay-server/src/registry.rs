@@ -10,13 +10,13 @@ use axum::extract::ws::Message;
 use bytes::Bytes;
 use dashmap::DashMap;
 use protocol::{Abort, ChannelId, DeliveryId, Frame, ResponseHead};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Capacity of one delivery's reply queue, in frames (each at most `MAX_CHUNK_LEN` of body):
+/// Capacity of one streamed response body's queue, in frames (each at most `MAX_CHUNK_LEN`):
 /// how far the agent may run ahead of a slow sender before backpressure applies.
-pub const REPLY_QUEUE: usize = 16;
+pub const BODY_QUEUE: usize = 16;
 
 /// Identifies one agent connection in logs and in the registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,20 +28,24 @@ impl std::fmt::Display for AgentId {
     }
 }
 
-/// What the agent sends back for one delivery, in order: one `Head`, then `Chunk`s until one has
-/// `fin`, or an `Abort` at any point.
+/// The agent's answer to a delivery: its response head and, when the body did not fit in the
+/// head frame, the queue the rest arrives on; or the reason the agent aborted.
+pub type HeadReply = Result<(ResponseHead, Option<mpsc::Receiver<BodyEvent>>), String>;
+
+/// The rest of a streamed response body.
 #[derive(Debug)]
-pub enum Reply {
-    Head(ResponseHead),
+pub enum BodyEvent {
     Chunk { data: Bytes, fin: bool },
     Abort(String),
 }
 
-/// The server's side of one delivery in flight on an agent.
+/// The server's side of one delivery in flight on an agent: first a one-shot for the head
+/// (no queue is allocated for the common single-frame answer), then, for a streamed body, a
+/// bounded queue for its chunks.
 #[derive(Debug)]
-pub struct Pending {
-    tx: mpsc::Sender<Reply>,
-    head_seen: bool,
+enum Pending {
+    AwaitingHead(oneshot::Sender<HeadReply>),
+    Streaming(mpsc::Sender<BodyEvent>),
 }
 
 /// One connected agent, shared between its session task and the ingress handlers that send it
@@ -89,17 +93,14 @@ impl AgentHandle {
             .map_err(|_| SendError::Closed)
     }
 
-    /// Starts tracking a delivery: replies the agent sends for `id` arrive on the returned
-    /// receiver. The entry lives until the reply completes or the [`DeliveryGuard`] is dropped.
-    pub fn begin(self: &Arc<Self>, id: DeliveryId) -> (DeliveryGuard, mpsc::Receiver<Reply>) {
-        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        self.pending.insert(
-            id,
-            Pending {
-                tx,
-                head_seen: false,
-            },
-        );
+    /// Starts tracking a delivery: the agent's answer for `id` arrives on the returned
+    /// receiver. The entry lives until the answer completes or the [`DeliveryGuard`] is dropped.
+    pub fn begin(
+        self: &Arc<Self>,
+        id: DeliveryId,
+    ) -> (DeliveryGuard, oneshot::Receiver<HeadReply>) {
+        let (tx, rx) = oneshot::channel();
+        self.pending.insert(id, Pending::AwaitingHead(tx));
         let guard = DeliveryGuard {
             agent: Arc::clone(self),
             id,
@@ -107,27 +108,54 @@ impl AgentHandle {
         (guard, rx)
     }
 
-    /// Routes a reply frame to its delivery. Returns the sender to await on (never awaited here,
-    /// so no map guard is held across a wait) or why the frame is out of place.
-    pub fn route(&self, id: DeliveryId, is_head: bool, fin: bool) -> Route {
-        let Some(mut entry) = self.pending.get_mut(&id) else {
-            return Route::Unknown;
+    /// Hands a response head to its delivery, without waiting. A head for an unknown delivery
+    /// (finished, timed out) is dropped; a second head is out of order, which ends the session.
+    pub fn deliver_head(&self, head: ResponseHead) -> Route<()> {
+        let id = head.id;
+        let head_tx = match self.pending.remove(&id) {
+            None => return Route::Unknown,
+            Some((_, Pending::Streaming(_))) => return Route::OutOfOrder,
+            Some((_, Pending::AwaitingHead(tx))) => tx,
         };
-        if is_head == entry.head_seen {
-            return Route::OutOfOrder;
-        }
-        entry.head_seen = true;
-        let tx = entry.tx.clone();
-        drop(entry);
+        let body_rx = (!head.fin).then(|| {
+            let (tx, rx) = mpsc::channel(BODY_QUEUE);
+            self.pending.insert(id, Pending::Streaming(tx));
+            rx
+        });
+        let _ = head_tx.send(Ok((head, body_rx)));
+        Route::Deliver(())
+    }
+
+    /// The queue a body chunk for `id` goes to (the caller awaits on it, so no map guard is
+    /// held across the wait). A chunk before its head is out of order.
+    pub fn body_sender(&self, id: &DeliveryId, fin: bool) -> Route<mpsc::Sender<BodyEvent>> {
+        let tx = match self.pending.get(id).as_deref() {
+            None => return Route::Unknown,
+            Some(Pending::AwaitingHead(_)) => return Route::OutOfOrder,
+            Some(Pending::Streaming(tx)) => tx.clone(),
+        };
         if fin {
-            self.pending.remove(&id);
+            self.pending.remove(id);
         }
         Route::Deliver(tx)
     }
 
-    /// Forgets a delivery (the agent aborted it, or its sender stopped reading).
-    pub fn forget(&self, id: &DeliveryId) -> Option<mpsc::Sender<Reply>> {
-        self.pending.remove(id).map(|(_, p)| p.tx)
+    /// Ends a delivery the agent aborted, telling its ingress handler why.
+    pub fn abort(&self, id: &DeliveryId, reason: String) {
+        match self.pending.remove(id) {
+            Some((_, Pending::AwaitingHead(tx))) => {
+                let _ = tx.send(Err(reason));
+            }
+            Some((_, Pending::Streaming(tx))) => {
+                let _ = tx.try_send(BodyEvent::Abort(reason));
+            }
+            None => {}
+        }
+    }
+
+    /// Forgets a delivery; true if it was still in flight.
+    pub fn forget(&self, id: &DeliveryId) -> bool {
+        self.pending.remove(id).is_some()
     }
 
     /// Number of deliveries waiting on this agent.
@@ -144,8 +172,8 @@ impl AgentHandle {
 
 /// Where a reply frame goes.
 #[derive(Debug)]
-pub enum Route {
-    Deliver(mpsc::Sender<Reply>),
+pub enum Route<T> {
+    Deliver(T),
     /// No such delivery: it finished, timed out or was never sent. Late frames are expected
     /// after an abort and are dropped.
     Unknown,
@@ -177,7 +205,7 @@ impl DeliveryGuard {
     }
 
     fn abort_with(&self, reason: &str) {
-        if self.agent.forget(&self.id).is_none() {
+        if !self.agent.forget(&self.id) {
             return;
         }
         let frame = Frame::Abort(Abort {

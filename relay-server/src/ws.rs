@@ -22,13 +22,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::AppState;
-use crate::registry::{AgentHandle, Reply, Route};
+use crate::registry::{AgentHandle, BodyEvent, Route};
 
 /// Frames queued for one agent before senders wait.
 const OUTBOX_CAPACITY: usize = 256;
 /// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
 /// connection up front and dominates the memory of an idle agent.
 const READ_BUFFER: usize = 8 * 1024;
+/// Bytes tungstenite gathers before writing to the socket; the writer flushes each batch, so
+/// this lets a batch of frames leave in one write. The buffer only grows when used.
+const WRITE_BUFFER: usize = 64 * 1024;
 /// How long the reader waits for a slow sender to take a reply frame before abandoning that
 /// delivery, so one stalled sender cannot hold up the agent's other deliveries.
 const REPLY_STALL: Duration = Duration::from_secs(10);
@@ -43,7 +46,7 @@ pub async fn upgrade(
     ws.max_message_size(MAX_FRAME_LEN)
         .max_frame_size(MAX_FRAME_LEN)
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(0)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| {
             let tracker = state.tracker.clone();
             async move {
@@ -279,49 +282,44 @@ async fn read_loop(
             Ok(frame) => frame,
             Err(e) => return SessionEnd::Decode(e),
         };
-        let (id, reply, is_head, fin) = match frame {
-            Frame::Response(head) => {
-                let (id, fin) = (head.id, head.fin);
-                (id, Reply::Head(head), true, fin)
-            }
-            Frame::Body(chunk) => (
-                chunk.id,
-                Reply::Chunk {
-                    data: chunk.data,
-                    fin: chunk.fin,
-                },
-                false,
-                chunk.fin,
-            ),
+        match frame {
+            Frame::Response(head) => match agent.deliver_head(head) {
+                Route::Deliver(()) => {}
+                Route::Unknown => debug!("response for a finished delivery ignored"),
+                Route::OutOfOrder => return SessionEnd::Protocol("second response head"),
+            },
+            Frame::Body(chunk) => match agent.body_sender(&chunk.id, chunk.fin) {
+                Route::Deliver(tx) => {
+                    let id = chunk.id;
+                    let event = BodyEvent::Chunk {
+                        data: chunk.data,
+                        fin: chunk.fin,
+                    };
+                    // Wait for the sender to take the chunk, but not forever: past REPLY_STALL
+                    // that one delivery is dropped so the agent's other deliveries keep moving.
+                    if tokio::time::timeout(REPLY_STALL, tx.send(event))
+                        .await
+                        .is_err()
+                    {
+                        warn!(delivery_id = %id, "sender not reading the response; delivery dropped");
+                        agent.forget(&id);
+                    }
+                }
+                Route::Unknown => {
+                    debug!(delivery_id = %chunk.id, "body for a finished delivery ignored")
+                }
+                Route::OutOfOrder => return SessionEnd::Protocol("response body before its head"),
+            },
             Frame::Abort(abort) => {
                 debug!(delivery_id = %abort.id, reason = %abort.reason, "agent aborted delivery");
-                if let Some(tx) = agent.forget(&abort.id) {
-                    let _ = tx.try_send(Reply::Abort(abort.reason));
-                }
-                continue;
+                agent.abort(&abort.id, abort.reason);
             }
             Frame::Error(e) => {
-                warn!(code = ?e.code, message = %e.message, "agent reported an error");
-                continue;
+                warn!(code = ?e.code, message = %e.message, "agent reported an error")
             }
             Frame::Hello(_) | Frame::Welcome(_) | Frame::Request(_) => {
                 return SessionEnd::Protocol("unexpected frame type from agent");
             }
-        };
-        match agent.route(id, is_head, fin) {
-            Route::Deliver(tx) => {
-                // Wait for the sender to take the frame, but not forever: past REPLY_STALL that
-                // one delivery is dropped so the agent's other deliveries keep moving.
-                if tokio::time::timeout(REPLY_STALL, tx.send(reply))
-                    .await
-                    .is_err()
-                {
-                    warn!(delivery_id = %id, "sender not reading the response; delivery dropped");
-                    agent.forget(&id);
-                }
-            }
-            Route::Unknown => debug!(delivery_id = %id, "frame for a finished delivery ignored"),
-            Route::OutOfOrder => return SessionEnd::Protocol("response frames out of order"),
         }
     }
 }

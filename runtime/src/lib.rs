@@ -33,6 +33,11 @@ pub async fn write_batched<S, M>(
             return;
         }
         let mut batched = 1;
+        if rx.is_empty() {
+            // Let the tasks that are ready run first: under load they queue more frames and the
+            // batch leaves in one write instead of one write per frame.
+            tokio::task::yield_now().await;
+        }
         while !closing && batched < WRITE_BATCH {
             let Ok(msg) = rx.try_recv() else { break };
             closing = is_close(&msg);

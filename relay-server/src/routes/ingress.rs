@@ -18,7 +18,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::AppState;
 use crate::error::Error;
-use crate::registry::{DeliveryGuard, Reply};
+use crate::registry::{BodyEvent, DeliveryGuard};
 
 /// Response header naming the delivery, so a sender can find it in our logs.
 pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
@@ -106,7 +106,7 @@ async fn deliver(
     if agent.in_flight() >= MAX_IN_FLIGHT_PER_AGENT {
         return Err(Error::Overloaded);
     }
-    let (guard, replies) = agent.begin(id);
+    let (guard, head_rx) = agent.begin(id);
 
     let peer = parts
         .extensions
@@ -138,26 +138,23 @@ async fn deliver(
     }
     drop(body);
 
-    let mut replies = replies;
-    // Biased: a reply already queued wins over the agent having closed since, so an agent that
-    // answers and then disconnects (a graceful agent shutdown) still gets its answer through.
-    let head = tokio::select! {
+    // Biased: an answer already given wins over the agent having closed since, so an agent
+    // that answers and then disconnects (a graceful agent shutdown) still gets it through.
+    let (head, body_rx) = tokio::select! {
         biased;
-        reply = timeout_at(deadline, replies.recv()) => match reply {
+        reply = timeout_at(deadline, head_rx) => match reply {
             Err(_) => return Err(Error::Timeout(state.config.timeout.as_secs())),
-            Ok(None) => return Err(Error::AgentGone),
-            Ok(Some(Reply::Head(head))) => head,
-            Ok(Some(Reply::Abort(reason))) => return Err(Error::AgentAborted(reason)),
-            Ok(Some(Reply::Chunk { .. })) => return Err(Error::AgentGone),
+            Ok(Err(_)) => return Err(Error::AgentGone),
+            Ok(Ok(Ok(answer))) => answer,
+            Ok(Ok(Err(reason))) => return Err(Error::AgentAborted(reason)),
         },
         () = agent.closed().cancelled() => return Err(Error::AgentGone),
     };
     let status = StatusCode::from_u16(head.status)
         .map_err(|_| Error::AgentAborted(format!("agent sent invalid status {}", head.status)))?;
-    let body = if head.fin {
-        Body::from(head.body)
-    } else {
-        response_stream(head.body, replies, guard)
+    let body = match body_rx {
+        None => Body::from(head.body),
+        Some(rest) => response_stream(head.body, rest, guard),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -257,19 +254,19 @@ fn copy_headers(headers: &Headers, into: &mut axum::http::HeaderMap) {
     }
 }
 
-/// The rest of a streamed response body: `first`, then the agent's chunks until `fin`. An abort
-/// or a lost agent ends the stream with an error, so the sender sees a truncated response
-/// rather than a complete-looking one. Holds the delivery guard until the body is done.
-fn response_stream(first: Bytes, replies: mpsc::Receiver<Reply>, guard: DeliveryGuard) -> Body {
+/// A streamed response body: `first`, then the agent's chunks until `fin`. An abort or a lost
+/// agent ends the stream with an error, so the sender sees a truncated response rather than a
+/// complete-looking one. Holds the delivery guard until the body is done.
+fn response_stream(first: Bytes, rest: mpsc::Receiver<BodyEvent>, guard: DeliveryGuard) -> Body {
     struct State {
         first: Option<Bytes>,
-        replies: mpsc::Receiver<Reply>,
+        rest: mpsc::Receiver<BodyEvent>,
         done: bool,
         _guard: DeliveryGuard,
     }
     let state = State {
         first: Some(first),
-        replies,
+        rest,
         done: false,
         _guard: guard,
     };
@@ -280,22 +277,17 @@ fn response_stream(first: Bytes, replies: mpsc::Receiver<Reply>, guard: Delivery
         if s.done {
             return None;
         }
-        match s.replies.recv().await {
-            Some(Reply::Chunk { data, fin }) => {
+        s.done = true;
+        match s.rest.recv().await {
+            Some(BodyEvent::Chunk { data, fin }) => {
                 s.done = fin;
                 Some((Ok(data), s))
             }
-            Some(Reply::Abort(reason)) => {
-                s.done = true;
-                Some((Err(std::io::Error::other(reason)), s))
-            }
-            Some(Reply::Head(_)) | None => {
-                s.done = true;
-                Some((
-                    Err(std::io::Error::other("agent disconnected mid-response")),
-                    s,
-                ))
-            }
+            Some(BodyEvent::Abort(reason)) => Some((Err(std::io::Error::other(reason)), s)),
+            None => Some((
+                Err(std::io::Error::other("agent disconnected mid-response")),
+                s,
+            )),
         }
     });
     Body::from_stream(stream)
