@@ -2,7 +2,10 @@ use clap::Parser;
 use relay_client::{Agent, Args, output};
 use tokio_util::sync::CancellationToken;
 
-#[tokio::main]
+/// One thread: the agent mostly moves bytes between two local sockets, and on a shared
+/// machine a second worker thread costs more in wake-ups than it gains (about a fifth of the
+/// agent's CPU per delivery in bench/run.sh).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> std::process::ExitCode {
     runtime::init_tracing(tracing::Level::WARN);
     match run().await {
@@ -18,12 +21,8 @@ async fn run() -> anyhow::Result<()> {
     let config = Args::parse().validate()?;
     let shutdown = CancellationToken::new();
     tokio::spawn(runtime::cancel_on_signal(shutdown.clone()));
-    let (events, mut rx) = tokio::sync::mpsc::channel(1024);
-    let printer = tokio::spawn(async move {
-        while let Some(event) = rx.recv().await {
-            output::print(&event);
-        }
-    });
+    let (events, rx) = tokio::sync::mpsc::channel(4096);
+    let printer = std::thread::spawn(move || output::print_events(rx));
 
     let mut attempt = 0;
     let agent = loop {
@@ -46,6 +45,6 @@ async fn run() -> anyhow::Result<()> {
     };
     drop(events);
     let result = agent.run(shutdown).await;
-    let _ = printer.await;
+    let _ = tokio::task::spawn_blocking(move || printer.join()).await;
     result.map_err(Into::into)
 }
