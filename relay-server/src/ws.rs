@@ -4,6 +4,7 @@
 //! and drains the agent's outbox, batching whatever is queued into one flush. When either ends,
 //! the other is cancelled and every delivery still waiting on the agent fails with 502.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,6 @@ use protocol::{
     ChannelId, DecodeError, ErrorCode, ErrorFrame, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION,
     Welcome, close,
 };
-use std::net::SocketAddr;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
