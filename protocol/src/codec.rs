@@ -5,7 +5,7 @@
 
 use bincode::config::{Config, standard};
 
-use crate::{DecodeError, EncodeError, Frame, MAX_FRAME_LEN};
+use crate::{DecodeError, EncodeError, Frame, Headers, MAX_FRAME_LEN};
 
 fn config() -> impl Config {
     standard().with_limit::<MAX_FRAME_LEN>()
@@ -13,12 +13,35 @@ fn config() -> impl Config {
 
 /// Encodes one frame into the bytes of one WebSocket binary message.
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, EncodeError> {
-    let bytes = bincode::serde::encode_to_vec(frame, config())
+    // Sized up front: growing from empty would reallocate and copy about ten times for a frame
+    // carrying a kilobyte of body, on every delivery.
+    let mut bytes = Vec::with_capacity(size_hint(frame));
+    bincode::serde::encode_into_std_write(frame, &mut bytes, config())
         .map_err(|e| EncodeError::Other(e.to_string()))?;
     if bytes.len() > MAX_FRAME_LEN {
         return Err(EncodeError::TooLarge { max: MAX_FRAME_LEN });
     }
     Ok(bytes)
+}
+
+/// An upper estimate of a frame's encoded size: its variable-length parts plus room for ids,
+/// length prefixes and flags.
+fn size_hint(frame: &Frame) -> usize {
+    const FIXED: usize = 64;
+    let headers = |h: &Headers| h.iter().map(|(n, v)| n.len() + v.len() + 18).sum::<usize>();
+    FIXED
+        + match frame {
+            Frame::Request(r) => {
+                r.method.len()
+                    + r.path.len()
+                    + r.query.as_ref().map_or(0, String::len)
+                    + headers(&r.headers)
+                    + r.body.len()
+            }
+            Frame::Response(r) => headers(&r.headers) + r.body.len(),
+            Frame::Body(b) => b.data.len(),
+            Frame::Hello(_) | Frame::Welcome(_) | Frame::Abort(_) | Frame::Error(_) => FIXED,
+        }
 }
 
 /// Decodes one WebSocket binary message into a frame.
