@@ -9,15 +9,16 @@
 //! Node must be installed: its absence fails the test rather than skipping it, so the
 //! guarantee cannot silently go unchecked.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use common::{agent_config, start_agent, start_server};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
-use tokio_util::sync::CancellationToken;
 
 /// Bound on Node loading the libraries and its target listening.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -55,30 +56,13 @@ async fn signed_webhooks_verify_at_the_target_with_official_libraries() {
         }
     };
 
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
-    let server_shutdown = CancellationToken::new();
-    let server = tokio::spawn(relay_server::serve(
-        listener,
-        relay_server::Config::default(),
-        server_shutdown.clone(),
-    ));
-
-    let config = relay_client::AgentConfig::new(
-        &format!("http://{addr}"),
+    let server = start_server(relay_server::Config::default()).await;
+    let agent = start_agent(agent_config(
+        &server,
         &format!("http://127.0.0.1:{target_port}"),
-    )
-    .expect("valid agent config");
-    let agent = relay_client::Agent::connect(config, None)
-        .await
-        .expect("agent connects to the relay");
-    let url = agent.public_url().to_owned();
-    let agent_shutdown = CancellationToken::new();
-    let agent_task = tokio::spawn(agent.run(agent_shutdown.clone()));
+    ))
+    .await;
+    let url = agent.public_url.clone();
 
     node.send_line(&url);
     let run = Instant::now() + RUN_TIMEOUT;
@@ -106,18 +90,13 @@ async fn signed_webhooks_verify_at_the_target_with_official_libraries() {
         "unexpected senders summary\n{report}"
     );
 
-    agent_shutdown.cancel();
-    timeout(STOP_TIMEOUT, agent_task)
+    agent.shutdown.cancel();
+    timeout(STOP_TIMEOUT, agent.task)
         .await
         .expect("agent stops within the deadline")
         .expect("agent task not panicked")
         .expect("agent ran without error");
-    server_shutdown.cancel();
-    timeout(STOP_TIMEOUT, server)
-        .await
-        .expect("server stops within the deadline")
-        .expect("server task not panicked")
-        .expect("server ran without error");
+    server.stop().await;
 }
 
 fn senders_dir() -> PathBuf {

@@ -178,11 +178,7 @@ async fn concurrent_requests_are_each_answered_with_their_own_response() {
 #[tokio::test]
 async fn slow_request_does_not_hold_back_others() {
     let (_server, mut target, agent, client) = relay().await;
-    let slow = {
-        let client = client.clone();
-        let url = format!("{}/hold", agent.public_url);
-        tokio::spawn(async move { send(&client, "POST", &url, &[], "slow").await })
-    };
+    let slow = spawn_post(&client, &format!("{}/hold", agent.public_url), "slow");
     assert_eq!(next_seen(&mut target).await.uri, "/hold");
     let fast = send(
         &client,
@@ -328,11 +324,7 @@ async fn slow_target_gives_504_after_the_timeout() {
 #[tokio::test]
 async fn agent_killed_mid_request_gives_502_promptly() {
     let (_server, mut target, agent, client) = relay().await;
-    let url = format!("{}/hold", agent.public_url);
-    let pending = {
-        let client = client.clone();
-        tokio::spawn(async move { send(&client, "POST", &url, &[], "x").await })
-    };
+    let pending = spawn_post(&client, &format!("{}/hold", agent.public_url), "x");
     next_seen(&mut target).await;
     let killed_at = Instant::now();
     agent.task.abort();
@@ -409,11 +401,7 @@ async fn rebind(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
 #[tokio::test]
 async fn shutdown_lets_in_flight_webhooks_finish() {
     let (server, mut target, agent, client) = relay().await;
-    let url = format!("{}/hold", agent.public_url);
-    let pending = {
-        let client = client.clone();
-        tokio::spawn(async move { send(&client, "POST", &url, &[], "x").await })
-    };
+    let pending = spawn_post(&client, &format!("{}/hold", agent.public_url), "x");
     next_seen(&mut target).await;
     server.shutdown.cancel();
     target.release();
@@ -430,11 +418,7 @@ async fn shutdown_lets_in_flight_webhooks_finish() {
 #[tokio::test]
 async fn agent_shutdown_finishes_in_flight_deliveries() {
     let (_server, mut target, agent, client) = relay().await;
-    let url = format!("{}/hold", agent.public_url);
-    let pending = {
-        let client = client.clone();
-        tokio::spawn(async move { send(&client, "POST", &url, &[], "x").await })
-    };
+    let pending = spawn_post(&client, &format!("{}/hold", agent.public_url), "x");
     next_seen(&mut target).await;
     agent.shutdown.cancel();
     target.release();

@@ -74,8 +74,8 @@ pub fn init_tracing(default: tracing::Level) {
         .init();
 }
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM.
-pub async fn cancel_on_signal(shutdown: CancellationToken) {
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {
@@ -92,6 +92,11 @@ pub async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// Cancels `shutdown` on the first SIGINT or SIGTERM.
+pub async fn cancel_on_signal(shutdown: CancellationToken) {
+    shutdown_signal().await;
     tracing::info!("shutdown signal received");
     shutdown.cancel();
 }

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
     drop(stdout);
 
     let mut connections = JoinSet::new();
-    let stop = shutdown_signal();
+    let stop = runtime::shutdown_signal();
     tokio::pin!(stop);
     loop {
         // Reap finished connections so the set does not grow with every wrk reconnect.
@@ -94,20 +94,4 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infalli
         .body(Full::new(Bytes::from(text)))
         .expect("a static status and header always build a response");
     Ok(response)
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }

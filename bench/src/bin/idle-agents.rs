@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     say(&format!("CONNECTED {}", agents.len()))?;
 
     let deadline = tokio::time::sleep(hold);
-    let signal = shutdown_signal();
+    let signal = runtime::shutdown_signal();
     tokio::pin!(deadline, signal);
     let mut lost = 0usize;
     loop {
@@ -163,20 +163,4 @@ fn eprintln_lost(lost: usize) {
         std::io::stderr(),
         "idle-agents: {lost} connections were closed by the server while held"
     );
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }

@@ -247,6 +247,14 @@ pub async fn send(
     send_body(client, method, url, headers, body).await
 }
 
+/// Starts a POST of `body` to `url` in the background, for requests that stay in flight while
+/// the test does something else.
+pub fn spawn_post(client: &TestClient, url: &str, body: &'static str) -> JoinHandle<Answer> {
+    let client = client.clone();
+    let url = url.to_owned();
+    tokio::spawn(async move { send(&client, "POST", &url, &[], body).await })
+}
+
 pub async fn send_body(
     client: &TestClient,
     method: &str,
