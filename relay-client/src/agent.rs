@@ -501,3 +501,28 @@ async fn run_delivery(
         error: outcome.error,
     }));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let mut config =
+            AgentConfig::new("http://127.0.0.1:1", "http://127.0.0.1:2").expect("valid URLs");
+        config.backoff_min = Duration::from_millis(100);
+        config.backoff_max = Duration::from_secs(2);
+        for attempt in 0..40 {
+            let exp =
+                (Duration::from_millis(100) * 2u32.pow(attempt.min(10))).min(config.backoff_max);
+            let delay = backoff(&config, attempt);
+            assert!(
+                delay >= exp / 2 && delay <= exp,
+                "attempt {attempt}: {delay:?} not in [{:?}, {exp:?}]",
+                exp / 2
+            );
+        }
+        let delays: std::collections::HashSet<_> = (0..20).map(|_| backoff(&config, 5)).collect();
+        assert!(delays.len() > 1, "jitter spreads reconnects");
+    }
+}
