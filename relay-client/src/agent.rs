@@ -1,39 +1,27 @@
 //! The agent's WebSocket session: connect and handshake, serve deliveries concurrently,
 //! reconnect with jittered backoff, drain on shutdown.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, RequestHead,
-    Welcome, close,
+    ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Welcome,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::info;
 
 use crate::config::AgentConfig;
 use crate::error::Error;
 use crate::forward::{self, HttpClient};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Frames queued for the server before delivery tasks wait.
-const OUTBOX_CAPACITY: usize = 256;
-/// Request body slices buffered per delivery before the reader waits for the target.
-const BODY_QUEUE: usize = 16;
-/// How long the reader waits for a slow target to take a body slice before dropping that
-/// delivery, so one stalled target request cannot hold up the connection's other deliveries.
-const BODY_STALL: Duration = Duration::from_secs(10);
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What the agent reports for a human to read (see `output.rs`).
 #[derive(Debug, Clone)]
@@ -68,14 +56,14 @@ pub struct Agent {
     welcome: Welcome,
 }
 
-struct Ctx {
-    config: AgentConfig,
-    client: HttpClient,
+pub(crate) struct Ctx {
+    pub(crate) config: AgentConfig,
+    pub(crate) client: HttpClient,
     events: Option<mpsc::Sender<Event>>,
 }
 
 impl Ctx {
-    fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         if let Some(events) = &self.events {
             // Output is best effort: a full queue drops a line rather than stall deliveries.
             let _ = events.try_send(event);
@@ -84,7 +72,7 @@ impl Ctx {
 }
 
 /// How one connection ended.
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     Shutdown,
     Lost(String),
     Fatal(Error),
@@ -134,7 +122,7 @@ impl Agent {
         } = self;
         let channel = ChannelId::parse(&welcome.channel)?;
         loop {
-            let reason = match session(&ctx, ws, &shutdown).await {
+            let reason = match crate::session::serve(&ctx, ws, &shutdown).await {
                 SessionEnd::Shutdown => return Ok(()),
                 SessionEnd::Fatal(e) => return Err(e),
                 SessionEnd::Lost(reason) => reason,
@@ -260,7 +248,7 @@ async fn handshake(
         })?
 }
 
-fn refusal(code: ErrorCode, message: String) -> Error {
+pub(crate) fn refusal(code: ErrorCode, message: String) -> Error {
     match code {
         ErrorCode::ShuttingDown | ErrorCode::ProtocolError => Error::Handshake {
             url: String::new(),
@@ -271,7 +259,7 @@ fn refusal(code: ErrorCode, message: String) -> Error {
 }
 
 /// The error for a close frame: 4xxx codes are refusals retrying cannot fix.
-fn closed(frame: Option<CloseFrame>) -> Error {
+pub(crate) fn closed(frame: Option<CloseFrame>) -> Error {
     match frame {
         Some(f) if u16::from(f.code) >= 4000 => Error::Refused(f.reason.to_string()),
         Some(f) => Error::Handshake {
@@ -283,223 +271,6 @@ fn closed(frame: Option<CloseFrame>) -> Error {
             reason: "closed by server".to_owned(),
         },
     }
-}
-
-/// Serves one connection until it is lost, the server refuses us, or shutdown.
-async fn session(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) -> SessionEnd {
-    let (sink, mut stream) = ws.split();
-    let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(runtime::write_batched(sink, rx, writer_stop.clone(), |m| {
-        matches!(m, Message::Close(_))
-    }));
-    let connection = CancellationToken::new();
-    // If this future is dropped (the agent task aborted), the writer and the deliveries stop
-    // too, so the socket closes and the server fails the deliveries in flight at once.
-    let _stop_on_drop = (
-        writer_stop.clone().drop_guard(),
-        connection.clone().drop_guard(),
-    );
-    let tracker = TaskTracker::new();
-    let cancels: Cancels = Arc::default();
-    let mut bodies: BodySenders = HashMap::new();
-    let mut ping = tokio::time::interval(ctx.config.ping_interval);
-    ping.tick().await;
-    let mut last_seen = tokio::time::Instant::now();
-    let mut draining = false;
-    let drain_deadline = tokio::time::sleep(ctx.config.shutdown_grace);
-    tokio::pin!(drain_deadline);
-
-    let end = loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
-            _ = ping.tick() => {
-                if last_seen.elapsed() >= ctx.config.peer_timeout {
-                    break SessionEnd::Lost(format!("no message from the server for {:?}", ctx.config.peer_timeout));
-                }
-                let _ = outbox.try_send(Message::Ping(bytes::Bytes::new()));
-                continue;
-            }
-            () = shutdown.cancelled(), if !draining => {
-                draining = true;
-                tracker.close();
-                drain_deadline.as_mut().reset(tokio::time::Instant::now() + ctx.config.shutdown_grace);
-                continue;
-            }
-            () = tracker.wait(), if draining => break SessionEnd::Shutdown,
-            () = &mut drain_deadline, if draining => {
-                warn!("deliveries still in flight at the end of the shutdown grace period");
-                break SessionEnd::Shutdown;
-            }
-        };
-        last_seen = tokio::time::Instant::now();
-        let bytes = match msg {
-            None => break SessionEnd::Lost("connection closed".to_owned()),
-            Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(Message::Close(frame))) => {
-                break match closed(frame) {
-                    e @ Error::Refused(_) => SessionEnd::Fatal(e),
-                    e => SessionEnd::Lost(e.to_string()),
-                };
-            }
-            Some(Ok(_)) => continue,
-        };
-        let frame = match protocol::decode(&bytes) {
-            Ok(frame) => frame,
-            Err(e) => {
-                warn!(error = %e, "undecodable frame from server");
-                let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, &e.to_string()));
-                break SessionEnd::Lost(format!("server sent an undecodable frame: {e}"));
-            }
-        };
-        match frame {
-            Frame::Request(head) => {
-                if draining {
-                    let id = head.id;
-                    let outbox = outbox.clone();
-                    // A tiny answer on its own task: the reader must not wait on the outbox.
-                    tracker.spawn(async move {
-                        let head = protocol::ResponseHead {
-                            id,
-                            status: 503,
-                            headers: vec![(
-                                "content-type".to_owned(),
-                                bytes::Bytes::from_static(b"application/json"),
-                            )],
-                            body: bytes::Bytes::from_static(
-                                br#"{"error":"agent is shutting down"}"#,
-                            ),
-                            fin: true,
-                        };
-                        if let Ok(b) = protocol::encode(&Frame::Response(head)) {
-                            let _ = outbox.send(Message::Binary(b.into())).await;
-                        }
-                    });
-                    continue;
-                }
-                let body_rx = if head.fin {
-                    None
-                } else {
-                    let (tx, rx) = mpsc::channel(BODY_QUEUE);
-                    bodies.insert(head.id, tx);
-                    Some(rx)
-                };
-                let cancel = connection.child_token();
-                if let Ok(mut map) = cancels.lock() {
-                    map.insert(head.id, cancel.clone());
-                }
-                tracker.spawn(run_delivery(
-                    Arc::clone(ctx),
-                    outbox.clone(),
-                    head,
-                    body_rx,
-                    cancel,
-                    Arc::clone(&cancels),
-                ));
-            }
-            Frame::Body(chunk) => {
-                let Some(tx) = bodies.get(&chunk.id) else {
-                    debug!(delivery_id = %chunk.id, "body for an unknown delivery ignored");
-                    continue;
-                };
-                let tx = tx.clone();
-                if chunk.fin {
-                    bodies.remove(&chunk.id);
-                }
-                // Frames of one body must stay in order, so a slow target makes us wait, but
-                // not past BODY_STALL: then that delivery is dropped and the others go on.
-                let sent = tokio::time::timeout(BODY_STALL, tx.send((chunk.data, chunk.fin))).await;
-                if sent.is_err() {
-                    warn!(delivery_id = %chunk.id, "target not reading the request body; delivery dropped");
-                    stop_delivery(&mut bodies, &cancels, &chunk.id);
-                }
-            }
-            Frame::Abort(abort) => {
-                debug!(delivery_id = %abort.id, reason = %abort.reason, "server aborted delivery");
-                stop_delivery(&mut bodies, &cancels, &abort.id);
-            }
-            Frame::Error(e) => {
-                let err = refusal(e.code, e.message);
-                if err.is_fatal() {
-                    break SessionEnd::Fatal(err);
-                }
-                warn!(error = %err, "server reported an error");
-            }
-            Frame::Hello(_) | Frame::Welcome(_) | Frame::Response(_) => {
-                let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, "unexpected frame type"));
-                break SessionEnd::Lost("server sent an unexpected frame".to_owned());
-            }
-        }
-    };
-
-    if matches!(end, SessionEnd::Shutdown) {
-        let _ = outbox.try_send(close_msg(close::NORMAL, "agent shutting down"));
-    }
-    // Deliveries still running have lost their way back: the server already answered 502.
-    connection.cancel();
-    drop(outbox);
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    writer_stop.cancel();
-    end
-}
-
-type BodySenders = HashMap<DeliveryId, mpsc::Sender<(bytes::Bytes, bool)>>;
-type Cancels = Arc<Mutex<HashMap<DeliveryId, CancellationToken>>>;
-
-/// Stops a delivery in flight: no more body slices, and its task is cancelled.
-fn stop_delivery(bodies: &mut BodySenders, cancels: &Cancels, id: &DeliveryId) {
-    bodies.remove(id);
-    let token = cancels.lock().ok().and_then(|mut m| m.remove(id));
-    if let Some(token) = token {
-        token.cancel();
-    }
-}
-
-fn close_msg(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }))
-}
-
-async fn run_delivery(
-    ctx: Arc<Ctx>,
-    outbox: mpsc::Sender<Message>,
-    head: RequestHead,
-    body_rx: Option<forward::BodyRx>,
-    cancel: CancellationToken,
-    cancels: Cancels,
-) {
-    let at = SystemTime::now();
-    let started = Instant::now();
-    let id = head.id;
-    let method = head.method.clone();
-    let path = match &head.query {
-        Some(q) => format!("{}?{q}", head.path),
-        None => head.path.clone(),
-    };
-    let path = if path.starts_with('/') {
-        path
-    } else {
-        format!("/{path}")
-    };
-    let outcome = tokio::select! {
-        outcome = forward::deliver(&ctx.client, &ctx.config.target, head, body_rx, &outbox, ctx.config.target_timeout) => outcome,
-        () = cancel.cancelled() => forward::Outcome { status: None, error: Some("aborted by the server".to_owned()) },
-    };
-    if let Ok(mut map) = cancels.lock() {
-        map.remove(&id);
-    }
-    ctx.emit(Event::Delivered(Delivery {
-        at,
-        id,
-        method,
-        path,
-        status: outcome.status,
-        duration: started.elapsed(),
-        error: outcome.error,
-    }));
 }
 
 #[cfg(test)]

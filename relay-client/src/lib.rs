@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod output;
+mod session;
 
 pub use agent::{Agent, Delivery, Event, backoff};
 pub use config::{AgentConfig, Args};
