@@ -1,5 +1,5 @@
-//! The agent's WebSocket session: connect and handshake, serve deliveries concurrently,
-//! reconnect with jittered backoff, drain on shutdown.
+//! The agent's life: connect and handshake, hand each connection to `session.rs`, reconnect
+//! with jittered backoff when it is lost, stop on shutdown or a refusal.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
