@@ -153,9 +153,20 @@ impl AgentHandle {
         }
     }
 
-    /// Forgets a delivery; true if it was still in flight.
-    pub fn forget(&self, id: &DeliveryId) -> bool {
-        self.pending.remove(id).is_some()
+    /// Gives up on a delivery from the server's side. If it was still in flight, the agent is
+    /// told to abort it, without waiting: a full queue means the agent is busy, and its late
+    /// frames for `id` are discarded anyway.
+    pub fn cancel(&self, id: &DeliveryId, reason: &str) {
+        if self.pending.remove(id).is_none() {
+            return;
+        }
+        let frame = Frame::Abort(Abort {
+            id: *id,
+            reason: reason.to_owned(),
+        });
+        if let Ok(bytes) = protocol::encode(&frame) {
+            let _ = self.outbox.try_send(Message::Binary(Bytes::from(bytes)));
+        }
     }
 
     /// Number of deliveries waiting on this agent.
@@ -189,41 +200,17 @@ pub enum SendError {
     Encode,
 }
 
-/// Removes a delivery from its agent when dropped. If the delivery was still in flight (the
-/// sender hung up, the ingress timed out), the agent is told to abort it, without waiting: a
-/// full queue means the agent is busy and its late answer will be discarded anyway.
+/// Removes a delivery from its agent when dropped; if it was still in flight (the sender hung
+/// up, the ingress timed out), the agent is told to abort it ([`AgentHandle::cancel`]).
 #[derive(Debug)]
 pub struct DeliveryGuard {
     agent: Arc<AgentHandle>,
     id: DeliveryId,
 }
 
-impl DeliveryGuard {
-    /// Aborts the delivery now with `reason` (see the type's docs).
-    pub fn abort(self, reason: &str) {
-        self.abort_with(reason);
-    }
-
-    fn abort_with(&self, reason: &str) {
-        if !self.agent.forget(&self.id) {
-            return;
-        }
-        let frame = Frame::Abort(Abort {
-            id: self.id,
-            reason: reason.to_owned(),
-        });
-        if let Ok(bytes) = protocol::encode(&frame) {
-            let _ = self
-                .agent
-                .outbox
-                .try_send(Message::Binary(Bytes::from(bytes)));
-        }
-    }
-}
-
 impl Drop for DeliveryGuard {
     fn drop(&mut self) {
-        self.abort_with("sender went away");
+        self.agent.cancel(&self.id, "sender went away");
     }
 }
 
@@ -268,10 +255,5 @@ impl Registry {
 
     pub fn agent_count(&self, channel: &ChannelId) -> usize {
         self.channels.get(channel).map_or(0, |e| e.agents.len())
-    }
-
-    /// Total agents connected, over all channels.
-    pub fn total_agents(&self) -> usize {
-        self.channels.iter().map(|e| e.agents.len()).sum()
     }
 }

@@ -302,7 +302,7 @@ async fn read_loop(
                         .is_err()
                     {
                         warn!(delivery_id = %id, "sender not reading the response; delivery dropped");
-                        agent.forget(&id);
+                        agent.cancel(&id, "sender not reading the response");
                     }
                 }
                 Route::Unknown => {

@@ -39,12 +39,13 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
     let id = DeliveryId::random();
     let started = Instant::now();
     let method = req.method().clone();
-    let Some((channel, _)) = split_path(req.uri().path()) else {
+    let Some((channel, suffix)) = split_path(req.uri().path()) else {
         return Error::NotFound.into_response();
     };
+    let suffix = suffix.to_owned();
     let span = info_span!("delivery", delivery_id = %id, %channel, %method);
     let mut response = async {
-        let result = deliver(&state, id, channel, req).await;
+        let result = deliver(&state, id, channel, suffix, req).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(response) => {
@@ -83,6 +84,7 @@ async fn deliver(
     state: &AppState,
     id: DeliveryId,
     channel: ChannelId,
+    suffix: String,
     req: Request,
 ) -> Result<Response, Error> {
     let deadline = Deadline::now() + state.config.timeout;
@@ -96,9 +98,6 @@ async fn deliver(
     if declared.is_some_and(|len| len > max) {
         return Err(Error::BodyTooLarge(max));
     }
-    let Some((_, suffix)) = split_path(parts.uri.path()) else {
-        return Err(Error::NotFound);
-    };
     let agent = state
         .registry
         .pick(&channel)
@@ -106,8 +105,6 @@ async fn deliver(
     if agent.in_flight() >= MAX_IN_FLIGHT_PER_AGENT {
         return Err(Error::Overloaded);
     }
-    let (guard, head_rx) = agent.begin(id);
-
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -118,12 +115,14 @@ async fn deliver(
     let head = Frame::Request(RequestHead {
         id,
         method: parts.method.as_str().to_owned(),
-        path: suffix.to_owned(),
+        path: suffix,
         query: parts.uri.query().map(str::to_owned),
         headers,
         body: first,
         fin,
     });
+    // Tracked from here on: a sender whose body failed before this point needs no abort.
+    let (guard, head_rx) = agent.begin(id);
     send(&agent, &head, deadline, state).await?;
     while !fin {
         let (data, last) = next_chunk(&mut body, deadline).await?;
