@@ -260,7 +260,7 @@ async fn send(outbox: &mpsc::Sender<Message>, frame: &Frame) -> bool {
 }
 
 /// Answers the delivery with `status` and `{"error": reason}`.
-async fn fail(
+pub(crate) async fn fail(
     outbox: &mpsc::Sender<Message>,
     id: DeliveryId,
     status: u16,

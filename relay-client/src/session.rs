@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
-use protocol::{DeliveryId, Frame, RequestHead, close};
+use protocol::{Abort, DeliveryId, Frame, RequestHead, close};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -100,23 +100,10 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                 if draining {
                     let id = head.id;
                     let outbox = outbox.clone();
-                    // A tiny answer on its own task: the reader must not wait on the outbox.
+                    // On its own task: the reader must not wait on the outbox.
                     tracker.spawn(async move {
-                        let head = protocol::ResponseHead {
-                            id,
-                            status: 503,
-                            headers: vec![(
-                                "content-type".to_owned(),
-                                bytes::Bytes::from_static(b"application/json"),
-                            )],
-                            body: bytes::Bytes::from_static(
-                                br#"{"error":"agent is shutting down"}"#,
-                            ),
-                            fin: true,
-                        };
-                        if let Ok(b) = protocol::encode(&Frame::Response(head)) {
-                            let _ = outbox.send(Message::Binary(b.into())).await;
-                        }
+                        let reason = "agent is shutting down".to_owned();
+                        forward::fail(&outbox, id, 503, reason).await;
                     });
                     continue;
                 }
@@ -155,6 +142,14 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                 if sent.is_err() {
                     warn!(delivery_id = %chunk.id, "target not reading the request body; delivery dropped");
                     stop_delivery(&mut bodies, &cancels, &chunk.id);
+                    // Tell the server, so the sender gets a 502 now rather than a 504 later.
+                    let abort = Frame::Abort(Abort {
+                        id: chunk.id,
+                        reason: "target stopped reading the request body".to_owned(),
+                    });
+                    if let Ok(bytes) = protocol::encode(&abort) {
+                        let _ = outbox.try_send(Message::Binary(bytes.into()));
+                    }
                 }
             }
             Frame::Abort(abort) => {
