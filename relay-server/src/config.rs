@@ -2,9 +2,10 @@
 //! variable, validated once into [`Config`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 /// Default cap on a webhook body: GitHub's own limit for a delivery.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
@@ -34,9 +35,129 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_MAX_BODY", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body: u64,
 
-    /// When set, agents must present this token to connect.
+    /// When set, agents must present this token to connect, and the history API asks for it
+    /// as `Authorization: Bearer TOKEN`.
     #[arg(long, env = "HOOKRELAY_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
+
+    /// Where events are stored: `sqlite` (durable, under --data-dir) or `memory` (lost on
+    /// exit; for tests and benchmarks).
+    #[arg(long, env = "HOOKRELAY_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+
+    /// Directory of the event store; created if missing.
+    #[arg(long, env = "HOOKRELAY_DATA_DIR", default_value = "./hookrelay-data")]
+    pub data_dir: PathBuf,
+
+    /// Flush every commit to disk (fsync), so accepted webhooks survive a power loss, not only
+    /// a crash of the server. Commits are grouped, so this costs little.
+    #[arg(long, env = "HOOKRELAY_FSYNC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fsync: bool,
+
+    /// Status answered when no agent is connected and the webhook is queued: 202, or 503 for
+    /// senders that should retry on their own (the webhook is kept either way).
+    #[arg(long, env = "HOOKRELAY_OFFLINE_STATUS", default_value_t = 202)]
+    pub offline_status: u16,
+
+    /// When the target has not answered within SECS, answer the sender 202 and let the delivery
+    /// go on up to --timeout, recording its response. Off by default.
+    #[arg(long, env = "HOOKRELAY_ACK_AFTER", value_name = "SECS")]
+    pub ack_after: Option<u64>,
+
+    /// Events older than this are deleted (e.g. 7d, 36h).
+    #[arg(long, env = "HOOKRELAY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// Events kept per channel; past this the oldest delivered or failed ones are deleted.
+    #[arg(long, env = "HOOKRELAY_MAX_EVENTS", default_value_t = 10_000)]
+    pub max_events: u64,
+
+    /// First delay before retrying a queued delivery that failed; doubles per failure.
+    #[arg(long, env = "HOOKRELAY_RETRY_MIN", default_value = "1m", value_parser = humantime::parse_duration)]
+    pub retry_min: Duration,
+
+    /// Longest delay between two retries.
+    #[arg(long, env = "HOOKRELAY_RETRY_MAX", default_value = "5h", value_parser = humantime::parse_duration)]
+    pub retry_max: Duration,
+
+    /// Give up (mark the event failed) once the retry schedule would run past this.
+    #[arg(long, env = "HOOKRELAY_RETRY_FOR", default_value = "3d", value_parser = humantime::parse_duration)]
+    pub retry_for: Duration,
+}
+
+/// Which event store backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Memory,
+}
+
+/// The event store to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// SQLite under `dir`; `fsync` flushes each group commit to disk.
+    Sqlite {
+        dir: PathBuf,
+        fsync: bool,
+    },
+    Memory,
+}
+
+impl std::fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreConfig::Sqlite { dir, fsync } => {
+                write!(
+                    f,
+                    "sqlite:{} (fsync {})",
+                    dir.display(),
+                    if *fsync { "on" } else { "off" }
+                )
+            }
+            StoreConfig::Memory => f.write_str("memory (not durable)"),
+        }
+    }
+}
+
+/// When to retry a queued delivery that failed: exponential backoff with jitter, from `min`
+/// doubling up to `max`, until the schedule would run past `give_up_after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub min: Duration,
+    pub max: Duration,
+    pub give_up_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// In the spirit of Stripe's: minutes at first, then hours, for three days.
+    fn default() -> Self {
+        Self {
+            min: Duration::from_secs(60),
+            max: Duration::from_secs(5 * 3600),
+            give_up_after: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before the attempt that follows failure number `failures` (1 for the first
+    /// failure), or `None` when it is time to give up. `jitter` in `[0, 1)` picks the delay
+    /// within the upper half of the nominal one, so retries from many events spread out.
+    pub fn delay(&self, failures: u32, jitter: f64) -> Option<Duration> {
+        let nominal = |n: u32| {
+            let factor = 2u32.saturating_pow(n.saturating_sub(1));
+            self.min.saturating_mul(factor).min(self.max)
+        };
+        let mut scheduled = Duration::ZERO;
+        for n in 1..=failures {
+            scheduled = scheduled.saturating_add(nominal(n));
+            if scheduled > self.give_up_after {
+                return None;
+            }
+        }
+        let delay = nominal(failures);
+        Some(delay.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0)))
+    }
 }
 
 /// Why the options cannot be used.
@@ -48,6 +169,12 @@ pub enum ConfigError {
     Timeout,
     #[error("--agent-token must not be empty")]
     EmptyToken,
+    #[error("--offline-status must be 202 or 503 (got {0})")]
+    OfflineStatus(u16),
+    #[error("--ack-after must be at least 1 second and less than --timeout")]
+    AckAfter,
+    #[error("--retry-min must be at least 1 ms and at most --retry-max")]
+    Retry,
 }
 
 /// Validated server configuration.
@@ -70,6 +197,17 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Upper bound on waiting for in-flight deliveries at shutdown.
     pub shutdown_grace: Duration,
+    pub store: StoreConfig,
+    /// Status for a webhook queued because no agent is connected: 202 or 503.
+    pub offline_status: u16,
+    /// Answer 202 when the target takes longer than this; the delivery goes on.
+    pub ack_after: Option<Duration>,
+    pub retention: Duration,
+    /// Events kept per channel (delivered and failed ones are pruned past this).
+    pub max_events_per_channel: u64,
+    pub retry: RetryPolicy,
+    /// How often retention is applied.
+    pub prune_interval: Duration,
 }
 
 impl Default for Config {
@@ -84,6 +222,15 @@ impl Default for Config {
             peer_timeout: Duration::from_secs(50),
             handshake_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
+            // In-process use (tests, embedding) keeps nothing on disk unless asked; the
+            // command line defaults to SQLite under ./hookrelay-data.
+            store: StoreConfig::Memory,
+            offline_status: 202,
+            ack_after: None,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_events_per_channel: 10_000,
+            retry: RetryPolicy::default(),
+            prune_interval: Duration::from_secs(600),
         }
     }
 }
@@ -103,12 +250,41 @@ impl Args {
         if self.agent_token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken);
         }
+        if ![202, 503].contains(&self.offline_status) {
+            return Err(ConfigError::OfflineStatus(self.offline_status));
+        }
+        if self
+            .ack_after
+            .is_some_and(|secs| secs == 0 || secs >= self.timeout)
+        {
+            return Err(ConfigError::AckAfter);
+        }
+        if self.retry_min.is_zero() || self.retry_min > self.retry_max {
+            return Err(ConfigError::Retry);
+        }
+        let store = match self.store {
+            StoreKind::Sqlite => StoreConfig::Sqlite {
+                dir: self.data_dir,
+                fsync: self.fsync,
+            },
+            StoreKind::Memory => StoreConfig::Memory,
+        };
         Ok(Config {
             listen: self.listen,
             public_url,
             timeout: Duration::from_secs(self.timeout),
             max_body_bytes: self.max_body,
             agent_token: self.agent_token,
+            store,
+            offline_status: self.offline_status,
+            ack_after: self.ack_after.map(Duration::from_secs),
+            retention: self.retention,
+            max_events_per_channel: self.max_events,
+            retry: RetryPolicy {
+                min: self.retry_min,
+                max: self.retry_max,
+                give_up_after: self.retry_for,
+            },
             ..Config::default()
         })
     }
@@ -138,6 +314,67 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_secs(30));
         assert_eq!(config.max_body_bytes, 25 * 1024 * 1024);
         assert!(config.agent_token.is_none());
+        assert_eq!(
+            config.store,
+            StoreConfig::Sqlite {
+                dir: PathBuf::from("./hookrelay-data"),
+                fsync: true
+            }
+        );
+        assert_eq!(config.offline_status, 202);
+        assert_eq!(config.ack_after, None);
+        assert_eq!(config.retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(config.retry, RetryPolicy::default());
+    }
+
+    #[test]
+    fn store_options_parse() {
+        let config = Args::parse_from([
+            "relay-server",
+            "--store",
+            "memory",
+            "--offline-status",
+            "503",
+            "--ack-after",
+            "5",
+            "--retention",
+            "36h",
+            "--retry-min",
+            "2s",
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(config.store, StoreConfig::Memory);
+        assert_eq!(config.offline_status, 503);
+        assert_eq!(config.ack_after, Some(Duration::from_secs(5)));
+        assert_eq!(config.retention, Duration::from_secs(36 * 3600));
+        assert_eq!(config.retry.min, Duration::from_secs(2));
+        for bad in [
+            &["relay-server", "--offline-status", "200"][..],
+            &["relay-server", "--ack-after", "30"],
+            &["relay-server", "--ack-after", "0"],
+            &["relay-server", "--retry-min", "6h"],
+        ] {
+            assert!(Args::parse_from(bad).validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_up_to_the_cap_then_give_up() {
+        let policy = RetryPolicy {
+            min: Duration::from_secs(60),
+            max: Duration::from_secs(3600),
+            give_up_after: Duration::from_secs(3 * 3600),
+        };
+        let full = |n| policy.delay(n, 0.999_999).map(|d| d.as_secs());
+        assert_eq!(full(1), Some(59));
+        assert_eq!(full(2), Some(119));
+        assert_eq!(full(7), Some(3599));
+        // 1+2+4+8+16+32 minutes and two hours would run past three hours.
+        assert_eq!(full(8), None);
+        // Jitter stays in the upper half.
+        assert_eq!(policy.delay(1, 0.0), Some(Duration::from_secs(30)));
+        assert_eq!(policy.delay(u32::MAX, 0.5), None);
     }
 
     #[test]

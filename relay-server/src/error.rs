@@ -27,13 +27,34 @@ pub enum Error {
     BodyRead,
     #[error("agent queue is full")]
     Overloaded,
+    #[error("the webhook could not be stored")]
+    Store(#[source] crate::store::StoreError),
+    #[error("missing or wrong token")]
+    Unauthorized,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no event {0} in this channel")]
+    UnknownEvent(protocol::DeliveryId),
+}
+
+impl From<crate::store::StoreError> for Error {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::UnknownEvent(id) => Error::UnknownEvent(id),
+            e => Error::Store(e),
+        }
+    }
 }
 
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NotFound => StatusCode::NOT_FOUND,
-            Error::NoAgent(_) | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NotFound | Error::UnknownEvent(_) => StatusCode::NOT_FOUND,
+            Error::NoAgent(_) | Error::Overloaded | Error::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::AgentGone | Error::AgentAborted(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -46,6 +67,13 @@ impl Error {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Error::Unauthorized) {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

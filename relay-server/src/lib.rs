@@ -15,13 +15,26 @@ use tracing::{info, warn};
 
 mod auth;
 pub mod config;
+mod delivery;
+mod dispatch;
 pub mod error;
 pub mod registry;
 pub mod routes;
+pub mod store;
 mod ws;
 
-pub use config::{Args, Config};
+pub use config::{Args, Config, StoreConfig};
 pub use routes::app;
+pub use store::Store;
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
 
 /// Everything a handler needs, shared by all of them.
 #[derive(Debug)]
@@ -30,42 +43,51 @@ pub struct ServerState {
     /// Base of the webhook URLs handed to agents, without a trailing slash.
     pub public_url: String,
     pub registry: registry::Registry,
+    /// Every webhook accepted and every attempt to deliver it.
+    pub store: Arc<dyn Store>,
+    /// Drains the queue of each channel an agent serves.
+    pub dispatcher: dispatch::Dispatcher,
     /// Cancelled after the HTTP side has drained: agent sessions then close with 1001.
     pub agents_shutdown: CancellationToken,
-    /// Agent session tasks, awaited (with a bound) at shutdown.
+    /// Agent sessions, queue drains and attempt records, awaited (with a bound) at shutdown.
     pub tracker: TaskTracker,
 }
 
 pub type AppState = Arc<ServerState>;
 
 impl ServerState {
-    pub fn new(config: Config, public_url: String) -> AppState {
+    pub fn new(config: Config, public_url: String, store: Arc<dyn Store>) -> AppState {
         Arc::new(Self {
             config,
             public_url,
             registry: registry::Registry::default(),
+            store,
+            dispatcher: dispatch::Dispatcher::default(),
             agents_shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         })
     }
 }
 
-/// Serves on `listener` until `shutdown` is cancelled, then shuts down gracefully: stops
-/// accepting, lets in-flight webhooks finish (at most `config.shutdown_grace`), then closes
-/// agent sessions with "going away" so agents reconnect to the next instance.
+/// Opens the store, then serves on `listener` until `shutdown` is cancelled, then shuts down
+/// gracefully: stops accepting, lets in-flight webhooks finish (at most
+/// `config.shutdown_grace`), then closes agent sessions with "going away" so agents reconnect
+/// to the next instance. Fails at once when the store cannot be opened.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
     let public_url = config
         .public_url
         .clone()
         .unwrap_or_else(|| config::derive_public_url(addr));
     let grace = config.shutdown_grace;
-    let state = ServerState::new(config, public_url);
-    info!(%addr, public_url = %state.public_url, "relay server listening");
+    let store = store::open(&config.store).await?;
+    let state = ServerState::new(config, public_url, store);
+    info!(%addr, public_url = %state.public_url, store = %state.config.store, "relay server listening");
+    state.tracker.spawn(prune(Arc::clone(&state)));
 
     // Deliveries are small messages on long-lived connections: Nagle's algorithm would hold
     // each one back waiting for an ACK.
@@ -98,4 +120,26 @@ pub async fn serve(
     }
     info!("relay server stopped");
     Ok(())
+}
+
+/// Applies retention: at start-up, then every `prune_interval`, until shutdown.
+async fn prune(state: AppState) {
+    let mut every = tokio::time::interval(state.config.prune_interval);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = state.agents_shutdown.cancelled() => return,
+        }
+        let retention = i64::try_from(state.config.retention.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = store::now_ms().saturating_sub(retention);
+        match state
+            .store
+            .prune(cutoff, state.config.max_events_per_channel)
+            .await
+        {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, "old events pruned"),
+            Err(e) => warn!(error = %e, "pruning failed"),
+        }
+    }
 }

@@ -238,6 +238,7 @@ async fn serve_agent(
     }
     state.registry.add(Arc::clone(agent));
     info!(client = %hello.client, "agent connected");
+    state.dispatcher.kick(state, agent.channel());
     let end = read_loop(state, agent, outbox, stream).await;
     state.registry.remove(agent);
     let abandoned = agent.in_flight();

@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use common::*;
 
-/// Starts the binary and returns it with the address it logged as bound.
-fn spawn_server(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
+/// Starts the binary, with its data dir in a fresh temporary directory, and returns it with
+/// the address it logged as bound.
+fn spawn_server(args: &[&str], env: &[(&str, &str)]) -> (Child, String, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
         .args(args)
+        .env("HOOKRELAY_DATA_DIR", data.path())
         .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -34,7 +37,7 @@ fn spawn_server(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
             break rest.split_whitespace().next().expect("address").to_owned();
         }
     };
-    (child, addr)
+    (child, addr, data)
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
@@ -58,7 +61,7 @@ fn terminate(child: &mut Child) -> std::process::ExitStatus {
 
 #[tokio::test]
 async fn binary_serves_health_and_exits_cleanly_on_sigterm() {
-    let (mut child, addr) = spawn_server(&["--listen", "127.0.0.1:0"], &[]);
+    let (mut child, addr, _data) = spawn_server(&["--listen", "127.0.0.1:0"], &[]);
     let health = send(&client(), "GET", &format!("http://{addr}/healthz"), &[], "").await;
     assert_eq!(health.status, 200);
     assert!(terminate(&mut child).success());
@@ -66,7 +69,13 @@ async fn binary_serves_health_and_exits_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn listen_address_comes_from_the_environment() {
-    let (mut child, addr) = spawn_server(&[], &[("HOOKRELAY_LISTEN", "127.0.0.1:0")]);
+    let (mut child, addr, _data) = spawn_server(
+        &[],
+        &[
+            ("HOOKRELAY_LISTEN", "127.0.0.1:0"),
+            ("HOOKRELAY_OFFLINE_STATUS", "503"),
+        ],
+    );
     assert!(
         addr.starts_with("127.0.0.1:") && !addr.ends_with(":8080"),
         "{addr}"

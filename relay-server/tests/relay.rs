@@ -195,22 +195,30 @@ async fn slow_request_does_not_hold_back_others() {
 }
 
 #[tokio::test]
-async fn no_agent_gives_503() {
+async fn no_agent_queues_the_webhook_with_202_or_the_configured_503() {
     let server = start_server(Config::default()).await;
     let client = client();
-    let answer = send(
-        &client,
-        "POST",
-        &format!("{}/h/nobody-here/x", server.url()),
-        &[],
-        "x",
-    )
-    .await;
+    let url = format!("{}/h/nobody-here/x", server.url());
+    let answer = send(&client, "POST", &url, &[], "x").await;
+    assert_eq!(answer.status, 202);
+    let json = answer.json();
+    assert_eq!(json["status"], "queued");
+    let id = json["id"].as_str().expect("id");
+    assert_eq!(answer.headers["x-hookrelay-delivery"], id);
+
+    let config = Config {
+        offline_status: 503,
+        ..Config::default()
+    };
+    let server = start_server(config).await;
+    let url = format!("{}/h/nobody-here/x", server.url());
+    let answer = send(&client, "POST", &url, &[], "x").await;
     assert_eq!(answer.status, 503);
     assert_eq!(
         answer.json()["error"],
-        "no agent connected to channel nobody-here"
+        "no agent connected to channel nobody-here; the webhook is queued"
     );
+    assert_eq!(answer.json()["status"], "queued");
 }
 
 #[tokio::test]

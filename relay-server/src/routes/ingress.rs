@@ -2,38 +2,42 @@
 //! target's answer goes back to the sender.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, BodyDataStream};
+use axum::Json;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use protocol::{
-    BodyChunk, ChannelId, ChunkError, Chunked, DeliveryId, Frame, Headers, RequestHead,
-};
-use tokio::sync::mpsc;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use protocol::{ChannelId, DeliveryId, Headers};
+use serde_json::json;
 use tokio::time::{Instant as Deadline, timeout_at};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::AppState;
+use crate::delivery::{InFlight, Outgoing, forwarded_headers};
 use crate::error::Error;
-use crate::registry::{BodyEvent, DeliveryGuard};
+use crate::registry::AgentHandle;
+use crate::store::{self, AttemptKind, EventStatus, NewEvent, Transition};
 
-/// Response header naming the delivery, so a sender can find it in our logs.
-pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
+pub use crate::delivery::DELIVERY_HEADER;
 
-/// Deliveries one agent may have in flight; past this the sender gets 503 rather than the
-/// server queueing without bound for an agent that cannot keep up.
+/// Deliveries one agent may have in flight; past this new webhooks are queued rather than the
+/// server piling work on an agent that cannot keep up.
 const MAX_IN_FLIGHT_PER_AGENT: usize = 1024;
 
-/// Headers the relay sets itself; copies from the sender are replaced.
-const RELAY_SET: [&str; 4] = [
-    "host",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    DELIVERY_HEADER,
-];
+/// How a webhook was answered, for the log line.
+enum Answer {
+    /// The target's own response.
+    Target(Response),
+    /// No agent could take it now: stored for later.
+    Queued(Response),
+    /// `--ack-after` passed: the sender got 202 and the delivery goes on.
+    Pending(Response),
+}
 
 pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
     let id = DeliveryId::random();
@@ -48,14 +52,20 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
         let result = deliver(&state, id, channel, suffix, req).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
-            Ok(response) => {
-                info!(status = response.status().as_u16(), elapsed_ms, "delivered");
+            Ok(answer) => {
+                let (response, outcome) = match answer {
+                    Answer::Target(r) => (r, "delivered"),
+                    Answer::Queued(r) => (r, "queued"),
+                    Answer::Pending(r) => (r, "acknowledged, delivery goes on"),
+                };
+                info!(status = response.status().as_u16(), elapsed_ms, "{outcome}");
                 response
             }
             Err(e) => {
                 let status = e.status().as_u16();
+                let cause = std::error::Error::source(&e).map(ToString::to_string);
                 if e.status().is_server_error() {
-                    warn!(status, elapsed_ms, error = %e, "delivery failed");
+                    warn!(status, elapsed_ms, error = %e, cause, "delivery failed");
                 } else {
                     info!(status, elapsed_ms, error = %e, "delivery refused");
                 }
@@ -80,14 +90,18 @@ pub fn split_path(path: &str) -> Option<(ChannelId, &str)> {
     Some((channel, &rest[end..]))
 }
 
+/// Reads the webhook, stores it, then either delivers it live (an agent is connected) or
+/// leaves it queued for the dispatcher. Stored first: the target never sees a webhook the
+/// store does not have.
 async fn deliver(
     state: &AppState,
     id: DeliveryId,
     channel: ChannelId,
     suffix: String,
     req: Request,
-) -> Result<Response, Error> {
-    let deadline = Deadline::now() + state.config.timeout;
+) -> Result<Answer, Error> {
+    let started = Deadline::now();
+    let deadline = started + state.config.timeout;
     let max = state.config.max_body_bytes;
     let (parts, body) = req.into_parts();
     let declared = parts
@@ -98,198 +112,175 @@ async fn deliver(
     if declared.is_some_and(|len| len > max) {
         return Err(Error::BodyTooLarge(max));
     }
-    let agent = state
-        .registry
-        .pick(&channel)
-        .ok_or_else(|| Error::NoAgent(channel.clone()))?;
-    if agent.in_flight() >= MAX_IN_FLIGHT_PER_AGENT {
-        return Err(Error::Overloaded);
-    }
     let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let headers = forwarded_headers(state, id, &parts.headers, peer);
-    let mut body = Chunked::new(body.into_data_stream(), max);
-    let (first, mut fin) = next_chunk(&mut body, deadline).await?;
-    let head = Frame::Request(RequestHead {
+    let body = read_body(body, max, deadline).await?;
+    let headers: Headers = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+        .collect();
+    let agent = state
+        .registry
+        .pick(&channel)
+        .filter(|agent| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT);
+    let event = NewEvent {
         id,
+        channel: channel.clone(),
+        received_at: store::now_ms(),
+        source: peer.map(|p| p.to_string()),
         method: parts.method.as_str().to_owned(),
         path: suffix,
         query: parts.uri.query().map(str::to_owned),
         headers,
-        body: first,
-        fin,
-    });
-    // Tracked from here on: a sender whose body failed before this point needs no abort.
-    let (guard, head_rx) = agent.begin(id);
-    send(&agent, &head, deadline, state).await?;
-    while !fin {
-        let (data, last) = next_chunk(&mut body, deadline).await?;
-        fin = last;
-        send(
-            &agent,
-            &Frame::Body(BodyChunk { id, data, fin }),
-            deadline,
-            state,
-        )
-        .await?;
-    }
-    drop(body);
-
-    // Biased: an answer already given wins over the agent having closed since, so an agent
-    // that answers and then disconnects (a graceful agent shutdown) still gets it through.
-    let (head, body_rx) = tokio::select! {
-        biased;
-        reply = timeout_at(deadline, head_rx) => match reply {
-            Err(_) => return Err(Error::Timeout(state.config.timeout.as_secs())),
-            Ok(Err(_)) => return Err(Error::AgentGone),
-            Ok(Ok(Ok(answer))) => answer,
-            Ok(Ok(Err(reason))) => return Err(Error::AgentAborted(reason)),
+        body,
+        status: if agent.is_some() {
+            EventStatus::Delivering
+        } else {
+            EventStatus::Queued
         },
-        () = agent.closed().cancelled() => return Err(Error::AgentGone),
     };
-    let status = StatusCode::from_u16(head.status)
-        .map_err(|_| Error::AgentAborted(format!("agent sent invalid status {}", head.status)))?;
-    let body = match body_rx {
-        None => Body::from(head.body),
-        Some(rest) => response_stream(head.body, rest, guard),
+    let Some(agent) = agent else {
+        state.store.insert(event).await?;
+        state.dispatcher.kick(state, &channel);
+        return Ok(Answer::Queued(offline_answer(state, id, &channel)));
     };
-    let mut response = Response::new(body);
-    *response.status_mut() = status;
-    copy_headers(&head.headers, response.headers_mut());
-    Ok(response)
+    let out = Outgoing {
+        id,
+        method: event.method.clone(),
+        path: event.path.clone(),
+        query: event.query.clone(),
+        headers: forwarded_headers(state, id, &event.headers, peer),
+        body: event.body.clone(),
+    };
+    state.store.insert(event).await?;
+    live(state, &channel, agent, &out, started, deadline).await
 }
 
-/// The sender's next body slice; the sender must deliver its body before the deadline.
-async fn next_chunk(
-    body: &mut Chunked<BodyDataStream>,
-    deadline: Deadline,
-) -> Result<(Bytes, bool), Error> {
-    match timeout_at(deadline, body.next_chunk()).await {
-        Err(_) => Err(Error::BodyTimeout),
-        Ok(Ok(chunk)) => Ok(chunk),
-        Ok(Err(ChunkError::TooLarge(max))) => Err(Error::BodyTooLarge(max)),
-        Ok(Err(ChunkError::Source(_))) => Err(Error::BodyRead),
-    }
-}
-
-async fn send(
-    agent: &crate::registry::AgentHandle,
-    frame: &Frame,
-    deadline: Deadline,
+/// Delivers while the sender waits, and records the attempt once the response is done. With
+/// `--ack-after`, a slow target gets the sender a 202 and the delivery goes on in the
+/// background; from then on the event is ours to retry.
+async fn live(
     state: &AppState,
-) -> Result<(), Error> {
-    match timeout_at(deadline, agent.send(frame)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Error::AgentGone),
-        Err(_) => Err(Error::Timeout(state.config.timeout.as_secs())),
+    channel: &ChannelId,
+    agent: Arc<AgentHandle>,
+    out: &Outgoing,
+    started: Deadline,
+    deadline: Deadline,
+) -> Result<Answer, Error> {
+    let id = out.id;
+    let mut inflight = InFlight::begin(agent, id);
+    if let Err(e) = inflight.send(state, out, deadline).await {
+        record_live(state, id, inflight.failed(&e));
+        return Err(e);
     }
-}
-
-/// The end-to-end headers of the sender's request, plus the ones the relay adds for the target.
-fn forwarded_headers(
-    state: &AppState,
-    id: DeliveryId,
-    headers: &axum::http::HeaderMap,
-    peer: Option<SocketAddr>,
-) -> Headers {
-    let mut out = protocol::end_to_end(headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())));
-    let mut forwarded_for: Vec<u8> = Vec::new();
-    out.retain(|(name, value)| {
-        if name == "x-forwarded-for" {
-            if !forwarded_for.is_empty() {
-                forwarded_for.extend_from_slice(b", ");
+    let head = match state.config.ack_after {
+        None => inflight.head(state, deadline).await,
+        Some(ack) => {
+            let early = timeout_at(started + ack, inflight.head(state, deadline)).await;
+            match early {
+                Ok(head) => head,
+                Err(_) => {
+                    let state2 = Arc::clone(state);
+                    let channel = channel.clone();
+                    state.tracker.spawn(async move {
+                        let state = state2;
+                        let (mut attempt, gone) = match inflight.head(&state, deadline).await {
+                            Ok(head) => (inflight.read_body(head, deadline).await, false),
+                            Err(e) => (inflight.failed(&e), matches!(e, Error::AgentGone)),
+                        };
+                        attempt.kind = AttemptKind::Live;
+                        crate::dispatch::record_queued(&state, &channel, id, attempt, 0, gone)
+                            .await;
+                    });
+                    let body = json!({ "id": id.to_string(), "status": "pending" });
+                    return Ok(Answer::Pending(
+                        (StatusCode::ACCEPTED, Json(body)).into_response(),
+                    ));
+                }
             }
-            forwarded_for.extend_from_slice(value);
-            return false;
         }
-        !RELAY_SET.contains(&name.as_str())
-    });
-    if let Some(peer) = peer {
-        if !forwarded_for.is_empty() {
-            forwarded_for.extend_from_slice(b", ");
+    };
+    match head {
+        Err(e) => {
+            record_live(state, id, inflight.failed(&e));
+            Err(e)
         }
-        forwarded_for.extend_from_slice(peer.ip().to_string().as_bytes());
+        Ok(head) => {
+            let (response, recorded) = inflight.stream(head);
+            let state2 = Arc::clone(state);
+            state.tracker.spawn(async move {
+                if let Ok(attempt) = recorded.await {
+                    record_live(&state2, id, attempt);
+                }
+            });
+            Ok(Answer::Target(response))
+        }
     }
-    if !forwarded_for.is_empty() {
-        out.push(("x-forwarded-for".to_owned(), Bytes::from(forwarded_for)));
-    }
-    let proto = if state.public_url.starts_with("https://") {
-        "https"
+}
+
+/// Records a live attempt without making anyone wait for it: the sender has its answer
+/// (or is getting it), and the retry logic does not apply. The target's status decides
+/// whether the event counts as delivered.
+fn record_live(state: &AppState, id: DeliveryId, mut attempt: store::Attempt) {
+    attempt.kind = AttemptKind::Live;
+    let then = if attempt.status.is_some_and(store::accepted) {
+        Transition::Delivered
     } else {
-        "http"
+        Transition::Failed
     };
-    out.push((
-        "x-forwarded-proto".to_owned(),
-        Bytes::from_static(proto.as_bytes()),
-    ));
-    if let Some(host) = headers.get(header::HOST) {
-        out.push((
-            "x-forwarded-host".to_owned(),
-            Bytes::copy_from_slice(host.as_bytes()),
-        ));
-    }
-    out.push((DELIVERY_HEADER.to_owned(), Bytes::from(id.to_string())));
-    out
-}
-
-/// Copies the agent's response headers, skipping any that are not valid HTTP (the agent is a
-/// peer, not trusted to be well-formed) and hop-by-hop ones it should not have sent.
-fn copy_headers(headers: &Headers, into: &mut axum::http::HeaderMap) {
-    for (name, value) in headers {
-        if protocol::is_hop_by_hop(name) {
-            continue;
-        }
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            (Ok(name), Ok(value)) => {
-                into.append(name, value);
-            }
-            _ => warn!(header = %name, "invalid response header from agent dropped"),
-        }
-    }
-}
-
-/// A streamed response body: `first`, then the agent's chunks until `fin`. An abort or a lost
-/// agent ends the stream with an error, so the sender sees a truncated response rather than a
-/// complete-looking one. Holds the delivery guard until the body is done.
-fn response_stream(first: Bytes, rest: mpsc::Receiver<BodyEvent>, guard: DeliveryGuard) -> Body {
-    struct State {
-        first: Option<Bytes>,
-        rest: mpsc::Receiver<BodyEvent>,
-        done: bool,
-        _guard: DeliveryGuard,
-    }
-    let state = State {
-        first: Some(first),
-        rest,
-        done: false,
-        _guard: guard,
-    };
-    let stream = futures_util::stream::unfold(state, |mut s| async move {
-        if let Some(first) = s.first.take() {
-            return Some((Ok(first), s));
-        }
-        if s.done {
-            return None;
-        }
-        s.done = true;
-        match s.rest.recv().await {
-            Some(BodyEvent::Chunk { data, fin }) => {
-                s.done = fin;
-                Some((Ok(data), s))
-            }
-            Some(BodyEvent::Abort(reason)) => Some((Err(std::io::Error::other(reason)), s)),
-            None => Some((
-                Err(std::io::Error::other("agent disconnected mid-response")),
-                s,
-            )),
+    let store = Arc::clone(&state.store);
+    state.tracker.spawn(async move {
+        if let Err(e) = store.record(id, attempt, then).await {
+            warn!(delivery_id = %id, error = %e, "attempt not recorded");
         }
     });
-    Body::from_stream(stream)
+}
+
+/// The answer for a webhook stored while no agent can take it.
+fn offline_answer(state: &AppState, id: DeliveryId, channel: &ChannelId) -> Response {
+    let id = id.to_string();
+    if state.config.offline_status == StatusCode::SERVICE_UNAVAILABLE.as_u16() {
+        let body = json!({
+            "error": format!("no agent connected to channel {channel}; the webhook is queued"),
+            "id": id,
+            "status": "queued",
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    let body = json!({ "id": id, "status": "queued" });
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// The sender's whole body, which must arrive before `deadline` and fit in `max` bytes.
+async fn read_body(body: Body, max: u64, deadline: Deadline) -> Result<Bytes, Error> {
+    let mut stream = body.into_data_stream();
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut len: u64 = 0;
+    loop {
+        match timeout_at(deadline, stream.next()).await {
+            Err(_) => return Err(Error::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(Error::BodyRead),
+            Ok(Some(Ok(data))) => {
+                len += data.len() as u64;
+                if len > max {
+                    return Err(Error::BodyTooLarge(max));
+                }
+                parts.push(data);
+            }
+        }
+    }
+    if parts.len() <= 1 {
+        return Ok(parts.pop().unwrap_or_default());
+    }
+    let mut whole = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    for part in parts {
+        whole.extend_from_slice(&part);
+    }
+    Ok(whole.freeze())
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 pub struct TestServer {
     pub addr: SocketAddr,
     pub shutdown: CancellationToken,
-    pub task: JoinHandle<std::io::Result<()>>,
+    pub task: JoinHandle<Result<(), relay_server::ServeError>>,
 }
 
 impl TestServer {
@@ -143,7 +143,8 @@ struct TargetState {
 }
 
 /// A local target on 127.0.0.1:0. Every request is reported on `seen`, then:
-/// `/hold...` waits for [`TestTarget::release`] and answers 200 `released`; `/status/{code}` answers that
+/// `/hold...` waits for [`TestTarget::release`] and answers 200 `released`; `/flaky...` answers 503
+/// until then and 200 `finally` after; `/status/{code}` answers that
 /// status; anything else answers 201 echoing the body, with `x-echo-method`, `x-echo-uri` and
 /// two `x-repeat` headers.
 pub async fn start_target() -> TestTarget {
@@ -198,6 +199,14 @@ async fn target_handler(State(state): State<TargetState>, req: Request) -> Respo
             .wait_for(|released| *released)
             .await;
         return Response::new(Body::from("released"));
+    }
+    if uri.starts_with("/flaky") {
+        if *state.release.borrow() {
+            return Response::new(Body::from("finally"));
+        }
+        let mut resp = Response::new(Body::from("not yet"));
+        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        return resp;
     }
     if let Some(code) = uri.strip_prefix("/status/") {
         let code: u16 = code.parse().expect("status code in path");
@@ -280,6 +289,45 @@ pub async fn send_body(
     tokio::time::timeout(DEADLINE, fut)
         .await
         .expect("answer within the deadline")
+}
+
+/// A server config with a durable store in `dir` (fsync off: the tests kill processes, not
+/// machines).
+pub fn durable_config(dir: &std::path::Path) -> Config {
+    Config {
+        store: relay_server::StoreConfig::Sqlite {
+            dir: dir.to_owned(),
+            fsync: false,
+        },
+        ..Config::default()
+    }
+}
+
+/// GETs a JSON document from the server's API.
+pub async fn get_json(client: &TestClient, url: &str) -> serde_json::Value {
+    let answer = send(client, "GET", url, &[], Bytes::new()).await;
+    assert_eq!(answer.status, 200, "GET {url}: {:?}", answer.body);
+    answer.json()
+}
+
+/// Polls `url` (a JSON API) until `done` accepts the document; panics at the deadline with
+/// the last document seen.
+pub async fn poll_json(
+    client: &TestClient,
+    url: &str,
+    mut done: impl FnMut(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let doc = get_json(client, url).await;
+        if done(&doc) {
+            return doc;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("condition not reached on {url}; last: {doc}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Polls `GET /api/channels/{channel}` until it reports `agents` agents.

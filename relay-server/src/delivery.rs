@@ -1,0 +1,465 @@
+//! One attempt to deliver a webhook through an agent, shared by live deliveries (the sender
+//! waiting for the answer), queued ones (the dispatcher) and replays: build the request the
+//! target sees, send it, wait for the answer, and turn what happened into a store record.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::http::{HeaderName, HeaderValue, header};
+use bytes::{Bytes, BytesMut};
+use protocol::{BodyChunk, DeliveryId, Frame, Headers, MAX_CHUNK_LEN, RequestHead, ResponseHead};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant as Deadline, timeout_at};
+use tracing::warn;
+
+use crate::AppState;
+use crate::error::Error;
+use crate::registry::{AgentHandle, BodyEvent, DeliveryGuard, HeadReply};
+use crate::store::{self, Attempt, AttemptKind, Event, MAX_RECORDED_BODY, Millis};
+
+/// Response header naming the delivery, so a sender can find it in our logs; also sent to the
+/// target, so it can recognise a delivery it has already seen.
+pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
+
+/// Headers the relay sets itself; copies from the sender are replaced.
+const RELAY_SET: [&str; 4] = [
+    "host",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    DELIVERY_HEADER,
+];
+
+/// The request an attempt sends to the agent.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub id: DeliveryId,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// What the target sees: the sender's end-to-end headers plus the relay's own.
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+impl Outgoing {
+    pub fn from_event(state: &AppState, event: &Event) -> Self {
+        let source = event
+            .source
+            .as_deref()
+            .and_then(|s| s.parse::<SocketAddr>().ok());
+        Self {
+            id: event.summary.id,
+            method: event.summary.method.clone(),
+            path: event.summary.path.clone(),
+            query: event.summary.query.clone(),
+            headers: forwarded_headers(state, event.summary.id, &event.headers, source),
+            body: event.body.clone(),
+        }
+    }
+}
+
+/// An attempt in flight: the request is with the agent, its answer not yet in.
+#[derive(Debug)]
+pub struct InFlight {
+    agent: Arc<AgentHandle>,
+    guard: DeliveryGuard,
+    head: oneshot::Receiver<HeadReply>,
+    pub started_at: Millis,
+    started: Instant,
+}
+
+async fn send(
+    state: &AppState,
+    agent: &AgentHandle,
+    frame: &Frame,
+    deadline: Deadline,
+) -> Result<(), Error> {
+    match timeout_at(deadline, agent.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Error::AgentGone),
+        Err(_) => Err(Error::Timeout(state.config.timeout.as_secs())),
+    }
+}
+
+/// The agent's response head and, for a long body, the queue the rest arrives on.
+pub type Head = (ResponseHead, Option<mpsc::Receiver<BodyEvent>>);
+
+impl InFlight {
+    /// Starts tracking an attempt of delivery `id` on `agent`; nothing is sent yet.
+    pub fn begin(agent: Arc<AgentHandle>, id: DeliveryId) -> Self {
+        let (guard, head) = agent.begin(id);
+        Self {
+            agent,
+            guard,
+            head,
+            started_at: store::now_ms(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Sends `out`: the head frame with the first slice of the body, then the rest in chunks.
+    /// Waits while the agent's queue is full, up to `deadline`. Not cancel-safe: a request
+    /// cut short mid-body is a broken delivery, so callers await it to the end.
+    pub async fn send(
+        &mut self,
+        state: &AppState,
+        out: &Outgoing,
+        deadline: Deadline,
+    ) -> Result<(), Error> {
+        let mut rest = out.body.clone();
+        let first = rest.split_to(rest.len().min(MAX_CHUNK_LEN));
+        let head = Frame::Request(RequestHead {
+            id: out.id,
+            method: out.method.clone(),
+            path: out.path.clone(),
+            query: out.query.clone(),
+            headers: out.headers.clone(),
+            body: first,
+            fin: rest.is_empty(),
+        });
+        send(state, &self.agent, &head, deadline).await?;
+        while !rest.is_empty() {
+            let data = rest.split_to(rest.len().min(MAX_CHUNK_LEN));
+            let chunk = Frame::Body(BodyChunk {
+                id: out.id,
+                data,
+                fin: rest.is_empty(),
+            });
+            send(state, &self.agent, &chunk, deadline).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the response head until `deadline`.
+    ///
+    /// Cancel-safe: dropping the future leaves the attempt in flight, so a caller may stop
+    /// waiting (to answer the sender early) and wait again later.
+    pub async fn head(&mut self, state: &AppState, deadline: Deadline) -> Result<Head, Error> {
+        // Biased: an answer already given wins over the agent having closed since, so an agent
+        // that answers and then disconnects (a graceful agent shutdown) still gets it through.
+        let (head, rest) = tokio::select! {
+            biased;
+            reply = timeout_at(deadline, &mut self.head) => match reply {
+                Err(_) => return Err(Error::Timeout(state.config.timeout.as_secs())),
+                Ok(Err(_)) => return Err(Error::AgentGone),
+                Ok(Ok(Ok(answer))) => answer,
+                Ok(Ok(Err(reason))) => return Err(Error::AgentAborted(reason)),
+            },
+            () = self.agent.closed().cancelled() => return Err(Error::AgentGone),
+        };
+        if axum::http::StatusCode::from_u16(head.status).is_err() {
+            return Err(Error::AgentAborted(format!(
+                "agent sent invalid status {}",
+                head.status
+            )));
+        }
+        Ok((head, rest))
+    }
+
+    /// Reads the rest of the response until `deadline` and records what came back.
+    pub async fn read_body(self, (head, rest): Head, deadline: Deadline) -> Attempt {
+        let mut body = Recorder::new(head.body);
+        let mut error = None;
+        if let Some(mut rest) = rest {
+            loop {
+                match timeout_at(deadline, rest.recv()).await {
+                    Ok(Some(BodyEvent::Chunk { data, fin })) => {
+                        body.push(&data);
+                        if fin {
+                            break;
+                        }
+                    }
+                    Ok(Some(BodyEvent::Abort(reason))) => {
+                        error = Some(format!("response aborted: {reason}"));
+                        break;
+                    }
+                    Ok(None) => {
+                        error = Some("agent disconnected mid-response".to_owned());
+                        break;
+                    }
+                    Err(_) => {
+                        error = Some("response body not finished in time".to_owned());
+                        break;
+                    }
+                }
+            }
+        }
+        let outcome = Outcome {
+            status: Some(head.status),
+            headers: head.headers,
+            body: body.finish(),
+            error,
+        };
+        self.finish(outcome)
+    }
+
+    /// The response for the waiting sender: its body streams from the agent, and the
+    /// recorded attempt arrives on the returned receiver once the body has ended (or the
+    /// sender has gone).
+    pub fn stream(
+        self,
+        (head, rest): Head,
+    ) -> (axum::response::Response, oneshot::Receiver<Attempt>) {
+        let (tx, rx) = oneshot::channel();
+        let mut response = match rest {
+            None => {
+                let answered = Outcome {
+                    status: Some(head.status),
+                    headers: head.headers.clone(),
+                    body: Recorder::new(head.body.clone()).finish(),
+                    error: None,
+                };
+                let _ = tx.send(self.finish(answered));
+                axum::response::Response::new(Body::from(head.body))
+            }
+            Some(rest) => {
+                let tee = Tee {
+                    recorder: Some(Recorder::new(head.body.clone())),
+                    status: head.status,
+                    headers: head.headers.clone(),
+                    inflight: Some(self),
+                    done: Some(tx),
+                };
+                axum::response::Response::new(response_stream(head.body, rest, tee))
+            }
+        };
+        if let Ok(status) = axum::http::StatusCode::from_u16(head.status) {
+            *response.status_mut() = status;
+        }
+        copy_headers(&head.headers, response.headers_mut());
+        (response, rx)
+    }
+
+    /// The attempt's record for an error before any answer.
+    pub fn failed(self, error: &Error) -> Attempt {
+        self.finish(Outcome::error(error))
+    }
+
+    fn finish(self, outcome: Outcome) -> Attempt {
+        let agent = self.agent.id().to_string();
+        drop(self.guard);
+        outcome.into_attempt(self.started_at, self.started, Some(agent))
+    }
+}
+
+/// The result of an attempt, before it becomes an [`Attempt`] record.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    pub fn error(error: &Error) -> Self {
+        Self {
+            status: None,
+            headers: Vec::new(),
+            body: Bytes::new(),
+            error: Some(error.to_string()),
+        }
+    }
+
+    pub fn into_attempt(
+        self,
+        started_at: Millis,
+        started: Instant,
+        agent: Option<String>,
+    ) -> Attempt {
+        Attempt {
+            n: 0,
+            kind: AttemptKind::Live,
+            started_at,
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            agent,
+            status: self.status,
+            headers: self.headers,
+            body: self.body,
+            error: self.error,
+        }
+    }
+}
+
+/// Keeps the first [`MAX_RECORDED_BODY`] bytes of a response body.
+#[derive(Debug)]
+struct Recorder {
+    first: Bytes,
+    more: Option<BytesMut>,
+}
+
+impl Recorder {
+    fn new(first: Bytes) -> Self {
+        let first = first.slice(..first.len().min(MAX_RECORDED_BODY));
+        Self { first, more: None }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let more = self
+            .more
+            .get_or_insert_with(|| BytesMut::from(self.first.as_ref()));
+        let room = MAX_RECORDED_BODY.saturating_sub(more.len());
+        more.extend_from_slice(&data[..data.len().min(room)]);
+    }
+
+    fn finish(self) -> Bytes {
+        match self.more {
+            Some(more) => more.freeze(),
+            None => self.first,
+        }
+    }
+}
+
+/// The recording side of a streamed response: whatever happens to the stream (it ends, fails,
+/// or the sender hangs up and drops it), the attempt is handed over exactly once.
+struct Tee {
+    recorder: Option<Recorder>,
+    status: u16,
+    headers: Headers,
+    inflight: Option<InFlight>,
+    done: Option<oneshot::Sender<Attempt>>,
+}
+
+impl Tee {
+    fn push(&mut self, data: &[u8]) {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.push(data);
+        }
+    }
+
+    fn end(&mut self, error: Option<String>) {
+        let (Some(inflight), Some(done), Some(recorder)) =
+            (self.inflight.take(), self.done.take(), self.recorder.take())
+        else {
+            return;
+        };
+        let outcome = Outcome {
+            status: Some(self.status),
+            headers: std::mem::take(&mut self.headers),
+            body: recorder.finish(),
+            error,
+        };
+        let _ = done.send(inflight.finish(outcome));
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        self.end(Some("sender went away mid-response".to_owned()));
+    }
+}
+
+/// A streamed response body: `first`, then the agent's chunks until `fin`. An abort or a lost
+/// agent ends the stream with an error, so the sender sees a truncated response rather than a
+/// complete-looking one. The tee records the body and holds the delivery until it ends.
+fn response_stream(first: Bytes, rest: mpsc::Receiver<BodyEvent>, tee: Tee) -> Body {
+    struct State {
+        first: Option<Bytes>,
+        rest: mpsc::Receiver<BodyEvent>,
+        done: bool,
+        tee: Tee,
+    }
+    let state = State {
+        first: Some(first),
+        rest,
+        done: false,
+        tee,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if let Some(first) = s.first.take() {
+            return Some((Ok(first), s));
+        }
+        if s.done {
+            return None;
+        }
+        s.done = true;
+        match s.rest.recv().await {
+            Some(BodyEvent::Chunk { data, fin }) => {
+                s.tee.push(&data);
+                if fin {
+                    s.tee.end(None);
+                }
+                s.done = fin;
+                Some((Ok(data), s))
+            }
+            Some(BodyEvent::Abort(reason)) => {
+                s.tee.end(Some(format!("response aborted: {reason}")));
+                Some((Err(std::io::Error::other(reason)), s))
+            }
+            None => {
+                s.tee
+                    .end(Some("agent disconnected mid-response".to_owned()));
+                Some((
+                    Err(std::io::Error::other("agent disconnected mid-response")),
+                    s,
+                ))
+            }
+        }
+    });
+    Body::from_stream(stream)
+}
+
+/// The end-to-end headers of the sender's request, plus the ones the relay adds for the target.
+pub fn forwarded_headers(
+    state: &AppState,
+    id: DeliveryId,
+    headers: &Headers,
+    peer: Option<SocketAddr>,
+) -> Headers {
+    let mut out = protocol::end_to_end(headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
+    let mut forwarded_for: Vec<u8> = Vec::new();
+    out.retain(|(name, value)| {
+        if name == "x-forwarded-for" {
+            if !forwarded_for.is_empty() {
+                forwarded_for.extend_from_slice(b", ");
+            }
+            forwarded_for.extend_from_slice(value);
+            return false;
+        }
+        !RELAY_SET.contains(&name.as_str())
+    });
+    if let Some(peer) = peer {
+        if !forwarded_for.is_empty() {
+            forwarded_for.extend_from_slice(b", ");
+        }
+        forwarded_for.extend_from_slice(peer.ip().to_string().as_bytes());
+    }
+    if !forwarded_for.is_empty() {
+        out.push(("x-forwarded-for".to_owned(), Bytes::from(forwarded_for)));
+    }
+    let proto = if state.public_url.starts_with("https://") {
+        "https"
+    } else {
+        "http"
+    };
+    out.push((
+        "x-forwarded-proto".to_owned(),
+        Bytes::from_static(proto.as_bytes()),
+    ));
+    if let Some((_, host)) = headers.iter().find(|(n, _)| n == header::HOST.as_str()) {
+        out.push(("x-forwarded-host".to_owned(), host.clone()));
+    }
+    out.push((DELIVERY_HEADER.to_owned(), Bytes::from(id.to_string())));
+    out
+}
+
+/// Copies the agent's response headers, skipping any that are not valid HTTP (the agent is a
+/// peer, not trusted to be well-formed) and hop-by-hop ones it should not have sent.
+fn copy_headers(headers: &Headers, into: &mut axum::http::HeaderMap) {
+    for (name, value) in headers {
+        if protocol::is_hop_by_hop(name) {
+            continue;
+        }
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                into.append(name, value);
+            }
+            _ => warn!(header = %name, "invalid response header from agent dropped"),
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! Delivers queued events: the ones that arrived while no agent was connected, and the ones
+//! waiting for a retry.
+//!
+//! One drain task per channel, alive while an agent serves the channel. It delivers the due
+//! events one at a time in arrival order, records each attempt before taking the next, and
+//! then sleeps until the next retry falls due or it is kicked (an agent connected, an event
+//! was queued). Delivery is at least once: an event is marked delivered only after its
+//! attempt is recorded, so a crash in between delivers it again, with the same
+//! `X-Hookrelay-Delivery` id for the target to deduplicate.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use protocol::{ChannelId, DeliveryId};
+use tokio::sync::Notify;
+use tokio::time::Instant as Deadline;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::AppState;
+use crate::delivery::{InFlight, Outgoing};
+use crate::error::Error;
+use crate::store::{self, Attempt, AttemptKind, Event, Transition};
+
+/// Events fetched from the store per query.
+const BATCH: usize = 32;
+
+/// Pause after the store failed, before trying again.
+const STORE_RETRY: Duration = Duration::from_secs(1);
+
+/// The channels with a drain task running, and how to wake each.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    drains: Mutex<HashMap<ChannelId, Arc<Notify>>>,
+}
+
+impl Dispatcher {
+    /// Makes sure `channel`'s queue is being drained if an agent serves it: wakes its drain
+    /// task, or starts one. Cheap when no agent is connected.
+    pub fn kick(&self, state: &AppState, channel: &ChannelId) {
+        if state.registry.agent_count(channel) == 0 {
+            return;
+        }
+        let notify = {
+            let mut drains = self.drains.lock().expect("dispatcher lock poisoned");
+            if let Some(notify) = drains.get(channel) {
+                notify.notify_one();
+                return;
+            }
+            let notify = Arc::new(Notify::new());
+            drains.insert(channel.clone(), Arc::clone(&notify));
+            notify
+        };
+        let span = info_span!("drain", %channel);
+        state
+            .tracker
+            .spawn(drain(Arc::clone(state), channel.clone(), notify).instrument(span));
+    }
+
+    /// Called by a drain task that found no agent: it may stop, unless an agent arrived in
+    /// the meantime (its kick would have found the task still registered and been lost).
+    fn leave(&self, state: &AppState, channel: &ChannelId) -> bool {
+        let mut drains = self.drains.lock().expect("dispatcher lock poisoned");
+        if state.registry.agent_count(channel) > 0 {
+            return false;
+        }
+        drains.remove(channel);
+        true
+    }
+
+    fn leave_on_shutdown(&self, channel: &ChannelId) {
+        self.drains
+            .lock()
+            .expect("dispatcher lock poisoned")
+            .remove(channel);
+    }
+}
+
+async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
+    debug!("drain started");
+    loop {
+        if state.agents_shutdown.is_cancelled() {
+            state.dispatcher.leave_on_shutdown(&channel);
+            return;
+        }
+        let due = match state.store.due(&channel, store::now_ms(), BATCH).await {
+            Ok(due) => due,
+            Err(e) => {
+                warn!(error = %e, "cannot read the queue");
+                tokio::time::sleep(STORE_RETRY).await;
+                continue;
+            }
+        };
+        if due.is_empty() {
+            if state.registry.agent_count(&channel) == 0 && state.dispatcher.leave(&state, &channel)
+            {
+                debug!("no agent left; drain stopped");
+                return;
+            }
+            let next = state.store.next_due(&channel).await.ok().flatten();
+            let sleep = async {
+                match next {
+                    Some(at) => {
+                        let wait =
+                            Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0));
+                        tokio::time::sleep(wait).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = notify.notified() => {}
+                () = sleep => {}
+                () = state.agents_shutdown.cancelled() => {}
+            }
+            continue;
+        }
+        for event in due {
+            let Some(agent) = state.registry.pick(&channel) else {
+                break;
+            };
+            if state.agents_shutdown.is_cancelled() {
+                break;
+            }
+            let id = event.summary.id;
+            let failures = event.summary.failures;
+            let (mut attempt, agent_gone) = attempt(&state, agent, &event).await;
+            attempt.kind = AttemptKind::Queued;
+            record_queued(&state, &channel, id, attempt, failures, agent_gone).await;
+        }
+    }
+}
+
+/// One attempt at a stored event through `agent`: the attempt record, and whether it failed
+/// because the agent went away (not the target's fault).
+async fn attempt(
+    state: &AppState,
+    agent: Arc<crate::registry::AgentHandle>,
+    event: &Event,
+) -> (Attempt, bool) {
+    let deadline = Deadline::now() + state.config.timeout;
+    let out = Outgoing::from_event(state, event);
+    let mut inflight = InFlight::begin(agent, out.id);
+    let result = match inflight.send(state, &out, deadline).await {
+        Ok(()) => inflight.head(state, deadline).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(head) => (inflight.read_body(head, deadline).await, false),
+        Err(e) => {
+            let gone = matches!(e, Error::AgentGone);
+            (inflight.failed(&e), gone)
+        }
+    }
+}
+
+/// Delivers a stored event now, for the replay API, and records the attempt. A replay that
+/// the target accepts marks the event delivered; one that fails leaves it as it was.
+pub async fn replay(state: &AppState, event: &Event) -> Result<Attempt, Error> {
+    let channel = &event.summary.channel;
+    let agent = state
+        .registry
+        .pick(channel)
+        .ok_or_else(|| Error::NoAgent(channel.clone()))?;
+    let (mut attempt, _) = attempt(state, agent, event).await;
+    attempt.kind = AttemptKind::Replay;
+    attempt.n = event.summary.attempts + 1;
+    let then = if attempt.status.is_some_and(store::accepted) {
+        Transition::Delivered
+    } else {
+        Transition::Keep
+    };
+    state
+        .store
+        .record(event.summary.id, attempt.clone(), then)
+        .await?;
+    Ok(attempt)
+}
+
+/// Records an attempt at an event of `channel` that is ours to retry, and decides what comes
+/// next: the target accepted it (delivered), or it is retried on the schedule, or given up
+/// on. An attempt cut short by the agent going away is retried as soon as an agent is back,
+/// without counting against the schedule.
+pub async fn record_queued(
+    state: &AppState,
+    channel: &ChannelId,
+    id: DeliveryId,
+    attempt: Attempt,
+    failures: u32,
+    agent_gone: bool,
+) {
+    let now = store::now_ms();
+    let then = if attempt.status.is_some_and(store::accepted) {
+        Transition::Delivered
+    } else if agent_gone {
+        Transition::Retry { at: now, failures }
+    } else {
+        let failures = failures.saturating_add(1);
+        match state.config.retry.delay(failures, jitter()) {
+            Some(delay) => Transition::Retry {
+                at: now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                failures,
+            },
+            None => Transition::Failed,
+        }
+    };
+    match then {
+        Transition::Failed => {
+            warn!(delivery_id = %id, failures, "delivery failed; no more retries");
+        }
+        Transition::Retry { at, failures } => info!(
+            delivery_id = %id,
+            failures,
+            retry_in_ms = at - now,
+            status = attempt.status,
+            error = attempt.error.as_deref(),
+            "delivery will be retried"
+        ),
+        Transition::Delivered | Transition::Keep => {}
+    }
+    if let Err(e) = state.store.record(id, attempt, then).await {
+        warn!(delivery_id = %id, error = %e, "attempt not recorded");
+    }
+    if matches!(then, Transition::Retry { .. }) {
+        state.dispatcher.kick(state, channel);
+    }
+}
+
+/// A random number in `[0, 1)` for retry jitter.
+fn jitter() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,286 @@
+//! The in-memory [`Store`] backend (`--store memory`): the same semantics as the SQLite one,
+//! nothing survives a restart.
+//!
+//! It is the "store off" baseline of the benchmarks, so it stays cheap: one `std` mutex around
+//! plain maps, held for a few map operations and never across an await.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use protocol::{ChannelId, DeliveryId};
+
+use super::{
+    Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,
+    Store, StoreError, Transition,
+};
+
+/// The in-memory [`Store`].
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Arrival order across all channels, as SQLite's `seq`.
+    next_seq: u64,
+    events: HashMap<DeliveryId, Entry>,
+    channels: HashMap<ChannelId, Channel>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    event: Event,
+}
+
+#[derive(Debug, Default)]
+struct Channel {
+    /// Every event of the channel by `seq`.
+    events: BTreeMap<u64, DeliveryId>,
+    /// The `seq` of its queued events, so the dispatcher's polls do not walk the history.
+    queued: BTreeSet<u64>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Only a broken invariant of this module (an index naming a missing event) can panic
+        // while the lock is held; going on with the data then beats failing every later call.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn insert(&self, new: NewEvent) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.events.contains_key(&new.id) {
+            return Err(StoreError::Backend(format!(
+                "duplicate event id {}",
+                new.id
+            )));
+        }
+        inner.next_seq += 1;
+        let seq = inner.next_seq;
+        let queued = new.status == EventStatus::Queued;
+        let channel = inner.channels.entry(new.channel.clone()).or_default();
+        channel.events.insert(seq, new.id);
+        if queued {
+            channel.queued.insert(seq);
+        }
+        let summary = EventSummary {
+            id: new.id,
+            channel: new.channel,
+            received_at: new.received_at,
+            method: new.method,
+            path: new.path,
+            query: new.query,
+            status: new.status,
+            attempts: 0,
+            failures: 0,
+            response_status: None,
+            body_len: new.body.len() as u64,
+            next_attempt_at: queued.then_some(new.received_at),
+        };
+        let event = Event {
+            summary,
+            source: new.source,
+            headers: new.headers,
+            body: new.body,
+            attempts: Vec::new(),
+        };
+        inner.events.insert(new.id, Entry { seq, event });
+        Ok(())
+    }
+
+    async fn record(
+        &self,
+        id: DeliveryId,
+        mut attempt: Attempt,
+        then: Transition,
+    ) -> Result<(), StoreError> {
+        attempt.body.truncate(MAX_RECORDED_BODY);
+        let mut inner = self.lock();
+        let Inner {
+            events, channels, ..
+        } = &mut *inner;
+        let entry = events.get_mut(&id).ok_or(StoreError::UnknownEvent(id))?;
+        let summary = &mut entry.event.summary;
+        summary.attempts = summary.attempts.saturating_add(1);
+        attempt.n = summary.attempts;
+        if attempt.status.is_some() {
+            summary.response_status = attempt.status;
+        }
+        match then {
+            Transition::Delivered => finish(summary, EventStatus::Delivered),
+            Transition::Failed => finish(summary, EventStatus::Failed),
+            Transition::Retry { at, failures } => {
+                summary.status = EventStatus::Queued;
+                summary.next_attempt_at = Some(at);
+                summary.failures = failures;
+            }
+            Transition::Keep => {}
+        }
+        let queued = summary.status == EventStatus::Queued;
+        let channel = channels
+            .get_mut(&summary.channel)
+            .expect("every stored event is indexed under its channel");
+        if queued {
+            channel.queued.insert(entry.seq);
+        } else {
+            channel.queued.remove(&entry.seq);
+        }
+        entry.event.attempts.push(attempt);
+        Ok(())
+    }
+
+    async fn due(
+        &self,
+        channel: &ChannelId,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let inner = self.lock();
+        let Some(events) = inner.channels.get(channel) else {
+            return Ok(Vec::new());
+        };
+        Ok(events
+            .queued
+            .iter()
+            .map(|seq| inner.event(events, *seq))
+            .filter(|event| event.summary.next_attempt_at.is_some_and(|at| at <= now))
+            .take(limit)
+            .map(|event| Event {
+                attempts: Vec::new(),
+                ..event.clone()
+            })
+            .collect())
+    }
+
+    async fn next_due(&self, channel: &ChannelId) -> Result<Option<Millis>, StoreError> {
+        let inner = self.lock();
+        let Some(events) = inner.channels.get(channel) else {
+            return Ok(None);
+        };
+        Ok(events
+            .queued
+            .iter()
+            .filter_map(|seq| inner.event(events, *seq).summary.next_attempt_at)
+            .min())
+    }
+
+    async fn list(
+        &self,
+        channel: &ChannelId,
+        query: &ListQuery,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let inner = self.lock();
+        let before = match query.before {
+            None => u64::MAX,
+            Some(id) => match inner.events.get(&id) {
+                Some(entry) if entry.event.summary.channel == *channel => entry.seq,
+                _ => return Err(StoreError::UnknownEvent(id)),
+            },
+        };
+        let Some(events) = inner.channels.get(channel) else {
+            return Ok(Vec::new());
+        };
+        Ok(events
+            .events
+            .range(..before)
+            .rev()
+            .map(|(seq, _)| &inner.event(events, *seq).summary)
+            .filter(|summary| query.status.is_none_or(|status| summary.status == status))
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn get(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .events
+            .get(&id)
+            .filter(|entry| entry.event.summary.channel == *channel)
+            .map(|entry| entry.event.clone()))
+    }
+
+    async fn count(
+        &self,
+        channel: &ChannelId,
+        status: Option<EventStatus>,
+    ) -> Result<u64, StoreError> {
+        let inner = self.lock();
+        let Some(events) = inner.channels.get(channel) else {
+            return Ok(0);
+        };
+        let n = match status {
+            None => events.events.len(),
+            Some(EventStatus::Queued) => events.queued.len(),
+            Some(status) => events
+                .events
+                .keys()
+                .filter(|seq| inner.event(events, **seq).summary.status == status)
+                .count(),
+        };
+        Ok(n as u64)
+    }
+
+    async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let Inner {
+            events, channels, ..
+        } = &mut *inner;
+        let before = events.len();
+        let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+        channels.retain(|_, channel| {
+            // Age first, then the cap over what is left, as the SQLite backend does.
+            let mut doomed: Vec<u64> = channel
+                .events
+                .iter()
+                .filter(|(_, id)| events[id].event.summary.received_at < cutoff)
+                .map(|(seq, _)| *seq)
+                .collect();
+            let kept_by_age = channel.events.len() - doomed.len();
+            if kept_by_age > cap {
+                let beyond_cap: Vec<u64> = channel
+                    .events
+                    .iter()
+                    .filter(|(seq, _)| doomed.binary_search(seq).is_err())
+                    .take(kept_by_age - cap)
+                    .filter(|(_, id)| finished(events[id].event.summary.status))
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                doomed.extend(beyond_cap);
+            }
+            for seq in doomed {
+                if let Some(id) = channel.events.remove(&seq) {
+                    channel.queued.remove(&seq);
+                    events.remove(&id);
+                }
+            }
+            !channel.events.is_empty()
+        });
+        Ok((before - events.len()) as u64)
+    }
+}
+
+impl Inner {
+    fn event(&self, channel: &Channel, seq: u64) -> &Event {
+        let id = &channel.events[&seq];
+        &self.events[id].event
+    }
+}
+
+fn finish(summary: &mut EventSummary, status: EventStatus) {
+    summary.status = status;
+    summary.next_attempt_at = None;
+}
+
+fn finished(status: EventStatus) -> bool {
+    matches!(status, EventStatus::Delivered | EventStatus::Failed)
+}

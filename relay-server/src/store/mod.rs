@@ -1,0 +1,381 @@
+//! The event store: every webhook the server accepts, and every attempt to deliver it.
+//!
+//! One narrow async interface, [`Store`], and two backends: [`SqliteStore`] (durable, the
+//! default; an embedded database under `--data-dir`) and [`MemoryStore`] (`--store memory`, no
+//! durability, for tests and benchmarks). A PostgreSQL backend for several relay nodes will
+//! implement the same trait; nothing outside this module knows which backend is in use.
+//!
+//! Life of an event: [`Store::insert`] as `Queued` (no agent was connected; the dispatcher
+//! delivers it later) or `Delivering` (an agent is delivering it right now, the sender waiting).
+//! Each attempt is then [`Store::record`]ed with the [`Transition`] it causes. A backend that
+//! outlives a crash turns events it finds `Delivering` at open back into `Queued`: whoever was
+//! delivering them is gone, and delivery is at least once.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use protocol::{ChannelId, DeliveryId, Headers};
+
+use crate::config::StoreConfig;
+
+#[cfg(test)]
+mod conformance;
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteStore, WriteStats};
+
+/// Opens the store `config` names. For SQLite this creates the data dir if needed, checks it
+/// is writable and brings its schema up to date, so a bad data dir fails at start-up.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreConfig::Sqlite { dir, fsync } => {
+            let (dir, fsync) = (dir.clone(), *fsync);
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, fsync))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch: how the store keeps time.
+pub type Millis = i64;
+
+/// Now, in [`Millis`].
+pub fn now_ms() -> Millis {
+    to_ms(SystemTime::now())
+}
+
+pub fn to_ms(t: SystemTime) -> Millis {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub fn from_ms(ms: Millis) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventStatus {
+    /// Waiting for an agent, or for its next retry.
+    Queued,
+    /// An agent is delivering it now.
+    Delivering,
+    /// The target accepted it (see [`accepted`]).
+    Delivered,
+    /// Given up on: a live delivery that failed (the sender was told), or retries exhausted.
+    Failed,
+}
+
+impl EventStatus {
+    pub const ALL: [EventStatus; 4] = [
+        EventStatus::Queued,
+        EventStatus::Delivering,
+        EventStatus::Delivered,
+        EventStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Queued => "queued",
+            EventStatus::Delivering => "delivering",
+            EventStatus::Delivered => "delivered",
+            EventStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+impl fmt::Display for EventStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether a target's status code means it took the webhook. 408, 429 and 5xx ask to be tried
+/// again; anything else is the target's final word.
+pub fn accepted(status: u16) -> bool {
+    !(status == 408 || status == 429 || status >= 500)
+}
+
+/// Why an attempt was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// While the sender waited for the answer.
+    Live,
+    /// From the queue: the event arrived while no agent was connected, or is being retried.
+    Queued,
+    /// Asked for through the replay API.
+    Replay,
+}
+
+impl AttemptKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptKind::Live => "live",
+            AttemptKind::Queued => "queued",
+            AttemptKind::Replay => "replay",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [AttemptKind::Live, AttemptKind::Queued, AttemptKind::Replay]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+    }
+}
+
+/// A webhook as the sender sent it, ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: DeliveryId,
+    pub channel: ChannelId,
+    pub received_at: Millis,
+    /// The sender's address (`ip:port`), when known.
+    pub source: Option<String>,
+    pub method: String,
+    /// The path after `/h/{channel}`, still percent-encoded; empty or starting with `/`.
+    pub path: String,
+    /// The raw query string, without `?`.
+    pub query: Option<String>,
+    /// Every header the sender sent, in order.
+    pub headers: Headers,
+    pub body: Bytes,
+    /// [`EventStatus::Queued`] or [`EventStatus::Delivering`].
+    pub status: EventStatus,
+}
+
+/// One row of a channel's history: an event without its headers and body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSummary {
+    pub id: DeliveryId,
+    pub channel: ChannelId,
+    pub received_at: Millis,
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub status: EventStatus,
+    /// Attempts made so far, of any kind.
+    pub attempts: u32,
+    /// Failed attempts counted toward the retry schedule.
+    pub failures: u32,
+    /// Status code of the most recent attempt that got one.
+    pub response_status: Option<u16>,
+    pub body_len: u64,
+    /// When a queued event is next tried (it may be in the past: due now).
+    pub next_attempt_at: Option<Millis>,
+}
+
+/// A whole event: the request as received and every attempt, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub summary: EventSummary,
+    pub source: Option<String>,
+    pub headers: Headers,
+    pub body: Bytes,
+    pub attempts: Vec<Attempt>,
+}
+
+/// One attempt to deliver an event, and what came back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    /// 1 for the first attempt of an event, then 2, 3, ...; set by the store on
+    /// [`Store::record`] (the value passed in is ignored).
+    pub n: u32,
+    pub kind: AttemptKind,
+    pub started_at: Millis,
+    pub duration_ms: u64,
+    /// The agent that carried it.
+    pub agent: Option<String>,
+    /// The target's status code; `None` when no answer came.
+    pub status: Option<u16>,
+    pub headers: Headers,
+    /// The response body, at most [`MAX_RECORDED_BODY`] bytes of it.
+    pub body: Bytes,
+    /// Why the attempt failed, when it did.
+    pub error: Option<String>,
+}
+
+/// Response bodies longer than this are recorded truncated: an attempt's record is for a
+/// human reading it, and a target answering with megabytes would otherwise fill the store.
+pub const MAX_RECORDED_BODY: usize = 1024 * 1024;
+
+/// What an attempt does to its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Delivered,
+    Failed,
+    /// Stays (or becomes) queued, next tried at `at`; `failures` is its new failure count.
+    Retry {
+        at: Millis,
+        failures: u32,
+    },
+    /// Status unchanged (a replay that failed leaves the event as it was).
+    Keep,
+}
+
+/// A page request for a channel's history, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub limit: usize,
+    /// Only events older than this one.
+    pub before: Option<DeliveryId>,
+    pub status: Option<EventStatus>,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot use data dir {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error(
+        "data dir {path} was written by a newer hookrelay (schema version {found}, this build knows up to {known}); upgrade relay-server"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("store failed: {0}")]
+    Backend(String),
+    #[error("store is closed")]
+    Closed,
+    #[error("corrupt record in store: {0}")]
+    Corrupt(String),
+    #[error("no event {0} in this channel")]
+    UnknownEvent(DeliveryId),
+}
+
+/// The store's interface. Every method is cancel-safe in the sense that matters here: a write
+/// whose future is dropped still happens or not as a whole.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Stores a new event. Once this returns, the event survives a crash of the process (for a
+    /// durable backend). Writes from concurrent callers are committed together.
+    async fn insert(&self, event: NewEvent) -> Result<(), StoreError>;
+
+    /// Records an attempt on event `id` and applies `then` to its status. A queued event whose
+    /// attempt is recorded with [`Transition::Keep`] keeps its `next_attempt_at`.
+    /// [`StoreError::UnknownEvent`] when the event is gone (pruned).
+    async fn record(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    ) -> Result<(), StoreError>;
+
+    /// Queued events of `channel` whose `next_attempt_at` is at or before `now`, in arrival
+    /// order, at most `limit`, with headers and body (their `attempts` list is left empty).
+    async fn due(
+        &self,
+        channel: &ChannelId,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// The earliest `next_attempt_at` among `channel`'s queued events.
+    async fn next_due(&self, channel: &ChannelId) -> Result<Option<Millis>, StoreError>;
+
+    /// One page of `channel`'s history, newest first. [`StoreError::UnknownEvent`] when
+    /// `query.before` names no event of the channel.
+    async fn list(
+        &self,
+        channel: &ChannelId,
+        query: &ListQuery,
+    ) -> Result<Vec<EventSummary>, StoreError>;
+
+    /// A whole event of `channel`, with its attempts.
+    async fn get(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError>;
+
+    /// How many events `channel` has, all or in one status.
+    async fn count(
+        &self,
+        channel: &ChannelId,
+        status: Option<EventStatus>,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes events received before `cutoff`, and in each channel the oldest delivered or
+    /// failed events beyond the newest `cap` events. Returns how many events were deleted.
+    async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError>;
+}
+
+/// Headers in the store's own binary form: per header, name length (u32 LE), name, value
+/// length (u32 LE), value. Written by hand rather than with a serialisation crate so the
+/// format on disk cannot change with a dependency's configuration.
+pub fn encode_headers(headers: &Headers) -> Vec<u8> {
+    let size = headers
+        .iter()
+        .map(|(n, v)| 8 + n.len() + v.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    for (name, value) in headers {
+        for part in [name.as_bytes(), value.as_ref()] {
+            let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+/// The inverse of [`encode_headers`].
+pub fn decode_headers(mut bytes: &[u8]) -> Result<Headers, StoreError> {
+    fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], StoreError> {
+        let corrupt = || StoreError::Corrupt("truncated header list".to_owned());
+        let (len, rest) = bytes.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| corrupt())?;
+        if rest.len() < len {
+            return Err(corrupt());
+        }
+        let (part, rest) = rest.split_at(len);
+        *bytes = rest;
+        Ok(part)
+    }
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let name = take(&mut bytes)?;
+        let name = std::str::from_utf8(name)
+            .map_err(|_| StoreError::Corrupt("header name is not UTF-8".to_owned()))?
+            .to_owned();
+        let value = Bytes::copy_from_slice(take(&mut bytes)?);
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_with_binary_values() {
+        let headers: Headers = vec![
+            ("x-a".to_owned(), Bytes::from_static(b"1")),
+            ("x-a".to_owned(), Bytes::from_static(b"\xff\x00bin")),
+            ("empty".to_owned(), Bytes::new()),
+        ];
+        let bytes = encode_headers(&headers);
+        assert_eq!(decode_headers(&bytes).expect("valid"), headers);
+        assert!(decode_headers(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode_headers(&[]).expect("empty is valid").is_empty());
+    }
+
+    #[test]
+    fn only_408_429_and_5xx_ask_for_a_retry() {
+        for ok in [200, 201, 204, 301, 400, 404, 410, 422] {
+            assert!(accepted(ok), "{ok}");
+        }
+        for retry in [408, 429, 500, 502, 503, 504] {
+            assert!(!accepted(retry), "{retry}");
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The durable [`Store`] backend: one SQLite database, `events.db`, under the data dir.
+//!
+//! Writes go through one writer thread ([`writer`]) that owns the only write connection and
+//! commits whatever has queued up while it was busy as one transaction ("group commit"): with
+//! `synchronous=FULL` a commit costs an fsync, and sharing it among every concurrent webhook is
+//! what lets durable ingress keep up with a burst. Reads use a second connection; in WAL mode it
+//! sees every committed write without waiting for the writer.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use protocol::{ChannelId, DeliveryId};
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info};
+
+use super::{
+    Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Store, StoreError,
+    Transition,
+};
+use rows::{attempt_from_row, db_error, event_from_row, summary_from_row};
+use schema::{MIGRATIONS, connect, migrate, open_error, recover};
+use writer::{Counters, Op, Request, run_writer};
+
+mod rows;
+mod schema;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+/// Writes waiting for the writer thread; a full queue makes callers wait (backpressure).
+const WRITE_QUEUE: usize = 1024;
+
+/// Columns read into an [`EventSummary`] by [`summary_from_row`].
+macro_rules! summary_columns {
+    () => {
+        "id, received_at, method, path, query, status, attempts, failures, response_status, \
+         length(body), next_attempt_at"
+    };
+}
+/// [`summary_columns`] plus what [`event_from_row`] adds.
+macro_rules! event_columns {
+    () => {
+        concat!(summary_columns!(), ", source, headers, body, seq")
+    };
+}
+
+/// The SQLite [`Store`]. Dropping it lets the writer thread finish the writes already queued,
+/// then waits for it to close the database.
+pub struct SqliteStore {
+    dir: PathBuf,
+    writer: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    /// Behind a `std` mutex, only ever locked inside `spawn_blocking`, never across an await.
+    reader: Arc<Mutex<Connection>>,
+    stats: Arc<Counters>,
+}
+
+/// How well group commit is doing, for benchmarks and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions the writer thread has committed (or tried to).
+    pub commits: u64,
+    /// Writes (insert, record, prune) carried by those transactions.
+    pub writes: u64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`, migrates its schema and requeues events
+    /// a previous run left `delivering`. With `fsync`, every commit reaches the disk before a
+    /// write returns (survives power loss); without, it survives a crash of the process only.
+    ///
+    /// Everything that could stop the store from working later (a dir that cannot be created
+    /// or written, a file that is not a database) fails here, as [`StoreError::Open`], so the
+    /// server refuses to start rather than losing the first webhook.
+    pub fn open(dir: &Path, fsync: bool) -> Result<SqliteStore, StoreError> {
+        let mut conn = connect(dir, fsync)?;
+        migrate(&mut conn, dir, MIGRATIONS.len())?;
+        recover(&mut conn, dir)?;
+        let reader = connect(dir, fsync)?;
+        reader
+            .pragma_update(None, "query_only", true)
+            .map_err(open_error(dir, "configure reader"))?;
+        let (writer, queue) = mpsc::channel(WRITE_QUEUE);
+        let stats = Arc::new(Counters::default());
+        let thread = std::thread::Builder::new()
+            .name("hookrelay-store".to_owned())
+            .spawn({
+                let stats = Arc::clone(&stats);
+                move || run_writer(conn, queue, &stats)
+            })
+            .map_err(open_error(dir, "start writer thread"))?;
+        info!(dir = %dir.display(), fsync, "event store open");
+        Ok(SqliteStore {
+            dir: dir.to_owned(),
+            writer: Some(writer),
+            thread: Some(thread),
+            reader: Arc::new(Mutex::new(reader)),
+            stats,
+        })
+    }
+
+    /// Counters of the writer thread since open.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            commits: self.stats.commits.load(Ordering::Relaxed),
+            writes: self.stats.writes.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn write(&self, op: Op) -> Result<u64, StoreError> {
+        let writer = self.writer.as_ref().ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        writer
+            .send(Request { op, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            // A panic in another read cannot leave the connection half-used: every read is
+            // one statement or one read transaction that rusqlite ends on unwind.
+            let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer's loop once it has drained it.
+        self.writer = None;
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                error!("event store writer thread panicked");
+            }
+        }
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("dir", &self.dir)
+            .field("stats", &self.write_stats())
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
+        self.write(Op::Insert(event)).await.map(drop)
+    }
+
+    async fn record(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    ) -> Result<(), StoreError> {
+        let op = Op::Record { id, attempt, then };
+        self.write(op).await.map(drop)
+    }
+
+    async fn due(
+        &self,
+        channel: &ChannelId,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            let sql = concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE channel = ?1 AND status = 'queued' AND next_attempt_at <= ?2
+                 ORDER BY seq LIMIT ?3"
+            );
+            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+            let rows = stmt
+                .query_map(params![channel.as_str(), now, sql_limit(limit)], |row| {
+                    event_from_row(row, &channel).map(|(event, _)| event)
+                })
+                .map_err(db_error)?;
+            rows.collect::<Result<_, _>>().map_err(db_error)
+        })
+        .await
+    }
+
+    async fn next_due(&self, channel: &ChannelId) -> Result<Option<Millis>, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            let sql = "SELECT min(next_attempt_at) FROM events
+                       WHERE channel = ?1 AND status = 'queued'";
+            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+            stmt.query_row([channel.as_str()], |row| row.get(0))
+                .map_err(db_error)
+        })
+        .await
+    }
+
+    async fn list(
+        &self,
+        channel: &ChannelId,
+        query: &ListQuery,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let (channel, query) = (channel.clone(), query.clone());
+        self.read(move |conn| {
+            let before = match query.before {
+                None => i64::MAX,
+                Some(id) => event_seq(conn, &channel, id)?.ok_or(StoreError::UnknownEvent(id))?,
+            };
+            let limit = sql_limit(query.limit);
+            let map = |row: &Row<'_>| summary_from_row(row, &channel);
+            let rows = match query.status {
+                None => {
+                    let sql = concat!(
+                        "SELECT ",
+                        summary_columns!(),
+                        " FROM events WHERE channel = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                    );
+                    conn.prepare_cached(sql).and_then(|mut stmt| {
+                        let rows = stmt.query_map(params![channel.as_str(), before, limit], map);
+                        rows?.collect()
+                    })
+                }
+                Some(status) => {
+                    let sql = concat!(
+                        "SELECT ",
+                        summary_columns!(),
+                        " FROM events WHERE channel = ?1 AND status = ?4 AND seq < ?2
+                         ORDER BY seq DESC LIMIT ?3"
+                    );
+                    conn.prepare_cached(sql).and_then(|mut stmt| {
+                        let params = params![channel.as_str(), before, limit, status.as_str()];
+                        let rows = stmt.query_map(params, map);
+                        rows?.collect()
+                    })
+                }
+            };
+            rows.map_err(db_error)
+        })
+        .await
+    }
+
+    async fn get(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            // One read transaction, so the attempts belong to the same snapshot as the event.
+            let tx = conn.unchecked_transaction().map_err(db_error)?;
+            let sql = concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM events WHERE channel = ?1 AND id = ?2"
+            );
+            let found = tx
+                .prepare_cached(sql)
+                .and_then(|mut stmt| {
+                    let params = params![channel.as_str(), id.to_string()];
+                    stmt.query_row(params, |row| event_from_row(row, &channel))
+                        .optional()
+                })
+                .map_err(db_error)?;
+            let Some((mut event, seq)) = found else {
+                return Ok(None);
+            };
+            let sql = "SELECT n, kind, started_at, duration_ms, agent, status, headers, body, error
+                       FROM attempts WHERE event_seq = ?1 ORDER BY n";
+            let mut stmt = tx.prepare_cached(sql).map_err(db_error)?;
+            event.attempts = stmt
+                .query_map([seq], attempt_from_row)
+                .and_then(Iterator::collect)
+                .map_err(db_error)?;
+            Ok(Some(event))
+        })
+        .await
+    }
+
+    async fn count(
+        &self,
+        channel: &ChannelId,
+        status: Option<EventStatus>,
+    ) -> Result<u64, StoreError> {
+        let channel = channel.clone();
+        self.read(move |conn| {
+            let n: i64 = match status {
+                None => conn
+                    .prepare_cached("SELECT count(*) FROM events WHERE channel = ?1")
+                    .and_then(|mut stmt| stmt.query_row([channel.as_str()], |row| row.get(0))),
+                Some(status) => conn
+                    .prepare_cached(
+                        "SELECT count(*) FROM events WHERE channel = ?1 AND status = ?2",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.query_row([channel.as_str(), status.as_str()], |row| row.get(0))
+                    }),
+            }
+            .map_err(db_error)?;
+            u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+        })
+        .await
+    }
+
+    async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
+        self.write(Op::Prune { cutoff, cap }).await
+    }
+}
+
+fn event_seq(
+    conn: &Connection,
+    channel: &ChannelId,
+    id: DeliveryId,
+) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached("SELECT seq FROM events WHERE id = ?1 AND channel = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row([id.to_string().as_str(), channel.as_str()], |row| {
+                row.get(0)
+            })
+            .optional()
+        })
+        .map_err(db_error)
+}
+
+/// A SQL `LIMIT` for `limit` (SQLite takes a signed 64-bit value).
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,228 @@
+//! What only the SQLite backend promises: durability across reopen, crash recovery, schema
+//! versions, clean failures at open, and group commit.
+
+use std::sync::Arc;
+
+use rusqlite::params;
+use tokio::sync::oneshot;
+
+use super::SqliteStore;
+use super::schema::{MIGRATIONS, open_at_version};
+use super::writer::{Op, Request, commit_batch};
+use crate::store::conformance::{attempt, binary_body, binary_headers, channel, new_event};
+use crate::store::{EventStatus, Store, StoreError, Transition, encode_headers, now_ms};
+
+fn open(dir: &std::path::Path) -> SqliteStore {
+    SqliteStore::open(dir, true).expect("open store")
+}
+
+#[tokio::test]
+async fn data_survives_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = channel("durable");
+    let event = new_event(&ch, 1_000, EventStatus::Queued);
+    let id = event.id;
+    {
+        let store = open(dir.path());
+        store.insert(event).await.expect("insert");
+        let retry = Transition::Retry {
+            at: 2_000,
+            failures: 1,
+        };
+        store
+            .record(id, attempt(Some(503)), retry)
+            .await
+            .expect("record");
+    }
+    let store = open(dir.path());
+    let got = store
+        .get(&ch, id)
+        .await
+        .expect("get")
+        .expect("survived reopen");
+    assert_eq!((got.headers, got.body), (binary_headers(), binary_body()));
+    assert_eq!(got.summary.next_attempt_at, Some(2_000));
+    assert_eq!(got.attempts.len(), 1);
+    assert_eq!(got.attempts[0].status, Some(503));
+}
+
+#[tokio::test]
+async fn delivering_becomes_queued_on_reopen() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = channel("crash");
+    let event = new_event(&ch, 1_000, EventStatus::Delivering);
+    let id = event.id;
+    open(dir.path()).insert(event).await.expect("insert");
+
+    let before_reopen = now_ms();
+    let store = open(dir.path());
+    let got = store.get(&ch, id).await.expect("get").expect("stored");
+    assert_eq!(got.summary.status, EventStatus::Queued);
+    let next = got
+        .summary
+        .next_attempt_at
+        .expect("requeued events are scheduled");
+    assert!(
+        next >= before_reopen,
+        "due from the reopen on, not from arrival"
+    );
+    let due = store.due(&ch, now_ms(), 10).await.expect("due");
+    assert_eq!(due.len(), 1);
+}
+
+#[test]
+fn garbage_file_is_an_open_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("events.db"), [0x5a_u8; 8192]).expect("write garbage");
+    let err = SqliteStore::open(dir.path(), true).expect_err("not a database");
+    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(err.to_string().contains("not a database"), "{err}");
+}
+
+#[test]
+fn uncreatable_dir_is_an_open_error() {
+    // A path under a regular file can never be created, even by root.
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    let dir = file.path().join("sub");
+    let err = SqliteStore::open(&dir, true).expect_err("cannot create dir");
+    let StoreError::Open { path, reason } = &err else {
+        panic!("expected an open error, got {err:?}");
+    };
+    assert_eq!(path, &dir.display().to_string());
+    assert!(reason.starts_with("create directory"), "{reason}");
+}
+
+#[test]
+fn newer_schema_is_too_new() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("open");
+    conn.pragma_update(None, "user_version", 99)
+        .expect("set version");
+    drop(conn);
+    let err = SqliteStore::open(dir.path(), true).expect_err("too new");
+    let known = i64::try_from(MIGRATIONS.len()).expect("small");
+    assert!(
+        matches!(err, StoreError::TooNew { found: 99, known: k, .. } if k == known),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn migrates_a_version_1_database() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = channel("old-schema");
+    let id = protocol::DeliveryId::random();
+    let conn = open_at_version(dir.path(), 1).expect("open at version 1");
+    conn.execute(
+        "INSERT INTO events (id, channel, received_at, method, path, headers, body, status,
+                             next_attempt_at)
+         VALUES (?1, ?2, 1000, 'PUT', '/x', ?3, ?4, 'queued', 1000)",
+        params![
+            id.to_string(),
+            ch.as_str(),
+            encode_headers(&binary_headers()),
+            &b"old"[..]
+        ],
+    )
+    .expect("insert with version 1 schema");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .expect("version");
+    assert_eq!(version, 1);
+    drop(conn);
+
+    let store = open(dir.path());
+    let got = store
+        .get(&ch, id)
+        .await
+        .expect("get")
+        .expect("old row readable");
+    assert_eq!(got.summary.method, "PUT");
+    assert_eq!(got.headers, binary_headers());
+    assert_eq!(&got.body[..], b"old");
+    assert_eq!(store.due(&ch, 1_000, 10).await.expect("due").len(), 1);
+    drop(store);
+    let conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("reopen");
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_%'",
+            [],
+            |row| row.get(0),
+        )
+        .expect("count indexes");
+    assert_eq!(indexes, 4, "migration 2 ran");
+}
+
+#[tokio::test]
+async fn corrupt_headers_are_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = channel("corrupt");
+    let event = new_event(&ch, 1, EventStatus::Queued);
+    let id = event.id;
+    let store = open(dir.path());
+    store.insert(event).await.expect("insert");
+    let conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("second connection");
+    conn.execute("UPDATE events SET headers = x'ffffff'", [])
+        .expect("damage headers");
+    let err = store.get(&ch, id).await.expect_err("corrupt");
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_are_group_committed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(open(dir.path()));
+    let ch = channel("burst");
+    let tasks: Vec<_> = (0..200)
+        .map(|t| {
+            let (store, event) = (Arc::clone(&store), new_event(&ch, t, EventStatus::Queued));
+            tokio::spawn(async move { store.insert(event).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("insert");
+    }
+    assert_eq!(store.count(&ch, None).await.expect("count"), 200);
+    let stats = store.write_stats();
+    assert_eq!(stats.writes, 200);
+    assert!(stats.commits < 200, "no write shared a commit: {stats:?}");
+}
+
+#[test]
+fn a_failing_write_does_not_fail_its_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("open");
+    let ch = channel("batch");
+    let first = new_event(&ch, 1, EventStatus::Queued);
+    let unknown = protocol::DeliveryId::random();
+    let ops = [
+        Op::Insert(first.clone()),
+        Op::Insert(first.clone()),
+        Op::Record {
+            id: unknown,
+            attempt: attempt(None),
+            then: Transition::Keep,
+        },
+        Op::Insert(new_event(&ch, 2, EventStatus::Queued)),
+    ];
+    let batch: Vec<Request> = ops
+        .into_iter()
+        .map(|op| Request {
+            op,
+            reply: oneshot::channel().0,
+        })
+        .collect();
+    let results = commit_batch(&mut conn, &batch).expect("the batch commits");
+    assert!(results[0].is_ok());
+    assert!(
+        matches!(results[1], Err(StoreError::Backend(_))),
+        "{:?}",
+        results[1]
+    );
+    assert!(matches!(results[2], Err(StoreError::UnknownEvent(id)) if id == unknown));
+    assert!(results[3].is_ok());
+    let stored: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
+        .expect("count");
+    assert_eq!(stored, 2);
+}

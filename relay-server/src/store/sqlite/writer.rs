@@ -1,0 +1,238 @@
+//! The writer thread and the writes it runs: group commit with one savepoint per write.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use protocol::DeliveryId;
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error};
+
+use super::rows::db_error;
+use crate::store::{
+    Attempt, EventStatus, MAX_RECORDED_BODY, Millis, NewEvent, StoreError, Transition,
+    encode_headers,
+};
+
+/// Most writes committed in one transaction. Bounds how long one commit holds the callers at
+/// its front waiting for those at its back.
+const MAX_BATCH: usize = 512;
+
+/// What the writer thread has done, read by [`super::SqliteStore::write_stats`].
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) commits: AtomicU64,
+    pub(super) writes: AtomicU64,
+}
+
+/// One write and where its answer goes.
+pub(super) struct Request {
+    pub(super) op: Op,
+    pub(super) reply: oneshot::Sender<Result<u64, StoreError>>,
+}
+
+/// A write, as the [`crate::store::Store`] method that asked for it.
+pub(super) enum Op {
+    Insert(NewEvent),
+    Record {
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    },
+    Prune {
+        cutoff: Millis,
+        cap: u64,
+    },
+}
+
+/// The writer thread: takes the first write, then whatever else is already waiting (up to
+/// [`MAX_BATCH`]), commits them as one transaction and answers each. Ends when every
+/// [`super::SqliteStore`] sender is gone and the queue is empty.
+pub(super) fn run_writer(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Request>,
+    stats: &Counters,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
+        stats
+            .writes
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        match results {
+            Ok(results) => {
+                for (request, result) in batch.drain(..).zip(results) {
+                    // The caller may have stopped waiting; its write happened all the same.
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(e) => {
+                error!(error = %e, writes = batch.len(), "event store commit failed");
+                let message = e.to_string();
+                for request in batch.drain(..) {
+                    let _ = request
+                        .reply
+                        .send(Err(StoreError::Backend(message.clone())));
+                }
+            }
+        }
+    }
+    debug!("event store writer stopped");
+}
+
+/// Runs `batch` in one transaction, each write inside a savepoint so that a failing one is
+/// undone alone and the others still commit. `Err` when the transaction as a whole failed.
+pub(super) fn commit_batch(
+    conn: &mut Connection,
+    batch: &[Request],
+) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let exec = |sql: &str| tx.prepare_cached(sql)?.execute([]).map(drop);
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        exec("SAVEPOINT write").map_err(db_error)?;
+        let result = apply(&tx, &request.op);
+        if let Err(e) = &result {
+            // Some errors (disk full, I/O) make SQLite roll back the whole transaction.
+            if tx.is_autocommit() {
+                return Err(StoreError::Backend(format!("transaction rolled back: {e}")));
+            }
+            exec("ROLLBACK TO write").map_err(db_error)?;
+        }
+        exec("RELEASE write").map_err(db_error)?;
+        results.push(result);
+    }
+    tx.commit().map_err(db_error)?;
+    Ok(results)
+}
+
+fn apply(conn: &Connection, op: &Op) -> Result<u64, StoreError> {
+    match op {
+        Op::Insert(event) => insert(conn, event).map_err(db_error).map(|()| 0),
+        Op::Record { id, attempt, then } => record(conn, *id, attempt, *then).map(|()| 0),
+        Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap).map_err(db_error),
+    }
+}
+
+fn insert(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
+    let next_attempt_at = (event.status == EventStatus::Queued).then_some(event.received_at);
+    let sql = "INSERT INTO events (id, channel, received_at, source, method, path, query,
+                                   headers, body, status, next_attempt_at)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    conn.prepare_cached(sql)?.execute(params![
+        event.id.to_string(),
+        event.channel.as_str(),
+        event.received_at,
+        event.source,
+        event.method,
+        event.path,
+        event.query,
+        encode_headers(&event.headers),
+        event.body.as_ref(),
+        event.status.as_str(),
+        next_attempt_at,
+    ])?;
+    Ok(())
+}
+
+fn record(
+    conn: &Connection,
+    id: DeliveryId,
+    attempt: &Attempt,
+    then: Transition,
+) -> Result<(), StoreError> {
+    // (new status, whether next_attempt_at changes, its new value, new failure count)
+    let (status, set_next, next, failures) = match then {
+        Transition::Delivered => (Some(EventStatus::Delivered), true, None, None),
+        Transition::Failed => (Some(EventStatus::Failed), true, None, None),
+        Transition::Retry { at, failures } => {
+            (Some(EventStatus::Queued), true, Some(at), Some(failures))
+        }
+        Transition::Keep => (None, false, None, None),
+    };
+    let sql = "UPDATE events SET attempts = attempts + 1,
+                   response_status = coalesce(?2, response_status),
+                   status = coalesce(?3, status),
+                   next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
+                   failures = coalesce(?6, failures)
+               WHERE id = ?1 RETURNING seq, attempts";
+    let params = params![
+        id.to_string(),
+        attempt.status,
+        status.map(EventStatus::as_str),
+        set_next,
+        next,
+        failures,
+    ];
+    let (seq, n): (i64, i64) = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.query_row(params, |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(db_error)?
+        .ok_or(StoreError::UnknownEvent(id))?;
+    let body = &attempt.body[..attempt.body.len().min(MAX_RECORDED_BODY)];
+    let sql = "INSERT INTO attempts (event_seq, n, kind, started_at, duration_ms, agent, status,
+                                     headers, body, error)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                seq,
+                n,
+                attempt.kind.as_str(),
+                attempt.started_at,
+                i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX),
+                attempt.agent,
+                attempt.status,
+                encode_headers(&attempt.headers),
+                body,
+                attempt.error,
+            ])
+        })
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Deletes by age first, then, per channel, the finished events older than the newest `cap`.
+/// Attempts go with their events (`ON DELETE CASCADE`).
+fn prune(conn: &Connection, cutoff: Millis, cap: u64) -> rusqlite::Result<u64> {
+    let mut deleted = conn
+        .prepare_cached("DELETE FROM events WHERE received_at < ?1")?
+        .execute([cutoff])? as u64;
+    let channels: Vec<String> = conn
+        .prepare_cached("SELECT DISTINCT channel FROM events")?
+        .query_map([], |row| row.get(0))?
+        .collect::<Result<_, _>>()?;
+    let newest_sql =
+        "SELECT seq FROM events WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2";
+    let delete_sql = "DELETE FROM events WHERE channel = ?1 AND seq < ?2
+                      AND status IN ('delivered', 'failed')";
+    for channel in channels {
+        // The oldest event the cap keeps; everything finished before it goes.
+        let oldest_kept: Option<i64> = match cap.checked_sub(1) {
+            None => Some(i64::MAX),
+            Some(offset) => {
+                let offset = i64::try_from(offset).unwrap_or(i64::MAX);
+                conn.prepare_cached(newest_sql)?
+                    .query_row(params![channel, offset], |row| row.get(0))
+                    .optional()?
+            }
+        };
+        if let Some(oldest_kept) = oldest_kept {
+            let mut stmt = conn.prepare_cached(delete_sql)?;
+            deleted += stmt.execute(params![channel, oldest_kept])? as u64;
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,477 @@
+//! The durable store seen from outside: webhooks queued while no agent is connected, delivered
+//! in order once one is; retries; replay; history; `--ack-after`. Real server, agent and
+//! target in-process on 127.0.0.1, the SQLite store in a temporary directory.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use relay_server::Config;
+
+fn pinned(server: &TestServer, target: &str, channel: &str) -> relay_client::AgentConfig {
+    let mut config = agent_config(server, target);
+    config.channel = Some(protocol::ChannelId::parse(channel).expect("valid channel"));
+    config
+}
+
+/// A body unique to `i`, with bytes that are not UTF-8, so byte-exactness is checked.
+fn body_for(i: usize) -> Bytes {
+    let mut body = format!("event {i} ").into_bytes();
+    body.extend_from_slice(&[0xff, 0x00, (i % 251) as u8, 0xc3]);
+    Bytes::from(body)
+}
+
+async fn post_queued(client: &TestClient, url: &str, body: Bytes) -> String {
+    let answer = send(client, "POST", url, &[("x-sig", b"abc")], body).await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    let json = answer.json();
+    assert_eq!(json["status"], "queued");
+    json["id"].as_str().expect("id").to_owned()
+}
+
+#[tokio::test]
+async fn offline_events_arrive_once_each_in_order_byte_exact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(durable_config(dir.path())).await;
+    let mut target = start_target().await;
+    let client = client();
+    let url = format!("{}/h/offline/hook?n=1", server.url());
+    let mut ids = Vec::new();
+    for i in 0..500 {
+        ids.push(post_queued(&client, &url, body_for(i)).await);
+    }
+
+    let _agent = start_agent(pinned(&server, &target.url, "offline")).await;
+    for (i, id) in ids.iter().enumerate() {
+        let seen = next_seen(&mut target).await;
+        assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()], "#{i}");
+        assert_eq!(seen.body, body_for(i), "#{i}");
+        assert_eq!(seen.uri, "/hook?n=1");
+        assert_eq!(seen.header("x-sig"), [b"abc".as_slice()]);
+    }
+    let events = format!("{}/api/channels/offline/events", server.url());
+    poll_json(
+        &client,
+        &format!("{events}?status=delivered&limit=500"),
+        |doc| doc["events"].as_array().map_or(0, Vec::len) == 500,
+    )
+    .await;
+    assert!(
+        target.seen.try_recv().is_err(),
+        "an event was delivered twice"
+    );
+    let doc = get_json(&client, &format!("{events}/{}", ids[0])).await;
+    assert_eq!(doc["status"], "delivered");
+    assert_eq!(doc["attempts"][0]["kind"], "queued");
+    assert_eq!(doc["attempts"][0]["status"], 201);
+}
+
+#[tokio::test]
+async fn agent_killed_while_the_queue_drains_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(durable_config(dir.path())).await;
+    let mut target = start_target().await;
+    let client = client();
+    let url = format!("{}/h/drain/x", server.url());
+    let mut ids = Vec::new();
+    for i in 0..200 {
+        ids.push(post_queued(&client, &url, body_for(i)).await);
+    }
+
+    let agent = start_agent(pinned(&server, &target.url, "drain")).await;
+    let mut seen = HashSet::new();
+    while seen.len() < 50 {
+        let s = next_seen(&mut target).await;
+        seen.insert(String::from_utf8_lossy(s.header("x-hookrelay-delivery")[0]).into_owned());
+    }
+    agent.task.abort();
+    wait_for_agents(&client, &server.url(), "drain", 0).await;
+
+    let _agent = start_agent(pinned(&server, &target.url, "drain")).await;
+    let all: HashSet<String> = ids.iter().cloned().collect();
+    while !all.is_subset(&seen) {
+        let s = next_seen(&mut target).await;
+        seen.insert(String::from_utf8_lossy(s.header("x-hookrelay-delivery")[0]).into_owned());
+    }
+    let events = format!("{}/api/channels/drain/events", server.url());
+    poll_json(
+        &client,
+        &format!("{events}?status=delivered&limit=500"),
+        |doc| doc["events"].as_array().map_or(0, Vec::len) == 200,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn failed_queued_delivery_is_retried_with_backoff_until_it_succeeds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = durable_config(dir.path());
+    config.retry.min = Duration::from_millis(50);
+    config.retry.max = Duration::from_millis(200);
+    let server = start_server(config).await;
+    let mut target = start_target().await;
+    let client = client();
+    let id = post_queued(
+        &client,
+        &format!("{}/h/retry/flaky", server.url()),
+        body_for(1),
+    )
+    .await;
+
+    let _agent = start_agent(pinned(&server, &target.url, "retry")).await;
+    for _ in 0..3 {
+        let seen = next_seen(&mut target).await;
+        assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    }
+    target.release();
+    let url = format!("{}/api/channels/retry/events/{id}", server.url());
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
+    let attempts = doc["attempts"].as_array().expect("attempts");
+    assert!(attempts.len() >= 4, "{doc}");
+    for (i, attempt) in attempts.iter().enumerate() {
+        assert_eq!(attempt["n"], i + 1);
+        assert_eq!(attempt["kind"], "queued");
+    }
+    assert_eq!(attempts[0]["status"], 503);
+    assert_eq!(attempts[0]["body"], "not yet");
+    let last = attempts.last().expect("an attempt");
+    assert_eq!(last["status"], 200);
+    assert_eq!(last["body"], "finally");
+    assert_eq!(doc["response_status"], 200);
+}
+
+#[tokio::test]
+async fn retries_give_up_after_the_schedule_and_mark_the_event_failed() {
+    let mut config = Config::default();
+    config.retry.min = Duration::from_millis(20);
+    config.retry.max = Duration::from_millis(40);
+    config.retry.give_up_after = Duration::from_millis(100);
+    let server = start_server(config).await;
+    let target = start_target().await;
+    let client = client();
+    let id = post_queued(
+        &client,
+        &format!("{}/h/doomed/status/500", server.url()),
+        body_for(2),
+    )
+    .await;
+    let _agent = start_agent(pinned(&server, &target.url, "doomed")).await;
+    let url = format!("{}/api/channels/doomed/events/{id}", server.url());
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "failed").await;
+    // 20 + 40 + 40 ms fit in 100 ms, a fourth delay does not: 4 attempts.
+    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(4), "{doc}");
+    assert_eq!(doc["next_attempt_at"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(durable_config(dir.path())).await;
+    let mut target = start_target().await;
+    let client = client();
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let answer = send(
+        &client,
+        "PUT",
+        &format!("{}/a?b=c", agent.public_url),
+        &[],
+        body_for(7),
+    )
+    .await;
+    assert_eq!(answer.status, 201);
+    let id = answer.headers["x-hookrelay-delivery"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let first = next_seen(&mut target).await;
+
+    let replay = format!(
+        "{}/api/channels/{}/events/{id}/replay",
+        server.url(),
+        agent.channel
+    );
+    let answer = send(&client, "POST", &replay, &[], Bytes::new()).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let doc = answer.json();
+    assert_eq!(doc["id"], id.as_str());
+    assert_eq!(doc["attempt"]["kind"], "replay");
+    assert_eq!(doc["attempt"]["status"], 201);
+    assert_eq!(doc["attempt"]["n"], 2);
+    let again = next_seen(&mut target).await;
+    assert_eq!(again.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    assert_eq!(
+        (again.method.as_str(), again.uri.as_str()),
+        ("PUT", "/a?b=c")
+    );
+    assert_eq!(again.body, first.body);
+
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    let doc = poll_json(&client, &url, |doc| {
+        doc["attempts"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    assert_eq!(doc["attempts"][0]["kind"], "live");
+    assert_eq!(doc["attempts"][1]["kind"], "replay");
+    assert_eq!(doc["body_encoding"], "base64");
+    assert_eq!(doc["status"], "delivered");
+
+    let missing = format!(
+        "{}/api/channels/{}/events/{}/replay",
+        server.url(),
+        agent.channel,
+        uuid::Uuid::new_v4()
+    );
+    assert_eq!(
+        send(&client, "POST", &missing, &[], Bytes::new())
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn history_pages_newest_first_and_filters_by_status() {
+    let server = start_server(Config::default()).await;
+    let client = client();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.push(
+            post_queued(
+                &client,
+                &format!("{}/h/hist/{i}", server.url()),
+                body_for(i),
+            )
+            .await,
+        );
+    }
+    let base = format!("{}/api/channels/hist/events", server.url());
+    let mut pages = Vec::new();
+    let mut url = format!("{base}?limit=3");
+    loop {
+        let doc = get_json(&client, &url).await;
+        let page: Vec<String> = doc["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_owned())
+            .collect();
+        pages.push(page);
+        match doc["next_before"].as_str() {
+            Some(cursor) => url = format!("{base}?limit=3&before={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 1]);
+    let listed: Vec<String> = pages.concat();
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(listed, newest_first);
+
+    let doc = get_json(&client, &format!("{base}?status=queued")).await;
+    assert_eq!(doc["events"].as_array().map(Vec::len), Some(7));
+    assert_eq!(doc["events"][0]["path"], "/6");
+    assert_eq!(doc["events"][0]["body_bytes"], body_for(6).len());
+    let doc = get_json(&client, &format!("{base}?status=delivered")).await;
+    assert_eq!(doc["events"].as_array().map(Vec::len), Some(0));
+
+    for (query, status) in [
+        ("limit=0", 400),
+        ("limit=501", 400),
+        ("status=lost", 400),
+        ("before=nope", 400),
+        (&format!("before={}", uuid::Uuid::new_v4()), 404),
+    ] {
+        let answer = send(
+            &client,
+            "GET",
+            &format!("{base}?{query}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(answer.status, status, "{query}: {:?}", answer.body);
+    }
+    let unknown = format!("{base}/{}", uuid::Uuid::new_v4());
+    assert_eq!(
+        send(&client, "GET", &unknown, &[], Bytes::new())
+            .await
+            .status,
+        404
+    );
+}
+
+#[tokio::test]
+async fn history_needs_the_agent_token_when_the_server_has_one() {
+    let config = Config {
+        agent_token: Some("s3cret".to_owned()),
+        ..Config::default()
+    };
+    let server = start_server(config).await;
+    let client = client();
+    post_queued(
+        &client,
+        &format!("{}/h/private/x", server.url()),
+        body_for(0),
+    )
+    .await;
+    let url = format!("{}/api/channels/private/events", server.url());
+    for auth in [None, Some("Bearer wrong"), Some("s3cret")] {
+        let headers: Vec<(&str, &[u8])> = auth
+            .map(|a| vec![("authorization", a.as_bytes())])
+            .unwrap_or_default();
+        let answer = send(&client, "GET", &url, &headers, Bytes::new()).await;
+        assert_eq!(answer.status, 401, "{auth:?}");
+        assert_eq!(answer.headers["www-authenticate"], "Bearer");
+    }
+    let answer = send(
+        &client,
+        "GET",
+        &url,
+        &[("authorization", b"Bearer s3cret")],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["events"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn ack_after_answers_202_and_records_the_late_response() {
+    let config = Config {
+        ack_after: Some(Duration::from_millis(300)),
+        timeout: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let server = start_server(config).await;
+    let mut target = start_target().await;
+    let client = client();
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/hold", agent.public_url),
+        &[],
+        "slow",
+    )
+    .await;
+    assert_eq!(answer.status, 202);
+    let doc = answer.json();
+    assert_eq!(doc["status"], "pending");
+    let id = doc["id"].as_str().expect("id").to_owned();
+    next_seen(&mut target).await;
+
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    let doc = get_json(&client, &url).await;
+    assert_eq!(doc["status"], "delivering");
+    target.release();
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
+    assert_eq!(doc["attempts"][0]["status"], 200);
+    assert_eq!(doc["attempts"][0]["body"], "released");
+
+    // A fast answer still goes straight back to the sender.
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/fast", agent.public_url),
+        &[],
+        "quick",
+    )
+    .await;
+    assert_eq!(answer.status, 201);
+    assert_eq!(answer.body, "quick");
+}
+
+#[tokio::test]
+async fn live_delivery_is_recorded_with_request_and_response() {
+    let server = start_server(Config::default()).await;
+    let target = start_target().await;
+    let client = client();
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/gh?x=1", agent.public_url),
+        &[
+            ("x-hub-signature-256", b"sha256=00"),
+            ("x-bin", b"\xff\xfe"),
+        ],
+        "{\"a\":1}",
+    )
+    .await;
+    assert_eq!(answer.status, 201);
+    let id = answer.headers["x-hookrelay-delivery"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
+    assert_eq!(doc["method"], "POST");
+    assert_eq!(doc["path"], "/gh");
+    assert_eq!(doc["query"], "x=1");
+    assert_eq!(doc["body"], "{\"a\":1}");
+    assert_eq!(doc["body_encoding"], "utf8");
+    let headers = doc["headers"].as_array().expect("headers");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["name"] == "x-hub-signature-256" && h["value"] == "sha256=00")
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["name"] == "x-bin" && h["value_base64"] == "//4=")
+    );
+    assert!(
+        doc["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:"))
+    );
+    let attempt = &doc["attempts"][0];
+    assert_eq!(attempt["kind"], "live");
+    assert_eq!(attempt["status"], 201);
+    assert_eq!(attempt["body"], "{\"a\":1}");
+    assert!(
+        attempt["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .any(|h| h["name"] == "x-echo-method")
+    );
+
+    // A target error is passed to the sender and recorded as a failed live delivery, not
+    // retried by the relay.
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/status/500", agent.public_url),
+        &[],
+        "x",
+    )
+    .await;
+    assert_eq!(answer.status, 500);
+    let id = answer.headers["x-hookrelay-delivery"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "failed").await;
+    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(1));
+}
