@@ -2,11 +2,12 @@
 //! with jittered backoff when it is lost, stop on shutdown or a refusal.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
-    ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Welcome,
+    ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, RequestHead,
+    Welcome,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -19,7 +20,7 @@ use tracing::info;
 
 use crate::config::AgentConfig;
 use crate::error::Error;
-use crate::forward::{self, HttpClient};
+use crate::forward::{self, HttpClient, Outcome};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -46,6 +47,40 @@ pub struct Delivery {
     pub status: Option<u16>,
     pub duration: Duration,
     pub error: Option<String>,
+}
+
+/// A delivery under way: what its [`Delivery`] line will say besides the outcome.
+pub(crate) struct Started {
+    at: SystemTime,
+    clock: Instant,
+    id: DeliveryId,
+    method: String,
+    path: String,
+}
+
+impl Started {
+    /// Starts the clock for `head`, before it goes to the target.
+    pub(crate) fn now(head: &RequestHead) -> Self {
+        Self {
+            at: SystemTime::now(),
+            clock: Instant::now(),
+            id: head.id,
+            method: head.method.clone(),
+            path: crate::output::shown_path(&head.path, head.query.as_deref()),
+        }
+    }
+
+    pub(crate) fn finish(self, outcome: Outcome) -> Delivery {
+        Delivery {
+            at: self.at,
+            id: self.id,
+            method: self.method,
+            path: self.path,
+            status: outcome.status,
+            duration: self.clock.elapsed(),
+            error: outcome.error,
+        }
+    }
 }
 
 /// A connected agent. [`Agent::connect`] returns once the server has welcomed it;

@@ -1,51 +1,225 @@
-//! Agent configuration: flags (each also a `HOOKRELAY_*` environment variable), validated once
-//! into [`AgentConfig`].
+//! `relay-client`'s command line (each option also a `HOOKRELAY_*` environment variable),
+//! validated once into an [`Invocation`]: run the agent, or ask the server about past events.
 
 use std::time::Duration;
 
-use clap::Parser;
-use protocol::ChannelId;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use http::HeaderValue;
+use protocol::{ChannelId, DeliveryId};
 
 use crate::error::Error;
 use crate::forward::Target;
+
+/// Bound on one request to the target, up to its response head, unless configured otherwise.
+pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Raw command-line and environment options of `relay-client`.
 #[derive(Debug, Parser)]
 #[command(
     name = "relay-client",
     version,
-    about = "hookrelay agent: receives webhooks from a relay server and replays them against a local target"
+    about = "hookrelay agent: receives webhooks from a relay server and replays them against a local target",
+    long_about = "hookrelay agent: receives webhooks from a relay server and replays them against a local target.\n\n\
+                  Without a subcommand it runs the agent (--forward is required). `events` and \
+                  `replay` ask the server about the channel's past webhooks."
 )]
 pub struct Args {
     /// Relay server URL; https:// connects with wss://.
     #[arg(
         long,
         env = "HOOKRELAY_SERVER",
-        default_value = "http://127.0.0.1:8080"
+        default_value = "http://127.0.0.1:8080",
+        global = true
     )]
     pub server: String,
 
     /// Local target; the delivered path and query are appended (e.g. http://localhost:3000).
+    /// Required to run the agent.
     #[arg(long, env = "HOOKRELAY_FORWARD")]
-    pub forward: String,
+    pub forward: Option<String>,
 
-    /// Channel to serve; without it the server assigns a fresh, unguessable one.
-    #[arg(long, env = "HOOKRELAY_CHANNEL")]
+    /// Channel to serve (without it the server assigns a fresh, unguessable one), or whose
+    /// events `events` and `replay` work on (required there).
+    #[arg(long, env = "HOOKRELAY_CHANNEL", global = true)]
     pub channel: Option<String>,
 
-    /// Token the server requires from agents.
-    #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true)]
+    /// Token the server requires from agents (also sent to its API as a bearer token).
+    #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// `--forward` was typed on the command line (not taken from the environment), so
+    /// `relay-client --forward URL replay ID` means the same as `replay ID --forward URL`.
+    #[arg(skip)]
+    forward_typed: bool,
+}
+
+/// What to do instead of running the agent.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the channel's recent webhooks, newest first.
+    Events {
+        /// How many events to show.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// Show only events in this state.
+        #[arg(long)]
+        status: Option<EventStatus>,
+    },
+    /// Deliver a stored webhook again: through the channel's agent, or with --forward from here.
+    ///
+    /// The server sends the stored request to an agent serving the channel and records the
+    /// attempt in the event's history. With --forward, this command fetches the stored
+    /// request and sends it from here to URL instead (with the same method, path, query,
+    /// headers and body, plus x-hookrelay-delivery: ID); that local replay is not recorded
+    /// on the server.
+    Replay {
+        /// Event id, as `relay-client events` and the agent's delivery lines show it.
+        id: uuid::Uuid,
+        /// Send the stored request from here to this target instead of through the server
+        /// (not recorded on the server). Not read from HOOKRELAY_FORWARD.
+        #[arg(long, value_name = "URL")]
+        forward: Option<String>,
+    },
+}
+
+/// Where an event stands, as `relay-client events --status` filters it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EventStatus {
+    /// Waiting for an agent or for its next retry.
+    Queued,
+    /// An agent is delivering it now.
+    Delivering,
+    /// The target accepted it.
+    Delivered,
+    /// Given up on.
+    Failed,
+}
+
+impl EventStatus {
+    /// The name the server's API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Queued => "queued",
+            EventStatus::Delivering => "delivering",
+            EventStatus::Delivered => "delivered",
+            EventStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A validated command line.
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    /// Run the agent.
+    Agent(AgentConfig),
+    /// `relay-client events`: list the channel's events.
+    Events { api: ApiConfig, query: EventsQuery },
+    /// `relay-client replay ID [--forward URL]`: through the server, or from here to `target`.
+    Replay {
+        api: ApiConfig,
+        id: DeliveryId,
+        target: Option<Target>,
+    },
+}
+
+/// Which events `relay-client events` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsQuery {
+    pub limit: u32,
+    pub status: Option<EventStatus>,
 }
 
 impl Args {
-    pub fn validate(self) -> Result<AgentConfig, Error> {
-        let mut config = AgentConfig::new(&self.server, &self.forward)?;
-        config.channel = self.channel.as_deref().map(ChannelId::parse).transpose()?;
-        config.token = self.token.filter(|t| !t.is_empty());
-        Ok(config)
+    /// Parses the process's command line like [`Parser::parse`] (usage and exit on error),
+    /// remembering whether `--forward` was typed or came from the environment.
+    pub fn from_command_line() -> Self {
+        Self::try_from_command_line(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Args::from_command_line`] for the given arguments (the first is the program name).
+    pub fn try_from_command_line<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut parsed = Self::from_arg_matches(&matches)?;
+        parsed.forward_typed = matches.value_source("forward") == Some(ValueSource::CommandLine);
+        Ok(parsed)
+    }
+
+    /// Checks the options once, for what was asked: the agent needs `--forward`, `events`
+    /// and `replay` need `--channel`.
+    pub fn validate(self) -> Result<Invocation, Error> {
+        let token = self.token.filter(|t| !t.is_empty());
+        let channel = self.channel.as_deref().map(ChannelId::parse).transpose()?;
+        let api = |command: &'static str| {
+            let channel = channel.clone().ok_or(Error::MissingChannel(command))?;
+            ApiConfig::new(&self.server, channel, token.clone())
+        };
+        match self.command {
+            None => {
+                let forward = self.forward.ok_or(Error::MissingForward)?;
+                let mut config = AgentConfig::new(&self.server, &forward)?;
+                config.channel = channel;
+                config.token = token;
+                Ok(Invocation::Agent(config))
+            }
+            Some(Command::Events { limit, status }) => Ok(Invocation::Events {
+                api: api("events")?,
+                query: EventsQuery { limit, status },
+            }),
+            Some(Command::Replay { id, forward }) => {
+                let forward = forward.or(self.forward.filter(|_| self.forward_typed));
+                Ok(Invocation::Replay {
+                    api: api("replay")?,
+                    id: DeliveryId::from_uuid(id),
+                    target: forward.as_deref().map(Target::parse).transpose()?,
+                })
+            }
+        }
     }
 }
+
+/// Where the server's history API is for one channel, and how to authenticate to it.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// `http://host[:port][/prefix]/api/channels/{channel}`, no trailing slash.
+    pub base_url: String,
+    pub channel: ChannelId,
+    /// `Bearer TOKEN`, marked sensitive so it never shows in debug output.
+    pub authorization: Option<HeaderValue>,
+    /// Bound on one API call, answer included.
+    pub timeout: Duration,
+}
+
+impl ApiConfig {
+    /// The API of `channel` on `server` (an http/https URL, as for the agent).
+    pub fn new(server: &str, channel: ChannelId, token: Option<String>) -> Result<Self, Error> {
+        let authorization = token
+            .map(|t| {
+                let mut value =
+                    HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| Error::Token)?;
+                value.set_sensitive(true);
+                Ok::<_, Error>(value)
+            })
+            .transpose()?;
+        Ok(Self {
+            base_url: format!("{}/api/channels/{channel}", http_url(server)?),
+            channel,
+            authorization,
+            timeout: DEFAULT_API_TIMEOUT,
+        })
+    }
+}
+
+/// Bound on one call to the server's API. Longer than the server's default `--timeout` (30 s),
+/// so a replay waiting on a slow agent ends with the server's answer, not ours.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Validated agent configuration.
 #[derive(Debug, Clone)]
@@ -83,7 +257,7 @@ impl AgentConfig {
             ping_interval: Duration::from_secs(20),
             peer_timeout: Duration::from_secs(50),
             connect_timeout: Duration::from_secs(15),
-            target_timeout: Duration::from_secs(300),
+            target_timeout: DEFAULT_TARGET_TIMEOUT,
             shutdown_grace: Duration::from_secs(30),
         })
     }
@@ -91,11 +265,27 @@ impl AgentConfig {
 
 /// `http://host[:port][/prefix]` to `ws://host[:port][/prefix]/ws`; https to wss.
 fn ws_url(server: &str) -> Result<String, Error> {
+    let (secure, base) = parse_server(server)?;
+    Ok(format!("{}://{base}/ws", if secure { "wss" } else { "ws" }))
+}
+
+/// `ws://host[:port][/prefix]` to `http://host[:port][/prefix]`; wss to https.
+fn http_url(server: &str) -> Result<String, Error> {
+    let (secure, base) = parse_server(server)?;
+    Ok(format!(
+        "{}://{base}",
+        if secure { "https" } else { "http" }
+    ))
+}
+
+/// Whether `server` is secure (https/wss), and its authority and path prefix without a
+/// trailing slash.
+fn parse_server(server: &str) -> Result<(bool, String), Error> {
     let bad = || Error::ServerUrl(server.to_owned());
     let uri: http::Uri = server.parse().map_err(|_| bad())?;
-    let scheme = match uri.scheme_str() {
-        Some("http") | Some("ws") => "ws",
-        Some("https") | Some("wss") => "wss",
+    let secure = match uri.scheme_str() {
+        Some("http") | Some("ws") => false,
+        Some("https") | Some("wss") => true,
         _ => return Err(bad()),
     };
     let authority = uri.authority().ok_or_else(bad)?;
@@ -103,12 +293,103 @@ fn ws_url(server: &str) -> Result<String, Error> {
         return Err(bad());
     }
     let prefix = uri.path().trim_end_matches('/');
-    Ok(format!("{scheme}://{authority}{prefix}/ws"))
+    Ok((secure, format!("{authority}{prefix}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Invocation {
+        Args::try_from_command_line(std::iter::once("relay-client").chain(args.iter().copied()))
+            .expect("valid command line")
+            .validate()
+            .expect("valid options")
+    }
+
+    const ID: &str = "5f0c1a2b-0000-4000-8000-000000000001";
+
+    #[test]
+    fn shared_options_go_before_or_after_the_subcommand() {
+        for args in [
+            &[
+                "--server",
+                "http://h:1/r/",
+                "--channel",
+                "c",
+                "events",
+                "--limit",
+                "5",
+            ][..],
+            &[
+                "events",
+                "--limit",
+                "5",
+                "--channel",
+                "c",
+                "--server",
+                "http://h:1/r/",
+            ],
+        ] {
+            let Invocation::Events { api, query } = parse(args) else {
+                panic!("events expected for {args:?}");
+            };
+            assert_eq!(api.base_url, "http://h:1/r/api/channels/c");
+            assert_eq!(
+                query,
+                EventsQuery {
+                    limit: 5,
+                    status: None
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn replay_takes_a_typed_forward_on_either_side_of_the_subcommand() {
+        for args in [
+            &["replay", ID, "--channel", "c", "--forward", "http://t:2"][..],
+            &["--forward", "http://t:2", "--channel", "c", "replay", ID],
+        ] {
+            let Invocation::Replay { id, target, .. } = parse(args) else {
+                panic!("replay expected for {args:?}");
+            };
+            assert_eq!(id.to_string(), ID);
+            assert_eq!(target.map(|t| t.to_string()).as_deref(), Some("http://t:2"));
+        }
+    }
+
+    #[test]
+    fn token_goes_to_the_api_as_a_sensitive_bearer_header() {
+        let Invocation::Replay { api, .. } =
+            parse(&["replay", ID, "--channel", "c", "--token", "s3"])
+        else {
+            panic!("replay expected");
+        };
+        let authorization = api.authorization.expect("token given");
+        assert_eq!(authorization, "Bearer s3");
+        assert!(authorization.is_sensitive());
+    }
+
+    #[test]
+    fn no_subcommand_runs_the_agent_with_its_flags() {
+        let Invocation::Agent(config) = parse(&[
+            "--server",
+            "https://h",
+            "--forward",
+            "http://t:2",
+            "--channel",
+            "c",
+            "--token",
+            "s3",
+        ]) else {
+            panic!("agent expected");
+        };
+        assert_eq!(config.ws_url, "wss://h/ws");
+        assert_eq!(config.target.to_string(), "http://t:2");
+        assert_eq!(config.channel.as_ref().map(ChannelId::as_str), Some("c"));
+        assert_eq!(config.token.as_deref(), Some("s3"));
+    }
 
     #[test]
     fn server_urls_map_to_websocket_urls() {

@@ -1,6 +1,8 @@
-//! The agent's error type.
+//! The client's error type.
 
-/// Why the agent could not connect or had to stop.
+use protocol::{ChannelId, DeliveryId};
+
+/// Why the agent could not connect or had to stop, or why a call to the server's API failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid --server URL {0:?}: use http://host[:port] or https://host[:port]")]
@@ -18,19 +20,53 @@ pub enum Error {
     Refused(String),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error(
+        "--forward is required to run the agent (or set HOOKRELAY_FORWARD), e.g. --forward http://localhost:3000"
+    )]
+    MissingForward,
+    #[error("--channel is required for `relay-client {0}` (or set HOOKRELAY_CHANNEL)")]
+    MissingChannel(&'static str),
+    #[error("invalid --token: it must be a valid HTTP header value")]
+    Token,
+    #[error("cannot reach the server at {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("the server at {url} did not answer within {secs} s")]
+    ApiTimeout { url: String, secs: u64 },
+    #[error("unexpected answer from {url}: {reason}")]
+    BadAnswer { url: String, reason: String },
+    /// 401 from the API.
+    #[error(
+        "the server refused the request: the token is missing or wrong (pass the server's agent token with --token or HOOKRELAY_TOKEN)"
+    )]
+    Unauthorized,
+    /// 404 for one event.
+    #[error("no event {id} in channel {channel}")]
+    UnknownEvent { id: DeliveryId, channel: ChannelId },
+    /// 503 for a replay: no agent serves the channel (`message` is the server's).
+    #[error(
+        "{message}; to deliver it from here instead, run: relay-client replay {id} --channel {channel} --forward URL"
+    )]
+    NoAgent {
+        id: DeliveryId,
+        channel: ChannelId,
+        message: String,
+    },
+    /// Any other non-2xx answer; `message` is the server's `error`.
+    #[error("the server answered {status}: {message}")]
+    Api {
+        status: http::StatusCode,
+        message: String,
+    },
+    /// The stored request cannot be sent again as it was received.
+    #[error("event {id} cannot be replayed from here: {reason}")]
+    StoredEvent { id: DeliveryId, reason: String },
 }
 
 impl Error {
-    /// True when reconnecting cannot help and the agent should stop.
+    /// True when reconnecting cannot help and the agent should stop: everything but failing
+    /// to connect or to complete the handshake.
     pub fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            Error::ServerUrl(_)
-                | Error::ForwardUrl(_)
-                | Error::Channel(_)
-                | Error::Refused(_)
-                | Error::Tls(_)
-        )
+        !matches!(self, Error::Connect { .. } | Error::Handshake { .. })
     }
 }
 

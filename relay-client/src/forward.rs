@@ -21,7 +21,8 @@ use crate::error::Error;
 /// Request body slices arriving from the server after the head: `(data, fin)`.
 pub type BodyRx = mpsc::Receiver<(Bytes, bool)>;
 
-type RequestBody = BoxBody<Bytes, std::io::Error>;
+/// The body of a request to the target.
+pub(crate) type RequestBody = BoxBody<Bytes, std::io::Error>;
 
 /// The HTTP client the agent replays deliveries with: plain HTTP or HTTPS with the system's
 /// roots, keep-alive pooled.
@@ -190,7 +191,8 @@ pub async fn deliver(
     }
 }
 
-fn build_request(
+/// The request for `head` to `target`; `Err` says why it cannot be built.
+pub(crate) fn build_request(
     target: &Target,
     head: RequestHead,
     body_rx: Option<BodyRx>,

@@ -1,5 +1,6 @@
 //! hookrelay's agent: holds a WebSocket to a relay server, replays each webhook it receives
-//! against a local target, and sends the target's answer back.
+//! against a local target, and sends the target's answer back. [`history`] reads a channel's
+//! past webhooks from the server and replays them.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), relay_client::Error> {
@@ -14,9 +15,10 @@ mod agent;
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod history;
 pub mod output;
 mod session;
 
 pub use agent::{Agent, Delivery, Event, backoff};
-pub use config::{AgentConfig, Args};
+pub use config::{AgentConfig, ApiConfig, Args, Command, EventsQuery, Invocation};
 pub use error::Error;

@@ -1,24 +1,52 @@
-use clap::Parser;
-use relay_client::{Agent, Args, output};
+use std::process::ExitCode;
+
+use relay_client::history::Api;
+use relay_client::{Agent, AgentConfig, Args, Event, Invocation, output};
 use tokio_util::sync::CancellationToken;
 
 /// One thread: the agent mostly moves bytes between two local sockets, and on a shared
 /// machine a second worker thread costs more in wake-ups than it gains (about a fifth of the
 /// agent's CPU per delivery in bench/run.sh).
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     runtime::init_tracing(tracing::Level::WARN);
     match run().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             output::error(&format!("{e:#}"));
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let config = Args::parse().validate()?;
+async fn run() -> anyhow::Result<ExitCode> {
+    match Args::from_command_line().validate()? {
+        Invocation::Agent(config) => run_agent(config).await.map(|()| ExitCode::SUCCESS),
+        Invocation::Events { api, query } => {
+            let api = Api::new(api)?;
+            let page = api.events(&query).await?;
+            output::print_event_page(api.channel().as_str(), &query, &page);
+            Ok(ExitCode::SUCCESS)
+        }
+        Invocation::Replay { api, id, target } => {
+            let api = Api::new(api)?;
+            let delivery = match target {
+                Some(target) => api.replay_to(id, &target).await?,
+                None => api.replay(id).await?,
+            };
+            // The line says what went wrong; the exit code lets a script see it too.
+            let delivered = delivery.status.is_some();
+            output::print(&Event::Delivered(delivery));
+            Ok(if delivered {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+async fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(runtime::cancel_on_signal(shutdown.clone()));
     let (events, rx) = tokio::sync::mpsc::channel(4096);
@@ -31,7 +59,7 @@ async fn run() -> anyhow::Result<()> {
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => {
                 let retry_in = relay_client::backoff(&config, attempt);
-                output::print(&relay_client::Event::Disconnected {
+                output::print(&Event::Disconnected {
                     reason: e.to_string(),
                     retry_in,
                 });

@@ -5,6 +5,8 @@ use std::io::Write;
 use tokio::sync::mpsc;
 
 use crate::agent::{Delivery, Event};
+use crate::config::EventsQuery;
+use crate::history::EventPage;
 
 /// Most events written before one flush of stdout.
 const PRINT_BATCH: usize = 1024;
@@ -84,7 +86,141 @@ pub fn delivery_line(d: &Delivery) -> String {
     line
 }
 
+/// A delivery's path below the channel as lines and tables show it: with `?query` when there
+/// was one, always starting with `/`.
+pub fn shown_path(path: &str, query: Option<&str>) -> String {
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    match query {
+        Some(q) => format!("{slash}{path}?{q}"),
+        None => format!("{slash}{path}"),
+    }
+}
+
+/// Prints `relay-client events`: the table, a line saying there is nothing to show, and a hint
+/// when older events were left out.
+pub fn print_event_page(channel: &str, query: &EventsQuery, page: &EventPage) {
+    let mut out = std::io::stdout().lock();
+    let _ = write_event_page(&mut out, channel, query, page);
+}
+
+fn write_event_page(
+    out: &mut impl Write,
+    channel: &str,
+    query: &EventsQuery,
+    page: &EventPage,
+) -> std::io::Result<()> {
+    if page.events.is_empty() {
+        let which = query.status.map_or("", |s| s.as_str());
+        let space = if which.is_empty() { "" } else { " " };
+        return writeln!(out, "No {which}{space}events in channel {channel}");
+    }
+    out.write_all(event_table(page).as_bytes())?;
+    if page.next_before.is_some() {
+        writeln!(
+            out,
+            "Older events not shown; use --limit to see more than {}",
+            query.limit
+        )?;
+    }
+    Ok(())
+}
+
+/// The events as a table, one line per event in the order given, columns padded to fit.
+pub fn event_table(page: &EventPage) -> String {
+    const HEADERS: [&str; 7] = [
+        "ID", "RECEIVED", "METHOD", "PATH", "STATUS", "CODE", "ATTEMPTS",
+    ];
+    let rows: Vec<[String; 7]> = page
+        .events
+        .iter()
+        .map(|e| {
+            [
+                e.id.to_string(),
+                e.received_at.clone(),
+                e.method.clone(),
+                shown_path(&e.path, e.query.as_deref()),
+                e.status.clone(),
+                e.response_status
+                    .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                e.attempts.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    let header = HEADERS.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    table
+}
+
 /// Prints a start-up or fatal error.
 pub fn error(message: &str) {
     eprintln!("error: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EventStatus;
+
+    fn page(json: serde_json::Value) -> EventPage {
+        serde_json::from_value(json).expect("valid page")
+    }
+
+    #[test]
+    fn event_table_has_one_padded_row_per_event() {
+        let page = page(serde_json::json!({
+            "channel": "abc",
+            "events": [
+                {"id": "5f0c1a2b-0000-4000-8000-000000000001", "received_at": "2026-11-23T10:00:00.123Z",
+                 "method": "POST", "path": "/github", "query": "x=1", "status": "delivered",
+                 "attempts": 2, "response_status": 201, "body_bytes": 12, "next_attempt_at": null},
+                {"id": "5f0c1a2b-0000-4000-8000-000000000002", "received_at": "2026-11-23T09:59:00.000Z",
+                 "method": "DELETE", "path": "", "query": null, "status": "queued",
+                 "attempts": 0, "response_status": null, "body_bytes": 0, "next_attempt_at": null}
+            ],
+            "next_before": null
+        }));
+        let table = event_table(&page);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "ID                                    RECEIVED                  METHOD  PATH         STATUS     CODE  ATTEMPTS",
+                "5f0c1a2b-0000-4000-8000-000000000001  2026-11-23T10:00:00.123Z  POST    /github?x=1  delivered  201   2",
+                "5f0c1a2b-0000-4000-8000-000000000002  2026-11-23T09:59:00.000Z  DELETE  /            queued     -     0",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_page_says_so_and_names_the_status_asked_for() {
+        let empty = page(serde_json::json!({"channel": "abc", "events": [], "next_before": null}));
+        let mut out = Vec::new();
+        let query = EventsQuery {
+            limit: 20,
+            status: Some(EventStatus::Failed),
+        };
+        write_event_page(&mut out, "abc", &query, &empty).expect("written");
+        assert_eq!(out, b"No failed events in channel abc\n");
+        let mut out = Vec::new();
+        let query = EventsQuery {
+            limit: 20,
+            status: None,
+        };
+        write_event_page(&mut out, "abc", &query, &empty).expect("written");
+        assert_eq!(out, b"No events in channel abc\n");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use protocol::{Abort, DeliveryId, Frame, RequestHead, close};
@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::agent::{Ctx, Delivery, Event, SessionEnd, Ws, closed, refusal};
+use crate::agent::{Ctx, Event, SessionEnd, Started, Ws, closed, refusal};
 use crate::error::Error;
 use crate::forward;
 
@@ -208,19 +208,8 @@ async fn run_delivery(
     cancel: CancellationToken,
     cancels: Cancels,
 ) {
-    let at = SystemTime::now();
-    let started = Instant::now();
+    let started = Started::now(&head);
     let id = head.id;
-    let method = head.method.clone();
-    let path = match &head.query {
-        Some(q) => format!("{}?{q}", head.path),
-        None => head.path.clone(),
-    };
-    let path = if path.starts_with('/') {
-        path
-    } else {
-        format!("/{path}")
-    };
     let outcome = tokio::select! {
         outcome = forward::deliver(&ctx.client, &ctx.config.target, head, body_rx, &outbox, ctx.config.target_timeout) => outcome,
         () = cancel.cancelled() => forward::Outcome { status: None, error: Some("aborted by the server".to_owned()) },
@@ -228,13 +217,5 @@ async fn run_delivery(
     if let Ok(mut map) = cancels.lock() {
         map.remove(&id);
     }
-    ctx.emit(Event::Delivered(Delivery {
-        at,
-        id,
-        method,
-        path,
-        status: outcome.status,
-        duration: started.elapsed(),
-        error: outcome.error,
-    }));
+    ctx.emit(Event::Delivered(started.finish(outcome)));
 }

@@ -1,25 +1,14 @@
 //! The `relay-client` binary as a developer runs it: the forwarding line, one line per
 //! delivery, a clean exit on SIGINT, and a clear error for a refused token.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn start_server(config: relay_server::Config) -> (SocketAddr, CancellationToken) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    tokio::spawn(relay_server::serve(listener, config, shutdown.clone()));
-    (addr, shutdown)
-}
+use common::{DEADLINE, line_matching, spawn_client, start_server};
 
 /// A one-shot target on a std thread: answers every request with 202 and `ok`.
 fn start_target() -> SocketAddr {
@@ -36,43 +25,6 @@ fn start_target() -> SocketAddr {
         }
     });
     addr
-}
-
-fn spawn_client(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-client"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("relay-client starts");
-    let (tx, rx) = mpsc::channel();
-    for pipe in [
-        Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("stderr")),
-    ] {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    (child, rx)
-}
-
-fn line_matching(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("expected line printed in time");
-        if pred(&line) {
-            return line;
-        }
-    }
 }
 
 fn wait_exit(child: &mut Child) -> std::process::ExitStatus {

@@ -1,0 +1,475 @@
+//! The server's history API, as `relay-client events` and `relay-client replay` use it: list a
+//! channel's events, replay one through the server, or fetch one and send it from here.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use protocol::{ChannelId, DeliveryId, Headers, RequestHead};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::agent::{Delivery, Started};
+use crate::config::{ApiConfig, DEFAULT_TARGET_TIMEOUT, EventsQuery};
+use crate::error::{Error, chain};
+use crate::forward::{self, HttpClient, Outcome, Target};
+use crate::output::shown_path;
+
+/// Largest API answer read. An event's detail carries its body (up to the server's
+/// `--max-body`, a third more in base64) and each attempt's response body.
+const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
+
+/// The header that names the event to the target, as on a live delivery.
+const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
+
+/// One page of `GET /events`, newest first.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<EventSummary>,
+    /// Where the next, older page starts; `None` on the last page.
+    #[serde(default)]
+    pub next_before: Option<String>,
+}
+
+/// One event in a listing. Only the fields `relay-client events` shows; others are ignored.
+#[derive(Debug, Clone, Deserialize)]
+pub struct EventSummary {
+    pub id: DeliveryId,
+    /// RFC 3339, as the server gives it.
+    pub received_at: String,
+    pub method: String,
+    /// Path below the channel, as received.
+    pub path: String,
+    pub query: Option<String>,
+    /// `queued`, `delivering`, `delivered` or `failed`; kept as text so states a newer server
+    /// adds still show.
+    pub status: String,
+    /// Status of the target's latest answer, if there was one.
+    pub response_status: Option<u16>,
+    pub attempts: u32,
+}
+
+/// `GET /events/{id}`: the stored request.
+#[derive(Debug, Deserialize)]
+struct StoredEvent {
+    id: DeliveryId,
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: Vec<StoredHeader>,
+    body: String,
+    body_encoding: BodyEncoding,
+    body_bytes: u64,
+}
+
+/// A header as the API shows it: `value` when it is UTF-8, `value_base64` otherwise.
+#[derive(Debug, Deserialize)]
+struct StoredHeader {
+    name: String,
+    value: Option<String>,
+    value_base64: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum BodyEncoding {
+    Utf8,
+    Base64,
+}
+
+/// `POST /events/{id}/replay`: the event and the attempt the replay made.
+#[derive(Debug, Deserialize)]
+struct Replayed {
+    id: DeliveryId,
+    method: String,
+    path: String,
+    query: Option<String>,
+    attempt: Attempt,
+}
+
+#[derive(Debug, Deserialize)]
+struct Attempt {
+    started_at: String,
+    duration_ms: u64,
+    status: Option<u16>,
+    error: Option<String>,
+}
+
+/// The body of every API error.
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    error: String,
+}
+
+/// What a call was about, to turn a 404 or 503 into an error that says what to do.
+#[derive(Debug, Clone, Copy)]
+enum Subject {
+    Events,
+    Event(DeliveryId),
+    Replay(DeliveryId),
+}
+
+/// The history API of one channel on one server.
+pub struct Api {
+    config: ApiConfig,
+    client: HttpClient,
+}
+
+impl Api {
+    pub fn new(config: ApiConfig) -> Result<Self, Error> {
+        Ok(Self {
+            client: forward::http_client()?,
+            config,
+        })
+    }
+
+    pub fn channel(&self) -> &ChannelId {
+        &self.config.channel
+    }
+
+    /// The channel's most recent events, newest first, as the server orders them.
+    pub async fn events(&self, query: &EventsQuery) -> Result<EventPage, Error> {
+        let mut path = format!("/events?limit={}", query.limit);
+        if let Some(status) = query.status {
+            path.push_str("&status=");
+            path.push_str(status.as_str());
+        }
+        self.call(Method::GET, &path, Subject::Events).await
+    }
+
+    /// Asks the server to deliver event `id` again through an agent serving the channel; the
+    /// server records the attempt. The result's status is `None`, with the error, when the
+    /// agent could not deliver it.
+    pub async fn replay(&self, id: DeliveryId) -> Result<Delivery, Error> {
+        let path = format!("/events/{id}/replay");
+        let answer: Replayed = self.call(Method::POST, &path, Subject::Replay(id)).await?;
+        let at = humantime::parse_rfc3339(&answer.attempt.started_at)
+            .unwrap_or_else(|_| SystemTime::now());
+        Ok(Delivery {
+            at,
+            id: answer.id,
+            method: answer.method,
+            path: shown_path(&answer.path, answer.query.as_deref()),
+            status: answer.attempt.status,
+            duration: Duration::from_millis(answer.attempt.duration_ms),
+            error: answer.attempt.error,
+        })
+    }
+
+    /// Fetches event `id` and sends the stored request from here to `target`: same method,
+    /// path, query and body bytes, the stored end-to-end headers, and `x-hookrelay-delivery`.
+    /// The server does not learn of it. A target that fails shows in the result, not as `Err`.
+    pub async fn replay_to(&self, id: DeliveryId, target: &Target) -> Result<Delivery, Error> {
+        let path = format!("/events/{id}");
+        let event: StoredEvent = self.call(Method::GET, &path, Subject::Event(id)).await?;
+        let head = event.into_request_head()?;
+        Ok(send_to(&self.client, target, head, DEFAULT_TARGET_TIMEOUT).await)
+    }
+
+    /// One API call: `method` on the channel's `path`, the answer read whole (up to
+    /// [`MAX_ANSWER_BYTES`]) within the configured timeout, a 2xx answer parsed as `T`.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        subject: Subject,
+    ) -> Result<T, Error> {
+        let url = format!("{}{path}", self.config.base_url);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(header::ACCEPT, "application/json");
+        if let Some(authorization) = &self.config.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let body = Empty::<Bytes>::new()
+            .map_err(|never| match never {})
+            .boxed();
+        let request = request
+            .body(body)
+            .map_err(|_| Error::ServerUrl(self.config.base_url.clone()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| Error::Unreachable {
+                    url: url.clone(),
+                    reason: chain(&e),
+                })?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|e| Error::BadAnswer {
+                    url: url.clone(),
+                    reason: format!("reading the answer failed: {e}"),
+                })?
+                .to_bytes();
+            Ok::<_, Error>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.config.timeout, exchange)
+            .await
+            .map_err(|_| Error::ApiTimeout {
+                url: url.clone(),
+                secs: self.config.timeout.as_secs(),
+            })??;
+        if !status.is_success() {
+            return Err(self.error_for(status, &body, subject));
+        }
+        serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
+            url,
+            reason: format!("not the expected JSON ({e})"),
+        })
+    }
+
+    /// The error for a non-2xx answer, with the server's `{"error": ...}` message.
+    fn error_for(&self, status: StatusCode, body: &[u8], subject: Subject) -> Error {
+        let channel = self.config.channel.clone();
+        let message = serde_json::from_slice::<ApiError>(body)
+            .map(|e| e.error)
+            .ok();
+        match (status, subject) {
+            (StatusCode::UNAUTHORIZED, _) => Error::Unauthorized,
+            (StatusCode::NOT_FOUND, Subject::Event(id) | Subject::Replay(id)) => {
+                Error::UnknownEvent { id, channel }
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, Subject::Replay(id)) => Error::NoAgent {
+                id,
+                message: message
+                    .unwrap_or_else(|| format!("no agent connected to channel {channel}")),
+                channel,
+            },
+            (_, Subject::Events | Subject::Event(_) | Subject::Replay(_)) => Error::Api {
+                status,
+                message: message.unwrap_or_else(|| plain_message(status, body)),
+            },
+        }
+    }
+}
+
+/// A message for an error answer that is not the API's JSON (say, a proxy's page): its first
+/// line of text, or the status's reason.
+fn plain_message(status: StatusCode, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text
+        .trim()
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    if line.is_empty() {
+        status.canonical_reason().unwrap_or("no message").to_owned()
+    } else {
+        line
+    }
+}
+
+impl StoredEvent {
+    /// The request to send again, byte for byte as stored.
+    fn into_request_head(self) -> Result<RequestHead, Error> {
+        let id = self.id;
+        let unusable = |reason: String| Error::StoredEvent { id, reason };
+        let body = match self.body_encoding {
+            BodyEncoding::Utf8 => Bytes::from(self.body),
+            BodyEncoding::Base64 => BASE64
+                .decode(&self.body)
+                .map(Bytes::from)
+                .map_err(|e| unusable(format!("its body is not valid base64 ({e})")))?,
+        };
+        if body.len() as u64 != self.body_bytes {
+            return Err(unusable(format!(
+                "the server sent {} of its {} body bytes",
+                body.len(),
+                self.body_bytes
+            )));
+        }
+        let stored = self
+            .headers
+            .into_iter()
+            .map(StoredHeader::decode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unusable)?;
+        Ok(RequestHead {
+            id,
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            headers: replay_headers(id, &stored),
+            body,
+            fin: true,
+        })
+    }
+}
+
+impl StoredHeader {
+    fn decode(self) -> Result<(String, Bytes), String> {
+        let value = match (self.value, self.value_base64) {
+            (Some(value), _) => Bytes::from(value),
+            (None, Some(encoded)) => BASE64
+                .decode(&encoded)
+                .map(Bytes::from)
+                .map_err(|e| format!("header {} is not valid base64 ({e})", self.name))?,
+            (None, None) => return Err(format!("header {} has no value", self.name)),
+        };
+        Ok((self.name, value))
+    }
+}
+
+/// The headers a local replay sends: the stored ones without hop-by-hop headers, `host` and
+/// `content-length` (the HTTP client sets both for the new connection and body) and any
+/// earlier delivery header, then `x-hookrelay-delivery: id`. Order and duplicates are kept.
+fn replay_headers(id: DeliveryId, stored: &[(String, Bytes)]) -> Headers {
+    let mut headers = protocol::end_to_end(stored.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
+    headers
+        .retain(|(name, _)| !matches!(name.as_str(), "host" | "content-length" | DELIVERY_HEADER));
+    headers.push((DELIVERY_HEADER.to_owned(), Bytes::from(id.to_string())));
+    headers
+}
+
+/// Sends `head` to `target` and reads the answer to its end, all within `timeout`.
+async fn send_to(
+    client: &HttpClient,
+    target: &Target,
+    head: RequestHead,
+    timeout: Duration,
+) -> Delivery {
+    let started = Started::now(&head);
+    let outcome = match forward::build_request(target, head, None) {
+        Ok(request) => tokio::time::timeout(timeout, exchange(client, request))
+            .await
+            .unwrap_or_else(|_| Outcome {
+                status: None,
+                error: Some(format!(
+                    "target did not answer within {} s",
+                    timeout.as_secs()
+                )),
+            }),
+        Err(reason) => Outcome {
+            status: None,
+            error: Some(reason),
+        },
+    };
+    started.finish(outcome)
+}
+
+/// One request to the target; the answer's body is read and dropped, so the target sees its
+/// response taken in full.
+async fn exchange(client: &HttpClient, request: Request<forward::RequestBody>) -> Outcome {
+    let response = match client.request(request).await {
+        Ok(response) => response,
+        Err(e) => {
+            return Outcome {
+                status: None,
+                error: Some(format!("target unreachable: {}", chain(&e))),
+            };
+        }
+    };
+    let status = Some(response.status().as_u16());
+    let mut body = response.into_body();
+    while let Some(frame) = body.frame().await {
+        if let Err(e) = frame {
+            return Outcome {
+                status,
+                error: Some(format!("target response body failed: {e}")),
+            };
+        }
+    }
+    Outcome {
+        status,
+        error: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id() -> DeliveryId {
+        DeliveryId::from_uuid(uuid::Uuid::nil())
+    }
+
+    #[test]
+    fn local_replay_sends_stored_end_to_end_headers_and_its_delivery_id() {
+        let stored: Vec<(String, Bytes)> = [
+            ("Host", &b"relay.example.com"[..]),
+            ("Content-Type", b"application/json"),
+            ("Content-Length", b"12"),
+            ("Connection", b"keep-alive, x-private"),
+            ("x-private", b"secret"),
+            ("Transfer-Encoding", b"chunked"),
+            ("x-sig", b"\xff\x01"),
+            ("x-hookrelay-delivery", b"old"),
+            ("x-dup", b"1"),
+            ("x-dup", b"2"),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), Bytes::from_static(v)))
+        .collect();
+        let headers = replay_headers(id(), &stored);
+        let expected: Vec<(String, Bytes)> = [
+            ("content-type", &b"application/json"[..]),
+            ("x-sig", b"\xff\x01"),
+            ("x-dup", b"1"),
+            ("x-dup", b"2"),
+            (
+                "x-hookrelay-delivery",
+                b"00000000-0000-0000-0000-000000000000",
+            ),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), Bytes::from_static(v)))
+        .collect();
+        assert_eq!(headers, expected);
+    }
+
+    #[test]
+    fn stored_event_decodes_base64_body_and_header_values() {
+        let json = serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000000",
+            "channel": "c",
+            "method": "POST",
+            "path": "/x",
+            "query": "a=1",
+            "status": "delivered",
+            "headers": [
+                {"name": "content-type", "value": "application/octet-stream"},
+                {"name": "x-bin", "value_base64": "/wA="}
+            ],
+            "body": "/wD+",
+            "body_encoding": "base64",
+            "body_bytes": 3,
+            "attempts": []
+        });
+        let event: StoredEvent = serde_json::from_value(json).expect("valid event");
+        let head = event.into_request_head().expect("replayable");
+        assert_eq!(head.body, Bytes::from_static(b"\xff\x00\xfe"));
+        assert_eq!(head.query.as_deref(), Some("a=1"));
+        assert_eq!(
+            head.headers[1],
+            ("x-bin".to_owned(), Bytes::from_static(b"\xff\x00"))
+        );
+    }
+
+    #[test]
+    fn stored_event_with_a_short_body_is_not_replayed() {
+        let json = serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000000",
+            "method": "POST",
+            "path": "/x",
+            "query": null,
+            "headers": [],
+            "body": "abc",
+            "body_encoding": "utf8",
+            "body_bytes": 10
+        });
+        let event: StoredEvent = serde_json::from_value(json).expect("valid event");
+        let err = event.into_request_head().expect_err("short body");
+        assert!(err.to_string().contains("3 of its 10 body bytes"), "{err}");
+    }
+}

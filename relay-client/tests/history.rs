@@ -1,0 +1,323 @@
+//! `relay-client events` and `relay-client replay` as a developer runs them: the real binary
+//! against the real server, with webhooks sent through the relay to a real agent and target.
+
+mod common;
+
+use common::*;
+use relay_server::Config;
+
+const BINARY_BODY: &[u8] = b"\xff\x00signed \xfe\x80 payload";
+
+/// The lines of `relay-client events` output that list event `id`.
+fn rows_with<'a>(stdout: &'a str, id: &str) -> Vec<&'a str> {
+    stdout.lines().filter(|l| l.starts_with(id)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_lists_relayed_webhooks_newest_first() {
+    let (addr, _server) = start_server(Config::default()).await;
+    let mut target = start_target().await;
+    let _agent = start_agent(addr, "hist-events", &target.url).await;
+    let base = format!("http://{addr}/h/hist-events");
+    let (status, first, _) = send("POST", &format!("{base}/first"), &[], b"one").await;
+    assert_eq!(status, 201);
+    let (_, second, _) = send("PUT", &format!("{base}/second?x=1"), &[], b"two").await;
+    let (first, second) = (first.expect("delivery id"), second.expect("delivery id"));
+    target.next().await;
+    target.next().await;
+
+    let server = format!("http://{addr}");
+    // Options after the subcommand here, before it in the other tests.
+    let args = ["events", "--server", &server, "--channel", "hist-events"];
+    let run = run_client_until(&args, |run| {
+        run.stdout
+            .lines()
+            .filter(|l| l.contains(" delivered "))
+            .count()
+            == 2
+    })
+    .await;
+    assert!(run.success, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID", "RECEIVED", "METHOD", "PATH", "STATUS", "CODE", "ATTEMPTS"
+        ]
+    );
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    let newest: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(newest[0], second, "newest first: {}", run.stdout);
+    assert!(newest[1].ends_with('Z'), "RFC 3339 time: {}", lines[1]);
+    assert_eq!(newest[2..], ["PUT", "/second?x=1", "delivered", "201", "1"]);
+    let oldest: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(oldest[0], first);
+    assert_eq!(oldest[2..], ["POST", "/first", "delivered", "201", "1"]);
+
+    let limited = run_client(&[
+        "events",
+        "--limit",
+        "1",
+        "--server",
+        &server,
+        "--channel",
+        "hist-events",
+    ])
+    .await;
+    assert_eq!(rows_with(&limited.stdout, &second).len(), 1, "{limited:?}");
+    assert!(rows_with(&limited.stdout, &first).is_empty(), "{limited:?}");
+    assert!(
+        limited.stdout.contains("--limit"),
+        "more-events hint: {limited:?}"
+    );
+
+    let failed = run_client(&[
+        "events",
+        "--status",
+        "failed",
+        "--server",
+        &server,
+        "--channel",
+        "hist-events",
+    ])
+    .await;
+    assert!(failed.success, "{failed:?}");
+    assert_eq!(failed.stdout, "No failed events in channel hist-events\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_delivers_the_event_again_through_the_agent() {
+    let (addr, _server) = start_server(Config::default()).await;
+    let mut target = start_target().await;
+    let _agent = start_agent(addr, "hist-replay", &target.url).await;
+    let url = format!("http://{addr}/h/hist-replay/github?x=1");
+    let headers: [(&str, &[u8]); 1] = [("x-github-event", b"push")];
+    let (_, id, _) = send("POST", &url, &headers, b"{\"zen\":1}").await;
+    let id = id.expect("delivery id");
+    let original = target.next().await;
+
+    let server = format!("http://{addr}");
+    let run = run_client(&[
+        "--server",
+        &server,
+        "--channel",
+        "hist-replay",
+        "replay",
+        &id,
+    ])
+    .await;
+    assert!(run.success, "{run:?}");
+    let fields: Vec<&str> = run.stdout.split_whitespace().collect();
+    assert_eq!(fields.len(), 6, "one result line: {}", run.stdout);
+    assert!(fields[0].ends_with('Z'), "{}", run.stdout);
+    assert_eq!(fields[1..4], ["POST", "/github?x=1", "201"]);
+    assert!(fields[4].ends_with("ms"), "{}", run.stdout);
+    assert_eq!(fields[5], id);
+
+    let again = target.next().await;
+    assert_eq!(again.method, "POST");
+    assert_eq!(again.uri, "/github?x=1");
+    assert_eq!(again.body, original.body);
+    assert_eq!(again.header("x-github-event"), [b"push"]);
+    assert_eq!(again.header("x-hookrelay-delivery"), [id.as_bytes()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() {
+    let (addr, _server) = start_server(Config::default()).await;
+    let mut relayed = start_target().await;
+    let mut local = start_target().await;
+    let _agent = start_agent(addr, "hist-local", &relayed.url).await;
+    let url = format!("http://{addr}/h/hist-local/stripe?a=1&b=%20");
+    let headers: [(&str, &[u8]); 4] = [
+        ("content-type", b"application/octet-stream"),
+        ("x-signature", b"t=1,v1=\xfe\xff"),
+        ("x-dup", b"1"),
+        ("x-dup", b"2"),
+    ];
+    let (_, id, _) = send("PATCH", &url, &headers, BINARY_BODY).await;
+    let id = id.expect("delivery id");
+    assert_eq!(relayed.next().await.body, BINARY_BODY);
+
+    let server = format!("http://{addr}");
+    let forward = format!("{}/local", local.url);
+    let run = run_client(&[
+        "--server",
+        &server,
+        "--channel",
+        "hist-local",
+        "replay",
+        &id,
+        "--forward",
+        &forward,
+    ])
+    .await;
+    assert!(run.success, "{run:?}");
+    let fields: Vec<&str> = run.stdout.split_whitespace().collect();
+    assert_eq!(
+        fields[1..4],
+        ["PATCH", "/stripe?a=1&b=%20", "201"],
+        "{}",
+        run.stdout
+    );
+    assert_eq!(fields[5], id);
+
+    let seen = local.next().await;
+    assert_eq!(seen.method, "PATCH");
+    assert_eq!(seen.uri, "/local/stripe?a=1&b=%20");
+    assert_eq!(seen.body, BINARY_BODY);
+    assert_eq!(seen.header("content-type"), [b"application/octet-stream"]);
+    assert_eq!(seen.header("x-signature"), [b"t=1,v1=\xfe\xff"]);
+    assert_eq!(seen.header("x-dup"), [b"1", b"2"]);
+    assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    let host = local.url.trim_start_matches("http://");
+    assert_eq!(seen.header("host"), [host.as_bytes()]);
+    let length = BINARY_BODY.len().to_string();
+    assert_eq!(seen.header("content-length"), [length.as_bytes()]);
+
+    // Not recorded: the server still knows only the live attempt.
+    let (status, _, detail) = send(
+        "GET",
+        &format!("{server}/api/channels/hist-local/events/{id}"),
+        &[],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let detail: serde_json::Value = serde_json::from_slice(&detail).expect("JSON");
+    assert_eq!(
+        detail["attempts"].as_array().map(Vec::len),
+        Some(1),
+        "{detail}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_without_an_agent_says_so_and_suggests_forward() {
+    let (addr, _server) = start_server(Config::default()).await;
+    let mut target = start_target().await;
+    let (agent, task) = start_agent(addr, "hist-gone", &target.url).await;
+    let (_, id, _) = send("POST", &format!("http://{addr}/h/hist-gone"), &[], b"x").await;
+    let id = id.expect("delivery id");
+    target.next().await;
+    agent.cancel();
+    task.await
+        .expect("agent task not panicked")
+        .expect("agent stops cleanly");
+
+    let server = format!("http://{addr}");
+    let args = ["--server", &server, "--channel", "hist-gone", "replay", &id];
+    // The server may take a moment to see the agent's connection close.
+    let run = run_client_until(&args, |run| run.stderr.contains("no agent")).await;
+    assert!(!run.success, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert!(
+        run.stderr
+            .contains("no agent connected to channel hist-gone"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--forward URL"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_event_and_bad_query_are_errors_with_the_servers_reason() {
+    let (addr, _server) = start_server(Config::default()).await;
+    let server = format!("http://{addr}");
+    let id = "5f0c1a2b-0000-4000-8000-000000000001";
+    let run = run_client(&["replay", id, "--server", &server, "--channel", "nothing"]).await;
+    assert!(!run.success, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!("error: no event {id} in channel nothing\n")
+    );
+
+    let run = run_client(&[
+        "events",
+        "--limit",
+        "100000",
+        "--server",
+        &server,
+        "--channel",
+        "nothing",
+    ])
+    .await;
+    assert!(!run.success, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with("error: the server answered 400 Bad Request: "),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("limit"),
+        "server's reason: {}",
+        run.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_token_is_an_error_and_the_right_one_works() {
+    let config = Config {
+        agent_token: Some("right".to_owned()),
+        ..Config::default()
+    };
+    let (addr, _server) = start_server(config).await;
+    let server = format!("http://{addr}");
+    for token in [&["--token", "wrong"][..], &[]] {
+        let mut args = vec!["events", "--server", &server, "--channel", "locked"];
+        args.extend_from_slice(token);
+        let run = run_client(&args).await;
+        assert!(!run.success, "{run:?}");
+        assert!(
+            run.stderr.contains("the token is missing or wrong"),
+            "{}",
+            run.stderr
+        );
+    }
+    let run = run_client(&[
+        "--token",
+        "right",
+        "events",
+        "--server",
+        &server,
+        "--channel",
+        "locked",
+    ])
+    .await;
+    assert!(run.success, "{run:?}");
+    assert_eq!(run.stdout, "No events in channel locked\n");
+}
+
+#[tokio::test]
+async fn events_and_replay_need_a_channel() {
+    let id = "5f0c1a2b-0000-4000-8000-000000000001";
+    for (args, command) in [
+        (&["events"][..], "events"),
+        (&["replay", id, "--forward", "http://127.0.0.1:9"], "replay"),
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--server", "http://127.0.0.1:9"]);
+        let run = run_client(&args).await;
+        assert!(!run.success, "{run:?}");
+        assert_eq!(
+            run.stderr,
+            format!(
+                "error: --channel is required for `relay-client {command}` (or set HOOKRELAY_CHANNEL)\n"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_agent_still_needs_forward() {
+    let run = run_client(&["--server", "http://127.0.0.1:9", "--channel", "c"]).await;
+    assert!(!run.success, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("--forward is required to run the agent"),
+        "{}",
+        run.stderr
+    );
+}
