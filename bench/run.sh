@@ -8,6 +8,8 @@
 # Knobs (environment): DURATION (s per wrk run, default 10), WARMUP (s, 2), CONNS (64),
 # THREADS (wrk threads, 2), C1_DURATION (s of the single-connection run, 5; 0 skips it),
 # BIG_BYTES (25000000), BIG_RUNS (3), AGENTS (2000), SKIP_BUILD (1 = use existing binaries),
+# FSYNC (true: the relay's SQLite store flushes each group commit; false), NO_MEMSTORE (1 = skip
+# the second relay run with `--store memory`, the store-off baseline),
 # NO_BORE (1 = skip bore even if it is installed), KEEP_WORK (1 = keep logs).
 #
 # Needs: cargo, curl, wrk (installed with apt-get when missing and running as root). bore
@@ -23,6 +25,8 @@ BIG_BYTES=${BIG_BYTES:-25000000}
 BIG_RUNS=${BIG_RUNS:-3}
 AGENTS=${AGENTS:-2000}
 SKIP_BUILD=${SKIP_BUILD:-0}
+FSYNC=${FSYNC:-true}
+NO_MEMSTORE=${NO_MEMSTORE:-0}
 NO_BORE=${NO_BORE:-0}
 export RUST_LOG=${RUST_LOG:-warn}
 
@@ -165,7 +169,8 @@ wait_until 10 "bench-target" grep -q '^LISTENING ' "$TPORT_FILE"
 TPORT=$(awk '/^LISTENING/ {print $2}' "$TPORT_FILE")
 
 SPORT=$(free_port)
-"$BIN/relay-server" --listen "127.0.0.1:$SPORT" 2>"$WORK/server.err" >/dev/null &
+"$BIN/relay-server" --listen "127.0.0.1:$SPORT" --data-dir "$WORK/data" --fsync "$FSYNC" \
+    2>"$WORK/server.err" >/dev/null &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_until 10 "relay-server /healthz" curl -sf "http://127.0.0.1:$SPORT/healthz"
@@ -255,10 +260,13 @@ print_table() { # TITLE SUFFIX
     echo
     echo "| path | req/s | p50 | p99 | ratio vs direct | added p50 |"
     echo "|---|---:|---:|---:|---:|---:|"
-    for name in direct hookrelay bore; do
+    for name in direct hookrelay memstore bore; do
         key=$name$sfx
         [[ -n ${RPS[$key]:-} ]] || continue
-        awk -v name="$name" -v rps="${RPS[$key]}" -v p50="${P50[$key]}" -v p99="${P99[$key]}" \
+        label=$name
+        [[ $name == hookrelay ]] && label="hookrelay (SQLite store, fsync $FSYNC)"
+        [[ $name == memstore ]] && label="hookrelay (memory store)"
+        awk -v name="$label" -v rps="${RPS[$key]}" -v p50="${P50[$key]}" -v p99="${P99[$key]}" \
             -v drps="${RPS[direct$sfx]}" -v dp50="${P50[direct$sfx]}" '
             function lat(v) { return v < 10 ? sprintf("%.2f ms", v) : sprintf("%.1f ms", v) }
             function grp(n,   s, out) {
@@ -286,6 +294,25 @@ lines_after=$(grep -c '' "$WORK/client.out" || true)
 LOAD_HWM=$(hwm_kib "$SERVER_PID")
 ((BORE)) && measure bore bore "$BORE_URL" "$THREADS" "$CONNS" "$DURATION"
 
+# The same relay with the store off (`--store memory`): what durability costs.
+if [[ $NO_MEMSTORE != 1 ]]; then
+    MSPORT=$(free_port)
+    "$BIN/relay-server" --listen "127.0.0.1:$MSPORT" --store memory 2>"$WORK/memserver.err" >/dev/null &
+    MS_PID=$!
+    PIDS+=("$MS_PID")
+    wait_until 10 "relay-server (memory store) /healthz" curl -sf "http://127.0.0.1:$MSPORT/healthz"
+    "$BIN/relay-client" --server "http://127.0.0.1:$MSPORT" --forward "http://127.0.0.1:$TPORT" \
+        --channel bench >"$WORK/memclient.out" 2>"$WORK/memclient.err" &
+    MC_PID=$!
+    PIDS+=("$MC_PID")
+    ms_agent_up() { curl -sf "http://127.0.0.1:$MSPORT/api/channels/bench" | grep -q '"agents":1'; }
+    wait_until 15 "relay-client to connect to the memory-store server" ms_agent_up
+    measure memstore "hookrelay (memory store)" "http://127.0.0.1:$MSPORT/h/bench/hook" "$THREADS" "$CONNS" "$DURATION"
+    stop "$MC_PID"
+    stop "$MS_PID"
+fi
+STORE_BYTES=$(du -sb "$WORK/data" | awk '{print $1}')
+
 if ((C1_DURATION > 0)); then
     echo "running: 1 connection, ${C1_DURATION}s per path..." >&2
     measure direct_c1 direct "$DIRECT_URL" 1 1 "$C1_DURATION"
@@ -304,6 +331,12 @@ awk -v hz="$(getconf CLK_TCK)" -v warm="$WARMUP" -v dur="$DURATION" \
     printf "CPU per request (user + system, warm-up included): direct: bench-target %.1f us;", dt * us / dn
     printf " hookrelay: relay-server %.1f us, relay-client %.1f us, bench-target %.1f us.\n\n", s * us / rn, c * us / rn, t * us / rn
 }'
+if [[ -n ${RPS[memstore]:-} ]]; then
+    awk -v on="${RPS[hookrelay]}" -v off="${RPS[memstore]}" -v bytes="$STORE_BYTES" 'BEGIN {
+        printf "The SQLite store costs %.1f%% of the relay'"'"'s throughput against the memory store;", (1 - on / off) * 100
+        printf " its data dir held %.0f MiB after the runs.\n\n", bytes / 1048576
+    }'
+fi
 echo "relay-client printed $((lines_after - lines_before)) delivery lines during the measured" \
     "hookrelay run (plus warm-up), wrk counted ${REQS[hookrelay]} responses;" \
     "relay-server peak RSS (VmHWM) under load: $((LOAD_HWM / 1024)) MiB."
