@@ -24,6 +24,14 @@ fn body_for(i: usize) -> Bytes {
     Bytes::from(body)
 }
 
+/// The delivery id the relay put on its answer.
+fn delivery_id(answer: &Answer) -> String {
+    answer.headers["x-hookrelay-delivery"]
+        .to_str()
+        .expect("ascii")
+        .to_owned()
+}
+
 async fn post_queued(client: &TestClient, url: &str, body: Bytes) -> String {
     let answer = send(client, "POST", url, &[("x-sig", b"abc")], body).await;
     assert_eq!(answer.status, 202, "{:?}", answer.body);
@@ -182,10 +190,7 @@ async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     )
     .await;
     assert_eq!(answer.status, 201);
-    let id = answer.headers["x-hookrelay-delivery"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let id = delivery_id(&answer);
     let first = next_seen(&mut target).await;
 
     let replay = format!(
@@ -409,10 +414,7 @@ async fn live_delivery_is_recorded_with_request_and_response() {
     )
     .await;
     assert_eq!(answer.status, 201);
-    let id = answer.headers["x-hookrelay-delivery"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let id = delivery_id(&answer);
     let url = format!(
         "{}/api/channels/{}/events/{id}",
         server.url(),
@@ -463,10 +465,7 @@ async fn live_delivery_is_recorded_with_request_and_response() {
     )
     .await;
     assert_eq!(answer.status, 500);
-    let id = answer.headers["x-hookrelay-delivery"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
+    let id = delivery_id(&answer);
     let url = format!(
         "{}/api/channels/{}/events/{id}",
         server.url(),

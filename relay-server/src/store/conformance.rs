@@ -470,12 +470,13 @@ async fn prune_deletes_events_older_than_cutoff(store: &dyn Store) {
         .record(old_done, attempt(Some(200)), Transition::Delivered)
         .await
         .expect("record");
-    let young = put(store, new_event(&ch, 300, EventStatus::Queued)).await;
+    // Inserted in arrival order, as the server does: a backend may find old events by it.
     let other = put(
         store,
         new_event(&channel("other"), 150, EventStatus::Queued),
     )
     .await;
+    let young = put(store, new_event(&ch, 300, EventStatus::Queued)).await;
 
     assert_eq!(store.prune(250, 1_000).await.expect("prune"), 3);
     for id in [old_queued, old_done] {

@@ -305,6 +305,7 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Deletes events received before `cutoff`, and in each channel the oldest delivered or
     /// failed events beyond the newest `cap` events. Returns how many events were deleted.
+    /// Events are inserted in arrival order, so a backend may find the old ones by that order.
     async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError>;
 }
 

@@ -150,7 +150,7 @@ async fn migrates_a_version_1_database() {
             |row| row.get(0),
         )
         .expect("count indexes");
-    assert_eq!(indexes, 4, "migration 2 ran");
+    assert_eq!(indexes, 2, "migration 2 ran");
 }
 
 #[tokio::test]
