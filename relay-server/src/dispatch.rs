@@ -1,10 +1,10 @@
 //! Delivers queued events: the ones that arrived while no agent was connected, and the ones
 //! waiting for a retry.
 //!
-//! One drain task per channel, alive while an agent serves the channel. It delivers the due
-//! events one at a time in arrival order, records each attempt before taking the next, and
-//! then sleeps until the next retry falls due or it is kicked (an agent connected, an event
-//! was queued). Delivery is at least once: an event is marked delivered only after its
+//! One drain task per channel, alive while an agent serves the channel and its queue is not
+//! empty. It delivers the due events one at a time in arrival order, records each attempt
+//! before taking the next, and then sleeps until the next retry falls due or it is kicked (an
+//! agent connected, an event was queued). Delivery is at least once: an event is marked delivered only after its
 //! attempt is recorded, so a crash in between delivers it again, with the same
 //! `X-Hookrelay-Delivery` id for the target to deduplicate.
 
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use protocol::{ChannelId, DeliveryId};
 use tokio::sync::Notify;
 use tokio::time::Instant as Deadline;
@@ -24,6 +25,9 @@ use crate::store::{self, Attempt, AttemptKind, Event, Transition};
 
 /// Events fetched from the store per query.
 const BATCH: usize = 32;
+
+/// Longest wait for a failed agent's session to end before the drain picks an agent again.
+const AGENT_GONE_WAIT: Duration = Duration::from_secs(1);
 
 /// Pause after the store failed, before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
@@ -57,11 +61,12 @@ impl Dispatcher {
             .spawn(drain(Arc::clone(state), channel.clone(), notify).instrument(span));
     }
 
-    /// Called by a drain task that found no agent: it may stop, unless an agent arrived in
-    /// the meantime (its kick would have found the task still registered and been lost).
-    fn leave(&self, state: &AppState, channel: &ChannelId) -> bool {
+    /// Called by a drain task with nothing to do (no agent, or an empty queue): it stops,
+    /// unless it was kicked since it last looked. Kicks notify under the same lock, so one that
+    /// came earlier left a permit here, and one that comes later finds no task and starts one.
+    fn leave(&self, channel: &ChannelId, notify: &Notify) -> bool {
         let mut drains = self.drains.lock().expect("dispatcher lock poisoned");
-        if state.registry.agent_count(channel) > 0 {
+        if notify.notified().now_or_never().is_some() {
             return false;
         }
         drains.remove(channel);
@@ -83,6 +88,13 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             state.dispatcher.leave_on_shutdown(&channel);
             return;
         }
+        if state.registry.agent_count(&channel) == 0 {
+            if state.dispatcher.leave(&channel, &notify) {
+                debug!("no agent left; drain stopped");
+                return;
+            }
+            continue;
+        }
         let due = match state.store.due(&channel, store::now_ms(), BATCH).await {
             Ok(due) => due,
             Err(e) => {
@@ -92,41 +104,48 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             }
         };
         if due.is_empty() {
-            if state.registry.agent_count(&channel) == 0 && state.dispatcher.leave(&state, &channel)
-            {
-                debug!("no agent left; drain stopped");
-                return;
-            }
-            let next = state.store.next_due(&channel).await.ok().flatten();
-            let sleep = async {
-                match next {
-                    Some(at) => {
-                        let wait =
-                            Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0));
-                        tokio::time::sleep(wait).await;
-                    }
-                    None => std::future::pending().await,
+            let next = match state.store.next_due(&channel).await {
+                Ok(next) => next,
+                Err(e) => {
+                    warn!(error = %e, "cannot read the queue");
+                    tokio::time::sleep(STORE_RETRY).await;
+                    continue;
                 }
             };
+            let Some(at) = next else {
+                // Nothing queued: stop until an event is queued or an agent connects.
+                if state.dispatcher.leave(&channel, &notify) {
+                    debug!("queue empty; drain stopped");
+                    return;
+                }
+                continue;
+            };
+            let wait = Duration::from_millis(u64::try_from(at - store::now_ms()).unwrap_or(0));
             tokio::select! {
                 () = notify.notified() => {}
-                () = sleep => {}
+                () = tokio::time::sleep(wait) => {}
                 () = state.agents_shutdown.cancelled() => {}
             }
             continue;
         }
         for event in due {
-            let Some(agent) = state.registry.pick(&channel) else {
-                break;
-            };
             if state.agents_shutdown.is_cancelled() {
                 break;
             }
+            let Some(agent) = state.registry.pick(&channel) else {
+                break;
+            };
             let id = event.summary.id;
             let failures = event.summary.failures;
-            let (mut attempt, agent_gone) = attempt(&state, agent, &event).await;
+            let (mut attempt, agent_gone) = attempt(&state, Arc::clone(&agent), &event).await;
             attempt.kind = AttemptKind::Queued;
             record_queued(&state, &channel, id, attempt, failures, agent_gone).await;
+            if agent_gone {
+                // Its session is ending; wait until it has left the registry rather than pick
+                // it again and record one failed attempt after another.
+                let _ = tokio::time::timeout(AGENT_GONE_WAIT, agent.closed().cancelled()).await;
+                break;
+            }
         }
     }
 }
