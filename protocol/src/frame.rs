@@ -143,9 +143,11 @@ pub enum ErrorCode {
 pub struct DeliveryId(Uuid);
 
 impl DeliveryId {
-    /// A fresh random (v4) id.
+    /// A fresh id: a UUID v7, the time in milliseconds followed by 74 random bits. Ids made
+    /// later sort later, so a store indexing them appends to one end of its index instead of
+    /// touching a random page per webhook.
     pub fn random() -> Self {
-        Self(Uuid::new_v4())
+        Self(Uuid::now_v7())
     }
 
     pub fn from_uuid(id: Uuid) -> Self {

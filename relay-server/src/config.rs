@@ -230,7 +230,7 @@ impl Default for Config {
             retention: Duration::from_secs(7 * 24 * 3600),
             max_events_per_channel: 10_000,
             retry: RetryPolicy::default(),
-            prune_interval: Duration::from_secs(600),
+            prune_interval: Duration::from_secs(60),
         }
     }
 }
