@@ -137,6 +137,9 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             };
             let id = event.summary.id;
             let failures = event.summary.failures;
+            if let Err(e) = state.store.begin(id).await {
+                warn!(delivery_id = %id, error = %e, "cannot mark the event delivering");
+            }
             let (mut attempt, agent_gone) = attempt(&state, Arc::clone(&agent), &event).await;
             attempt.kind = AttemptKind::Queued;
             record_queued(&state, &channel, id, attempt, failures, agent_gone).await;

@@ -175,6 +175,27 @@ async fn retries_give_up_after_the_schedule_and_mark_the_event_failed() {
 }
 
 #[tokio::test]
+async fn a_queued_event_shows_as_delivering_while_its_attempt_runs() {
+    let server = start_server(Config::default()).await;
+    let mut target = start_target().await;
+    let client = client();
+    let id = post_queued(
+        &client,
+        &format!("{}/h/busy/hold", server.url()),
+        body_for(3),
+    )
+    .await;
+    let _agent = start_agent(pinned(&server, &target.url, "busy")).await;
+    next_seen(&mut target).await;
+    let url = format!("{}/api/channels/busy/events/{id}", server.url());
+    let doc = get_json(&client, &url).await;
+    assert_eq!(doc["status"], "delivering", "{doc}");
+    target.release();
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
+    assert_eq!(doc["attempts"][0]["body"], "released");
+}
+
+#[tokio::test]
 async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(durable_config(dir.path())).await;

@@ -48,6 +48,7 @@ conformance!(
     prune_deletes_events_older_than_cutoff,
     prune_cap_keeps_newest_and_queued_events,
     duplicate_id_is_rejected,
+    begin_marks_a_queued_event_delivering_until_its_outcome,
 );
 
 pub(super) fn channel(name: &str) -> ChannelId {
@@ -342,6 +343,37 @@ async fn due_returns_due_queued_events_in_arrival_order(store: &dyn Store) {
             .expect("due")
             .is_empty()
     );
+}
+
+async fn begin_marks_a_queued_event_delivering_until_its_outcome(store: &dyn Store) {
+    let ch = channel("begin");
+    let id = put(store, new_event(&ch, 100, EventStatus::Queued)).await;
+    store.begin(id).await.expect("begin");
+    assert_eq!(status_of(store, &ch, id).await, EventStatus::Delivering);
+    assert!(store.due(&ch, 1_000, 10).await.expect("due").is_empty());
+    let retry = Transition::Retry {
+        at: 500,
+        failures: 1,
+    };
+    store
+        .record(id, attempt(Some(503)), retry)
+        .await
+        .expect("record");
+    assert_eq!(status_of(store, &ch, id).await, EventStatus::Queued);
+    assert_eq!(store.due(&ch, 1_000, 10).await.expect("due").len(), 1);
+
+    // An event in any other status is left alone, and an unknown one is no error.
+    let live = put(store, new_event(&ch, 200, EventStatus::Delivering)).await;
+    store
+        .record(live, attempt(Some(200)), Transition::Delivered)
+        .await
+        .expect("record");
+    store.begin(live).await.expect("begin");
+    assert_eq!(status_of(store, &ch, live).await, EventStatus::Delivered);
+    store
+        .begin(DeliveryId::random())
+        .await
+        .expect("begin unknown");
 }
 
 async fn next_due_is_the_earliest_queued_attempt(store: &dyn Store) {

@@ -97,6 +97,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let Inner {
+            events, channels, ..
+        } = &mut *inner;
+        let Some(entry) = events.get_mut(&id) else {
+            return Ok(());
+        };
+        let summary = &mut entry.event.summary;
+        if summary.status == EventStatus::Queued {
+            summary.status = EventStatus::Delivering;
+            if let Some(channel) = channels.get_mut(&summary.channel) {
+                channel.queued.remove(&entry.seq);
+            }
+        }
+        Ok(())
+    }
+
     async fn record(
         &self,
         id: DeliveryId,

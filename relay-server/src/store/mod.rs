@@ -273,6 +273,11 @@ pub trait Store: Send + Sync + fmt::Debug {
         then: Transition,
     ) -> Result<(), StoreError>;
 
+    /// Marks a queued event `delivering` while the dispatcher attempts it, so the history
+    /// shows it (a crash leaves it to the recovery at open). Its `next_attempt_at` stays until
+    /// [`Store::record`] sets the outcome. Does nothing to an event in another status.
+    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError>;
+
     /// Queued events of `channel` whose `next_attempt_at` is at or before `now`, in arrival
     /// order, at most `limit`, with headers and body (their `attempts` list is left empty).
     async fn due(

@@ -165,6 +165,10 @@ impl Store for SqliteStore {
         self.write(Op::Insert(event)).await.map(drop)
     }
 
+    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
+        self.write(Op::Begin(id)).await.map(drop)
+    }
+
     async fn record(
         &self,
         id: DeliveryId,

@@ -33,6 +33,7 @@ pub(super) struct Request {
 /// A write, as the [`crate::store::Store`] method that asked for it.
 pub(super) enum Op {
     Insert(NewEvent),
+    Begin(DeliveryId),
     Record {
         id: DeliveryId,
         attempt: Attempt,
@@ -118,6 +119,13 @@ pub(super) fn commit_batch(
 fn apply(conn: &Connection, op: &Op) -> Result<u64, StoreError> {
     match op {
         Op::Insert(event) => insert(conn, event).map_err(db_error).map(|()| 0),
+        Op::Begin(id) => conn
+            .prepare_cached(
+                "UPDATE events SET status = 'delivering' WHERE id = ?1 AND status = 'queued'",
+            )
+            .and_then(|mut stmt| stmt.execute([id.to_string()]))
+            .map_err(db_error)
+            .map(|_| 0),
         Op::Record { id, attempt, then } => record(conn, *id, attempt, *then).map(|()| 0),
         Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap).map_err(db_error),
     }
