@@ -168,20 +168,31 @@ PIDS+=("$TARGET_PID")
 wait_until 10 "bench-target" grep -q '^LISTENING ' "$TPORT_FILE"
 TPORT=$(awk '/^LISTENING/ {print $2}' "$TPORT_FILE")
 
-SPORT=$(free_port)
-"$BIN/relay-server" --listen "127.0.0.1:$SPORT" --data-dir "$WORK/data" --fsync "$FSYNC" \
-    2>"$WORK/server.err" >/dev/null &
-SERVER_PID=$!
-PIDS+=("$SERVER_PID")
-wait_until 10 "relay-server /healthz" curl -sf "http://127.0.0.1:$SPORT/healthz"
+# start_relay NAME SERVER_ARGS...: relay-server on a free port with SERVER_ARGS, and a
+# relay-client serving channel bench for the target; waits until both are ready. Sets
+# RELAY_PORT, RELAY_SERVER_PID and RELAY_CLIENT_PID; logs go to $WORK/NAME-server.err and
+# $WORK/NAME-client.{out,err}.
+start_relay() {
+    local name=$1
+    shift
+    RELAY_PORT=$(free_port)
+    "$BIN/relay-server" --listen "127.0.0.1:$RELAY_PORT" "$@" 2>"$WORK/$name-server.err" >/dev/null &
+    RELAY_SERVER_PID=$!
+    PIDS+=("$RELAY_SERVER_PID")
+    wait_until 10 "relay-server ($name) /healthz" curl -sf "http://127.0.0.1:$RELAY_PORT/healthz"
+    "$BIN/relay-client" --server "http://127.0.0.1:$RELAY_PORT" --forward "http://127.0.0.1:$TPORT" \
+        --channel bench >"$WORK/$name-client.out" 2>"$WORK/$name-client.err" &
+    RELAY_CLIENT_PID=$!
+    PIDS+=("$RELAY_CLIENT_PID")
+    wait_until 15 "relay-client ($name) to connect (channel bench)" agent_up "$RELAY_PORT"
+    wait_until 5 "relay-client's ($name) Forwarding line" grep -q '^Forwarding ' "$WORK/$name-client.out"
+}
+agent_up() { curl -sf "http://127.0.0.1:$1/api/channels/bench" | grep -q '"agents":1'; }
 
-"$BIN/relay-client" --server "http://127.0.0.1:$SPORT" --forward "http://127.0.0.1:$TPORT" \
-    --channel bench >"$WORK/client.out" 2>"$WORK/client.err" &
-CLIENT_PID=$!
-PIDS+=("$CLIENT_PID")
-agent_up() { curl -sf "http://127.0.0.1:$SPORT/api/channels/bench" | grep -q '"agents":1'; }
-wait_until 15 "relay-client to connect (channel bench)" agent_up
-wait_until 5 "relay-client's Forwarding line" grep -q '^Forwarding ' "$WORK/client.out"
+start_relay relay --data-dir "$WORK/data" --fsync "$FSYNC"
+SPORT=$RELAY_PORT
+SERVER_PID=$RELAY_SERVER_PID
+CLIENT_PID=$RELAY_CLIENT_PID
 RELAY_URL="http://127.0.0.1:$SPORT/h/bench/hook"
 DIRECT_URL="http://127.0.0.1:$TPORT/hook"
 
@@ -250,8 +261,8 @@ measure() { # KEY NAME URL THREADS CONNS SECONDS
     if ((BAD[$key] > 0 || ERRS[$key] > 0)); then
         note "$2 ($key): ${BAD[$key]} non-2xx responses and ${ERRS[$key]} socket errors out of ${REQS[$key]} requests."
     fi
-    alive "$SERVER_PID" relay-server "$WORK/server.err"
-    alive "$CLIENT_PID" relay-client "$WORK/client.err"
+    alive "$SERVER_PID" relay-server "$WORK/relay-server.err"
+    alive "$CLIENT_PID" relay-client "$WORK/relay-client.err"
 }
 
 print_table() { # TITLE SUFFIX
@@ -286,30 +297,20 @@ echo "running: ${CONNS} connections, ${DURATION}s per path..." >&2
 t0=$(cpu_ticks "$TARGET_PID")
 measure direct direct "$DIRECT_URL" "$THREADS" "$CONNS" "$DURATION"
 direct_target_ticks=$(($(cpu_ticks "$TARGET_PID") - t0))
-lines_before=$(grep -c '' "$WORK/client.out" || true)
+lines_before=$(grep -c '' "$WORK/relay-client.out" || true)
 read -r s0 c0 t0 < <(echo "$(cpu_ticks "$SERVER_PID") $(cpu_ticks "$CLIENT_PID") $(cpu_ticks "$TARGET_PID")")
 measure hookrelay hookrelay "$RELAY_URL" "$THREADS" "$CONNS" "$DURATION"
 read -r s1 c1 t1 < <(echo "$(cpu_ticks "$SERVER_PID") $(cpu_ticks "$CLIENT_PID") $(cpu_ticks "$TARGET_PID")")
-lines_after=$(grep -c '' "$WORK/client.out" || true)
+lines_after=$(grep -c '' "$WORK/relay-client.out" || true)
 LOAD_HWM=$(hwm_kib "$SERVER_PID")
 ((BORE)) && measure bore bore "$BORE_URL" "$THREADS" "$CONNS" "$DURATION"
 
 # The same relay with the store off (`--store memory`): what durability costs.
 if [[ $NO_MEMSTORE != 1 ]]; then
-    MSPORT=$(free_port)
-    "$BIN/relay-server" --listen "127.0.0.1:$MSPORT" --store memory 2>"$WORK/memserver.err" >/dev/null &
-    MS_PID=$!
-    PIDS+=("$MS_PID")
-    wait_until 10 "relay-server (memory store) /healthz" curl -sf "http://127.0.0.1:$MSPORT/healthz"
-    "$BIN/relay-client" --server "http://127.0.0.1:$MSPORT" --forward "http://127.0.0.1:$TPORT" \
-        --channel bench >"$WORK/memclient.out" 2>"$WORK/memclient.err" &
-    MC_PID=$!
-    PIDS+=("$MC_PID")
-    ms_agent_up() { curl -sf "http://127.0.0.1:$MSPORT/api/channels/bench" | grep -q '"agents":1'; }
-    wait_until 15 "relay-client to connect to the memory-store server" ms_agent_up
-    measure memstore "hookrelay (memory store)" "http://127.0.0.1:$MSPORT/h/bench/hook" "$THREADS" "$CONNS" "$DURATION"
-    stop "$MC_PID"
-    stop "$MS_PID"
+    start_relay memstore --store memory
+    measure memstore "hookrelay (memory store)" "http://127.0.0.1:$RELAY_PORT/h/bench/hook" "$THREADS" "$CONNS" "$DURATION"
+    stop "$RELAY_CLIENT_PID"
+    stop "$RELAY_SERVER_PID"
 fi
 STORE_BYTES=$(du -sb "$WORK/data" | awk '{print $1}')
 
@@ -393,7 +394,7 @@ stop_all
 
 echo "running: $AGENTS idle agents..." >&2
 MPORT=$(free_port)
-"$BIN/relay-server" --listen "127.0.0.1:$MPORT" 2>"$WORK/mem-server.err" >/dev/null &
+"$BIN/relay-server" --listen "127.0.0.1:$MPORT" --data-dir "$WORK/mem-data" 2>"$WORK/mem-server.err" >/dev/null &
 MEM_PID=$!
 PIDS+=("$MEM_PID")
 wait_until 10 "relay-server /healthz" curl -sf "http://127.0.0.1:$MPORT/healthz"
