@@ -237,6 +237,18 @@ impl InFlight {
         self.finish(Outcome::error(error))
     }
 
+    /// Waits for the answer until `deadline` and reads it whole: the attempt's record, and
+    /// whether it failed because the agent went away (not the target's fault).
+    pub async fn complete(mut self, state: &AppState, deadline: Deadline) -> (Attempt, bool) {
+        match self.head(state, deadline).await {
+            Ok(head) => (self.read_body(head, deadline).await, false),
+            Err(e) => {
+                let gone = matches!(e, Error::AgentGone);
+                (self.failed(&e), gone)
+            }
+        }
+    }
+
     fn finish(self, outcome: Outcome) -> Attempt {
         let agent = self.agent.id().to_string();
         drop(self.guard);

@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::AppState;
 use crate::delivery::{InFlight, Outgoing};
 use crate::error::Error;
-use crate::store::{self, Attempt, AttemptKind, Event, Transition};
+use crate::store::{self, Attempt, AttemptKind, Event, EventStatus, Transition};
 
 /// Events fetched from the store per query.
 const BATCH: usize = 32;
@@ -163,12 +163,8 @@ async fn attempt(
     let deadline = Deadline::now() + state.config.timeout;
     let out = Outgoing::from_event(state, event);
     let mut inflight = InFlight::begin(agent, out.id);
-    let result = match inflight.send(state, &out, deadline).await {
-        Ok(()) => inflight.head(state, deadline).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(head) => (inflight.read_body(head, deadline).await, false),
+    match inflight.send(state, &out, deadline).await {
+        Ok(()) => inflight.complete(state, deadline).await,
         Err(e) => {
             let gone = matches!(e, Error::AgentGone);
             (inflight.failed(&e), gone)
@@ -177,8 +173,9 @@ async fn attempt(
 }
 
 /// Delivers a stored event now, for the replay API, and records the attempt. A replay that
-/// the target accepts marks the event delivered; one that fails leaves it as it was.
-pub async fn replay(state: &AppState, event: &Event) -> Result<Attempt, Error> {
+/// the target accepts marks the event delivered; one that fails leaves it as it was. Returns
+/// the attempt and the status it leaves the event in.
+pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventStatus), Error> {
     let channel = &event.summary.channel;
     let agent = state
         .registry
@@ -187,16 +184,16 @@ pub async fn replay(state: &AppState, event: &Event) -> Result<Attempt, Error> {
     let (mut attempt, _) = attempt(state, agent, event).await;
     attempt.kind = AttemptKind::Replay;
     attempt.n = event.summary.attempts + 1;
-    let then = if attempt.status.is_some_and(store::accepted) {
-        Transition::Delivered
+    let (then, status) = if attempt.status.is_some_and(store::accepted) {
+        (Transition::Delivered, EventStatus::Delivered)
     } else {
-        Transition::Keep
+        (Transition::Keep, event.summary.status)
     };
     state
         .store
         .record(event.summary.id, attempt.clone(), then)
         .await?;
-    Ok(attempt)
+    Ok((attempt, status))
 }
 
 /// Records an attempt at an event of `channel` that is ours to retry, and decides what comes

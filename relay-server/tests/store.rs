@@ -226,6 +226,7 @@ async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     assert_eq!(doc["attempt"]["kind"], "replay");
     assert_eq!(doc["attempt"]["status"], 201);
     assert_eq!(doc["attempt"]["n"], 2);
+    assert_eq!(doc["status"], "delivered");
     let again = next_seen(&mut target).await;
     assert_eq!(again.header("x-hookrelay-delivery"), [id.as_bytes()]);
     assert_eq!(
@@ -309,6 +310,7 @@ async fn history_pages_newest_first_and_filters_by_status() {
     for (query, status) in [
         ("limit=0", 400),
         ("limit=501", 400),
+        ("limit=abc", 400),
         ("status=lost", 400),
         ("before=nope", 400),
         (&format!("before={}", uuid::Uuid::new_v4()), 404),
@@ -322,6 +324,11 @@ async fn history_pages_newest_first_and_filters_by_status() {
         )
         .await;
         assert_eq!(answer.status, status, "{query}: {:?}", answer.body);
+        assert!(
+            answer.json()["error"].is_string(),
+            "{query}: {:?}",
+            answer.body
+        );
     }
     let unknown = format!("{base}/{}", uuid::Uuid::new_v4());
     assert_eq!(

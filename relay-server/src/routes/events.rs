@@ -4,6 +4,7 @@
 //! `Authorization: Bearer TOKEN`: a channel's history holds its webhooks' bodies.
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use base64::Engine;
@@ -33,10 +34,11 @@ pub struct ListParams {
 pub async fn list(
     State(state): State<AppState>,
     Path(channel): Path<String>,
-    Query(params): Query<ListParams>,
+    params: Result<Query<ListParams>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
     authorize(&state, &headers)?;
+    let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let channel = parse_channel(&channel)?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -93,16 +95,8 @@ pub async fn replay(
 ) -> Result<Json<Value>, Error> {
     authorize(&state, &headers)?;
     let event = load(&state, &channel, &id).await?;
-    let attempt = crate::dispatch::replay(&state, &event).await?;
+    let (attempt, status) = crate::dispatch::replay(&state, &event).await?;
     info!(delivery_id = %event.summary.id, channel = %event.summary.channel, status = attempt.status, "replayed");
-    let status = match state
-        .store
-        .get(&event.summary.channel, event.summary.id)
-        .await?
-    {
-        Some(after) => after.summary.status,
-        None => event.summary.status,
-    };
     Ok(Json(json!({
         "id": event.summary.id.to_string(),
         "method": event.summary.method,

@@ -187,10 +187,7 @@ async fn live(
                     let channel = channel.clone();
                     state.tracker.spawn(async move {
                         let state = state2;
-                        let (mut attempt, gone) = match inflight.head(&state, deadline).await {
-                            Ok(head) => (inflight.read_body(head, deadline).await, false),
-                            Err(e) => (inflight.failed(&e), matches!(e, Error::AgentGone)),
-                        };
+                        let (mut attempt, gone) = inflight.complete(&state, deadline).await;
                         attempt.kind = AttemptKind::Live;
                         crate::dispatch::record_queued(&state, &channel, id, attempt, 0, gone)
                             .await;
