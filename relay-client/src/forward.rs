@@ -117,20 +117,9 @@ pub async fn deliver(
     timeout: Duration,
 ) -> Outcome {
     let id = head.id;
-    let request = match build_request(target, head, body) {
-        Ok(request) => request,
-        Err(reason) => return fail(outbox, id, 502, reason).await,
-    };
-    let response = match tokio::time::timeout(timeout, client.request(request)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            let reason = format!("target unreachable: {}", crate::error::chain(&e));
-            return fail(outbox, id, 502, reason).await;
-        }
-        Err(_) => {
-            let reason = format!("target did not answer within {} s", timeout.as_secs());
-            return fail(outbox, id, 504, reason).await;
-        }
+    let response = match request(client, target, head, body, timeout).await {
+        Ok(response) => response,
+        Err((status, reason)) => return fail(outbox, id, status, reason).await,
     };
     let (parts, body) = response.into_parts();
     let status = parts.status.as_u16();
@@ -188,6 +177,30 @@ pub async fn deliver(
     Outcome {
         status: Some(status),
         error: None,
+    }
+}
+
+/// Sends `head` (and the body slices on `body`) to `target` and waits up to `timeout` for the
+/// response head. `Err` holds the status the sender should get instead (502: the request
+/// cannot be built or the target is unreachable; 504: no answer in time) and why.
+pub(crate) async fn request(
+    client: &HttpClient,
+    target: &Target,
+    head: RequestHead,
+    body: Option<BodyRx>,
+    timeout: Duration,
+) -> Result<http::Response<hyper::body::Incoming>, (u16, String)> {
+    let request = build_request(target, head, body).map_err(|reason| (502, reason))?;
+    match tokio::time::timeout(timeout, client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(e)) => Err((
+            502,
+            format!("target unreachable: {}", crate::error::chain(&e)),
+        )),
+        Err(_) => Err((
+            504,
+            format!("target did not answer within {} s", timeout.as_secs()),
+        )),
     }
 }
 

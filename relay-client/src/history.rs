@@ -340,36 +340,33 @@ async fn send_to(
     timeout: Duration,
 ) -> Delivery {
     let started = Started::now(&head);
-    let outcome = match forward::build_request(target, head, None) {
-        Ok(request) => tokio::time::timeout(timeout, exchange(client, request))
-            .await
-            .unwrap_or_else(|_| Outcome {
-                status: None,
-                error: Some(format!(
-                    "target did not answer within {} s",
-                    timeout.as_secs()
-                )),
-            }),
-        Err(reason) => Outcome {
-            status: None,
-            error: Some(reason),
-        },
+    let exchange = async {
+        let response = match forward::request(client, target, head, None, timeout).await {
+            Ok(response) => response,
+            Err((_, reason)) => {
+                return Outcome {
+                    status: None,
+                    error: Some(reason),
+                };
+            }
+        };
+        read_to_end(response).await
     };
+    let outcome = tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Outcome {
+            status: None,
+            error: Some(format!(
+                "target did not answer within {} s",
+                timeout.as_secs()
+            )),
+        });
     started.finish(outcome)
 }
 
-/// One request to the target; the answer's body is read and dropped, so the target sees its
-/// response taken in full.
-async fn exchange(client: &HttpClient, request: Request<forward::RequestBody>) -> Outcome {
-    let response = match client.request(request).await {
-        Ok(response) => response,
-        Err(e) => {
-            return Outcome {
-                status: None,
-                error: Some(format!("target unreachable: {}", chain(&e))),
-            };
-        }
-    };
+/// Reads the target's answer to its end and drops it, so the target sees its response taken
+/// in full.
+async fn read_to_end(response: http::Response<hyper::body::Incoming>) -> Outcome {
     let status = Some(response.status().as_u16());
     let mut body = response.into_body();
     while let Some(frame) = body.frame().await {
