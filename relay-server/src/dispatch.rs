@@ -183,13 +183,12 @@ pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventSt
         .ok_or_else(|| Error::NoAgent(channel.clone()))?;
     let (mut attempt, _) = attempt(state, agent, event).await;
     attempt.kind = AttemptKind::Replay;
-    attempt.n = event.summary.attempts + 1;
     let (then, status) = if attempt.status.is_some_and(store::accepted) {
         (Transition::Delivered, EventStatus::Delivered)
     } else {
         (Transition::Keep, event.summary.status)
     };
-    state
+    attempt.n = state
         .store
         .record(event.summary.id, attempt.clone(), then)
         .await?;

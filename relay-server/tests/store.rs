@@ -213,6 +213,17 @@ async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     assert_eq!(answer.status, 201);
     let id = delivery_id(&answer);
     let first = next_seen(&mut target).await;
+    // The live attempt is recorded after the sender has its answer; replay what the history
+    // shows, as a user would.
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    poll_json(&client, &url, |doc| {
+        doc["attempts"].as_array().map_or(0, Vec::len) == 1
+    })
+    .await;
 
     let replay = format!(
         "{}/api/channels/{}/events/{id}/replay",
@@ -235,11 +246,6 @@ async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     );
     assert_eq!(again.body, first.body);
 
-    let url = format!(
-        "{}/api/channels/{}/events/{id}",
-        server.url(),
-        agent.channel
-    );
     let doc = poll_json(&client, &url, |doc| {
         doc["attempts"].as_array().map_or(0, Vec::len) == 2
     })

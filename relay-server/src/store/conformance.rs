@@ -257,11 +257,11 @@ async fn attempts_are_numbered_from_one_in_order(store: &dyn Store) {
         at: 10,
         failures: 1,
     };
-    store
+    let first = store
         .record(id, attempt(None), retry)
         .await
         .expect("record 1");
-    store
+    let second = store
         .record(id, attempt(Some(500)), retry)
         .await
         .expect("record 2");
@@ -269,10 +269,15 @@ async fn attempts_are_numbered_from_one_in_order(store: &dyn Store) {
         kind: AttemptKind::Replay,
         ..attempt(Some(200))
     };
-    store
+    let third = store
         .record(id, live, Transition::Delivered)
         .await
         .expect("record 3");
+    assert_eq!(
+        [first, second, third],
+        [1, 2, 3],
+        "record returns the number"
+    );
 
     let event = store.get(&ch, id).await.expect("get").expect("stored");
     let numbers: Vec<u32> = event.attempts.iter().map(|a| a.n).collect();

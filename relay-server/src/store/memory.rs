@@ -120,7 +120,7 @@ impl Store for MemoryStore {
         id: DeliveryId,
         mut attempt: Attempt,
         then: Transition,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u32, StoreError> {
         attempt.body.truncate(MAX_RECORDED_BODY);
         let mut inner = self.lock();
         let Inner {
@@ -152,8 +152,9 @@ impl Store for MemoryStore {
         } else {
             channel.queued.remove(&entry.seq);
         }
+        let n = attempt.n;
         entry.event.attempts.push(attempt);
-        Ok(())
+        Ok(n)
     }
 
     async fn due(

@@ -265,13 +265,14 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Records an attempt on event `id` and applies `then` to its status. A queued event whose
     /// attempt is recorded with [`Transition::Keep`] keeps its `next_attempt_at`.
-    /// [`StoreError::UnknownEvent`] when the event is gone (pruned).
+    /// Returns the number the store gave the attempt: attempts are numbered from 1 in the
+    /// order they are recorded. [`StoreError::UnknownEvent`] when the event is gone (pruned).
     async fn record(
         &self,
         id: DeliveryId,
         attempt: Attempt,
         then: Transition,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u32, StoreError>;
 
     /// Marks a queued event `delivering` while the dispatcher attempts it, so the history
     /// shows it (a crash leaves it to the recovery at open). Its `next_attempt_at` stays until

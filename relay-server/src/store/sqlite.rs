@@ -174,9 +174,10 @@ impl Store for SqliteStore {
         id: DeliveryId,
         attempt: Attempt,
         then: Transition,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u32, StoreError> {
         let op = Op::Record { id, attempt, then };
-        self.write(op).await.map(drop)
+        let n = self.write(op).await?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     async fn due(

@@ -126,7 +126,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<u64, StoreError> {
             .and_then(|mut stmt| stmt.execute([id.to_string()]))
             .map_err(db_error)
             .map(|_| 0),
-        Op::Record { id, attempt, then } => record(conn, *id, attempt, *then).map(|()| 0),
+        Op::Record { id, attempt, then } => record(conn, *id, attempt, *then),
         Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap).map_err(db_error),
     }
 }
@@ -157,7 +157,7 @@ fn record(
     id: DeliveryId,
     attempt: &Attempt,
     then: Transition,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     // (new status, whether next_attempt_at changes, its new value, new failure count)
     let (status, set_next, next, failures) = match then {
         Transition::Delivered => (Some(EventStatus::Delivered), true, None, None),
@@ -209,7 +209,7 @@ fn record(
             ])
         })
         .map_err(db_error)?;
-    Ok(())
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Deletes by age first, then, per channel, the finished events older than the newest `cap`.
