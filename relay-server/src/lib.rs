@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 mod auth;
+pub mod channels;
 pub mod config;
 mod delivery;
 mod dispatch;

@@ -95,7 +95,10 @@ async fn run(backend: Backend, events: usize, concurrency: usize) -> anyhow::Res
 
     let before = stats();
     let elapsed = in_parallel(&backend.store, ids, concurrency, |store, id| async move {
-        store.record(id, attempt(), Transition::Delivered).await.map(drop)
+        store
+            .record(id, attempt(), Transition::Delivered)
+            .await
+            .map(drop)
     })
     .await?;
     report(backend.name, "record", events, elapsed, before, stats())

@@ -6,6 +6,8 @@
 use bytes::Bytes;
 use protocol::{ChannelId, DeliveryId, Headers};
 
+use crate::channels::{ChannelRecord, ChannelSettings, Mode, TokenHash};
+
 use super::{
     Attempt, AttemptKind, EventStatus, ListQuery, Millis, NewEvent, Store, StoreError, Transition,
 };
@@ -49,6 +51,8 @@ conformance!(
     prune_cap_keeps_newest_and_queued_events,
     duplicate_id_is_rejected,
     begin_marks_a_queued_event_delivering_until_its_outcome,
+    channels_are_created_updated_and_deleted,
+    every_channel_change_moves_the_version,
 );
 
 pub(super) fn channel(name: &str) -> ChannelId {
@@ -595,4 +599,76 @@ async fn duplicate_id_is_rejected(store: &dyn Store) {
     let err = store.insert(event).await.expect_err("same id twice");
     assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
     assert_eq!(store.count(&ch, None).await.expect("count"), 1);
+}
+
+fn channel_record(name: &str, token: &str) -> ChannelRecord {
+    ChannelRecord {
+        name: channel(name),
+        token_hash: TokenHash::of(token),
+        created_at: 7,
+        settings: ChannelSettings::default(),
+    }
+}
+
+async fn channels_are_created_updated_and_deleted(store: &dyn Store) {
+    let a = channel_record("team-a", "t1");
+    store.create_channel(a.clone()).await.expect("create");
+    let again = store
+        .create_channel(channel_record("team-a", "other"))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::ChannelExists(ref n)) if n.as_str() == "team-a"),
+        "{again:?}"
+    );
+    store
+        .create_channel(channel_record("b", "t2"))
+        .await
+        .expect("create b");
+
+    let rotated = ChannelRecord {
+        token_hash: TokenHash::of("t3"),
+        created_at: 99,
+        settings: ChannelSettings { mode: Mode::Fanout },
+        ..a.clone()
+    };
+    store.update_channel(rotated).await.expect("update");
+    let (_, records) = store.channels().await.expect("channels");
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["b", "team-a"], "sorted by name");
+    let team = &records[1];
+    assert!(team.token_hash.matches("t3") && !team.token_hash.matches("t1"));
+    assert_eq!(team.created_at, 7, "creation time stays");
+    assert_eq!(team.settings.mode, Mode::Fanout);
+
+    let missing = store.update_channel(channel_record("nope", "t")).await;
+    assert!(
+        matches!(missing, Err(StoreError::UnknownChannel(_))),
+        "{missing:?}"
+    );
+    assert!(store.delete_channel(&channel("b")).await.expect("delete"));
+    assert!(!store.delete_channel(&channel("b")).await.expect("delete"));
+    let (_, records) = store.channels().await.expect("channels");
+    assert_eq!(records.len(), 1);
+}
+
+async fn every_channel_change_moves_the_version(store: &dyn Store) {
+    let v0 = store.channels_version().await.expect("version");
+    store
+        .create_channel(channel_record("v", "t"))
+        .await
+        .expect("create");
+    let v1 = store.channels_version().await.expect("version");
+    store
+        .update_channel(channel_record("v", "t2"))
+        .await
+        .expect("update");
+    let v2 = store.channels_version().await.expect("version");
+    store.delete_channel(&channel("v")).await.expect("delete");
+    let v3 = store.channels_version().await.expect("version");
+    assert!(v0 < v1 && v1 < v2 && v2 < v3, "{v0} {v1} {v2} {v3}");
+    let (version, _) = store.channels().await.expect("channels");
+    assert_eq!(version, v3);
+    // A failed change is no change.
+    let _ = store.update_channel(channel_record("v", "t3")).await;
+    assert_eq!(store.channels_version().await.expect("version"), v3);
 }

@@ -9,6 +9,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use protocol::{ChannelId, DeliveryId};
 
+use crate::channels::ChannelRecord;
+
 use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,
     Store, StoreError, Transition,
@@ -26,6 +28,9 @@ struct Inner {
     next_seq: u64,
     events: HashMap<DeliveryId, Entry>,
     channels: HashMap<ChannelId, Channel>,
+    /// Registered channels, and how many times they changed.
+    registered: BTreeMap<ChannelId, ChannelRecord>,
+    channels_version: u64,
 }
 
 #[derive(Debug)]
@@ -285,6 +290,48 @@ impl Store for MemoryStore {
             !channel.events.is_empty()
         });
         Ok((before - events.len()) as u64)
+    }
+
+    async fn create_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.registered.contains_key(&record.name) {
+            return Err(StoreError::ChannelExists(record.name));
+        }
+        inner.registered.insert(record.name.clone(), record);
+        inner.channels_version += 1;
+        Ok(())
+    }
+
+    async fn update_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let Some(stored) = inner.registered.get_mut(&record.name) else {
+            return Err(StoreError::UnknownChannel(record.name));
+        };
+        *stored = ChannelRecord {
+            created_at: stored.created_at,
+            ..record
+        };
+        inner.channels_version += 1;
+        Ok(())
+    }
+
+    async fn delete_channel(&self, name: &ChannelId) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        let existed = inner.registered.remove(name).is_some();
+        if existed {
+            inner.channels_version += 1;
+        }
+        Ok(existed)
+    }
+
+    async fn channels(&self) -> Result<(u64, Vec<ChannelRecord>), StoreError> {
+        let inner = self.lock();
+        let records = inner.registered.values().cloned().collect();
+        Ok((inner.channels_version, records))
+    }
+
+    async fn channels_version(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().channels_version)
     }
 }
 

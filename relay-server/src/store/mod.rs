@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use protocol::{ChannelId, DeliveryId, Headers};
 
+use crate::channels::ChannelRecord;
 use crate::config::StoreConfig;
 
 #[cfg(test)]
@@ -253,6 +254,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("no event {0} in this channel")]
     UnknownEvent(DeliveryId),
+    #[error("channel {0} already exists")]
+    ChannelExists(ChannelId),
+    #[error("no channel {0}")]
+    UnknownChannel(ChannelId),
 }
 
 /// The store's interface. Every method is cancel-safe in the sense that matters here: a write
@@ -313,6 +318,24 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// failed events beyond the newest `cap` events. Returns how many events were deleted.
     /// Events are inserted in arrival order, so a backend may find the old ones by that order.
     async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError>;
+
+    /// Registers a channel. [`StoreError::ChannelExists`] when the name is taken.
+    async fn create_channel(&self, record: ChannelRecord) -> Result<(), StoreError>;
+
+    /// Replaces a registered channel's token and settings (its creation time stays).
+    /// [`StoreError::UnknownChannel`] when there is no such channel.
+    async fn update_channel(&self, record: ChannelRecord) -> Result<(), StoreError>;
+
+    /// Removes a registered channel; its events stay until retention removes them. Returns
+    /// whether there was one.
+    async fn delete_channel(&self, name: &ChannelId) -> Result<bool, StoreError>;
+
+    /// Every registered channel, by name, and the channel version they were read at.
+    async fn channels(&self) -> Result<(u64, Vec<ChannelRecord>), StoreError>;
+
+    /// A number that changes whenever a channel is created, updated or deleted, by this
+    /// process or another one using the same store: cheap enough to poll every second.
+    async fn channels_version(&self) -> Result<u64, StoreError>;
 }
 
 /// Headers in the store's own binary form: per header, name length (u32 LE), name, value

@@ -17,11 +17,13 @@ use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
+use crate::channels::ChannelRecord;
+
 use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Store, StoreError,
     Transition,
 };
-use rows::{attempt_from_row, db_error, event_from_row, summary_from_row};
+use rows::{attempt_from_row, channel_from_row, db_error, event_from_row, summary_from_row};
 use schema::{MIGRATIONS, connect, migrate, open_error, recover};
 use writer::{Counters, Op, Request, run_writer};
 
@@ -322,6 +324,51 @@ impl Store for SqliteStore {
     async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
         self.write(Op::Prune { cutoff, cap }).await
     }
+
+    async fn create_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {
+        self.write(Op::CreateChannel(record)).await.map(drop)
+    }
+
+    async fn update_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {
+        self.write(Op::UpdateChannel(record)).await.map(drop)
+    }
+
+    async fn delete_channel(&self, name: &ChannelId) -> Result<bool, StoreError> {
+        let deleted = self.write(Op::DeleteChannel(name.clone())).await?;
+        Ok(deleted > 0)
+    }
+
+    async fn channels(&self) -> Result<(u64, Vec<ChannelRecord>), StoreError> {
+        self.read(|conn| {
+            // One read transaction, so the version belongs to the same snapshot as the rows.
+            let tx = conn.unchecked_transaction().map_err(db_error)?;
+            let version = channels_version(&tx)?;
+            let records = tx
+                .prepare_cached(
+                    "SELECT name, token_hash, created_at, settings FROM channels ORDER BY name",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([], channel_from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db_error)?;
+            tx.finish().map_err(db_error)?;
+            Ok((version, records))
+        })
+        .await
+    }
+
+    async fn channels_version(&self) -> Result<u64, StoreError> {
+        self.read(channels_version).await
+    }
+}
+
+fn channels_version(conn: &Connection) -> Result<u64, StoreError> {
+    let version: i64 = conn
+        .prepare_cached("SELECT version FROM channels_version")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(db_error)?;
+    Ok(u64::try_from(version).unwrap_or(0))
 }
 
 fn event_seq(

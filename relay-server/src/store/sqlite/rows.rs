@@ -5,9 +5,34 @@ use protocol::{ChannelId, DeliveryId};
 use rusqlite::Row;
 use rusqlite::types::Type;
 
+use crate::channels::{ChannelRecord, TokenHash};
 use crate::store::{
     Attempt, AttemptKind, Event, EventStatus, EventSummary, StoreError, decode_headers,
 };
+
+/// A registered channel from `name, token_hash, created_at, settings`.
+pub(super) fn channel_from_row(row: &Row<'_>) -> rusqlite::Result<ChannelRecord> {
+    let name: String = row.get(0)?;
+    let name = ChannelId::parse(&name)
+        .map_err(|_| corrupt(0, Type::Text, format!("channel name {name:?} is not valid")))?;
+    let hash: Vec<u8> = row.get(1)?;
+    let hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
+        corrupt(
+            1,
+            Type::Blob,
+            format!("token hash of {name} is not 32 bytes"),
+        )
+    })?;
+    let settings: String = row.get(3)?;
+    let settings = serde_json::from_str(&settings)
+        .map_err(|e| corrupt(3, Type::Text, format!("settings of {name}: {e}")))?;
+    Ok(ChannelRecord {
+        name,
+        token_hash: TokenHash(hash),
+        created_at: row.get(2)?,
+        settings,
+    })
+}
 
 /// An event's summary from the columns `summary_columns!` lists, in that order.
 pub(super) fn summary_from_row(

@@ -2,12 +2,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use protocol::DeliveryId;
+use protocol::{ChannelId, DeliveryId};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use super::rows::db_error;
+use crate::channels::ChannelRecord;
 use crate::store::{
     Attempt, EventStatus, MAX_RECORDED_BODY, Millis, NewEvent, StoreError, Transition,
     encode_headers,
@@ -43,6 +44,9 @@ pub(super) enum Op {
         cutoff: Millis,
         cap: u64,
     },
+    CreateChannel(ChannelRecord),
+    UpdateChannel(ChannelRecord),
+    DeleteChannel(ChannelId),
 }
 
 /// The writer thread: takes the first write, then whatever else is already waiting (up to
@@ -128,7 +132,55 @@ fn apply(conn: &Connection, op: &Op) -> Result<u64, StoreError> {
             .map(|_| 0),
         Op::Record { id, attempt, then } => record(conn, *id, attempt, *then),
         Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap).map_err(db_error),
+        Op::CreateChannel(record) => create_channel(conn, record),
+        Op::UpdateChannel(record) => {
+            let sql = "UPDATE channels SET token_hash = ?2, settings = ?3 WHERE name = ?1";
+            let changed = conn
+                .prepare_cached(sql)
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        record.name.as_str(),
+                        record.token_hash.0.as_slice(),
+                        settings_json(record)?,
+                    ])
+                })
+                .map_err(db_error)?;
+            if changed == 0 {
+                return Err(StoreError::UnknownChannel(record.name.clone()));
+            }
+            Ok(0)
+        }
+        Op::DeleteChannel(name) => conn
+            .prepare_cached("DELETE FROM channels WHERE name = ?1")
+            .and_then(|mut stmt| stmt.execute([name.as_str()]))
+            .map_err(db_error)
+            .map(|n| n as u64),
     }
+}
+
+fn create_channel(conn: &Connection, record: &ChannelRecord) -> Result<u64, StoreError> {
+    let sql = "INSERT INTO channels (name, token_hash, created_at, settings)
+               VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING";
+    let inserted = conn
+        .prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.name.as_str(),
+                record.token_hash.0.as_slice(),
+                record.created_at,
+                settings_json(record)?,
+            ])
+        })
+        .map_err(db_error)?;
+    if inserted == 0 {
+        return Err(StoreError::ChannelExists(record.name.clone()));
+    }
+    Ok(0)
+}
+
+fn settings_json(record: &ChannelRecord) -> rusqlite::Result<String> {
+    serde_json::to_string(&record.settings)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
 fn insert(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {

@@ -1,0 +1,223 @@
+//! Registered channels: who may hold a channel (the holder of its token, which the server keeps
+//! only as a SHA-256 hash) and how its webhooks reach agents.
+//!
+//! Operators register channels with `relay-server channels create` or the admin API; both
+//! write to the store. The running server serves from [`Directory`], an in-memory snapshot
+//! that it reloads whenever the store's channel version moves, so a channel created, revoked
+//! or rotated by the command line in another process takes effect within a second.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use protocol::ChannelId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::store::Millis;
+
+/// What every channel token starts with, so secret scanners and people can tell one apart.
+pub const TOKEN_PREFIX: &str = "hrt_";
+/// Random bytes in a token: 256 bits, so a fast hash is as good as a slow one for storing it.
+const TOKEN_BYTES: usize = 32;
+
+/// A fresh channel token: [`TOKEN_PREFIX`] and 256 random bits, base64url.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes).expect("the OS random source is available on supported platforms");
+    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The SHA-256 of a token: all the store keeps of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    pub fn of(token: &str) -> Self {
+        Self(Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// Whether `presented` is the token this is the hash of, in time independent of where
+    /// the hashes differ.
+    pub fn matches(&self, presented: &str) -> bool {
+        bool::from(self.0.ct_eq(&Self::of(presented).0))
+    }
+}
+
+impl std::fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
+
+/// How a channel's webhooks are spread over its agents.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Each webhook goes to one agent, round robin.
+    #[default]
+    Balance,
+    /// Each webhook goes to every agent; the sender gets the first answer.
+    Fanout,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Balance => "balance",
+            Mode::Fanout => "fanout",
+        }
+    }
+}
+
+/// A channel's settings, kept by the store as JSON. Fields added later default, so a store
+/// written by an older version reads.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChannelSettings {
+    pub mode: Mode,
+}
+
+/// A registered channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelRecord {
+    pub name: ChannelId,
+    pub token_hash: TokenHash,
+    pub created_at: Millis,
+    pub settings: ChannelSettings,
+}
+
+/// The registered channels the server serves from: a snapshot of the store's, swapped whole
+/// on reload. Lookups clone an `Arc` under a read lock that is never held across an await.
+#[derive(Debug, Default)]
+pub struct Directory {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// The store's channel version this snapshot was read at.
+    version: u64,
+    by_name: HashMap<ChannelId, Arc<ChannelRecord>>,
+    by_hash: HashMap<TokenHash, ChannelId>,
+}
+
+/// What a reload changed for channels that had agents' trust: those whose token no longer
+/// holds (revoked or rotated).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub revoked: Vec<ChannelId>,
+    pub rotated: Vec<ChannelId>,
+}
+
+impl Directory {
+    fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.snapshot().version
+    }
+
+    pub fn get(&self, name: &ChannelId) -> Option<Arc<ChannelRecord>> {
+        self.snapshot().by_name.get(name).cloned()
+    }
+
+    /// The channel whose token `token` is, if any.
+    pub fn find_by_token(&self, token: &str) -> Option<Arc<ChannelRecord>> {
+        let snapshot = self.snapshot();
+        let name = snapshot.by_hash.get(&TokenHash::of(token))?;
+        snapshot.by_name.get(name).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.snapshot().by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces the snapshot with `records` read at `version`, unless a newer one is already
+    /// in place, and says which channels lost their token.
+    pub fn replace(&self, version: u64, records: Vec<ChannelRecord>) -> Changes {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if version < current.version {
+            return Changes::default();
+        }
+        let mut next = Snapshot {
+            version,
+            ..Snapshot::default()
+        };
+        for record in records {
+            next.by_hash.insert(record.token_hash, record.name.clone());
+            next.by_name.insert(record.name.clone(), Arc::new(record));
+        }
+        let mut changes = Changes::default();
+        for (name, old) in &current.by_name {
+            match next.by_name.get(name) {
+                None => changes.revoked.push(name.clone()),
+                Some(new) if new.token_hash != old.token_hash => changes.rotated.push(name.clone()),
+                Some(_) => {}
+            }
+        }
+        *current = Arc::new(next);
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, token: &str) -> ChannelRecord {
+        ChannelRecord {
+            name: ChannelId::parse(name).expect("valid"),
+            token_hash: TokenHash::of(token),
+            created_at: 1,
+            settings: ChannelSettings::default(),
+        }
+    }
+
+    #[test]
+    fn tokens_are_prefixed_long_and_distinct() {
+        let a = new_token();
+        assert!(a.starts_with(TOKEN_PREFIX));
+        assert_eq!(a.len(), TOKEN_PREFIX.len() + 43);
+        assert_ne!(a, new_token());
+        let hash = TokenHash::of(&a);
+        assert!(hash.matches(&a));
+        assert!(!hash.matches(&a[..a.len() - 1]));
+        assert!(!hash.matches(""));
+    }
+
+    #[test]
+    fn replace_reports_revoked_and_rotated_channels() {
+        let dir = Directory::default();
+        dir.replace(
+            1,
+            vec![record("a", "t1"), record("b", "t2"), record("c", "t3")],
+        );
+        assert_eq!(dir.len(), 3);
+        let b = ChannelId::parse("b").expect("valid");
+        assert_eq!(dir.find_by_token("t2").map(|r| r.name.clone()), Some(b));
+        let changes = dir.replace(2, vec![record("a", "t1"), record("b", "new")]);
+        assert_eq!(changes.revoked, [ChannelId::parse("c").expect("valid")]);
+        assert_eq!(changes.rotated, [ChannelId::parse("b").expect("valid")]);
+        assert!(dir.find_by_token("t2").is_none());
+        // An older read never replaces a newer one.
+        assert_eq!(dir.replace(1, vec![]), Changes::default());
+        assert_eq!(dir.len(), 2);
+    }
+
+    #[test]
+    fn settings_from_an_older_store_read_with_defaults() {
+        let settings: ChannelSettings = serde_json::from_str("{}").expect("valid");
+        assert_eq!(settings.mode, Mode::Balance);
+        let settings: ChannelSettings =
+            serde_json::from_str(r#"{"mode":"fanout","later":1}"#).expect("valid");
+        assert_eq!(settings.mode, Mode::Fanout);
+    }
+}
