@@ -1,10 +1,30 @@
-//! Secrets: agent token checks and unguessable channel names.
+//! Who may do what: agents holding a channel, readers of its history, the admin; and the
+//! limit on wrong tokens.
+//!
+//! A registered channel (see [`crate::channels`]) belongs to whoever holds its token. A channel
+//! nobody registered can be used only in open mode, where its unguessable name is the secret
+//! (and `--agent-token`, when set, is needed too). The admin token opens everything. Every
+//! token is compared in constant time (hashes for channel tokens), and each address gets
+//! [`crate::Config::auth_failures`] wrong tokens per window before it is refused with 429.
 
-use protocol::ChannelId;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use protocol::{ChannelId, ErrorCode};
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
+use tracing::warn;
+
+use crate::AppState;
+use crate::channels::ChannelRecord;
+use crate::error::Error;
 
 /// Bytes of randomness in a server-assigned channel name.
 const CHANNEL_ENTROPY_BYTES: usize = 16;
+/// Addresses tracked before expired windows are swept out.
+const SWEEP_AT: usize = 10_000;
 
 /// Compares a presented token with the expected one in time independent of where they differ.
 pub fn token_matches(expected: &str, presented: Option<&str>) -> bool {
@@ -19,6 +39,236 @@ pub fn random_channel() -> ChannelId {
     getrandom::fill(&mut bytes).expect("the OS random source is available on supported platforms");
     let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     ChannelId::parse(&name).expect("32 hex digits are a valid channel name")
+}
+
+/// What an agent's hello entitles it to.
+#[derive(Debug)]
+pub enum AgentGrant {
+    /// A registered channel, its token presented.
+    Registered(Arc<ChannelRecord>),
+    /// An unregistered channel, in open mode.
+    Open(ChannelId),
+}
+
+impl AgentGrant {
+    pub fn channel(&self) -> &ChannelId {
+        match self {
+            AgentGrant::Registered(record) => &record.name,
+            AgentGrant::Open(name) => name,
+        }
+    }
+}
+
+/// Why an agent may not hold the channel it asked for: the error frame's code and message.
+#[derive(Debug)]
+pub struct Refusal {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Decides whether an agent's hello (`requested` channel, `token`) lets it hold a channel.
+/// A refusal for a wrong token counts against `peer`.
+pub fn agent_access(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    requested: Option<&str>,
+    token: Option<&str>,
+) -> Result<AgentGrant, Refusal> {
+    let refuse = |message: String| {
+        state.auth_failures.failed(peer, &message);
+        Refusal {
+            code: ErrorCode::Unauthorized,
+            message,
+        }
+    };
+    let token = token.filter(|t| !t.is_empty());
+    let Some(name) = requested else {
+        if let Some(record) = token.and_then(|t| state.channels.find_by_token(t)) {
+            return Ok(AgentGrant::Registered(record));
+        }
+        if !state.open {
+            return Err(refuse(
+                "this server has no open channels: pass --channel NAME --token TOKEN of a channel \
+                 made with `relay-server channels create`"
+                    .to_owned(),
+            ));
+        }
+        check_agent_token(state, token).map_err(refuse)?;
+        return Ok(AgentGrant::Open(random_channel()));
+    };
+    let channel = ChannelId::parse(name).map_err(|e| Refusal {
+        code: ErrorCode::InvalidChannel,
+        message: e.to_string(),
+    })?;
+    if let Some(record) = state.channels.get(&channel) {
+        return match token {
+            Some(token) if record.token_hash.matches(token) => Ok(AgentGrant::Registered(record)),
+            Some(_) => Err(refuse(format!("wrong token for channel {channel}"))),
+            None => Err(refuse(format!(
+                "channel {channel} is registered: pass its token with --token"
+            ))),
+        };
+    }
+    if !state.open {
+        return Err(refuse(format!(
+            "no channel {channel} on this server (open mode is off): an operator creates it \
+             with `relay-server channels create {channel}`"
+        )));
+    }
+    check_agent_token(state, token).map_err(refuse)?;
+    Ok(AgentGrant::Open(channel))
+}
+
+fn check_agent_token(state: &AppState, token: Option<&str>) -> Result<(), String> {
+    match &state.config.agent_token {
+        Some(expected) if !token_matches(expected, token) => {
+            Err("missing or wrong agent token".to_owned())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Decides whether a request to a channel's API (`bearer` from `Authorization: Bearer`) may
+/// read and replay its events: the admin token, the channel's token for a registered
+/// channel, the agent token (when the server has one) for an unregistered channel in open
+/// mode. An unregistered channel when open mode is off is 404 to anyone but the admin.
+pub fn api_access(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    channel: &ChannelId,
+    bearer: Option<&str>,
+) -> Result<(), Error> {
+    state.auth_failures.check(peer)?;
+    if is_admin(state, bearer) {
+        return Ok(());
+    }
+    let allowed = match state.channels.get(channel) {
+        Some(record) => bearer.is_some_and(|token| record.token_hash.matches(token)),
+        None if !state.open => return Err(Error::UnknownChannel(channel.clone())),
+        None => match &state.config.agent_token {
+            Some(expected) => token_matches(expected, bearer),
+            None => true,
+        },
+    };
+    if allowed {
+        Ok(())
+    } else {
+        let why = format!("wrong or missing token for the API of channel {channel}");
+        state.auth_failures.failed(peer, &why);
+        Err(Error::Unauthorized)
+    }
+}
+
+/// Whether `bearer` is the admin token (false when the server has none).
+pub fn is_admin(state: &AppState, bearer: Option<&str>) -> bool {
+    state
+        .config
+        .admin_token
+        .as_deref()
+        .is_some_and(|expected| token_matches(expected, bearer))
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+/// Counts wrong tokens per source address (IPv6 by /64, what one host usually holds) in a
+/// fixed window; an address past the limit is refused until its window ends.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    limit: u32,
+    window: Duration,
+    windows: DashMap<IpAddr, Window>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+impl FailureLimiter {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            windows: DashMap::new(),
+        }
+    }
+
+    /// `Err(TooManyFailures)` while `peer` is locked out, with how long until it may try again.
+    pub fn check(&self, peer: Option<IpAddr>) -> Result<(), Error> {
+        let Some(key) = peer.map(key) else {
+            return Ok(());
+        };
+        let Some(window) = self.windows.get(&key).map(|w| *w) else {
+            return Ok(());
+        };
+        let elapsed = window.started.elapsed();
+        if window.failures >= self.limit && elapsed < self.window {
+            return Err(Error::TooManyFailures(self.window - elapsed));
+        }
+        Ok(())
+    }
+
+    /// Counts a wrong token from `peer` and logs it; the failure that reaches the limit is
+    /// logged as a lockout, later ones are not logged again.
+    pub fn failed(&self, peer: Option<IpAddr>, why: &str) {
+        let Some(ip) = peer else {
+            warn!(why, "token refused");
+            return;
+        };
+        if self.windows.len() >= SWEEP_AT {
+            let window = self.window;
+            self.windows.retain(|_, w| w.started.elapsed() < window);
+        }
+        let now = Instant::now();
+        let failures = {
+            let mut entry = self.windows.entry(key(ip)).or_insert(Window {
+                started: now,
+                failures: 0,
+            });
+            if now.duration_since(entry.started) >= self.window {
+                *entry = Window {
+                    started: now,
+                    failures: 0,
+                };
+            }
+            entry.failures = entry.failures.saturating_add(1);
+            entry.failures
+        };
+        match failures.cmp(&self.limit) {
+            std::cmp::Ordering::Less => {
+                warn!(%ip, why, failures, limit = self.limit, "token refused")
+            }
+            std::cmp::Ordering::Equal => warn!(
+                %ip,
+                why,
+                lockout = ?self.window,
+                "token refused; too many wrong tokens from this address, refusing it for the rest of the window"
+            ),
+            std::cmp::Ordering::Greater => {}
+        }
+    }
+}
+
+/// The address a failure counts against: an IPv6 address by its /64.
+fn key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let net = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(net.into())
+            }
+        },
+    }
 }
 
 #[cfg(test)]
@@ -38,5 +288,48 @@ mod tests {
         let a = random_channel();
         assert_eq!(a.as_str().len(), 32);
         assert_ne!(a, random_channel());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_is_locked_out_after_the_limit_until_its_window_ends() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(60));
+        let ip: IpAddr = "203.0.113.7".parse().expect("literal");
+        let other: IpAddr = "203.0.113.8".parse().expect("literal");
+        for _ in 0..2 {
+            limiter.failed(Some(ip), "wrong");
+            assert!(limiter.check(Some(ip)).is_ok());
+        }
+        limiter.failed(Some(ip), "wrong");
+        assert!(matches!(
+            limiter.check(Some(ip)),
+            Err(Error::TooManyFailures(d)) if d == Duration::from_secs(60)
+        ));
+        assert!(
+            limiter.check(Some(other)).is_ok(),
+            "other addresses unaffected"
+        );
+        tokio::time::advance(Duration::from_secs(45)).await;
+        assert!(matches!(
+            limiter.check(Some(ip)),
+            Err(Error::TooManyFailures(d)) if d == Duration::from_secs(15)
+        ));
+        tokio::time::advance(Duration::from_secs(15)).await;
+        assert!(limiter.check(Some(ip)).is_ok());
+        limiter.failed(Some(ip), "wrong");
+        assert!(
+            limiter.check(Some(ip)).is_ok(),
+            "a new window starts at zero"
+        );
+    }
+
+    #[test]
+    fn ipv6_failures_count_per_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("literal");
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().expect("literal");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("literal");
+        assert_eq!(key(a), key(b));
+        assert_ne!(key(a), key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("literal");
+        assert_eq!(key(mapped), "192.0.2.1".parse::<IpAddr>().expect("literal"));
     }
 }

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::Millis;
+use tracing::{info, warn};
+
+use crate::AppState;
+use crate::store::{Millis, Store, StoreError};
 
 /// What every channel token starts with, so secret scanners and people can tell one apart.
 pub const TOKEN_PREFIX: &str = "hrt_";
@@ -108,6 +111,8 @@ struct Snapshot {
 /// holds (revoked or rotated).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
+    /// Newly registered: agents that took the name in open mode must leave.
+    pub created: Vec<ChannelId>,
     pub revoked: Vec<ChannelId>,
     pub rotated: Vec<ChannelId>,
 }
@@ -156,6 +161,10 @@ impl Directory {
             next.by_name.insert(record.name.clone(), Arc::new(record));
         }
         let mut changes = Changes::default();
+        changes.created = (next.by_name.keys())
+            .filter(|name| !current.by_name.contains_key(*name))
+            .cloned()
+            .collect();
         for (name, old) in &current.by_name {
             match next.by_name.get(name) {
                 None => changes.revoked.push(name.clone()),
@@ -165,6 +174,100 @@ impl Directory {
         }
         *current = Arc::new(next);
         changes
+    }
+}
+
+/// A channel and its token as issued, shown once.
+#[derive(Debug)]
+pub struct Issued {
+    pub record: ChannelRecord,
+    pub token: String,
+}
+
+/// Registers channel `name` with a fresh token.
+pub async fn create(
+    store: &dyn Store,
+    name: ChannelId,
+    settings: ChannelSettings,
+) -> Result<Issued, StoreError> {
+    let token = new_token();
+    let record = ChannelRecord {
+        name,
+        token_hash: TokenHash::of(&token),
+        created_at: crate::store::now_ms(),
+        settings,
+    };
+    store.create_channel(record.clone()).await?;
+    Ok(Issued { record, token })
+}
+
+/// Gives channel `name` a fresh token; the old one stops working.
+pub async fn rotate(store: &dyn Store, name: &ChannelId) -> Result<Issued, StoreError> {
+    let (_, records) = store.channels().await?;
+    let current = records
+        .into_iter()
+        .find(|r| &r.name == name)
+        .ok_or_else(|| StoreError::UnknownChannel(name.clone()))?;
+    let token = new_token();
+    let record = ChannelRecord {
+        token_hash: TokenHash::of(&token),
+        ..current
+    };
+    store.update_channel(record.clone()).await?;
+    Ok(Issued { record, token })
+}
+
+/// Reads the registered channels from the store into the server's [`Directory`], and
+/// disconnects the agents of channels that were revoked or whose token was rotated.
+pub async fn reload(state: &AppState) -> Result<(), StoreError> {
+    let (version, records) = state.store.channels().await?;
+    let changes = state.channels.replace(version, records);
+    for name in &changes.created {
+        let n = state.registry.evict(
+            name,
+            format!("channel {name} is now registered: reconnect with its token"),
+        );
+        if n > 0 {
+            info!(channel = %name, agents = n, "channel registered; agents without its token disconnected");
+        }
+    }
+    for name in &changes.revoked {
+        let n = state
+            .registry
+            .evict(name, format!("channel {name} was revoked"));
+        info!(channel = %name, agents = n, "channel revoked; its agents disconnected");
+    }
+    for name in &changes.rotated {
+        let n = state
+            .registry
+            .evict(name, format!("the token of channel {name} was rotated"));
+        info!(channel = %name, agents = n, "channel token rotated; its agents disconnected");
+    }
+    Ok(())
+}
+
+/// Polls the store's channel version every `channel_reload` and reloads when it moved, so
+/// changes by another process (the `channels` command) take effect. Ends at shutdown.
+pub async fn watch(state: AppState) {
+    let mut every = tokio::time::interval(state.config.channel_reload);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = state.agents_shutdown.cancelled() => return,
+        }
+        let changed = match state.store.channels_version().await {
+            Ok(version) => version != state.channels.version(),
+            Err(e) => {
+                warn!(error = %e, "cannot check for channel changes");
+                continue;
+            }
+        };
+        if changed {
+            if let Err(e) = reload(&state).await {
+                warn!(error = %e, "cannot reload channels");
+            }
+        }
     }
 }
 
@@ -203,13 +306,17 @@ mod tests {
         assert_eq!(dir.len(), 3);
         let b = ChannelId::parse("b").expect("valid");
         assert_eq!(dir.find_by_token("t2").map(|r| r.name.clone()), Some(b));
-        let changes = dir.replace(2, vec![record("a", "t1"), record("b", "new")]);
+        let changes = dir.replace(
+            2,
+            vec![record("a", "t1"), record("b", "new"), record("d", "t4")],
+        );
+        assert_eq!(changes.created, [ChannelId::parse("d").expect("valid")]);
         assert_eq!(changes.revoked, [ChannelId::parse("c").expect("valid")]);
         assert_eq!(changes.rotated, [ChannelId::parse("b").expect("valid")]);
         assert!(dir.find_by_token("t2").is_none());
         // An older read never replaces a newer one.
         assert_eq!(dir.replace(1, vec![]), Changes::default());
-        assert_eq!(dir.len(), 2);
+        assert_eq!(dir.len(), 3);
     }
 
     #[test]

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::channels::Mode;
 
 /// Default cap on a webhook body: GitHub's own limit for a delivery.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
@@ -19,13 +21,29 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
 )]
 pub struct Args {
     /// Address to listen on for webhooks and agents.
-    #[arg(long, env = "HOOKRELAY_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "HOOKRELAY_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     pub listen: SocketAddr,
 
     /// Public base URL printed to agents (e.g. https://relay.example.com); default: derived from
     /// the listen address.
-    #[arg(long, env = "HOOKRELAY_PUBLIC_URL")]
+    #[arg(long, env = "HOOKRELAY_PUBLIC_URL", global = true)]
     pub public_url: Option<String>,
+
+    /// Let any agent take a channel nobody registered (a fresh random one, or a name it
+    /// picks), as smee does. Default: on when listening on loopback only, off otherwise;
+    /// registered channels always need their token.
+    #[arg(long, env = "HOOKRELAY_OPEN", action = clap::ArgAction::Set)]
+    pub open: Option<bool>,
+
+    /// Token for the admin API (/api/admin/...), which manages channels and may read every
+    /// channel's history. Without it the admin API is off.
+    #[arg(long, env = "HOOKRELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 
     /// Seconds to wait for the agent's response before answering 504.
     #[arg(long, env = "HOOKRELAY_TIMEOUT", default_value_t = 30)]
@@ -35,18 +53,30 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_MAX_BODY", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body: u64,
 
-    /// When set, agents must present this token to connect, and the history API asks for it
-    /// as `Authorization: Bearer TOKEN`.
+    /// When set, agents must present this token to take an unregistered channel in open
+    /// mode, and the history API of such channels asks for it as `Authorization: Bearer TOKEN`.
+    /// Registered channels use their own tokens.
     #[arg(long, env = "HOOKRELAY_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
 
     /// Where events are stored: `sqlite` (durable, under --data-dir) or `memory` (lost on
     /// exit; for tests and benchmarks).
-    #[arg(long, env = "HOOKRELAY_STORE", value_enum, default_value_t = StoreKind::Sqlite)]
+    #[arg(
+        long,
+        env = "HOOKRELAY_STORE",
+        value_enum,
+        default_value_t = StoreKind::Sqlite,
+        global = true
+    )]
     pub store: StoreKind,
 
     /// Directory of the event store; created if missing.
-    #[arg(long, env = "HOOKRELAY_DATA_DIR", default_value = "./hookrelay-data")]
+    #[arg(
+        long,
+        env = "HOOKRELAY_DATA_DIR",
+        default_value = "./hookrelay-data",
+        global = true
+    )]
     pub data_dir: PathBuf,
 
     /// Flush every commit to disk (fsync), so accepted webhooks survive a power loss, not only
@@ -83,6 +113,39 @@ pub struct Args {
     /// Give up (mark the event failed) once the retry schedule would run past this.
     #[arg(long, env = "HOOKRELAY_RETRY_FOR", default_value = "3d", value_parser = humantime::parse_duration)]
     pub retry_for: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register and manage channels (in the data dir; a running server picks changes up
+    /// within a second).
+    #[command(subcommand)]
+    Channels(ChannelsCommand),
+}
+
+/// `relay-server channels ...`
+#[derive(Debug, Subcommand)]
+pub enum ChannelsCommand {
+    /// Register a channel: prints its webhook URL and its token, once (only a hash is kept).
+    Create {
+        name: String,
+        /// How webhooks reach the channel's agents: balance (round robin) or fanout (every
+        /// agent gets a copy; the sender gets the first answer).
+        #[arg(long, value_enum, default_value_t = Mode::Balance)]
+        mode: Mode,
+    },
+    /// List registered channels.
+    List,
+    /// Delete a channel: its token stops working and its agents are disconnected. Its
+    /// events stay until retention removes them.
+    Revoke { name: String },
+    /// Give a channel a new token: the old one stops working and agents holding it are
+    /// disconnected. Prints the new token, once.
+    Rotate { name: String },
 }
 
 /// Which event store backend to use.
@@ -169,6 +232,8 @@ pub enum ConfigError {
     Timeout,
     #[error("--agent-token must not be empty")]
     EmptyToken,
+    #[error("--admin-token must be at least 16 characters")]
+    AdminToken,
     #[error("--offline-status must be 202 or 503 (got {0})")]
     OfflineStatus(u16),
     #[error("--ack-after must be at least 1 second and less than --timeout")]
@@ -189,6 +254,16 @@ pub struct Config {
     pub timeout: Duration,
     pub max_body_bytes: u64,
     pub agent_token: Option<String>,
+    /// Open mode (any agent may take an unregistered channel); `None` decides by the listen
+    /// address at start-up: open on loopback only.
+    pub open: Option<bool>,
+    pub admin_token: Option<String>,
+    /// How often the server checks the store for channel changes made by another process.
+    pub channel_reload: Duration,
+    /// Failed token checks from one address within [`Config::auth_window`] before that
+    /// address is refused with 429 until the window ends.
+    pub auth_failures: u32,
+    pub auth_window: Duration,
     /// Interval between WebSocket pings to each agent.
     pub ping_interval: Duration,
     /// An agent that sends nothing (not even a pong) for this long is disconnected.
@@ -218,6 +293,11 @@ impl Default for Config {
             timeout: Duration::from_secs(30),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             agent_token: None,
+            open: None,
+            admin_token: None,
+            channel_reload: Duration::from_secs(1),
+            auth_failures: 10,
+            auth_window: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             peer_timeout: Duration::from_secs(50),
             handshake_timeout: Duration::from_secs(10),
@@ -250,6 +330,9 @@ impl Args {
         if self.agent_token.as_deref() == Some("") {
             return Err(ConfigError::EmptyToken);
         }
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::AdminToken);
+        }
         if ![202, 503].contains(&self.offline_status) {
             return Err(ConfigError::OfflineStatus(self.offline_status));
         }
@@ -275,6 +358,8 @@ impl Args {
             timeout: Duration::from_secs(self.timeout),
             max_body_bytes: self.max_body,
             agent_token: self.agent_token,
+            open: self.open,
+            admin_token: self.admin_token,
             store,
             offline_status: self.offline_status,
             ack_after: self.ack_after.map(Duration::from_secs),

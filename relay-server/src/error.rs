@@ -1,7 +1,7 @@
 //! The server's error type and the one place that maps each error to an HTTP answer.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use protocol::ChannelId;
 
@@ -35,12 +35,27 @@ pub enum Error {
     BadRequest(String),
     #[error("no event {0} in this channel")]
     UnknownEvent(protocol::DeliveryId),
+    #[error("no channel {0}")]
+    UnknownChannel(ChannelId),
+    #[error("channel {0} already exists")]
+    ChannelExists(ChannelId),
+    #[error("too many wrong tokens from this address; try again in {} s", retry_secs(*.0))]
+    TooManyFailures(std::time::Duration),
+    #[error("the admin API is off: start the server with --admin-token")]
+    AdminDisabled,
+}
+
+/// Whole seconds to wait, rounded up, for `Retry-After` and messages.
+fn retry_secs(wait: std::time::Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl From<crate::store::StoreError> for Error {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::UnknownEvent(id) => Error::UnknownEvent(id),
+            crate::store::StoreError::UnknownChannel(name) => Error::UnknownChannel(name),
+            crate::store::StoreError::ChannelExists(name) => Error::ChannelExists(name),
             e => Error::Store(e),
         }
     }
@@ -49,7 +64,12 @@ impl From<crate::store::StoreError> for Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NotFound | Error::UnknownEvent(_) => StatusCode::NOT_FOUND,
+            Error::NotFound | Error::UnknownEvent(_) | Error::UnknownChannel(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Error::ChannelExists(_) => StatusCode::CONFLICT,
+            Error::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::AdminDisabled => StatusCode::FORBIDDEN,
             Error::NoAgent(_) | Error::Overloaded | Error::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -68,11 +88,18 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = (self.status(), Json(body)).into_response();
-        if matches!(self, Error::Unauthorized) {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        match self {
+            Error::Unauthorized => {
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::TooManyFailures(wait) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
+            }
+            _ => {}
         }
         response
     }

@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-mod auth;
+pub mod auth;
 pub mod channels;
+pub mod cli;
 pub mod config;
 mod delivery;
 mod dispatch;
@@ -52,13 +53,22 @@ pub struct ServerState {
     pub agents_shutdown: CancellationToken,
     /// Agent sessions, queue drains and attempt records, awaited (with a bound) at shutdown.
     pub tracker: TaskTracker,
+    /// Registered channels, as last read from the store.
+    pub channels: channels::Directory,
+    /// Whether agents may take channels nobody registered (see [`auth`]).
+    pub open: bool,
+    /// Wrong tokens per source address.
+    pub auth_failures: auth::FailureLimiter,
 }
 
 pub type AppState = Arc<ServerState>;
 
 impl ServerState {
-    pub fn new(config: Config, public_url: String, store: Arc<dyn Store>) -> AppState {
+    pub fn new(config: Config, public_url: String, store: Arc<dyn Store>, open: bool) -> AppState {
         Arc::new(Self {
+            auth_failures: auth::FailureLimiter::new(config.auth_failures, config.auth_window),
+            channels: channels::Directory::default(),
+            open,
             config,
             public_url,
             registry: registry::Registry::default(),
@@ -86,9 +96,27 @@ pub async fn serve(
         .unwrap_or_else(|| config::derive_public_url(addr));
     let grace = config.shutdown_grace;
     let store = store::open(&config.store).await?;
-    let state = ServerState::new(config, public_url, store);
+    let (open, why) = match config.open {
+        Some(open) => (open, "as --open says"),
+        None if addr.ip().is_loopback() => (true, "listening on loopback only"),
+        None => (false, "listening on a non-loopback address"),
+    };
+    let state = ServerState::new(config, public_url, store, open);
+    channels::reload(&state).await?;
     info!(%addr, public_url = %state.public_url, store = %state.config.store, "relay server listening");
+    if open {
+        info!(
+            registered_channels = state.channels.len(),
+            "open mode on ({why}): any agent may take an unregistered channel; registered ones need their token"
+        );
+    } else {
+        info!(
+            registered_channels = state.channels.len(),
+            "open mode off ({why}): agents need a channel made with `relay-server channels create` (--open true allows any agent)"
+        );
+    }
     state.tracker.spawn(prune(Arc::clone(&state)));
+    state.tracker.spawn(channels::watch(Arc::clone(&state)));
 
     // Deliveries are small messages on long-lived connections: Nagle's algorithm would hold
     // each one back waiting for an ACK.

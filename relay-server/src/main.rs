@@ -1,11 +1,22 @@
 use clap::Parser;
 use relay_server::Args;
+use relay_server::config::Command;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    runtime::init_tracing(tracing::Level::INFO);
-    let config = Args::parse().validate()?;
+    let mut args = Args::parse();
+    let command = args.command.take();
+    // A command prints its own result; only problems are logged.
+    runtime::init_tracing(if command.is_some() {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    });
+    let config = args.validate()?;
+    if let Some(Command::Channels(command)) = command {
+        return relay_server::cli::channels(command, &config, &mut std::io::stdout().lock()).await;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

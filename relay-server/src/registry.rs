@@ -3,6 +3,7 @@
 //! The only module that holds shared maps. No guard is ever held across an `.await`: callers get
 //! clones (`Arc<AgentHandle>`, `mpsc::Sender`) and await on those.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -48,26 +49,55 @@ enum Pending {
     Streaming(mpsc::Sender<BodyEvent>),
 }
 
+/// What an agent told about itself, for `GET /api/channels/{channel}`.
+#[derive(Debug, Clone)]
+pub struct AgentInfo {
+    pub peer: SocketAddr,
+    /// The agent's name and version from its hello.
+    pub client: String,
+    pub connected_at: crate::store::Millis,
+}
+
 /// One connected agent, shared between its session task and the ingress handlers that send it
 /// deliveries.
 #[derive(Debug)]
 pub struct AgentHandle {
     id: AgentId,
     channel: ChannelId,
+    info: AgentInfo,
     outbox: mpsc::Sender<Message>,
     pending: DashMap<DeliveryId, Pending>,
     closed: CancellationToken,
+    /// Cancelled when the agent must leave (its channel revoked or its token rotated), with
+    /// the reason it is told.
+    evicted: CancellationToken,
+    eviction: std::sync::OnceLock<String>,
 }
 
 impl AgentHandle {
-    pub fn new(channel: ChannelId, outbox: mpsc::Sender<Message>) -> Self {
+    pub fn new(channel: ChannelId, info: AgentInfo, outbox: mpsc::Sender<Message>) -> Self {
         Self {
             id: AgentId(Uuid::new_v4()),
             channel,
+            info,
             outbox,
             pending: DashMap::new(),
             closed: CancellationToken::new(),
+            evicted: CancellationToken::new(),
+            eviction: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Tells the agent's session to end, refusing the agent with `reason`.
+    pub fn evict(&self, reason: String) {
+        let _ = self.eviction.set(reason);
+        self.evicted.cancel();
+    }
+
+    /// Resolves once the agent is evicted, with the reason.
+    pub async fn evicted(&self) -> &str {
+        self.evicted.cancelled().await;
+        self.eviction.get().map_or("evicted", String::as_str)
     }
 
     pub fn id(&self) -> AgentId {
@@ -76,6 +106,10 @@ impl AgentHandle {
 
     pub fn channel(&self) -> &ChannelId {
         &self.channel
+    }
+
+    pub fn info(&self) -> &AgentInfo {
+        &self.info
     }
 
     /// Cancelled when the agent's session ends; every delivery waiting on it fails with 502.
@@ -251,6 +285,23 @@ impl Registry {
         }
         let i = entry.next.fetch_add(1, Ordering::Relaxed) % n;
         Some(Arc::clone(&entry.agents[i]))
+    }
+
+    /// Evicts every agent of `channel` (see [`AgentHandle::evict`]); returns how many.
+    pub fn evict(&self, channel: &ChannelId, reason: String) -> usize {
+        let agents = self.agents(channel);
+        for agent in &agents {
+            agent.evict(reason.clone());
+        }
+        agents.len()
+    }
+
+    /// Every agent of `channel`, in the order they connected.
+    pub fn agents(&self, channel: &ChannelId) -> Vec<Arc<AgentHandle>> {
+        self.channels
+            .get(channel)
+            .map(|entry| entry.agents.clone())
+            .unwrap_or_default()
     }
 
     pub fn agent_count(&self, channel: &ChannelId) -> usize {

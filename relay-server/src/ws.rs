@@ -10,19 +10,20 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
 use protocol::{
-    ChannelId, DecodeError, ErrorCode, ErrorFrame, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION,
-    Welcome, close,
+    DecodeError, ErrorCode, ErrorFrame, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Welcome,
+    close,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::AppState;
-use crate::registry::{AgentHandle, BodyEvent, Route};
+use crate::auth::AgentGrant;
+use crate::registry::{AgentHandle, AgentInfo, BodyEvent, Route};
 
 /// Frames queued for one agent before senders wait.
 const OUTBOX_CAPACITY: usize = 256;
@@ -43,6 +44,10 @@ pub async fn upgrade(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if let Err(e) = state.auth_failures.check(Some(peer.ip())) {
+        debug!(%peer, "agent refused before the upgrade: too many wrong tokens");
+        return e.into_response();
+    }
     ws.max_message_size(MAX_FRAME_LEN)
         .max_frame_size(MAX_FRAME_LEN)
         .read_buffer_size(READ_BUFFER)
@@ -51,7 +56,9 @@ pub async fn upgrade(
             let tracker = state.tracker.clone();
             async move {
                 tracker
-                    .track_future(session(state, socket).instrument(info_span!("agent", %peer)))
+                    .track_future(
+                        session(state, socket, peer).instrument(info_span!("agent", %peer)),
+                    )
                     .await
             }
         })
@@ -109,7 +116,7 @@ fn close_for(end: &SessionEnd) -> Option<(u16, String)> {
     }
 }
 
-async fn session(state: AppState, socket: WebSocket) {
+async fn session(state: AppState, socket: WebSocket, peer: SocketAddr) {
     let (sink, mut stream) = socket.split();
     let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let stop_writer = CancellationToken::new();
@@ -117,11 +124,20 @@ async fn session(state: AppState, socket: WebSocket) {
         matches!(m, Message::Close(_))
     }));
 
-    let end = match handshake(&state, &mut stream).await {
-        Ok((hello, channel)) => {
-            let agent = Arc::new(AgentHandle::new(channel, outbox.clone()));
+    let end = match handshake(&state, &mut stream, peer).await {
+        Ok((hello, grant)) => {
+            let info = AgentInfo {
+                peer,
+                client: hello.client.clone(),
+                connected_at: crate::store::now_ms(),
+            };
+            let agent = Arc::new(AgentHandle::new(
+                grant.channel().clone(),
+                info,
+                outbox.clone(),
+            ));
             let span = info_span!("session", agent_id = %agent.id(), channel = %agent.channel());
-            serve_agent(&state, &agent, hello, &outbox, &mut stream)
+            serve_agent(&state, &agent, hello, &grant, &outbox, &mut stream)
                 .instrument(span)
                 .await
         }
@@ -166,11 +182,13 @@ fn truncate_reason(mut reason: String) -> String {
     reason
 }
 
-/// Waits for the agent's `Hello` and checks version, token and channel.
+/// Waits for the agent's `Hello` and checks its version, then whether it may hold the channel
+/// it asks for ([`crate::auth::agent_access`]).
 async fn handshake(
     state: &AppState,
     stream: &mut SplitStream<WebSocket>,
-) -> Result<(Hello, ChannelId), SessionEnd> {
+    peer: SocketAddr,
+) -> Result<(Hello, AgentGrant), SessionEnd> {
     let timeout = state.config.handshake_timeout;
     let frame = loop {
         let msg = tokio::select! {
@@ -204,26 +222,21 @@ async fn handshake(
             ),
         ));
     }
-    if let Some(expected) = &state.config.agent_token {
-        if !crate::auth::token_matches(expected, hello.token.as_deref()) {
-            return Err(SessionEnd::Refused(
-                ErrorCode::Unauthorized,
-                "missing or wrong agent token".to_owned(),
-            ));
-        }
-    }
-    let channel = match &hello.channel {
-        Some(name) => ChannelId::parse(name)
-            .map_err(|e| SessionEnd::Refused(ErrorCode::InvalidChannel, e.to_string()))?,
-        None => crate::auth::random_channel(),
-    };
-    Ok((hello, channel))
+    let grant = crate::auth::agent_access(
+        state,
+        Some(peer.ip()),
+        hello.channel.as_deref(),
+        hello.token.as_deref(),
+    )
+    .map_err(|refusal| SessionEnd::Refused(refusal.code, refusal.message))?;
+    Ok((hello, grant))
 }
 
 async fn serve_agent(
     state: &AppState,
     agent: &Arc<AgentHandle>,
     hello: Hello,
+    grant: &AgentGrant,
     outbox: &mpsc::Sender<Message>,
     stream: &mut SplitStream<WebSocket>,
 ) -> SessionEnd {
@@ -237,7 +250,20 @@ async fn serve_agent(
         return SessionEnd::PeerClosed;
     }
     state.registry.add(Arc::clone(agent));
-    info!(client = %hello.client, "agent connected");
+    // A reload between the check of the hello and `add` (the channel created, revoked or its
+    // token rotated) evicted the agents it found, which did not include this one yet.
+    let current = state.channels.get(agent.channel());
+    let still_granted = match grant {
+        AgentGrant::Registered(held) => current.is_some_and(|c| c.token_hash == held.token_hash),
+        AgentGrant::Open(_) => current.is_none(),
+    };
+    if !still_granted {
+        agent.evict(format!(
+            "channel {} changed while the agent connected",
+            agent.channel()
+        ));
+    }
+    info!(client = %hello.client, registered = matches!(grant, AgentGrant::Registered(_)), "agent connected");
     state.dispatcher.kick(state, agent.channel());
     let end = read_loop(state, agent, outbox, stream).await;
     state.registry.remove(agent);
@@ -270,6 +296,9 @@ async fn read_loop(
                 continue;
             }
             () = state.agents_shutdown.cancelled() => return SessionEnd::Shutdown,
+            reason = agent.evicted() => {
+                return SessionEnd::Refused(ErrorCode::Unauthorized, reason.to_owned());
+            }
         };
         last_seen = tokio::time::Instant::now();
         let bytes = match msg {

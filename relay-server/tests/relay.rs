@@ -247,14 +247,28 @@ async fn unknown_routes_and_invalid_channels_give_404() {
 }
 
 #[tokio::test]
-async fn channel_api_counts_agents() {
+async fn channel_api_lists_agents() {
     let (server, _target, agent, client) = relay().await;
     let url = format!("{}/api/channels/{}", server.url(), agent.channel);
-    let answer = send(&client, "GET", &url, &[], "").await;
-    assert_eq!(
-        answer.json(),
-        serde_json::json!({"channel": agent.channel, "agents": 1})
+    let doc = send(&client, "GET", &url, &[], "").await.json();
+    assert_eq!(doc["channel"], agent.channel.as_str());
+    assert_eq!(doc["registered"], false);
+    assert_eq!(doc["mode"], "balance");
+    assert_eq!(doc["agent_count"], 1);
+    let listed = &doc["agents"][0];
+    assert!(
+        listed["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{doc}"
     );
+    assert!(
+        listed["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("relay-client")),
+        "{doc}"
+    );
+    assert_eq!(listed["in_flight"], 0);
     assert!(
         agent.channel.len() >= 32,
         "assigned channels carry 128 random bits"

@@ -1,12 +1,11 @@
 //! History and replay: `/api/channels/{channel}/events[/{id}[/replay]]`.
 //!
-//! When the server has an agent token, every request here must carry it as
-//! `Authorization: Bearer TOKEN`: a channel's history holds its webhooks' bodies.
+//! A channel's history holds its webhooks' bodies: every request here must carry the channel's
+//! token (or the admin token) as `Authorization: Bearer TOKEN`, as [`ChannelAccess`] checks.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use protocol::{ChannelId, DeliveryId, Headers};
@@ -16,6 +15,7 @@ use tracing::info;
 
 use crate::AppState;
 use crate::error::Error;
+use crate::routes::ChannelAccess;
 use crate::store::{self, Attempt, Event, EventStatus, EventSummary, ListQuery, Millis};
 
 /// Page size when the request names none, and the largest one allowed.
@@ -33,13 +33,10 @@ pub struct ListParams {
 /// `next_before` is the cursor for the next page, `null` on the last one.
 pub async fn list(
     State(state): State<AppState>,
-    Path(channel): Path<String>,
+    ChannelAccess(channel): ChannelAccess,
     params: Result<Query<ListParams>, QueryRejection>,
-    headers: HeaderMap,
 ) -> Result<Json<Value>, Error> {
-    authorize(&state, &headers)?;
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
-    let channel = parse_channel(&channel)?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(Error::BadRequest(format!(
@@ -78,10 +75,9 @@ pub async fn list(
 /// `GET /api/channels/{channel}/events/{id}`: the whole request and every attempt.
 pub async fn get(
     State(state): State<AppState>,
-    Path((channel, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    ChannelAccess(channel): ChannelAccess,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, Error> {
-    authorize(&state, &headers)?;
     let event = load(&state, &channel, &id).await?;
     Ok(Json(event_json(&event)))
 }
@@ -90,10 +86,9 @@ pub async fn get(
 /// one of the channel's agents, with its original delivery id. Answers with the new attempt.
 pub async fn replay(
     State(state): State<AppState>,
-    Path((channel, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    ChannelAccess(channel): ChannelAccess,
+    Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, Error> {
-    authorize(&state, &headers)?;
     let event = load(&state, &channel, &id).await?;
     let (attempt, status) = crate::dispatch::replay(&state, &event).await?;
     info!(delivery_id = %event.summary.id, channel = %event.summary.channel, status = attempt.status, "replayed");
@@ -107,42 +102,22 @@ pub async fn replay(
     })))
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Error> {
-    let Some(expected) = &state.config.agent_token else {
-        return Ok(());
-    };
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if crate::auth::token_matches(expected, presented) {
-        Ok(())
-    } else {
-        Err(Error::Unauthorized)
-    }
-}
-
-fn parse_channel(name: &str) -> Result<ChannelId, Error> {
-    ChannelId::parse(name).map_err(|_| Error::NotFound)
-}
-
 fn parse_id(id: &str) -> Result<DeliveryId, Error> {
     uuid::Uuid::parse_str(id)
         .map(DeliveryId::from_uuid)
         .map_err(|_| Error::BadRequest(format!("{id:?} is not an event id")))
 }
 
-async fn load(state: &AppState, channel: &str, id: &str) -> Result<Event, Error> {
-    let channel = parse_channel(channel)?;
+async fn load(state: &AppState, channel: &ChannelId, id: &str) -> Result<Event, Error> {
     let id = parse_id(id)?;
     state
         .store
-        .get(&channel, id)
+        .get(channel, id)
         .await?
         .ok_or(Error::UnknownEvent(id))
 }
 
-fn time_json(ms: Millis) -> String {
+pub fn time_json(ms: Millis) -> String {
     humantime::format_rfc3339_millis(store::from_ms(ms)).to_string()
 }
 

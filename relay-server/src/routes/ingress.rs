@@ -100,6 +100,9 @@ async fn deliver(
     suffix: String,
     req: Request,
 ) -> Result<Answer, Error> {
+    if !state.open && state.channels.get(&channel).is_none() {
+        return Err(Error::UnknownChannel(channel));
+    }
     let started = Deadline::now();
     let deadline = started + state.config.timeout;
     let max = state.config.max_body_bytes;

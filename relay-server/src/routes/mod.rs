@@ -1,15 +1,55 @@
 //! Router assembly.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::routing::{any, delete, get, post};
+use protocol::ChannelId;
 
 use crate::AppState;
 use crate::error::Error;
 
+pub mod admin;
 pub mod api;
 pub mod events;
 pub mod ingress;
+
+/// A channel from the `{channel}` path parameter whose API the request may use, as
+/// [`crate::auth::api_access`] decides from its bearer token and source address.
+pub struct ChannelAccess(pub ChannelId);
+
+impl FromRequestParts<AppState> for ChannelAccess {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Error::NotFound)?;
+        let name = params.get("channel").ok_or(Error::NotFound)?;
+        let channel = ChannelId::parse(name).map_err(|_| Error::NotFound)?;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        crate::auth::api_access(state, peer, &channel, crate::auth::bearer(&parts.headers))?;
+        Ok(Self(channel))
+    }
+}
+
+/// `/api/admin/...`, with a small body limit of its own: every body there is a little JSON.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/channels", get(admin::list).post(admin::create))
+        .route("/channels/{name}", delete(admin::revoke))
+        .route("/channels/{name}/rotate", post(admin::rotate))
+        .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
+}
+
+/// Largest body the admin API reads.
+const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 
 /// The relay's routes. Ingress bodies are limited by `--max-body` as they stream, so axum's
 /// own buffered-body limit is off.
@@ -25,6 +65,7 @@ pub fn app(state: AppState) -> Router {
             "/api/channels/{channel}/events/{id}/replay",
             post(events::replay),
         )
+        .nest("/api/admin", admin_routes())
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::disable())
         .with_state(state)

@@ -44,6 +44,16 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// Opens the SQLite store in `dir` for managing channels beside a server that may be running
+/// on it (see [`SqliteStore::open_beside_server`]).
+pub async fn open_beside_server(dir: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
+    let dir = dir.to_owned();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open_beside_server(&dir))
+        .await
+        .map_err(|e| StoreError::Backend(e.to_string()))??;
+    Ok(Arc::new(store))
+}
+
 /// Milliseconds since the Unix epoch: how the store keeps time.
 pub type Millis = i64;
 

@@ -79,9 +79,22 @@ impl SqliteStore {
     /// or written, a file that is not a database) fails here, as [`StoreError::Open`], so the
     /// server refuses to start rather than losing the first webhook.
     pub fn open(dir: &Path, fsync: bool) -> Result<SqliteStore, StoreError> {
+        Self::open_with(dir, fsync, true)
+    }
+
+    /// Opens the store alongside a server that may be running on it (for `relay-server
+    /// channels`): the same as [`SqliteStore::open`] but without requeueing `delivering`
+    /// events, which that server is delivering.
+    pub fn open_beside_server(dir: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(dir, true, false)
+    }
+
+    fn open_with(dir: &Path, fsync: bool, requeue: bool) -> Result<SqliteStore, StoreError> {
         let mut conn = connect(dir, fsync)?;
         migrate(&mut conn, dir, MIGRATIONS.len())?;
-        recover(&mut conn, dir)?;
+        if requeue {
+            recover(&mut conn, dir)?;
+        }
         let reader = connect(dir, fsync)?;
         reader
             .pragma_update(None, "query_only", true)

@@ -330,13 +330,14 @@ pub async fn poll_json(
     }
 }
 
-/// Polls `GET /api/channels/{channel}` until it reports `agents` agents.
+/// Polls `GET /api/channels/{channel}` until it reports `agents` agents (the server must let
+/// anyone read the channel: open mode without an agent token).
 pub async fn wait_for_agents(client: &TestClient, server: &str, channel: &str, agents: u64) {
     let url = format!("{server}/api/channels/{channel}");
     let poll = async {
         loop {
             let answer = send(client, "GET", &url, &[], Bytes::new()).await;
-            if answer.json()["agents"] == agents {
+            if answer.json()["agent_count"] == agents {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,0 +1,107 @@
+//! `relay-server channels ...`: manage registered channels in the data dir, beside a server
+//! that may be running on it (it reloads within a second).
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use protocol::ChannelId;
+
+use crate::channels::{self, ChannelSettings, Issued};
+use crate::config::{ChannelsCommand, Config, StoreConfig, derive_public_url};
+use crate::store;
+
+/// Runs one `channels` subcommand, printing to `out`.
+pub async fn channels(
+    command: ChannelsCommand,
+    config: &Config,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let store = match &config.store {
+        StoreConfig::Sqlite { dir, .. } => store::open_beside_server(dir).await?,
+        StoreConfig::Memory => bail!(
+            "channels are kept in the store, and a --store memory store vanishes with this \
+             command: use the admin API (/api/admin/channels) of the running server"
+        ),
+    };
+    let base = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| derive_public_url(config.listen));
+    match command {
+        ChannelsCommand::Create { name, mode } => {
+            let name = parse(&name)?;
+            let issued = channels::create(store.as_ref(), name, ChannelSettings { mode }).await?;
+            writeln!(out, "Channel {} created.", issued.record.name)?;
+            print_issued(out, &base, &issued)?;
+        }
+        ChannelsCommand::List => {
+            let (_, records) = store.channels().await?;
+            if records.is_empty() {
+                writeln!(
+                    out,
+                    "No channels registered. Create one with `relay-server channels create NAME`."
+                )?;
+            }
+            for record in &records {
+                let created = humantime::format_rfc3339_seconds(store::from_ms(record.created_at));
+                writeln!(
+                    out,
+                    "{:<24} {:<8} {created}  {base}/h/{}",
+                    record.name.as_str(),
+                    record.settings.mode.as_str(),
+                    record.name,
+                )?;
+            }
+        }
+        ChannelsCommand::Revoke { name } => {
+            let name = parse(&name)?;
+            if !store.delete_channel(&name).await? {
+                bail!("no channel {name}");
+            }
+            writeln!(
+                out,
+                "Channel {name} revoked: its token no longer works, and a running server \
+                 disconnects its agents within a second. Its events stay until retention \
+                 removes them."
+            )?;
+        }
+        ChannelsCommand::Rotate { name } => {
+            let name = parse(&name)?;
+            let issued = channels::rotate(store.as_ref(), &name).await?;
+            writeln!(
+                out,
+                "Channel {name} has a new token; the old one no longer works, and a running \
+                 server disconnects the agents holding it within a second."
+            )?;
+            print_issued(out, &base, &issued)?;
+        }
+    }
+    Ok(())
+}
+
+fn parse(name: &str) -> anyhow::Result<ChannelId> {
+    ChannelId::parse(name).with_context(|| format!("{name:?} is not a valid channel name"))
+}
+
+fn print_issued(out: &mut impl Write, base: &str, issued: &Issued) -> anyhow::Result<()> {
+    let name = &issued.record.name;
+    writeln!(out, "  webhook URL  {base}/h/{name}")?;
+    writeln!(
+        out,
+        "  token        {}   (shown once: only its hash is kept)",
+        issued.token
+    )?;
+    writeln!(
+        out,
+        "  mode         {}",
+        issued.record.settings.mode.as_str()
+    )?;
+    writeln!(out)?;
+    writeln!(out, "Run an agent for it with:")?;
+    writeln!(
+        out,
+        "  relay-client --server {base} --channel {name} --token {} --forward http://localhost:3000",
+        issued.token
+    )?;
+    Ok(())
+}

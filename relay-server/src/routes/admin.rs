@@ -1,0 +1,123 @@
+//! The admin API, `/api/admin/...`: channels created, listed, rotated and revoked by an
+//! operator's script, with the admin token (`--admin-token`) as `Authorization: Bearer`.
+//! The same operations as `relay-server channels`, applied to the running server at once.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use protocol::ChannelId;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use tracing::info;
+
+use crate::AppState;
+use crate::channels::{self, ChannelRecord, ChannelSettings, Mode};
+use crate::error::Error;
+
+/// A request that carries the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        state.auth_failures.check(peer)?;
+        if state.config.admin_token.is_none() {
+            return Err(Error::AdminDisabled);
+        }
+        if crate::auth::is_admin(state, crate::auth::bearer(&parts.headers)) {
+            Ok(Admin)
+        } else {
+            state
+                .auth_failures
+                .failed(peer, "wrong or missing admin token");
+            Err(Error::Unauthorized)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateChannel {
+    name: String,
+    #[serde(default)]
+    mode: Mode,
+}
+
+/// `GET /api/admin/channels`: every registered channel, without tokens.
+pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, Error> {
+    let (_, records) = state.store.channels().await?;
+    let channels: Vec<Value> = records
+        .iter()
+        .map(|record| {
+            let mut doc = channel_json(&state, record);
+            doc["agent_count"] = json!(state.registry.agent_count(&record.name));
+            doc
+        })
+        .collect();
+    Ok(Json(json!({ "channels": channels })))
+}
+
+/// `POST /api/admin/channels` with `{"name", "mode"?}`: 201 with the channel and its token,
+/// shown this once.
+pub async fn create(
+    State(state): State<AppState>,
+    _: Admin,
+    body: Result<Json<CreateChannel>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), Error> {
+    let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let name = ChannelId::parse(&body.name).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let settings = ChannelSettings { mode: body.mode };
+    let issued = channels::create(state.store.as_ref(), name, settings).await?;
+    channels::reload(&state).await?;
+    info!(channel = %issued.record.name, "channel created through the admin API");
+    let mut doc = channel_json(&state, &issued.record);
+    doc["token"] = json!(issued.token);
+    Ok((StatusCode::CREATED, Json(doc)))
+}
+
+/// `POST /api/admin/channels/{name}/rotate`: a new token, shown this once; agents holding
+/// the old one are disconnected.
+pub async fn rotate(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let name = ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    let issued = channels::rotate(state.store.as_ref(), &name).await?;
+    channels::reload(&state).await?;
+    let mut doc = channel_json(&state, &issued.record);
+    doc["token"] = json!(issued.token);
+    Ok(Json(doc))
+}
+
+/// `DELETE /api/admin/channels/{name}`: 204; its agents are disconnected, its events stay
+/// until retention removes them.
+pub async fn revoke(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Error> {
+    let name = ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    if !state.store.delete_channel(&name).await? {
+        return Err(Error::UnknownChannel(name));
+    }
+    channels::reload(&state).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn channel_json(state: &AppState, record: &ChannelRecord) -> Value {
+    json!({
+        "name": record.name.as_str(),
+        "url": format!("{}/h/{}", state.public_url, record.name),
+        "mode": record.settings.mode.as_str(),
+        "created_at": crate::routes::events::time_json(record.created_at),
+    })
+}
