@@ -36,7 +36,7 @@ pub enum Error {
     BadAnswer { url: String, reason: String },
     /// 401 from the API.
     #[error(
-        "the server refused the request: the token is missing or wrong (pass the server's agent token with --token or HOOKRELAY_TOKEN)"
+        "the server refused the request: the token is missing or wrong (pass the channel's token, or the server's agent token, with --token or HOOKRELAY_TOKEN)"
     )]
     Unauthorized,
     /// 404 for one event.

@@ -160,11 +160,13 @@ impl Directory {
             next.by_hash.insert(record.token_hash, record.name.clone());
             next.by_name.insert(record.name.clone(), Arc::new(record));
         }
-        let mut changes = Changes::default();
-        changes.created = (next.by_name.keys())
-            .filter(|name| !current.by_name.contains_key(*name))
-            .cloned()
-            .collect();
+        let mut changes = Changes {
+            created: (next.by_name.keys())
+                .filter(|name| !current.by_name.contains_key(*name))
+                .cloned()
+                .collect(),
+            ..Changes::default()
+        };
         for (name, old) in &current.by_name {
             match next.by_name.get(name) {
                 None => changes.revoked.push(name.clone()),

@@ -96,11 +96,7 @@ pub async fn serve(
         .unwrap_or_else(|| config::derive_public_url(addr));
     let grace = config.shutdown_grace;
     let store = store::open(&config.store).await?;
-    let (open, why) = match config.open {
-        Some(open) => (open, "as --open says"),
-        None if addr.ip().is_loopback() => (true, "listening on loopback only"),
-        None => (false, "listening on a non-loopback address"),
-    };
+    let (open, why) = open_mode(config.open, addr);
     let state = ServerState::new(config, public_url, store, open);
     channels::reload(&state).await?;
     info!(%addr, public_url = %state.public_url, store = %state.config.store, "relay server listening");
@@ -151,6 +147,16 @@ pub async fn serve(
     Ok(())
 }
 
+/// Whether open mode is on, and why: as configured, else on only when the server listens on
+/// loopback, where nobody else can reach it. Secure by default on a public address.
+fn open_mode(configured: Option<bool>, addr: SocketAddr) -> (bool, &'static str) {
+    match configured {
+        Some(open) => (open, "as --open says"),
+        None if addr.ip().is_loopback() => (true, "listening on loopback only"),
+        None => (false, "listening on a non-loopback address"),
+    }
+}
+
 /// Applies retention: at start-up, then every `prune_interval`, until shutdown.
 async fn prune(state: AppState) {
     let mut every = tokio::time::interval(state.config.prune_interval);
@@ -170,5 +176,22 @@ async fn prune(state: AppState) {
             Ok(deleted) => info!(deleted, "old events pruned"),
             Err(e) => warn!(error = %e, "pruning failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_mode_is_on_by_default_only_on_loopback() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect("literal");
+        assert!(open_mode(None, addr("127.0.0.1:8080")).0);
+        assert!(open_mode(None, addr("[::1]:8080")).0);
+        assert!(!open_mode(None, addr("0.0.0.0:8080")).0);
+        assert!(!open_mode(None, addr("[::]:8080")).0);
+        assert!(!open_mode(None, addr("192.0.2.10:443")).0);
+        assert!(open_mode(Some(true), addr("0.0.0.0:8080")).0);
+        assert!(!open_mode(Some(false), addr("127.0.0.1:8080")).0);
     }
 }

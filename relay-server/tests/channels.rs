@@ -1,0 +1,409 @@
+//! Channels with owners: registered channels, their tokens, open mode and the admin API,
+//! against hostile agents and readers. Each refusal is checked for its answer, and that the
+//! rightful owner is still served.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use relay_server::Config;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-token-0123456789";
+
+fn closed() -> Config {
+    Config {
+        open: Some(false),
+        admin_token: Some(ADMIN.to_owned()),
+        ..Config::default()
+    }
+}
+
+/// Registers `name` through the admin API; returns its token.
+async fn create_channel(server: &TestServer, name: &str, extra: Value) -> String {
+    let mut body = json!({ "name": name });
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    let answer = admin(server, "POST", "/api/admin/channels", body.to_string()).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let doc = answer.json();
+    assert_eq!(doc["name"], name);
+    assert_eq!(doc["url"], format!("{}/h/{name}", server.url()));
+    doc["token"].as_str().expect("token shown once").to_owned()
+}
+
+async fn admin(server: &TestServer, method: &str, path: &str, body: String) -> Answer {
+    let bearer = format!("Bearer {ADMIN}");
+    let headers: &[(&str, &[u8])] = &[
+        ("authorization", bearer.as_bytes()),
+        ("content-type", b"application/json"),
+    ];
+    send(
+        &client(),
+        method,
+        &format!("{}{path}", server.url()),
+        headers,
+        body,
+    )
+    .await
+}
+
+fn agent_for(
+    server: &TestServer,
+    target: &TestTarget,
+    channel: Option<&str>,
+    token: Option<&str>,
+) -> relay_client::AgentConfig {
+    let mut config = agent_config(server, &target.url);
+    config.channel = channel.map(|c| protocol::ChannelId::parse(c).expect("valid"));
+    config.token = token.map(str::to_owned);
+    config
+}
+
+/// The agent is refused for good, with a message containing `why`.
+async fn assert_refused(config: relay_client::AgentConfig, why: &str) {
+    let err = relay_client::Agent::connect(config, None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.is_fatal(), "a refusal is not retried: {err}");
+    assert!(err.to_string().contains(why), "{err}");
+}
+
+async fn get_with(url: &str, token: Option<&str>) -> Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &[u8])> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_bytes()))
+        .collect();
+    send(&client(), "GET", url, &headers, "").await
+}
+
+async fn post(url: &str) -> Answer {
+    send(&client(), "POST", url, &[], "payload").await
+}
+
+#[tokio::test]
+async fn a_registered_channel_serves_only_the_holder_of_its_token() {
+    let server = start_server(closed()).await;
+    let target = start_target().await;
+    let token = create_channel(&server, "team-a", json!({})).await;
+    let other = create_channel(&server, "team-b", json!({})).await;
+
+    // Stolen name without the token, a wrong token, another channel's token.
+    assert_refused(
+        agent_for(&server, &target, Some("team-a"), None),
+        "pass its token",
+    )
+    .await;
+    assert_refused(
+        agent_for(&server, &target, Some("team-a"), Some("hrt_guess")),
+        "wrong token for channel team-a",
+    )
+    .await;
+    assert_refused(
+        agent_for(&server, &target, Some("team-a"), Some(&other)),
+        "wrong token for channel team-a",
+    )
+    .await;
+
+    // The owner, by name and token, or by token alone.
+    let agent = start_agent(agent_for(&server, &target, Some("team-a"), Some(&token))).await;
+    assert_eq!(agent.channel, "team-a");
+    let by_token = start_agent(agent_for(&server, &target, None, Some(&token))).await;
+    assert_eq!(by_token.channel, "team-a");
+    let answer = post(&format!("{}/h/team-a/hook", server.url())).await;
+    assert_eq!(answer.status, 201);
+
+    // History and channel status: the channel's token or the admin token, nothing else.
+    let events = format!("{}/api/channels/team-a/events", server.url());
+    for (token, status) in [
+        (None, 401),
+        (Some("hrt_guess"), 401),
+        (Some(other.as_str()), 401),
+        (Some(token.as_str()), 200),
+        (Some(ADMIN), 200),
+    ] {
+        let answer = get_with(&events, token).await;
+        assert_eq!(answer.status, status, "{token:?}: {:?}", answer.body);
+        if status == 401 {
+            assert_eq!(answer.headers["www-authenticate"], "Bearer");
+        }
+    }
+    let status = get_with(
+        &format!("{}/api/channels/team-a", server.url()),
+        Some(&token),
+    )
+    .await
+    .json();
+    assert_eq!(status["registered"], true);
+    assert_eq!(status["agent_count"], 2);
+    assert_eq!(status["agents"].as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn a_closed_server_refuses_unregistered_channels() {
+    let server = start_server(closed()).await;
+    let target = start_target().await;
+    assert_refused(agent_for(&server, &target, None, None), "no open channels").await;
+    assert_refused(
+        agent_for(&server, &target, Some("squat"), None),
+        "relay-server channels create squat",
+    )
+    .await;
+    let answer = post(&format!("{}/h/squat/x", server.url())).await;
+    assert_eq!(answer.status, 404);
+    assert_eq!(answer.json()["error"], "no channel squat");
+    let history = get_with(&format!("{}/api/channels/squat/events", server.url()), None).await;
+    assert_eq!(history.status, 404);
+}
+
+#[tokio::test]
+async fn open_mode_still_protects_registered_channels() {
+    // The default on loopback: open.
+    let server = start_server(Config {
+        admin_token: Some(ADMIN.to_owned()),
+        ..Config::default()
+    })
+    .await;
+    let target = start_target().await;
+    let squatter = start_agent(agent_for(&server, &target, Some("shared"), None)).await;
+    assert_eq!(squatter.channel, "shared");
+
+    // Registering the name evicts the agent that took it without a token.
+    let token = create_channel(&server, "shared", json!({})).await;
+    let ended = tokio::time::timeout(DEADLINE, squatter.task)
+        .await
+        .expect("squatter disconnected in time")
+        .expect("agent task not panicked");
+    let err = ended.expect_err("evicted for good");
+    assert!(err.to_string().contains("now registered"), "{err}");
+    assert_refused(
+        agent_for(&server, &target, Some("shared"), None),
+        "pass its token",
+    )
+    .await;
+    let owner = start_agent(agent_for(&server, &target, Some("shared"), Some(&token))).await;
+    assert_eq!(owner.channel, "shared");
+    let answer = post(&format!("{}/h/shared", server.url())).await;
+    assert_eq!(answer.status, 201);
+
+    // Unregistered channels work as before.
+    assert_agent_serves(&server, &target).await;
+}
+
+async fn assert_agent_serves(server: &TestServer, target: &TestTarget) {
+    let agent = start_agent(agent_config(server, &target.url)).await;
+    let answer = post(&format!("{}/ok", agent.public_url)).await;
+    assert_eq!(answer.status, 201);
+}
+
+#[tokio::test]
+async fn rotating_a_token_disconnects_its_holders_and_revoking_ends_the_channel() {
+    let server = start_server(closed()).await;
+    let target = start_target().await;
+    let old = create_channel(&server, "rot", json!({})).await;
+    let agent = start_agent(agent_for(&server, &target, Some("rot"), Some(&old))).await;
+
+    let answer = admin(
+        &server,
+        "POST",
+        "/api/admin/channels/rot/rotate",
+        String::new(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let new = answer.json()["token"]
+        .as_str()
+        .expect("new token")
+        .to_owned();
+    assert_ne!(new, old);
+    let err = tokio::time::timeout(DEADLINE, agent.task)
+        .await
+        .expect("disconnected in time")
+        .expect("not panicked")
+        .expect_err("refused for good");
+    assert!(err.to_string().contains("rotated"), "{err}");
+    assert_refused(
+        agent_for(&server, &target, Some("rot"), Some(&old)),
+        "wrong token",
+    )
+    .await;
+    let agent = start_agent(agent_for(&server, &target, Some("rot"), Some(&new))).await;
+
+    let answer = admin(&server, "DELETE", "/api/admin/channels/rot", String::new()).await;
+    assert_eq!(answer.status, 204);
+    let err = tokio::time::timeout(DEADLINE, agent.task)
+        .await
+        .expect("disconnected in time")
+        .expect("not panicked")
+        .expect_err("refused for good");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    assert_eq!(post(&format!("{}/h/rot", server.url())).await.status, 404);
+    let again = admin(&server, "DELETE", "/api/admin/channels/rot", String::new()).await;
+    assert_eq!(again.status, 404);
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_answers_precisely() {
+    let off = start_server(Config::default()).await;
+    let answer = get_with(&format!("{}/api/admin/channels", off.url()), Some(ADMIN)).await;
+    assert_eq!(answer.status, 403);
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--admin-token")),
+        "{:?}",
+        answer.body
+    );
+
+    let server = start_server(closed()).await;
+    let list = format!("{}/api/admin/channels", server.url());
+    assert_eq!(get_with(&list, None).await.status, 401);
+    assert_eq!(get_with(&list, Some("nope")).await.status, 401);
+    create_channel(&server, "listed", json!({"mode": "fanout"})).await;
+    let doc = get_with(&list, Some(ADMIN)).await.json();
+    assert_eq!(doc["channels"][0]["name"], "listed");
+    assert_eq!(doc["channels"][0]["mode"], "fanout");
+    assert!(doc["channels"][0].get("token").is_none(), "{doc}");
+
+    let dup = admin(
+        &server,
+        "POST",
+        "/api/admin/channels",
+        json!({"name": "listed"}).to_string(),
+    )
+    .await;
+    assert_eq!(dup.status, 409);
+    for bad in [
+        json!({"name": "no spaces"}),
+        json!({"name": "x", "mode": "broadcast"}),
+        json!({"name": "x", "unknown": 1}),
+    ] {
+        let answer = admin(&server, "POST", "/api/admin/channels", bad.to_string()).await;
+        assert_eq!(answer.status, 400, "{bad}: {:?}", answer.body);
+    }
+    let missing = admin(
+        &server,
+        "POST",
+        "/api/admin/channels/ghost/rotate",
+        String::new(),
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn wrong_tokens_lock_an_address_out_with_429() {
+    let server = start_server(Config {
+        auth_failures: 3,
+        ..closed()
+    })
+    .await;
+    let target = start_target().await;
+    let token = create_channel(&server, "guarded", json!({})).await;
+    let events = format!("{}/api/channels/guarded/events", server.url());
+    for _ in 0..3 {
+        assert_eq!(get_with(&events, Some("hrt_guess")).await.status, 401);
+    }
+    // Now even the right token is refused from this address, until the window ends.
+    let answer = get_with(&events, Some(&token)).await;
+    assert_eq!(answer.status, 429);
+    let retry: u64 = answer.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // Agents from the address are refused before the upgrade.
+    let err = relay_client::Agent::connect(
+        agent_for(&server, &target, Some("guarded"), Some(&token)),
+        None,
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("429"), "{err}");
+}
+
+#[tokio::test]
+async fn the_channels_command_works_beside_a_running_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(Config {
+        open: Some(false),
+        channel_reload: Duration::from_millis(50),
+        ..durable_config(dir.path())
+    })
+    .await;
+    let target = start_target().await;
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--public-url", "https://relay.example.com"])
+            .env_remove("RUST_BACKTRACE")
+            .output()
+            .expect("run relay-server");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.success(), stdout, stderr)
+    };
+
+    let (ok, out, err) = run(&["channels", "create", "cli-made", "--mode", "fanout"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("https://relay.example.com/h/cli-made"),
+        "{out}"
+    );
+    let token = out
+        .split_whitespace()
+        .find(|word| word.starts_with("hrt_"))
+        .expect("token printed")
+        .to_owned();
+    // The running server picks the new channel up by itself.
+    let connect = async {
+        loop {
+            let config = agent_for(&server, &target, Some("cli-made"), Some(&token));
+            if let Ok(agent) = relay_client::Agent::connect(config, None).await {
+                return agent;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let agent = tokio::time::timeout(DEADLINE, connect)
+        .await
+        .expect("server reloads channels in time");
+    assert_eq!(agent.channel(), "cli-made");
+
+    let (ok, out, _) = run(&["channels", "list"]);
+    assert!(
+        ok && out.contains("cli-made") && out.contains("fanout"),
+        "{out}"
+    );
+    assert!(!out.contains(&token), "list never shows tokens");
+    let (ok, out, err) = run(&["channels", "create", "cli-made"]);
+    assert!(
+        !ok && err.contains("channel cli-made already exists"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = run(&["channels", "revoke", "nope"]);
+    assert!(!ok && err.contains("no channel nope"), "{err}");
+    let (ok, _, err) = run(&["channels", "create", "no/slash"]);
+    assert!(!ok && err.contains("not a valid channel name"), "{err}");
+
+    let (ok, out, err) = run(&["channels", "rotate", "cli-made"]);
+    assert!(ok, "{out}{err}");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let ended = tokio::time::timeout(DEADLINE, agent.run(shutdown))
+        .await
+        .expect("server evicts the old token's agent in time");
+    assert!(
+        ended.is_err_and(|e| e.to_string().contains("rotated")),
+        "evicted after the rotation"
+    );
+    server.stop().await;
+}
