@@ -407,3 +407,102 @@ async fn the_channels_command_works_beside_a_running_server() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn fanout_gives_every_agent_a_copy_and_the_sender_the_accepting_answer() {
+    let server = start_server(closed()).await;
+    let token = create_channel(&server, "fan", json!({"mode": "fanout"})).await;
+    let mut up = start_target().await;
+    let mut down = start_target().await;
+    let _a = start_agent(agent_for(&server, &up, Some("fan"), Some(&token))).await;
+    let mut failing = agent_for(&server, &down, Some("fan"), Some(&token));
+    failing.target =
+        relay_client::AgentConfig::new(&server.url(), &format!("{}/status/503", down.url))
+            .expect("valid")
+            .target;
+    let _b = start_agent(failing).await;
+
+    for _ in 0..3 {
+        let answer = send(
+            &client(),
+            "POST",
+            &format!("{}/h/fan", server.url()),
+            &[],
+            "copy",
+        )
+        .await;
+        assert_eq!(
+            answer.status, 201,
+            "the accepting answer wins: {:?}",
+            answer.body
+        );
+        let id = answer.headers["x-hookrelay-delivery"].as_bytes().to_vec();
+        let (one, two) = (next_seen(&mut up).await, next_seen(&mut down).await);
+        assert_eq!(one.header("x-hookrelay-delivery"), [id.as_slice()]);
+        assert_eq!(two.header("x-hookrelay-delivery"), [id.as_slice()]);
+        assert_eq!((&one.body[..], &two.body[..]), (&b"copy"[..], &b"copy"[..]));
+
+        let url = format!(
+            "{}/api/channels/fan/events/{}",
+            server.url(),
+            String::from_utf8(id).expect("ascii")
+        );
+        let bearer = format!("Bearer {token}");
+        let doc = poll_json_with(&url, &bearer, |doc| {
+            doc["attempts"].as_array().map_or(0, Vec::len) == 2
+        })
+        .await;
+        let mut statuses: Vec<u64> = doc["attempts"]
+            .as_array()
+            .expect("attempts")
+            .iter()
+            .filter_map(|a| a["status"].as_u64())
+            .collect();
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 503]);
+        assert_eq!(doc["status"], "delivered");
+    }
+}
+
+#[tokio::test]
+async fn balance_spreads_webhooks_over_the_agents() {
+    let server = start_server(closed()).await;
+    let token = create_channel(&server, "bal", json!({})).await;
+    let mut one = start_target().await;
+    let mut two = start_target().await;
+    let _a = start_agent(agent_for(&server, &one, Some("bal"), Some(&token))).await;
+    let _b = start_agent(agent_for(&server, &two, Some("bal"), Some(&token))).await;
+    for _ in 0..4 {
+        let answer = post(&format!("{}/h/bal", server.url())).await;
+        assert_eq!(answer.status, 201);
+    }
+    for target in [&mut one, &mut two] {
+        next_seen(target).await;
+        next_seen(target).await;
+        assert!(target.seen.try_recv().is_err(), "two each, no more");
+    }
+}
+
+/// Polls a JSON document that needs `authorization` until `done` holds.
+async fn poll_json_with(url: &str, authorization: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let poll = async {
+        loop {
+            let answer = send(
+                &client(),
+                "GET",
+                url,
+                &[("authorization", authorization.as_bytes())],
+                "",
+            )
+            .await;
+            let doc = answer.json();
+            if done(&doc) {
+                return doc;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(DEADLINE, poll)
+        .await
+        .expect("condition reached in time")
+}

@@ -12,12 +12,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use protocol::{ChannelId, DeliveryId, Headers};
 use serde_json::json;
 use tokio::time::{Instant as Deadline, timeout_at};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::AppState;
+use crate::channels::Mode;
 use crate::delivery::{InFlight, Outgoing, forwarded_headers};
 use crate::error::Error;
 use crate::registry::AgentHandle;
@@ -100,9 +102,13 @@ async fn deliver(
     suffix: String,
     req: Request,
 ) -> Result<Answer, Error> {
-    if !state.open && state.channels.get(&channel).is_none() {
+    let registered = state.channels.get(&channel);
+    if registered.is_none() && !state.open {
         return Err(Error::UnknownChannel(channel));
     }
+    let mode = registered
+        .as_ref()
+        .map_or(Mode::Balance, |r| r.settings.mode);
     let started = Deadline::now();
     let deadline = started + state.config.timeout;
     let max = state.config.max_body_bytes;
@@ -125,10 +131,12 @@ async fn deliver(
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
         .collect();
-    let agent = state
-        .registry
-        .pick(&channel)
-        .filter(|agent| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT);
+    let can_take = |agent: &Arc<AgentHandle>| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT;
+    let mut agents: Vec<Arc<AgentHandle>> = match mode {
+        Mode::Balance => state.registry.pick(&channel).into_iter().collect(),
+        Mode::Fanout => state.registry.agents(&channel),
+    };
+    agents.retain(can_take);
     let event = NewEvent {
         id,
         channel: channel.clone(),
@@ -139,17 +147,17 @@ async fn deliver(
         query: parts.uri.query().map(str::to_owned),
         headers,
         body,
-        status: if agent.is_some() {
-            EventStatus::Delivering
-        } else {
+        status: if agents.is_empty() {
             EventStatus::Queued
+        } else {
+            EventStatus::Delivering
         },
     };
-    let Some(agent) = agent else {
+    if agents.is_empty() {
         state.store.insert(event).await?;
         state.dispatcher.kick(state, &channel);
         return Ok(Answer::Queued(offline_answer(state, id, &channel)));
-    };
+    }
     let out = Outgoing {
         id,
         method: event.method.clone(),
@@ -159,7 +167,75 @@ async fn deliver(
         body: event.body.clone(),
     };
     state.store.insert(event).await?;
-    live(state, &channel, agent, &out, started, deadline).await
+    match <[_; 1]>::try_from(agents) {
+        Ok([agent]) => live(state, &channel, agent, &out, started, deadline).await,
+        Err(agents) => fanout(state, agents, &out, deadline).await,
+    }
+}
+
+/// Fanout: every agent gets a copy at once. The first answer that accepts the webhook (see
+/// [`store::accepted`]) goes back to the sender, and its attempt decides the event's status;
+/// when none does, the last answer or error does. One developer's target being down does not
+/// fail the sender while another's took the webhook. Every other copy finishes in the
+/// background and is recorded as an attempt of its own.
+async fn fanout(
+    state: &AppState,
+    agents: Vec<Arc<AgentHandle>>,
+    out: &Outgoing,
+    deadline: Deadline,
+) -> Result<Answer, Error> {
+    let id = out.id;
+    let mut copies: FuturesUnordered<_> = agents
+        .into_iter()
+        .map(|agent| {
+            let (state, out) = (Arc::clone(state), out.clone());
+            async move {
+                let mut inflight = InFlight::begin(agent, out.id);
+                let head = match inflight.send(&state, &out, deadline).await {
+                    Ok(()) => inflight.head(&state, deadline).await,
+                    Err(e) => Err(e),
+                };
+                (inflight, head)
+            }
+        })
+        .collect();
+    while let Some((inflight, head)) = copies.next().await {
+        match head {
+            Ok(head) if !store::accepted(head.0.status) && !copies.is_empty() => {
+                let rest = Arc::clone(state);
+                state.tracker.spawn(async move {
+                    let attempt = inflight.read_body(head, deadline).await;
+                    record(&rest, id, attempt, Transition::Keep);
+                });
+            }
+            Ok(head) => {
+                let rest = Arc::clone(state);
+                state.tracker.spawn(async move {
+                    while let Some((inflight, head)) = copies.next().await {
+                        let attempt = match head {
+                            Ok(head) => inflight.read_body(head, deadline).await,
+                            Err(e) => inflight.failed(&e),
+                        };
+                        record(&rest, id, attempt, Transition::Keep);
+                    }
+                });
+                let (response, recorded) = inflight.stream(head);
+                let state2 = Arc::clone(state);
+                state.tracker.spawn(async move {
+                    if let Ok(attempt) = recorded.await {
+                        record_live(&state2, id, attempt);
+                    }
+                });
+                return Ok(Answer::Target(response));
+            }
+            Err(e) if copies.is_empty() => {
+                record_live(state, id, inflight.failed(&e));
+                return Err(e);
+            }
+            Err(e) => record(state, id, inflight.failed(&e), Transition::Keep),
+        }
+    }
+    Err(Error::AgentGone)
 }
 
 /// Delivers while the sender waits, and records the attempt once the response is done. With
@@ -224,13 +300,18 @@ async fn live(
 /// Records a live attempt without making anyone wait for it: the sender has its answer
 /// (or is getting it), and the retry logic does not apply. The target's status decides
 /// whether the event counts as delivered.
-fn record_live(state: &AppState, id: DeliveryId, mut attempt: store::Attempt) {
-    attempt.kind = AttemptKind::Live;
+fn record_live(state: &AppState, id: DeliveryId, attempt: store::Attempt) {
     let then = if attempt.status.is_some_and(store::accepted) {
         Transition::Delivered
     } else {
         Transition::Failed
     };
+    record(state, id, attempt, then);
+}
+
+/// Records a live attempt in the background, with the transition `then`.
+fn record(state: &AppState, id: DeliveryId, mut attempt: store::Attempt, then: Transition) {
+    attempt.kind = AttemptKind::Live;
     let store = Arc::clone(&state.store);
     state.tracker.spawn(async move {
         if let Err(e) = store.record(id, attempt, then).await {
