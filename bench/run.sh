@@ -176,7 +176,8 @@ start_relay() {
     local name=$1
     shift
     RELAY_PORT=$(free_port)
-    "$BIN/relay-server" --listen "127.0.0.1:$RELAY_PORT" "$@" 2>"$WORK/$name-server.err" >/dev/null &
+    # No rate limit: the load test floods one channel on purpose.
+    "$BIN/relay-server" --listen "127.0.0.1:$RELAY_PORT" --rate-limit off "$@" 2>"$WORK/$name-server.err" >/dev/null &
     RELAY_SERVER_PID=$!
     PIDS+=("$RELAY_SERVER_PID")
     wait_until 10 "relay-server ($name) /healthz" curl -sf "http://127.0.0.1:$RELAY_PORT/healthz"
@@ -187,7 +188,7 @@ start_relay() {
     wait_until 15 "relay-client ($name) to connect (channel bench)" agent_up "$RELAY_PORT"
     wait_until 5 "relay-client's ($name) Forwarding line" grep -q '^Forwarding ' "$WORK/$name-client.out"
 }
-agent_up() { curl -sf "http://127.0.0.1:$1/api/channels/bench" | grep -q '"agents":1'; }
+agent_up() { curl -sf "http://127.0.0.1:$1/api/channels/bench" | grep -q '"agent_count":1'; }
 
 start_relay relay --data-dir "$WORK/data" --fsync "$FSYNC"
 SPORT=$RELAY_PORT

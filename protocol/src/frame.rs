@@ -136,6 +136,9 @@ pub enum ErrorCode {
     ProtocolError,
     /// The server is shutting down; reconnect later.
     ShuttingDown,
+    /// A limit of the server is reached (e.g. agents per channel). Added after version 1's
+    /// first release: appended, so every earlier code keeps its encoding.
+    LimitReached,
 }
 
 /// Identifies one delivery end to end: in frames, logs, the `X-Hookrelay-Delivery` header.
@@ -214,4 +217,6 @@ pub mod close {
     pub const UNAUTHORIZED: u16 = 4001;
     /// The requested channel name is not valid.
     pub const INVALID_CHANNEL: u16 = 4002;
+    /// A limit of the server is reached, e.g. agents per channel.
+    pub const LIMIT_REACHED: u16 = 4003;
 }

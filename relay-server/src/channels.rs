@@ -81,6 +81,68 @@ impl Mode {
 #[serde(default)]
 pub struct ChannelSettings {
     pub mode: Mode,
+    /// Webhooks accepted per period; `None` is the server's `--rate-limit`.
+    pub rate_limit: Option<RateLimit>,
+    /// Source addresses allowed to send webhooks; empty allows any.
+    pub allow_from: Vec<ipnet::IpNet>,
+}
+
+/// A rate: `count` webhooks per `period`, in bursts of up to `count`. Written `100/s`,
+/// `600/m` or `1000/h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RateLimit {
+    pub count: std::num::NonZeroU32,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a rate: use COUNT/s, COUNT/m or COUNT/h, e.g. 100/s");
+        let (count, period) = s.split_once('/').ok_or_else(bad)?;
+        let count = count.trim().parse().map_err(|_| bad())?;
+        let period = match period.trim() {
+            "s" => Period::Second,
+            "m" => Period::Minute,
+            "h" => Period::Hour,
+            _ => return Err(bad()),
+        };
+        Ok(Self { count, period })
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let period = match self.period {
+            Period::Second => "s",
+            Period::Minute => "m",
+            Period::Hour => "h",
+        };
+        write!(f, "{}/{period}", self.count)
+    }
+}
+
+impl TryFrom<String> for RateLimit {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<RateLimit> for String {
+    fn from(rate: RateLimit) -> String {
+        rate.to_string()
+    }
 }
 
 /// A registered channel.
@@ -319,6 +381,26 @@ mod tests {
         // An older read never replaces a newer one.
         assert_eq!(dir.replace(1, vec![]), Changes::default());
         assert_eq!(dir.len(), 3);
+    }
+
+    #[test]
+    fn rates_parse_and_print() {
+        for text in ["100/s", "600/m", "1/h"] {
+            let rate: RateLimit = text.parse().expect("valid");
+            assert_eq!(rate.to_string(), text);
+        }
+        for bad in ["", "100", "0/s", "-1/s", "10/d", "x/s", "10/"] {
+            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
+        }
+        let settings: ChannelSettings =
+            serde_json::from_str(r#"{"rate_limit":"5/m","allow_from":["192.0.2.0/24"]}"#)
+                .expect("valid");
+        assert_eq!(
+            settings.rate_limit.map(|r| r.to_string()).as_deref(),
+            Some("5/m")
+        );
+        assert_eq!(settings.allow_from[0].to_string(), "192.0.2.0/24");
+        assert!(serde_json::from_str::<ChannelSettings>(r#"{"rate_limit":"5"}"#).is_err());
     }
 
     #[test]

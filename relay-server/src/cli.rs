@@ -6,7 +6,7 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use protocol::ChannelId;
 
-use crate::channels::{self, ChannelSettings, Issued};
+use crate::channels::{self, ChannelRecord, Issued};
 use crate::config::{ChannelsCommand, Config, StoreConfig, derive_public_url};
 use crate::store;
 
@@ -28,9 +28,9 @@ pub async fn channels(
         .clone()
         .unwrap_or_else(|| derive_public_url(config.listen));
     match command {
-        ChannelsCommand::Create { name, mode } => {
+        ChannelsCommand::Create { name, options } => {
             let name = parse(&name)?;
-            let issued = channels::create(store.as_ref(), name, ChannelSettings { mode }).await?;
+            let issued = channels::create(store.as_ref(), name, options.settings()).await?;
             writeln!(out, "Channel {} created.", issued.record.name)?;
             print_issued(out, &base, &issued)?;
         }
@@ -46,10 +46,10 @@ pub async fn channels(
                 let created = humantime::format_rfc3339_seconds(store::from_ms(record.created_at));
                 writeln!(
                     out,
-                    "{:<24} {:<8} {created}  {base}/h/{}",
+                    "{:<24} {created}  {base}/h/{}  {}",
                     record.name.as_str(),
-                    record.settings.mode.as_str(),
                     record.name,
+                    describe(record),
                 )?;
             }
         }
@@ -81,6 +81,25 @@ pub async fn channels(
 
 fn parse(name: &str) -> anyhow::Result<ChannelId> {
     ChannelId::parse(name).with_context(|| format!("{name:?} is not a valid channel name"))
+}
+
+/// A channel's settings in one line: `mode balance, rate 10/s, from 192.0.2.0/24`.
+fn describe(record: &ChannelRecord) -> String {
+    let settings = &record.settings;
+    let mut parts = vec![format!("mode {}", settings.mode.as_str())];
+    parts.push(match settings.rate_limit {
+        Some(rate) => format!("rate {rate}"),
+        None => "rate: server default".to_owned(),
+    });
+    if !settings.allow_from.is_empty() {
+        let nets: Vec<String> = settings
+            .allow_from
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        parts.push(format!("from {}", nets.join(" ")));
+    }
+    parts.join(", ")
 }
 
 fn print_issued(out: &mut impl Write, base: &str, issued: &Issued) -> anyhow::Result<()> {

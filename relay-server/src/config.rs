@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::channels::Mode;
+use crate::channels::{ChannelSettings, Mode, RateLimit};
 
 /// Default cap on a webhook body: GitHub's own limit for a delivery.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
@@ -114,8 +114,36 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_RETRY_FOR", default_value = "3d", value_parser = humantime::parse_duration)]
     pub retry_for: Duration,
 
+    /// Webhooks accepted per channel per period (e.g. 100/s, 6000/m), in bursts of up to
+    /// that many; past it senders get 429 with Retry-After. `off` for no limit. A channel can
+    /// have its own (`channels create --rate-limit`).
+    #[arg(
+        long,
+        env = "HOOKRELAY_RATE_LIMIT",
+        default_value = "100/s",
+        value_name = "RATE"
+    )]
+    pub rate_limit: String,
+
+    /// Agents that may serve one channel at once.
+    #[arg(long, env = "HOOKRELAY_MAX_AGENTS_PER_CHANNEL", default_value_t = 64)]
+    pub max_agents_per_channel: usize,
+
+    /// Webhooks handled at once across the server; past it senders get 503 with Retry-After.
+    #[arg(long, env = "HOOKRELAY_MAX_IN_FLIGHT", default_value_t = 10_000)]
+    pub max_in_flight: usize,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--rate-limit`: a rate, or `off`.
+fn parse_rate(s: &str) -> Result<Option<RateLimit>, ConfigError> {
+    if s == "off" {
+        Ok(None)
+    } else {
+        s.parse().map(Some).map_err(ConfigError::RateLimit)
+    }
 }
 
 /// What to do instead of serving.
@@ -133,10 +161,8 @@ pub enum ChannelsCommand {
     /// Register a channel: prints its webhook URL and its token, once (only a hash is kept).
     Create {
         name: String,
-        /// How webhooks reach the channel's agents: balance (round robin) or fanout (every
-        /// agent gets a copy; the sender gets the first answer).
-        #[arg(long, value_enum, default_value_t = Mode::Balance)]
-        mode: Mode,
+        #[command(flatten)]
+        options: ChannelOptions,
     },
     /// List registered channels.
     List,
@@ -146,6 +172,32 @@ pub enum ChannelsCommand {
     /// Give a channel a new token: the old one stops working and agents holding it are
     /// disconnected. Prints the new token, once.
     Rotate { name: String },
+}
+
+/// A channel's settings on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChannelOptions {
+    /// How webhooks reach the channel's agents: balance (round robin) or fanout (every agent
+    /// gets a copy; the sender gets the first answer that accepts it).
+    #[arg(long, value_enum, default_value_t = Mode::Balance)]
+    pub mode: Mode,
+    /// Webhooks accepted per period (e.g. 10/s, 600/m); default: the server's --rate-limit.
+    #[arg(long, value_name = "RATE")]
+    pub rate_limit: Option<RateLimit>,
+    /// Only these source networks may send webhooks (CIDR, repeatable, e.g. 192.30.252.0/22);
+    /// default: any.
+    #[arg(long = "allow-from", value_name = "CIDR")]
+    pub allow_from: Vec<ipnet::IpNet>,
+}
+
+impl ChannelOptions {
+    pub fn settings(&self) -> ChannelSettings {
+        ChannelSettings {
+            mode: self.mode,
+            rate_limit: self.rate_limit,
+            allow_from: self.allow_from.clone(),
+        }
+    }
 }
 
 /// Which event store backend to use.
@@ -234,6 +286,8 @@ pub enum ConfigError {
     EmptyToken,
     #[error("--admin-token must be at least 16 characters")]
     AdminToken,
+    #[error("--rate-limit: {0}, or off")]
+    RateLimit(String),
     #[error("--offline-status must be 202 or 503 (got {0})")]
     OfflineStatus(u16),
     #[error("--ack-after must be at least 1 second and less than --timeout")]
@@ -264,6 +318,11 @@ pub struct Config {
     /// address is refused with 429 until the window ends.
     pub auth_failures: u32,
     pub auth_window: Duration,
+    /// Default webhooks per channel per period; `None` is no limit.
+    pub rate_limit: Option<RateLimit>,
+    pub max_agents_per_channel: usize,
+    /// Webhooks handled at once.
+    pub max_in_flight: usize,
     /// Interval between WebSocket pings to each agent.
     pub ping_interval: Duration,
     /// An agent that sends nothing (not even a pong) for this long is disconnected.
@@ -298,6 +357,11 @@ impl Default for Config {
             channel_reload: Duration::from_secs(1),
             auth_failures: 10,
             auth_window: Duration::from_secs(60),
+            // In-process use (tests, benchmarks) has no rate limit unless asked; the command
+            // line defaults to 100/s per channel.
+            rate_limit: None,
+            max_agents_per_channel: 64,
+            max_in_flight: 10_000,
             ping_interval: Duration::from_secs(20),
             peer_timeout: Duration::from_secs(50),
             handshake_timeout: Duration::from_secs(10),
@@ -360,6 +424,9 @@ impl Args {
             agent_token: self.agent_token,
             open: self.open,
             admin_token: self.admin_token,
+            rate_limit: parse_rate(&self.rate_limit)?,
+            max_agents_per_channel: self.max_agents_per_channel.max(1),
+            max_in_flight: self.max_in_flight.max(1),
             store,
             offline_status: self.offline_status,
             ack_after: self.ack_after.map(Duration::from_secs),
@@ -410,6 +477,21 @@ mod tests {
         assert_eq!(config.ack_after, None);
         assert_eq!(config.retention, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(config.retry, RetryPolicy::default());
+        assert_eq!(
+            config.rate_limit.map(|r| r.to_string()).as_deref(),
+            Some("100/s")
+        );
+        assert_eq!(config.open, None, "decided by the listen address");
+    }
+
+    #[test]
+    fn rate_limit_can_be_off() {
+        let config = Args::parse_from(["relay-server", "--rate-limit", "off"])
+            .validate()
+            .expect("valid");
+        assert_eq!(config.rate_limit, None);
+        let fast = Args::parse_from(["relay-server", "--rate-limit", "fast"]).validate();
+        assert!(matches!(fast, Err(ConfigError::RateLimit(_))), "{fast:?}");
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub enum Error {
     TooManyFailures(std::time::Duration),
     #[error("the admin API is off: start the server with --admin-token")]
     AdminDisabled,
+    #[error("channel {0} is over its rate limit; try again in {wait} s", wait = retry_secs(*.1))]
+    RateLimited(ChannelId, std::time::Duration),
+    #[error("the server is handling too many webhooks; try again shortly")]
+    Busy,
+    #[error("source address {0} may not send webhooks to this channel")]
+    SourceNotAllowed(std::net::IpAddr),
 }
 
 /// Whole seconds to wait, rounded up, for `Retry-After` and messages.
@@ -68,7 +74,9 @@ impl Error {
                 StatusCode::NOT_FOUND
             }
             Error::ChannelExists(_) => StatusCode::CONFLICT,
-            Error::TooManyFailures(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::TooManyFailures(_) | Error::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::SourceNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::AdminDisabled => StatusCode::FORBIDDEN,
             Error::NoAgent(_) | Error::Overloaded | Error::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -94,10 +102,15 @@ impl IntoResponse for Error {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Error::TooManyFailures(wait) => {
+            Error::TooManyFailures(wait) | Error::RateLimited(_, wait) => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
+            }
+            Error::Busy => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}
         }

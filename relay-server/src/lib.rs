@@ -20,6 +20,7 @@ pub mod config;
 mod delivery;
 mod dispatch;
 pub mod error;
+pub mod limits;
 pub mod registry;
 pub mod routes;
 pub mod store;
@@ -59,6 +60,10 @@ pub struct ServerState {
     pub open: bool,
     /// Wrong tokens per source address.
     pub auth_failures: auth::FailureLimiter,
+    /// Webhooks per channel per period.
+    pub rate_limits: limits::RateLimits,
+    /// One permit per webhook being handled (`--max-in-flight`).
+    pub ingress_slots: tokio::sync::Semaphore,
 }
 
 pub type AppState = Arc<ServerState>;
@@ -67,6 +72,8 @@ impl ServerState {
     pub fn new(config: Config, public_url: String, store: Arc<dyn Store>, open: bool) -> AppState {
         Arc::new(Self {
             auth_failures: auth::FailureLimiter::new(config.auth_failures, config.auth_window),
+            rate_limits: limits::RateLimits::new(config.rate_limit),
+            ingress_slots: tokio::sync::Semaphore::new(config.max_in_flight),
             channels: channels::Directory::default(),
             open,
             config,
@@ -165,6 +172,7 @@ async fn prune(state: AppState) {
             _ = every.tick() => {}
             () = state.agents_shutdown.cancelled() => return,
         }
+        state.rate_limits.sweep(&state.channels);
         let retention = i64::try_from(state.config.retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = store::now_ms().saturating_sub(retention);
         match state

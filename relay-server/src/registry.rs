@@ -261,12 +261,15 @@ struct ChannelAgents {
 }
 
 impl Registry {
-    pub fn add(&self, agent: Arc<AgentHandle>) {
-        self.channels
-            .entry(agent.channel().clone())
-            .or_default()
-            .agents
-            .push(agent);
+    /// Adds `agent` to its channel unless the channel already has `max` agents; `Err` with
+    /// how many it has.
+    pub fn add(&self, agent: Arc<AgentHandle>, max: usize) -> Result<(), usize> {
+        let mut entry = self.channels.entry(agent.channel().clone()).or_default();
+        if entry.agents.len() >= max {
+            return Err(entry.agents.len());
+        }
+        entry.agents.push(agent);
+        Ok(())
     }
 
     pub fn remove(&self, agent: &AgentHandle) {

@@ -110,6 +110,7 @@ fn close_for(end: &SessionEnd) -> Option<(u16, String)> {
                 ErrorCode::InvalidChannel => close::INVALID_CHANNEL,
                 ErrorCode::ProtocolError => close::PROTOCOL_ERROR,
                 ErrorCode::ShuttingDown => close::GOING_AWAY,
+                ErrorCode::LimitReached => close::LIMIT_REACHED,
             },
             end.to_string(),
         )),
@@ -240,6 +241,13 @@ async fn serve_agent(
     outbox: &mpsc::Sender<Message>,
     stream: &mut SplitStream<WebSocket>,
 ) -> SessionEnd {
+    // Checked before the welcome, so a refused agent is not told it is connected; `add`
+    // checks again, atomically, for agents racing in.
+    let max_agents = state.config.max_agents_per_channel;
+    let n = state.registry.agent_count(agent.channel());
+    if n >= max_agents {
+        return too_many_agents(agent, n);
+    }
     let welcome = Frame::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         channel: agent.channel().to_string(),
@@ -249,7 +257,9 @@ async fn serve_agent(
     if agent.send(&welcome).await.is_err() {
         return SessionEnd::PeerClosed;
     }
-    state.registry.add(Arc::clone(agent));
+    if let Err(n) = state.registry.add(Arc::clone(agent), max_agents) {
+        return too_many_agents(agent, n);
+    }
     // A reload between the check of the hello and `add` (the channel created, revoked or its
     // token rotated) evicted the agents it found, which did not include this one yet.
     let current = state.channels.get(agent.channel());
@@ -273,6 +283,16 @@ async fn serve_agent(
         warn!(abandoned, "deliveries in flight failed with 502");
     }
     end
+}
+
+fn too_many_agents(agent: &AgentHandle, n: usize) -> SessionEnd {
+    SessionEnd::Refused(
+        ErrorCode::LimitReached,
+        format!(
+            "channel {} already has {n} agents, the server's limit (--max-agents-per-channel)",
+            agent.channel()
+        ),
+    )
 }
 
 async fn read_loop(

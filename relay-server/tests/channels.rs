@@ -11,46 +11,6 @@ use common::*;
 use relay_server::Config;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin-token-0123456789";
-
-fn closed() -> Config {
-    Config {
-        open: Some(false),
-        admin_token: Some(ADMIN.to_owned()),
-        ..Config::default()
-    }
-}
-
-/// Registers `name` through the admin API; returns its token.
-async fn create_channel(server: &TestServer, name: &str, extra: Value) -> String {
-    let mut body = json!({ "name": name });
-    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
-        body.extend(extra);
-    }
-    let answer = admin(server, "POST", "/api/admin/channels", body.to_string()).await;
-    assert_eq!(answer.status, 201, "{:?}", answer.body);
-    let doc = answer.json();
-    assert_eq!(doc["name"], name);
-    assert_eq!(doc["url"], format!("{}/h/{name}", server.url()));
-    doc["token"].as_str().expect("token shown once").to_owned()
-}
-
-async fn admin(server: &TestServer, method: &str, path: &str, body: String) -> Answer {
-    let bearer = format!("Bearer {ADMIN}");
-    let headers: &[(&str, &[u8])] = &[
-        ("authorization", bearer.as_bytes()),
-        ("content-type", b"application/json"),
-    ];
-    send(
-        &client(),
-        method,
-        &format!("{}{path}", server.url()),
-        headers,
-        body,
-    )
-    .await
-}
-
 fn agent_for(
     server: &TestServer,
     target: &TestTarget,

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use tracing::info;
 
 use crate::AppState;
-use crate::channels::{self, ChannelRecord, ChannelSettings, Mode};
+use crate::channels::{self, ChannelRecord, ChannelSettings, Mode, RateLimit};
 use crate::error::Error;
 
 /// A request that carries the admin token.
@@ -49,6 +49,10 @@ pub struct CreateChannel {
     name: String,
     #[serde(default)]
     mode: Mode,
+    #[serde(default)]
+    rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    allow_from: Vec<ipnet::IpNet>,
 }
 
 /// `GET /api/admin/channels`: every registered channel, without tokens.
@@ -74,7 +78,11 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let name = ChannelId::parse(&body.name).map_err(|e| Error::BadRequest(e.to_string()))?;
-    let settings = ChannelSettings { mode: body.mode };
+    let settings = ChannelSettings {
+        mode: body.mode,
+        rate_limit: body.rate_limit,
+        allow_from: body.allow_from,
+    };
     let issued = channels::create(state.store.as_ref(), name, settings).await?;
     channels::reload(&state).await?;
     info!(channel = %issued.record.name, "channel created through the admin API");
@@ -118,6 +126,8 @@ fn channel_json(state: &AppState, record: &ChannelRecord) -> Value {
         "name": record.name.as_str(),
         "url": format!("{}/h/{}", state.public_url, record.name),
         "mode": record.settings.mode.as_str(),
+        "rate_limit": record.settings.rate_limit.map(|r| r.to_string()),
+        "allow_from": record.settings.allow_from,
         "created_at": crate::routes::events::time_json(record.created_at),
     })
 }

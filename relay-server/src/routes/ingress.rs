@@ -102,13 +102,33 @@ async fn deliver(
     suffix: String,
     req: Request,
 ) -> Result<Answer, Error> {
+    let _slot = state.ingress_slots.try_acquire().map_err(|_| Error::Busy)?;
     let registered = state.channels.get(&channel);
     if registered.is_none() && !state.open {
         return Err(Error::UnknownChannel(channel));
     }
-    let mode = registered
-        .as_ref()
-        .map_or(Mode::Balance, |r| r.settings.mode);
+    let settings = registered.as_ref().map(|r| &r.settings);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if let Some(allowed) = settings
+        .map(|s| &s.allow_from)
+        .filter(|nets| !nets.is_empty())
+    {
+        let ip = peer.map(|p| p.ip());
+        if !ip.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
+            let ip = ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+            return Err(Error::SourceNotAllowed(ip));
+        }
+    }
+    if let Err(wait) = state
+        .rate_limits
+        .check(&channel, settings.and_then(|s| s.rate_limit))
+    {
+        return Err(Error::RateLimited(channel, wait));
+    }
+    let mode = settings.map_or(Mode::Balance, |s| s.mode);
     let started = Deadline::now();
     let deadline = started + state.config.timeout;
     let max = state.config.max_body_bytes;
@@ -121,10 +141,6 @@ async fn deliver(
     if declared.is_some_and(|len| len > max) {
         return Err(Error::BodyTooLarge(max));
     }
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     let body = read_body(body, max, deadline).await?;
     let headers: Headers = parts
         .headers

@@ -628,7 +628,11 @@ async fn channels_are_created_updated_and_deleted(store: &dyn Store) {
     let rotated = ChannelRecord {
         token_hash: TokenHash::of("t3"),
         created_at: 99,
-        settings: ChannelSettings { mode: Mode::Fanout },
+        settings: ChannelSettings {
+            mode: Mode::Fanout,
+            rate_limit: "5/m".parse().ok(),
+            allow_from: vec!["192.0.2.0/24".parse().expect("valid")],
+        },
         ..a.clone()
     };
     store.update_channel(rotated).await.expect("update");
@@ -639,6 +643,7 @@ async fn channels_are_created_updated_and_deleted(store: &dyn Store) {
     assert!(team.token_hash.matches("t3") && !team.token_hash.matches("t1"));
     assert_eq!(team.created_at, 7, "creation time stays");
     assert_eq!(team.settings.mode, Mode::Fanout);
+    assert_eq!(team.settings.allow_from.len(), 1, "settings round-trip");
 
     let missing = store.update_channel(channel_record("nope", "t")).await;
     assert!(

@@ -20,6 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use relay_server::Config;
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -354,4 +355,46 @@ pub async fn next_seen(target: &mut TestTarget) -> Seen {
         .await
         .expect("target saw a request within the deadline")
         .expect("target still running")
+}
+
+/// The admin token of [`closed`] servers.
+pub const ADMIN: &str = "admin-token-0123456789";
+
+/// A server with open mode off and the admin API on.
+pub fn closed() -> Config {
+    Config {
+        open: Some(false),
+        admin_token: Some(ADMIN.to_owned()),
+        ..Config::default()
+    }
+}
+
+/// Registers `name` through the admin API; returns its token.
+pub async fn create_channel(server: &TestServer, name: &str, extra: Value) -> String {
+    let mut body = json!({ "name": name });
+    if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+        body.extend(extra);
+    }
+    let answer = admin(server, "POST", "/api/admin/channels", body.to_string()).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    let doc = answer.json();
+    assert_eq!(doc["name"], name);
+    assert_eq!(doc["url"], format!("{}/h/{name}", server.url()));
+    doc["token"].as_str().expect("token shown once").to_owned()
+}
+
+pub async fn admin(server: &TestServer, method: &str, path: &str, body: String) -> Answer {
+    let bearer = format!("Bearer {ADMIN}");
+    let headers: &[(&str, &[u8])] = &[
+        ("authorization", bearer.as_bytes()),
+        ("content-type", b"application/json"),
+    ];
+    send(
+        &client(),
+        method,
+        &format!("{}{path}", server.url()),
+        headers,
+        body,
+    )
+    .await
 }

@@ -1,0 +1,145 @@
+//! Limits against floods and strangers: rate per channel, agents per channel, webhooks in
+//! progress, source networks. Each refusal is checked for its answer, and that the server
+//! goes on serving within the limits.
+
+mod common;
+
+use common::*;
+use relay_server::Config;
+use serde_json::json;
+
+async fn post(url: &str) -> Answer {
+    send(&client(), "POST", url, &[], "payload").await
+}
+
+fn retry_after(answer: &Answer) -> u64 {
+    answer.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds")
+}
+
+#[tokio::test]
+async fn a_flood_past_the_rate_limit_gets_429_with_retry_after() {
+    let server = start_server(Config {
+        rate_limit: "5/m".parse().ok(),
+        ..closed()
+    })
+    .await;
+    create_channel(&server, "flooded", json!({})).await;
+    create_channel(&server, "calm", json!({})).await;
+    create_channel(&server, "strict", json!({"rate_limit": "2/h"})).await;
+    let flooded = format!("{}/h/flooded", server.url());
+    for _ in 0..5 {
+        assert_eq!(post(&flooded).await.status, 202, "queued: no agent");
+    }
+    let refused = post(&flooded).await;
+    assert_eq!(refused.status, 429);
+    assert!(
+        (1..=12).contains(&retry_after(&refused)),
+        "one slot per 12 s"
+    );
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("over its rate limit")),
+        "{:?}",
+        refused.body
+    );
+    // Refused webhooks are not stored.
+    let events = get_admin_json(&server, "/api/channels/flooded/events").await;
+    assert_eq!(events["events"].as_array().map(Vec::len), Some(5));
+
+    assert_eq!(post(&format!("{}/h/calm", server.url())).await.status, 202);
+    let strict = format!("{}/h/strict", server.url());
+    assert_eq!(post(&strict).await.status, 202);
+    assert_eq!(post(&strict).await.status, 202);
+    let refused = post(&strict).await;
+    assert_eq!(
+        refused.status, 429,
+        "a channel's own rate replaces the default"
+    );
+    assert!(retry_after(&refused) > 60);
+}
+
+async fn get_admin_json(server: &TestServer, path: &str) -> serde_json::Value {
+    let answer = admin(server, "GET", path, String::new()).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    answer.json()
+}
+
+#[tokio::test]
+async fn a_channel_takes_at_most_max_agents() {
+    let server = start_server(Config {
+        max_agents_per_channel: 2,
+        ..Config::default()
+    })
+    .await;
+    let target = start_target().await;
+    let mut config = agent_config(&server, &target.url);
+    config.channel = protocol::ChannelId::parse("crowded").ok();
+    let _one = start_agent(config.clone()).await;
+    let _two = start_agent(config.clone()).await;
+    let err = relay_client::Agent::connect(config, None)
+        .await
+        .err()
+        .expect("third agent refused");
+    assert!(err.is_fatal(), "{err}");
+    assert!(err.to_string().contains("already has 2 agents"), "{err}");
+    let answer = post(&format!("{}/h/crowded", server.url())).await;
+    assert_eq!(answer.status, 201, "the two agents still serve");
+}
+
+#[tokio::test]
+async fn past_max_in_flight_senders_get_503_and_the_server_recovers() {
+    let server = start_server(Config {
+        max_in_flight: 1,
+        ..Config::default()
+    })
+    .await;
+    let mut target = start_target().await;
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let held = spawn_post(&client(), &format!("{}/hold", agent.public_url), "slow");
+    next_seen(&mut target).await;
+    let busy = post(&format!("{}/other", agent.public_url)).await;
+    assert_eq!(busy.status, 503);
+    assert_eq!(retry_after(&busy), 1);
+    target.release();
+    assert_eq!(held.await.expect("held request").status, 200);
+    assert_eq!(
+        post(&format!("{}/other", agent.public_url)).await.status,
+        201
+    );
+}
+
+#[tokio::test]
+async fn only_allowed_source_networks_may_send_to_a_channel() {
+    let server = start_server(closed()).await;
+    let target = start_target().await;
+    let token = create_channel(
+        &server,
+        "fenced",
+        json!({"allow_from": ["192.30.252.0/22"]}),
+    )
+    .await;
+    let open = create_channel(
+        &server,
+        "local",
+        json!({"allow_from": ["127.0.0.0/8", "::1/128"]}),
+    )
+    .await;
+    for (name, token) in [("fenced", &token), ("local", &open)] {
+        let mut config = agent_config(&server, &target.url);
+        config.channel = protocol::ChannelId::parse(name).ok();
+        config.token = Some(token.clone());
+        start_agent(config).await;
+    }
+    let refused = post(&format!("{}/h/fenced", server.url())).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.json()["error"],
+        "source address 127.0.0.1 may not send webhooks to this channel"
+    );
+    assert_eq!(post(&format!("{}/h/local", server.url())).await.status, 201);
+}
