@@ -24,6 +24,7 @@ pub mod limits;
 pub mod registry;
 pub mod routes;
 pub mod store;
+pub mod verify;
 mod ws;
 
 pub use config::{Args, Config, StoreConfig};
