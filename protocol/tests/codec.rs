@@ -191,6 +191,47 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
     ]
 }
 
+/// One change to an encoded frame, as a fuzzer would make it.
+#[derive(Debug, Clone)]
+enum Edit {
+    Overwrite(prop::sample::Index, u8),
+    Insert(prop::sample::Index, u8),
+    Remove(prop::sample::Index),
+    Truncate(prop::sample::Index),
+}
+
+impl Edit {
+    fn apply(&self, bytes: &mut Vec<u8>) {
+        if bytes.is_empty() {
+            return;
+        }
+        match self {
+            Edit::Overwrite(at, b) => {
+                let i = at.index(bytes.len());
+                bytes[i] = *b;
+            }
+            Edit::Insert(at, b) => bytes.insert(at.index(bytes.len() + 1), *b),
+            Edit::Remove(at) => {
+                bytes.remove(at.index(bytes.len()));
+            }
+            Edit::Truncate(at) => bytes.truncate(at.index(bytes.len())),
+        }
+    }
+}
+
+fn arb_edit() -> impl Strategy<Value = Edit> {
+    let at = any::<prop::sample::Index>();
+    prop_oneof![
+        (at.clone(), any::<u8>()).prop_map(|(i, b)| Edit::Overwrite(i, b)),
+        (at.clone(), any::<u8>()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        at.clone().prop_map(Edit::Remove),
+        at.clone().prop_map(Edit::Truncate),
+        // Varint markers (0xfb..=0xfe announce a 2, 4, 8 or 16 byte integer) and other large
+        // bytes, aimed at length prefixes.
+        (at, 0xf0u8..=0xff).prop_map(|(i, b)| Edit::Overwrite(i, b)),
+    ]
+}
+
 proptest! {
     #[test]
     fn decode_inverts_encode(frame in arb_frame()) {
@@ -200,6 +241,51 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = decode(&bytes);
+    }
+
+    #[test]
+    fn truncated_frames_are_errors(frame in arb_frame(), cut in any::<prop::sample::Index>()) {
+        // Decoding reads a frame front to back, so a strict prefix of a valid encoding can never
+        // be a whole frame: it must be an error, not a shorter frame.
+        let bytes = encode(&frame).expect("encodes");
+        let cut = cut.index(bytes.len());
+        prop_assert!(decode(&bytes[..cut]).is_err());
+    }
+
+    #[test]
+    fn edited_frames_never_panic_and_what_decodes_round_trips(
+        frame in arb_frame(),
+        edits in prop::collection::vec(arb_edit(), 1..8),
+    ) {
+        let mut bytes = encode(&frame).expect("encodes");
+        for edit in edits {
+            edit.apply(&mut bytes);
+        }
+        if let Ok(decoded) = decode(&bytes) {
+            let again = encode(&decoded).expect("a decoded frame re-encodes");
+            prop_assert_eq!(decode(&again).expect("re-encoding decodes"), decoded);
+        }
+    }
+
+    #[test]
+    fn valid_frame_with_random_tail_is_refused(
+        frame in arb_frame(),
+        tail in prop::collection::vec(any::<u8>(), 1..64),
+    ) {
+        let mut bytes = encode(&frame).expect("encodes");
+        bytes.extend_from_slice(&tail);
+        prop_assert!(matches!(decode(&bytes), Err(DecodeError::TrailingBytes(n)) if n == tail.len()));
+    }
+
+    #[test]
+    fn larger_arbitrary_inputs_never_panic(
+        tag in 0u8..10,
+        rest in prop::collection::vec(any::<u8>(), 0..4096),
+    ) {
+        // A plausible variant index first, so the decoder gets past the first byte more often.
+        let mut bytes = vec![tag];
+        bytes.extend_from_slice(&rest);
         let _ = decode(&bytes);
     }
 
