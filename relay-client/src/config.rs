@@ -97,6 +97,8 @@ pub enum EventStatus {
     Delivered,
     /// Given up on.
     Failed,
+    /// Refused at the server: its signature did not verify.
+    Rejected,
 }
 
 impl EventStatus {
@@ -107,6 +109,7 @@ impl EventStatus {
             EventStatus::Delivering => "delivering",
             EventStatus::Delivered => "delivered",
             EventStatus::Failed => "failed",
+            EventStatus::Rejected => "rejected",
         }
     }
 }

@@ -85,6 +85,8 @@ pub struct ChannelSettings {
     pub rate_limit: Option<RateLimit>,
     /// Source addresses allowed to send webhooks; empty allows any.
     pub allow_from: Vec<ipnet::IpNet>,
+    /// How its webhooks are signed; a webhook that does not verify is refused with 401.
+    pub verify: Option<crate::verify::Verify>,
 }
 
 /// A rate: `count` webhooks per `period`, in bursts of up to `count`. Written `100/s`,

@@ -30,7 +30,7 @@ pub async fn channels(
     match command {
         ChannelsCommand::Create { name, options } => {
             let name = parse(&name)?;
-            let issued = channels::create(store.as_ref(), name, options.settings()).await?;
+            let issued = channels::create(store.as_ref(), name, options.settings()?).await?;
             writeln!(out, "Channel {} created.", issued.record.name)?;
             print_issued(out, &base, &issued)?;
         }
@@ -91,6 +91,9 @@ fn describe(record: &ChannelRecord) -> String {
         Some(rate) => format!("rate {rate}"),
         None => "rate: server default".to_owned(),
     });
+    if let Some(verify) = &settings.verify {
+        parts.push(format!("verify {}", verify.kind()));
+    }
     if !settings.allow_from.is_empty() {
         let nets: Vec<String> = settings
             .allow_from
@@ -110,11 +113,7 @@ fn print_issued(out: &mut impl Write, base: &str, issued: &Issued) -> anyhow::Re
         "  token        {}   (shown once: only its hash is kept)",
         issued.token
     )?;
-    writeln!(
-        out,
-        "  mode         {}",
-        issued.record.settings.mode.as_str()
-    )?;
+    writeln!(out, "  settings     {}", describe(&issued.record))?;
     writeln!(out)?;
     writeln!(out, "Run an agent for it with:")?;
     writeln!(

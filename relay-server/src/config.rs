@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::channels::{ChannelSettings, Mode, RateLimit};
+use crate::verify::{VerifyArgs, VerifySpecError};
 
 /// Default cap on a webhook body: GitHub's own limit for a delivery.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
@@ -188,15 +189,18 @@ pub struct ChannelOptions {
     /// default: any.
     #[arg(long = "allow-from", value_name = "CIDR")]
     pub allow_from: Vec<ipnet::IpNet>,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
 }
 
 impl ChannelOptions {
-    pub fn settings(&self) -> ChannelSettings {
-        ChannelSettings {
+    pub fn settings(&self) -> Result<ChannelSettings, VerifySpecError> {
+        Ok(ChannelSettings {
             mode: self.mode,
             rate_limit: self.rate_limit,
             allow_from: self.allow_from.clone(),
-        }
+            verify: self.verify.build()?,
+        })
     }
 }
 

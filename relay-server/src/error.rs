@@ -49,6 +49,10 @@ pub enum Error {
     Busy,
     #[error("source address {0} may not send webhooks to this channel")]
     SourceNotAllowed(std::net::IpAddr),
+    #[error("signature check failed: {0}")]
+    Signature(#[source] crate::verify::VerifyError),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Whole seconds to wait, rounded up, for `Retry-After` and messages.
@@ -81,7 +85,8 @@ impl Error {
             Error::NoAgent(_) | Error::Overloaded | Error::Store(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::Signature(_) => StatusCode::UNAUTHORIZED,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::AgentGone | Error::AgentAborted(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

@@ -352,6 +352,27 @@ async fn the_channels_command_works_beside_a_running_server() {
     );
     let (ok, _, err) = run(&["channels", "revoke", "nope"]);
     assert!(!ok && err.contains("no channel nope"), "{err}");
+    let (ok, out, err) = run(&[
+        "channels",
+        "create",
+        "signed",
+        "--verify",
+        "github",
+        "--secret",
+        "s3cret",
+        "--rate-limit",
+        "10/s",
+        "--allow-from",
+        "192.30.252.0/22",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("mode balance, rate 10/s, verify github, from 192.30.252.0/22"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "secrets are not echoed");
+    let (ok, _, err) = run(&["channels", "create", "unsigned", "--verify", "github"]);
+    assert!(!ok && err.contains("--secret"), "{err}");
     let (ok, _, err) = run(&["channels", "create", "no/slash"]);
     assert!(!ok && err.contains("not a valid channel name"), "{err}");
 

@@ -16,6 +16,7 @@ use tracing::info;
 use crate::AppState;
 use crate::channels::{self, ChannelRecord, ChannelSettings, Mode, RateLimit};
 use crate::error::Error;
+use crate::verify::Verify;
 
 /// A request that carries the admin token.
 pub struct Admin;
@@ -53,6 +54,8 @@ pub struct CreateChannel {
     rate_limit: Option<RateLimit>,
     #[serde(default)]
     allow_from: Vec<ipnet::IpNet>,
+    #[serde(default)]
+    verify: Option<Verify>,
 }
 
 /// `GET /api/admin/channels`: every registered channel, without tokens.
@@ -78,10 +81,16 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let name = ChannelId::parse(&body.name).map_err(|e| Error::BadRequest(e.to_string()))?;
+    if let Some(verify) = &body.verify {
+        verify
+            .validate()
+            .map_err(|e| Error::BadRequest(format!("verify: {e}")))?;
+    }
     let settings = ChannelSettings {
         mode: body.mode,
         rate_limit: body.rate_limit,
         allow_from: body.allow_from,
+        verify: body.verify,
     };
     let issued = channels::create(state.store.as_ref(), name, settings).await?;
     channels::reload(&state).await?;
@@ -128,6 +137,7 @@ fn channel_json(state: &AppState, record: &ChannelRecord) -> Value {
         "mode": record.settings.mode.as_str(),
         "rate_limit": record.settings.rate_limit.map(|r| r.to_string()),
         "allow_from": record.settings.allow_from,
+        "verify": record.settings.verify.as_ref().map(Verify::kind),
         "created_at": crate::routes::events::time_json(record.created_at),
     })
 }

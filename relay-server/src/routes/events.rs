@@ -48,7 +48,7 @@ pub async fn list(
         .map(|s| {
             EventStatus::parse(&s).ok_or_else(|| {
                 Error::BadRequest(format!(
-                    "status must be one of queued, delivering, delivered, failed (got {s:?})"
+                    "status must be one of queued, delivering, delivered, failed, rejected (got {s:?})"
                 ))
             })
         })
@@ -90,6 +90,12 @@ pub async fn replay(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, Error> {
     let event = load(&state, &channel, &id).await?;
+    if event.summary.status == EventStatus::Rejected {
+        return Err(Error::Conflict(format!(
+            "event {id} was rejected at the edge (its signature did not verify); it is kept \
+             for inspection and cannot be replayed"
+        )));
+    }
     let (attempt, status) = crate::dispatch::replay(&state, &event).await?;
     info!(delivery_id = %event.summary.id, channel = %event.summary.channel, status = attempt.status, "replayed");
     Ok(Json(json!({

@@ -147,13 +147,7 @@ async fn deliver(
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
         .collect();
-    let can_take = |agent: &Arc<AgentHandle>| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT;
-    let mut agents: Vec<Arc<AgentHandle>> = match mode {
-        Mode::Balance => state.registry.pick(&channel).into_iter().collect(),
-        Mode::Fanout => state.registry.agents(&channel),
-    };
-    agents.retain(can_take);
-    let event = NewEvent {
+    let mut event = NewEvent {
         id,
         channel: channel.clone(),
         received_at: store::now_ms(),
@@ -163,12 +157,24 @@ async fn deliver(
         query: parts.uri.query().map(str::to_owned),
         headers,
         body,
-        status: if agents.is_empty() {
-            EventStatus::Queued
-        } else {
-            EventStatus::Delivering
-        },
+        status: EventStatus::Queued,
     };
+    if let Some(verify) = settings.and_then(|s| s.verify.as_ref()) {
+        let now = event.received_at.div_euclid(1000);
+        if let Err(e) = verify.check(&event.headers, &event.body, now) {
+            reject(state, event, &e).await?;
+            return Err(Error::Signature(e));
+        }
+    }
+    let can_take = |agent: &Arc<AgentHandle>| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT;
+    let mut agents: Vec<Arc<AgentHandle>> = match mode {
+        Mode::Balance => state.registry.pick(&channel).into_iter().collect(),
+        Mode::Fanout => state.registry.agents(&channel),
+    };
+    agents.retain(can_take);
+    if !agents.is_empty() {
+        event.status = EventStatus::Delivering;
+    }
     if agents.is_empty() {
         state.store.insert(event).await?;
         state.dispatcher.kick(state, &channel);
@@ -187,6 +193,32 @@ async fn deliver(
         Ok([agent]) => live(state, &channel, agent, &out, started, deadline).await,
         Err(agents) => fanout(state, agents, &out, deadline).await,
     }
+}
+
+/// Stores a webhook that failed its signature check as `rejected`, with the relay's 401 as
+/// its only attempt, so the history shows what came and why it went no further.
+async fn reject(
+    state: &AppState,
+    mut event: NewEvent,
+    why: &crate::verify::VerifyError,
+) -> Result<(), Error> {
+    let id = event.id;
+    event.status = EventStatus::Rejected;
+    let received_at = event.received_at;
+    state.store.insert(event).await?;
+    let attempt = store::Attempt {
+        n: 0,
+        kind: AttemptKind::Live,
+        started_at: received_at,
+        duration_ms: 0,
+        agent: None,
+        status: Some(StatusCode::UNAUTHORIZED.as_u16()),
+        headers: Vec::new(),
+        body: Bytes::new(),
+        error: Some(format!("not forwarded: signature check failed: {why}")),
+    };
+    state.store.record(id, attempt, Transition::Keep).await?;
+    Ok(())
 }
 
 /// Fanout: every agent gets a copy at once. The first answer that accepts the webhook (see

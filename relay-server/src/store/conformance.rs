@@ -632,6 +632,9 @@ async fn channels_are_created_updated_and_deleted(store: &dyn Store) {
             mode: Mode::Fanout,
             rate_limit: "5/m".parse().ok(),
             allow_from: vec!["192.0.2.0/24".parse().expect("valid")],
+            verify: Some(crate::verify::Verify::Github {
+                secret: "s3cret".to_owned(),
+            }),
         },
         ..a.clone()
     };
@@ -644,6 +647,13 @@ async fn channels_are_created_updated_and_deleted(store: &dyn Store) {
     assert_eq!(team.created_at, 7, "creation time stays");
     assert_eq!(team.settings.mode, Mode::Fanout);
     assert_eq!(team.settings.allow_from.len(), 1, "settings round-trip");
+    assert_eq!(
+        team.settings
+            .verify
+            .as_ref()
+            .map(crate::verify::Verify::kind),
+        Some("github")
+    );
 
     let missing = store.update_channel(channel_record("nope", "t")).await;
     assert!(

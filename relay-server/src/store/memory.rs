@@ -348,5 +348,8 @@ fn finish(summary: &mut EventSummary, status: EventStatus) {
 }
 
 fn finished(status: EventStatus) -> bool {
-    matches!(status, EventStatus::Delivered | EventStatus::Failed)
+    matches!(
+        status,
+        EventStatus::Delivered | EventStatus::Failed | EventStatus::Rejected
+    )
 }

@@ -82,14 +82,18 @@ pub enum EventStatus {
     Delivered,
     /// Given up on: a live delivery that failed (the sender was told), or retries exhausted.
     Failed,
+    /// Refused at the edge (its signature did not verify): kept for inspection, never
+    /// forwarded or replayed.
+    Rejected,
 }
 
 impl EventStatus {
-    pub const ALL: [EventStatus; 4] = [
+    pub const ALL: [EventStatus; 5] = [
         EventStatus::Queued,
         EventStatus::Delivering,
         EventStatus::Delivered,
         EventStatus::Failed,
+        EventStatus::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -98,6 +102,7 @@ impl EventStatus {
             EventStatus::Delivering => "delivering",
             EventStatus::Delivered => "delivered",
             EventStatus::Failed => "failed",
+            EventStatus::Rejected => "rejected",
         }
     }
 

@@ -285,7 +285,7 @@ fn prune(conn: &Connection, cutoff: Millis, cap: u64) -> rusqlite::Result<u64> {
     let newest_sql =
         "SELECT seq FROM events WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2";
     let delete_sql = "DELETE FROM events WHERE channel = ?1 AND seq < ?2
-                      AND status IN ('delivered', 'failed')";
+                      AND status IN ('delivered', 'failed', 'rejected')";
     for channel in channels {
         // The oldest event the cap keeps; everything finished before it goes.
         let oldest_kept: Option<i64> = match cap.checked_sub(1) {
