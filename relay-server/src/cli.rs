@@ -26,7 +26,7 @@ pub async fn channels(
     let base = config
         .public_url
         .clone()
-        .unwrap_or_else(|| derive_public_url(config.listen));
+        .unwrap_or_else(|| derive_public_url(config.listen, config.tls.is_some()));
     match command {
         ChannelsCommand::Create { name, options } => {
             let name = parse(&name)?;

@@ -115,6 +115,20 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_RETRY_FOR", default_value = "3d", value_parser = humantime::parse_duration)]
     pub retry_for: Duration,
 
+    /// Serve HTTPS with this certificate chain (PEM, e.g. Let's Encrypt's fullchain.pem); needs
+    /// --tls-key. Reloaded with the key on SIGHUP. Without it the server speaks plain HTTP
+    /// (behind a TLS-terminating proxy).
+    #[arg(long, env = "HOOKRELAY_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "HOOKRELAY_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Agents must present a client certificate signed by this CA (PEM) to open /ws; webhook
+    /// senders need none. Needs --tls-cert.
+    #[arg(long, env = "HOOKRELAY_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
     /// Webhooks accepted per channel per period (e.g. 100/s, 6000/m), in bursts of up to
     /// that many; past it senders get 429 with Retry-After. `off` for no limit. A channel can
     /// have its own (`channels create --rate-limit`).
@@ -279,6 +293,17 @@ impl RetryPolicy {
     }
 }
 
+/// Where the server's TLS material is; read at start-up and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf (PEM).
+    pub key: PathBuf,
+    /// CA (PEM) that agents' client certificates must chain to; `None`: agents need none.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// Why the options cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -298,6 +323,15 @@ pub enum ConfigError {
     AckAfter,
     #[error("--retry-min must be at least 1 ms and at most --retry-max")]
     Retry,
+    #[error("--{given} needs --{missing}: pass both to serve HTTPS, or neither for plain HTTP")]
+    TlsPair {
+        given: &'static str,
+        missing: &'static str,
+    },
+    #[error(
+        "--client-ca needs --tls-cert and --tls-key: client certificates are checked by the server's own TLS"
+    )]
+    ClientCaWithoutTls,
 }
 
 /// Validated server configuration.
@@ -346,6 +380,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// How often retention is applied.
     pub prune_interval: Duration,
+    /// HTTPS instead of plain HTTP; `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -379,6 +415,7 @@ impl Default for Config {
             max_events_per_channel: 10_000,
             retry: RetryPolicy::default(),
             prune_interval: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -413,6 +450,29 @@ impl Args {
         if self.retry_min.is_zero() || self.retry_min > self.retry_max {
             return Err(ConfigError::Retry);
         }
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert,
+                key,
+                client_ca: self.client_ca,
+            }),
+            (None, None) if self.client_ca.is_some() => {
+                return Err(ConfigError::ClientCaWithoutTls);
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::TlsPair {
+                    given: "tls-cert",
+                    missing: "tls-key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::TlsPair {
+                    given: "tls-key",
+                    missing: "tls-cert",
+                });
+            }
+        };
         let store = match self.store {
             StoreKind::Sqlite => StoreConfig::Sqlite {
                 dir: self.data_dir,
@@ -441,20 +501,23 @@ impl Args {
                 max: self.retry_max,
                 give_up_after: self.retry_for,
             },
+            tls,
             ..Config::default()
         })
     }
 }
 
-/// The public base URL for a server bound to `addr`: an unspecified address (0.0.0.0, ::) is
-/// shown as loopback, since no better name is known without `--public-url`.
-pub fn derive_public_url(addr: SocketAddr) -> String {
+/// The public base URL for a server bound to `addr`, `https://` when it serves TLS: an
+/// unspecified address (0.0.0.0, ::) is shown as loopback, since no better name is known
+/// without `--public-url`.
+pub fn derive_public_url(addr: SocketAddr, tls: bool) -> String {
     let ip = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
         ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(ip, addr.port()))
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
 }
 
 #[cfg(test)]
@@ -470,6 +533,7 @@ mod tests {
         assert_eq!(config.timeout, Duration::from_secs(30));
         assert_eq!(config.max_body_bytes, 25 * 1024 * 1024);
         assert!(config.agent_token.is_none());
+        assert_eq!(config.tls, None, "plain HTTP by default");
         assert_eq!(
             config.store,
             StoreConfig::Sqlite {
@@ -557,12 +621,50 @@ mod tests {
     #[test]
     fn derived_url_shows_loopback_for_unspecified_address() {
         assert_eq!(
-            derive_public_url("0.0.0.0:9000".parse().expect("literal")),
+            derive_public_url("0.0.0.0:9000".parse().expect("literal"), false),
             "http://127.0.0.1:9000"
         );
         assert_eq!(
-            derive_public_url("[::]:9000".parse().expect("literal")),
-            "http://[::1]:9000"
+            derive_public_url("[::]:9000".parse().expect("literal"), true),
+            "https://[::1]:9000"
         );
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs() {
+        let config = Args::parse_from([
+            "relay-server",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--client-ca",
+            "ca.pem",
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(
+            config.tls,
+            Some(TlsConfig {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+                client_ca: Some("ca.pem".into()),
+            })
+        );
+        let error = |args: &[&str]| {
+            Args::parse_from(args)
+                .validate()
+                .expect_err("refused")
+                .to_string()
+        };
+        assert_eq!(
+            error(&["relay-server", "--tls-cert", "c.pem"]),
+            "--tls-cert needs --tls-key: pass both to serve HTTPS, or neither for plain HTTP"
+        );
+        assert_eq!(
+            error(&["relay-server", "--tls-key", "k.pem"]),
+            "--tls-key needs --tls-cert: pass both to serve HTTPS, or neither for plain HTTP"
+        );
+        assert!(error(&["relay-server", "--client-ca", "ca.pem"]).starts_with("--client-ca needs"));
     }
 }

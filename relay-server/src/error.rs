@@ -35,6 +35,8 @@ pub enum Error {
     BadRequest(String),
     #[error("no event {0} in this channel")]
     UnknownEvent(protocol::DeliveryId),
+    #[error("a client certificate signed by --client-ca is required")]
+    ClientCertRequired,
     #[error("no channel {0}")]
     UnknownChannel(ChannelId),
     #[error("channel {0} already exists")]
@@ -87,6 +89,7 @@ impl Error {
             }
             Error::Unauthorized | Error::Signature(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::ClientCertRequired => StatusCode::FORBIDDEN,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::AgentGone | Error::AgentAborted(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,

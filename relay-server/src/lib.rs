@@ -4,10 +4,11 @@
 //!
 //! [`serve`] runs the server on a bound listener until a shutdown token fires, then drains.
 
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +25,7 @@ pub mod limits;
 pub mod registry;
 pub mod routes;
 pub mod store;
+pub mod tls;
 pub mod verify;
 mod ws;
 
@@ -38,6 +40,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Everything a handler needs, shared by all of them.
@@ -91,22 +95,51 @@ impl ServerState {
 /// Opens the store, then serves on `listener` until `shutdown` is cancelled, then shuts down
 /// gracefully: stops accepting, lets in-flight webhooks finish (at most
 /// `config.shutdown_grace`), then closes agent sessions with "going away" so agents reconnect
-/// to the next instance. Fails at once when the store cannot be opened.
+/// to the next instance. Fails at once when the store cannot be opened or, with
+/// `config.tls`, the certificate, key or client CA cannot be used.
+///
+/// With `config.tls` the listener speaks HTTPS and re-reads the certificate and key on SIGHUP
+/// (connections already open are not affected). Handlers see the peer as
+/// `ConnectInfo<tls::Peer>` either way.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
+    let certs = config
+        .tls
+        .clone()
+        .map(tls::Certificates::load)
+        .transpose()?;
+    // Registered before the "listening" line, so a SIGHUP sent once that line is logged
+    // reloads instead of killing the process.
+    #[cfg(unix)]
+    let hangup = match certs {
+        Some(_) => Some(tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::hangup(),
+        )?),
+        None => None,
+    };
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| config::derive_public_url(addr));
+        .unwrap_or_else(|| config::derive_public_url(addr, certs.is_some()));
     let grace = config.shutdown_grace;
     let store = store::open(&config.store).await?;
     let (open, why) = open_mode(config.open, addr);
     let state = ServerState::new(config, public_url, store, open);
     channels::reload(&state).await?;
+    match &certs {
+        None => info!("TLS off: serving plain HTTP (put a TLS-terminating proxy in front)"),
+        Some(certs) => {
+            let files = certs.files();
+            info!(cert = %files.cert.display(), "TLS on: serving HTTPS; SIGHUP reloads the certificate");
+            if let Some(ca) = &files.client_ca {
+                info!(client_ca = %ca.display(), "agents need a client certificate signed by --client-ca");
+            }
+        }
+    }
     info!(%addr, public_url = %state.public_url, store = %state.config.store, "relay server listening");
     if open {
         info!(
@@ -121,19 +154,29 @@ pub async fn serve(
     }
     state.tracker.spawn(prune(Arc::clone(&state)));
     state.tracker.spawn(channels::watch(Arc::clone(&state)));
+    #[cfg(unix)]
+    if let (Some(certs), Some(hangup)) = (&certs, hangup) {
+        state.tracker.spawn(tls::reload_on_hangup(
+            certs.clone(),
+            hangup,
+            state.agents_shutdown.clone(),
+        ));
+    }
 
-    // Deliveries are small messages on long-lived connections: Nagle's algorithm would hold
-    // each one back waiting for an ACK.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let make_service = app(Arc::clone(&state)).into_make_service_with_connect_info::<tls::Peer>();
+    let stop_accepting = shutdown.clone().cancelled_owned();
+    let server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match certs {
+        Some(certs) => Box::pin(
+            axum::serve(tls::TlsListener::new(listener, certs), make_service)
+                .with_graceful_shutdown(stop_accepting)
+                .into_future(),
+        ),
+        None => Box::pin(
+            axum::serve(tls::PlainListener(listener), make_service)
+                .with_graceful_shutdown(stop_accepting)
+                .into_future(),
+        ),
+    };
     let drain_deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;

@@ -13,6 +13,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         tracing::Level::INFO
     });
+    // ring is the only crypto provider built in; installing it up front keeps rustls from
+    // having to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = args.validate()?;
     if let Some(Command::Channels(command)) = command {
         return relay_server::cli::channels(command, &config, &mut std::io::stdout().lock()).await;

@@ -4,10 +4,10 @@
 //! and drains the agent's outbox, batching whatever is queued into one flush. When either ends,
 //! the other is cancelled and every delivery still waiting on the agent fails with 502.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::AppState;
 use crate::auth::AgentGrant;
+use crate::error::Error;
 use crate::registry::{AgentHandle, AgentInfo, BodyEvent, Route};
+use crate::tls::Peer;
+use std::net::SocketAddr;
 
 /// Frames queued for one agent before senders wait.
 const OUTBOX_CAPACITY: usize = 256;
@@ -39,12 +42,28 @@ const REPLY_STALL: Duration = Duration::from_secs(10);
 
 /// `GET /ws`: upgrades to an agent session. Message and frame sizes are capped at
 /// [`MAX_FRAME_LEN`] so an oversize message is refused before it is buffered.
+///
+/// With `--client-ca`, a connection without a verified client certificate is refused with 403
+/// before anything else: the TLS layer lets such connections through for webhook senders.
 pub async fn upgrade(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(e) = state.auth_failures.check(Some(peer.ip())) {
+    let needs_cert = state
+        .config
+        .tls
+        .as_ref()
+        .is_some_and(|tls| tls.client_ca.is_some());
+    if needs_cert && !peer.client_cert {
+        warn!(%peer, "agent refused: no client certificate");
+        return Error::ClientCertRequired.into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if let Err(e) = state.auth_failures.check(Some(peer.addr.ip())) {
         debug!(%peer, "agent refused before the upgrade: too many wrong tokens");
         return e.into_response();
     }
@@ -57,7 +76,7 @@ pub async fn upgrade(
             async move {
                 tracker
                     .track_future(
-                        session(state, socket, peer).instrument(info_span!("agent", %peer)),
+                        session(state, socket, peer.addr).instrument(info_span!("agent", %peer)),
                     )
                     .await
             }

@@ -1,5 +1,7 @@
 //! What `relay-server` and `relay-client` both run on: the batched WebSocket writer, logging
-//! set-up and shutdown signals. Kept apart from `protocol`, which does no I/O.
+//! set-up, shutdown signals and reading PEM files. Kept apart from `protocol`, which does no I/O.
+
+pub mod pem;
 
 use futures_util::{Sink, SinkExt};
 use tokio::sync::mpsc;

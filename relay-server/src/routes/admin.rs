@@ -4,18 +4,18 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use protocol::ChannelId;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
 use tracing::info;
 
 use crate::AppState;
 use crate::channels::{self, ChannelRecord, ChannelSettings, Mode, RateLimit};
 use crate::error::Error;
+use crate::tls::Peer;
 use crate::verify::Verify;
 
 /// A request that carries the admin token.
@@ -25,10 +25,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = Peer::of(&parts.extensions).map(|p| p.addr.ip());
         state.auth_failures.check(peer)?;
         if state.config.admin_token.is_none() {
             return Err(Error::AdminDisabled);

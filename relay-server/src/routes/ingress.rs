@@ -1,13 +1,12 @@
 //! `ANY /h/{channel}/{*path}`: a webhook comes in, goes to one of the channel's agents, and the
 //! target's answer goes back to the sender.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
@@ -24,6 +23,7 @@ use crate::delivery::{InFlight, Outgoing, forwarded_headers};
 use crate::error::Error;
 use crate::registry::AgentHandle;
 use crate::store::{self, AttemptKind, EventStatus, NewEvent, Transition};
+use crate::tls::Peer;
 
 pub use crate::delivery::DELIVERY_HEADER;
 
@@ -108,10 +108,7 @@ async fn deliver(
         return Err(Error::UnknownChannel(channel));
     }
     let settings = registered.as_ref().map(|r| &r.settings);
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+    let peer = Peer::of(req.extensions()).map(|p| p.addr);
     if let Some(allowed) = settings
         .map(|s| &s.allow_from)
         .filter(|nets| !nets.is_empty())

@@ -1,16 +1,16 @@
 //! Router assembly.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::routing::{any, delete, get, post};
 use protocol::ChannelId;
 
 use crate::AppState;
 use crate::error::Error;
+use crate::tls::Peer;
 
 pub mod admin;
 pub mod api;
@@ -30,10 +30,7 @@ impl FromRequestParts<AppState> for ChannelAccess {
             .map_err(|_| Error::NotFound)?;
         let name = params.get("channel").ok_or(Error::NotFound)?;
         let channel = ChannelId::parse(name).map_err(|_| Error::NotFound)?;
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let peer = Peer::of(&parts.extensions).map(|p| p.addr.ip());
         crate::auth::api_access(state, peer, &channel, crate::auth::bearer(&parts.headers))?;
         Ok(Self(channel))
     }

@@ -1,0 +1,327 @@
+//! Serving HTTPS without a proxy: the certificate and key (reloaded on SIGHUP), optional client
+//! certificates for agents, the listener that runs TLS handshakes, and what a connection tells
+//! handlers about its peer ([`Peer`]).
+//!
+//! Handshakes run on their own tasks with a timeout, so a slow or silent client cannot hold up
+//! the accept loop; axum only ever sees connections whose handshake has finished.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener};
+use rustls::RootCertStore;
+use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tracing::debug;
+
+use crate::config::TlsConfig;
+use runtime::pem::{self, PemError};
+
+/// Bound on one TLS handshake, from accepting the TCP connection to its end.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; past this the listener stops accepting until one ends, so
+/// a flood of silent connections costs bounded memory.
+const MAX_PENDING_HANDSHAKES: usize = 1024;
+/// Most bytes of a plain HTTP request read before answering it with 400.
+const MAX_PLAIN_REQUEST: usize = 8 * 1024;
+
+/// Why the TLS material cannot be used. Every message names the file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    #[error("cannot use --tls-key {key} with --tls-cert {cert}: {reason}")]
+    KeyPair {
+        cert: String,
+        key: String,
+        reason: String,
+    },
+    #[error("cannot use --client-ca {path}: {reason}")]
+    ClientCa { path: String, reason: String },
+}
+
+/// Who is at the other end of a connection, as handlers see it through
+/// `ConnectInfo<Peer>`, over plain HTTP and over TLS alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The peer presented a client certificate, and it chains to `--client-ca` (rustls fails
+    /// the handshake otherwise). Always false over plain HTTP and without `--client-ca`.
+    pub client_cert: bool,
+}
+
+impl Peer {
+    /// The peer of a request, from the `ConnectInfo` the server attaches to every request.
+    /// The one place that names the type, so no handler can look for the wrong one.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<Peer> {
+        extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map(|info| info.0)
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let (_, session) = stream.io().get_ref();
+        Peer {
+            addr: *stream.remote_addr(),
+            client_cert: session.peer_certificates().is_some_and(|c| !c.is_empty()),
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, PlainListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
+        Peer {
+            addr: *stream.remote_addr(),
+            client_cert: false,
+        }
+    }
+}
+
+/// The plain-HTTP listener: TCP with `TCP_NODELAY` on every connection, since deliveries are
+/// small messages on long-lived connections and Nagle's algorithm would hold each one back
+/// waiting for an ACK.
+pub struct PlainListener(pub TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = Listener::accept(&mut self.0).await;
+        set_nodelay(&tcp);
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+fn set_nodelay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// The server's TLS configuration, replaced whole by [`Certificates::reload`]. Clones share
+/// it: the listener picks up a reload at its next handshake, and connections already open keep
+/// the configuration they were accepted with.
+#[derive(Debug, Clone)]
+pub struct Certificates {
+    files: TlsConfig,
+    current: Arc<RwLock<Arc<ServerConfig>>>,
+}
+
+impl Certificates {
+    /// Reads the certificate, key and client CA named by `files`.
+    pub fn load(files: TlsConfig) -> Result<Self, TlsError> {
+        let config = server_config(&files)?;
+        Ok(Self {
+            files,
+            current: Arc::new(RwLock::new(config)),
+        })
+    }
+
+    /// The files this configuration was read from.
+    pub fn files(&self) -> &TlsConfig {
+        &self.files
+    }
+
+    /// Reads the files again. On success new handshakes use them; on failure nothing
+    /// changes and the previous certificate goes on serving.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.files)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
+        Ok(())
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        TlsAcceptor::from(Arc::clone(&current))
+    }
+}
+
+/// Builds the rustls configuration for `files`. Installs ring as the process's crypto provider
+/// first if none is yet, so in-process callers (tests) need no set-up of their own.
+fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = pem::certificates("--tls-cert", &files.cert)?;
+    let key = pem::private_key("--tls-key", &files.key)?;
+    let builder = ServerConfig::builder();
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let error = |reason: String| TlsError::ClientCa {
+                path: path.display().to_string(),
+                reason,
+            };
+            let mut roots = RootCertStore::empty();
+            for cert in pem::certificates("--client-ca", path)? {
+                roots.add(cert).map_err(|e| error(e.to_string()))?;
+            }
+            // Webhook senders have no certificates: the handshake lets them through, and
+            // `/ws` refuses an agent without one (see `ws::upgrade`).
+            let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| error(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::KeyPair {
+            cert: files.cert.display().to_string(),
+            key: files.key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Re-reads the certificates on every SIGHUP until `stop` fires. A failed reload is logged
+/// and the previous certificate stays.
+#[cfg(unix)]
+pub(crate) async fn reload_on_hangup(
+    certs: Certificates,
+    mut hangup: tokio::signal::unix::Signal,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            got = hangup.recv() => if got.is_none() { return },
+            () = stop.cancelled() => return,
+        }
+        let reloading = certs.clone();
+        match tokio::task::spawn_blocking(move || reloading.reload()).await {
+            Ok(Ok(())) => {
+                tracing::info!(cert = %certs.files.cert.display(), "TLS certificate reloaded")
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+            }
+            Err(e) => tracing::error!(error = %e, "TLS reload did not finish"),
+        }
+    }
+}
+
+/// An [`axum::serve::Listener`] that yields connections whose TLS handshake has finished.
+///
+/// Each accepted TCP connection is handshaken on its own task (bounded by
+/// [`TLS_HANDSHAKE_TIMEOUT`]); a failed or timed-out handshake just closes that connection.
+/// Dropping the listener (axum does at shutdown) aborts the handshakes still running.
+pub struct TlsListener {
+    tcp: TcpListener,
+    certs: Certificates,
+    handshakes: JoinSet<Option<(TlsStream<TcpStream>, SocketAddr)>>,
+}
+
+impl TlsListener {
+    pub fn new(tcp: TcpListener, certs: Certificates) -> Self {
+        Self {
+            tcp,
+            certs,
+            handshakes: JoinSet::new(),
+        }
+    }
+}
+
+impl Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    /// Cancel-safe: both awaited futures are, and a connection is handed to a handshake task
+    /// without awaiting in between.
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let room = self.handshakes.len() < MAX_PENDING_HANDSHAKES;
+            tokio::select! {
+                (tcp, addr) = Listener::accept(&mut self.tcp), if room => {
+                    self.handshakes.spawn(handshake(self.certs.acceptor(), tcp, addr));
+                }
+                Some(done) = self.handshakes.join_next() => match done {
+                    Ok(Some(connection)) => return connection,
+                    Ok(None) => {}
+                    Err(e) => debug!(error = %e, "TLS handshake task failed"),
+                },
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+/// Runs the TLS handshake on `tcp`, within [`TLS_HANDSHAKE_TIMEOUT`]. A client that speaks
+/// plain HTTP to the TLS port gets a 400 that says so, rather than a dropped connection.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+) -> Option<(TlsStream<TcpStream>, SocketAddr)> {
+    set_nodelay(&tcp);
+    let attempt = async {
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await? == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        // A TLS connection opens with a handshake record (0x16); an HTTP request with its
+        // method in capitals.
+        if first[0].is_ascii_uppercase() {
+            answer_plain_http(&mut tcp).await?;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "plain HTTP request on the TLS port",
+            ));
+        }
+        acceptor.accept(tcp).await
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, attempt).await {
+        Ok(Ok(tls)) => Some((tls, peer)),
+        Ok(Err(e)) => {
+            debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            debug!(%peer, timeout = ?TLS_HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Reads the request head (so closing does not reset the connection before the client reads
+/// the answer), answers 400 and closes.
+async fn answer_plain_http(tcp: &mut TcpStream) -> io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while head.len() < MAX_PLAIN_REQUEST && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let body = r#"{"error":"this port speaks HTTPS: use https://"}"#;
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(answer.as_bytes()).await?;
+    tcp.shutdown().await
+}
