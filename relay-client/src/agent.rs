@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -94,6 +94,8 @@ pub struct Agent {
 pub(crate) struct Ctx {
     pub(crate) config: AgentConfig,
     pub(crate) client: HttpClient,
+    /// TLS towards the server, read from `config.tls` once for every (re)connection.
+    tls: Arc<rustls::ClientConfig>,
     events: Option<mpsc::Sender<Event>>,
 }
 
@@ -115,19 +117,22 @@ pub(crate) enum SessionEnd {
 
 impl Agent {
     /// Connects once and completes the hello/welcome exchange. `events`, if given, receives
-    /// what a human would want to see.
+    /// what a human would want to see. Fails with an error that is fatal (see
+    /// [`Error::is_fatal`]) when the TLS files cannot be read or a certificate is refused.
     pub async fn connect(
         config: AgentConfig,
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Agent, Error> {
         let client = forward::http_client()?;
+        let tls = crate::tls::client_config(&config.tls)?;
         let ctx = Arc::new(Ctx {
             config,
             client,
+            tls,
             events,
         });
         let channel = ctx.config.channel.clone();
-        let (ws, welcome) = handshake(&ctx.config, channel.as_ref()).await?;
+        let (ws, welcome) = handshake(&ctx, channel.as_ref()).await?;
         ctx.emit(Event::Connected {
             public_url: welcome.public_url.clone(),
             target: ctx.config.target.to_string(),
@@ -187,7 +192,7 @@ async fn reconnect(
             () = tokio::time::sleep(retry_in) => {}
             () = shutdown.cancelled() => return Ok(None),
         }
-        match handshake(&ctx.config, Some(channel)).await {
+        match handshake(ctx, Some(channel)).await {
             Ok((ws, welcome)) => {
                 ctx.emit(Event::Connected {
                     public_url: welcome.public_url,
@@ -225,10 +230,8 @@ pub fn backoff(config: &AgentConfig, attempt: u32) -> Duration {
 }
 
 /// Opens the WebSocket and exchanges hello/welcome.
-async fn handshake(
-    config: &AgentConfig,
-    channel: Option<&ChannelId>,
-) -> Result<(Ws, Welcome), Error> {
+async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcome), Error> {
+    let config = &ctx.config;
     let url = &config.ws_url;
     let attempt = async {
         let mut ws_config = WebSocketConfig::default();
@@ -238,13 +241,10 @@ async fn handshake(
             url.as_str(),
             Some(ws_config),
             true,
-            None,
+            Some(Connector::Rustls(Arc::clone(&ctx.tls))),
         )
         .await
-        .map_err(|e| Error::Connect {
-            url: url.clone(),
-            reason: crate::error::chain(&e),
-        })?;
+        .map_err(|e| connect_error(url, &e))?;
         let hello = Frame::Hello(Hello {
             version: PROTOCOL_VERSION,
             channel: channel.map(|c| c.to_string()),
@@ -281,6 +281,36 @@ async fn handshake(
             url: url.clone(),
             reason: format!("no welcome within {:?}", config.connect_timeout),
         })?
+}
+
+/// The error for a failed WebSocket connect: refused certificates and a 401/403 on `/ws` stop
+/// the agent; anything else (refused connection, proxy errors) is retried.
+fn connect_error(url: &str, e: &tokio_tungstenite::tungstenite::Error) -> Error {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    if let Some(fatal) = crate::tls::certificate_failure(url, e) {
+        return fatal;
+    }
+    if let WsError::Http(response) = e {
+        let status = response.status();
+        if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+            let message = response
+                .body()
+                .as_deref()
+                .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
+                .and_then(|json| json["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| format!("HTTP {status} on {url}"));
+            let hint = if message.contains("client certificate") {
+                "; pass --cert FILE --key FILE"
+            } else {
+                ""
+            };
+            return Error::Refused(format!("{message}{hint}"));
+        }
+    }
+    Error::Connect {
+        url: url.to_owned(),
+        reason: crate::error::chain(e),
+    }
 }
 
 pub(crate) fn refusal(code: ErrorCode, message: String) -> Error {

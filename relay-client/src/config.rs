@@ -1,6 +1,7 @@
 //! `relay-client`'s command line (each option also a `HOOKRELAY_*` environment variable),
 //! validated once into an [`Invocation`]: run the agent, or ask the server about past events.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
@@ -47,6 +48,19 @@ pub struct Args {
     /// Token the server requires from agents (also sent to its API as a bearer token).
     #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+
+    /// Also trust this CA (PEM) for the server's certificate, besides the system's roots: for
+    /// a server with a certificate from a private CA.
+    #[arg(long, env = "HOOKRELAY_CA", value_name = "FILE", global = true)]
+    pub ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for a server that requires one (its --client-ca); needs --key.
+    #[arg(long, env = "HOOKRELAY_CERT", value_name = "FILE", global = true)]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(long, env = "HOOKRELAY_KEY", value_name = "FILE", global = true)]
+    pub key: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -160,9 +174,31 @@ impl Args {
     pub fn validate(self) -> Result<Invocation, Error> {
         let token = self.token.filter(|t| !t.is_empty());
         let channel = self.channel.as_deref().map(ChannelId::parse).transpose()?;
+        let identity = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => Some(Identity { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(Error::ClientCertPair {
+                    given: "cert",
+                    missing: "key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(Error::ClientCertPair {
+                    given: "key",
+                    missing: "cert",
+                });
+            }
+        };
+        let tls = TlsConfig {
+            ca: self.ca,
+            identity,
+        };
         let api = |command: &'static str| {
             let channel = channel.clone().ok_or(Error::MissingChannel(command))?;
-            ApiConfig::new(&self.server, channel, token.clone())
+            let mut api = ApiConfig::new(&self.server, channel, token.clone())?;
+            api.tls = tls.clone();
+            Ok::<_, Error>(api)
         };
         match self.command {
             None => {
@@ -170,6 +206,7 @@ impl Args {
                 let mut config = AgentConfig::new(&self.server, &forward)?;
                 config.channel = channel;
                 config.token = token;
+                config.tls = tls;
                 Ok(Invocation::Agent(config))
             }
             Some(Command::Events { limit, status }) => Ok(Invocation::Events {
@@ -188,6 +225,23 @@ impl Args {
     }
 }
 
+/// How to check the server's certificate and which certificate to show it, for the agent and
+/// the history API alike. The default trusts the system's roots and shows none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// A CA (PEM) trusted besides the system's roots.
+    pub ca: Option<PathBuf>,
+    /// Client certificate for a server with `--client-ca`.
+    pub identity: Option<Identity>,
+}
+
+/// A client certificate and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Where the server's history API is for one channel, and how to authenticate to it.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -198,6 +252,7 @@ pub struct ApiConfig {
     pub authorization: Option<HeaderValue>,
     /// Bound on one API call, answer included.
     pub timeout: Duration,
+    pub tls: TlsConfig,
 }
 
 impl ApiConfig {
@@ -216,6 +271,7 @@ impl ApiConfig {
             channel,
             authorization,
             timeout: DEFAULT_API_TIMEOUT,
+            tls: TlsConfig::default(),
         })
     }
 }
@@ -245,6 +301,8 @@ pub struct AgentConfig {
     pub target_timeout: Duration,
     /// Bound on finishing in-flight deliveries at shutdown.
     pub shutdown_grace: Duration,
+    /// How to check the server's certificate (wss://) and which client certificate to show.
+    pub tls: TlsConfig,
 }
 
 impl AgentConfig {
@@ -262,6 +320,7 @@ impl AgentConfig {
             connect_timeout: Duration::from_secs(15),
             target_timeout: DEFAULT_TARGET_TIMEOUT,
             shutdown_grace: Duration::from_secs(30),
+            tls: TlsConfig::default(),
         })
     }
 }
@@ -392,6 +451,42 @@ mod tests {
         assert_eq!(config.target.to_string(), "http://t:2");
         assert_eq!(config.channel.as_ref().map(ChannelId::as_str), Some("c"));
         assert_eq!(config.token.as_deref(), Some("s3"));
+    }
+
+    #[test]
+    fn tls_files_reach_the_agent_and_the_api() {
+        let tls = TlsConfig {
+            ca: Some("ca.pem".into()),
+            identity: Some(Identity {
+                cert: "c.pem".into(),
+                key: "k.pem".into(),
+            }),
+        };
+        let flags = ["--ca", "ca.pem", "--cert", "c.pem", "--key", "k.pem"];
+        let agent = [&["--forward", "http://t:2"][..], &flags].concat();
+        let Invocation::Agent(config) = parse(&agent) else {
+            panic!("agent expected");
+        };
+        assert_eq!(config.tls, tls);
+        let events = [&["events", "--channel", "c"][..], &flags].concat();
+        let Invocation::Events { api, .. } = parse(&events) else {
+            panic!("events expected");
+        };
+        assert_eq!(api.tls, tls);
+        let refused = Args::try_from_command_line([
+            "relay-client",
+            "--forward",
+            "http://t:2",
+            "--cert",
+            "c.pem",
+        ])
+        .expect("parses")
+        .validate()
+        .expect_err("--cert without --key");
+        assert_eq!(
+            refused.to_string(),
+            "--cert needs --key: a client certificate is the pair of both"
+        );
     }
 
     #[test]

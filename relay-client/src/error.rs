@@ -20,6 +20,14 @@ pub enum Error {
     Refused(String),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    /// A certificate was refused, theirs or ours: retrying cannot fix it.
+    #[error("TLS handshake with {host} failed: {reason}")]
+    TlsHandshake { host: String, reason: String },
+    #[error("--{given} needs --{missing}: a client certificate is the pair of both")]
+    ClientCertPair {
+        given: &'static str,
+        missing: &'static str,
+    },
     #[error(
         "--forward is required to run the agent (or set HOOKRELAY_FORWARD), e.g. --forward http://localhost:3000"
     )]

@@ -29,16 +29,25 @@ pub(crate) type RequestBody = BoxBody<Bytes, std::io::Error>;
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, RequestBody>;
 
 pub fn http_client() -> Result<HttpClient, Error> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    Ok(build_client(https))
+}
+
+/// An [`HttpClient`] that speaks HTTPS with `tls` (roots and client certificate of its own).
+pub fn http_client_with(tls: rustls::ClientConfig) -> HttpClient {
+    build_client(hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls))
+}
+
+fn build_client(
+    https: hyper_rustls::HttpsConnectorBuilder<hyper_rustls::builderstates::WantsSchemes>,
+) -> HttpClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
-        .map_err(|e| Error::Tls(e.to_string()))?
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+    let https = https.https_or_http().enable_http1().wrap_connector(http);
+    Client::builder(TokioExecutor::new()).build(https)
 }
 
 /// The local target: scheme, authority and an optional path prefix and query.

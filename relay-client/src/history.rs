@@ -115,13 +115,16 @@ enum Subject {
 /// The history API of one channel on one server.
 pub struct Api {
     config: ApiConfig,
+    /// Talks to the server with `config.tls` (its CA, our client certificate).
     client: HttpClient,
 }
 
 impl Api {
+    /// Fails when the TLS files in `config.tls` cannot be used.
     pub fn new(config: ApiConfig) -> Result<Self, Error> {
+        let tls = crate::tls::client_config(&config.tls)?;
         Ok(Self {
-            client: forward::http_client()?,
+            client: forward::http_client_with((*tls).clone()),
             config,
         })
     }
@@ -166,7 +169,9 @@ impl Api {
         let path = format!("/events/{id}");
         let event: StoredEvent = self.call(Method::GET, &path, Subject::Event(id)).await?;
         let head = event.into_request_head()?;
-        Ok(send_to(&self.client, target, head, DEFAULT_TARGET_TIMEOUT).await)
+        // The target is local and no concern of the server's TLS settings: the agent's client.
+        let client = forward::http_client()?;
+        Ok(send_to(&client, target, head, DEFAULT_TARGET_TIMEOUT).await)
     }
 
     /// One API call: `method` on the channel's `path`, the answer read whole (up to
@@ -192,14 +197,12 @@ impl Api {
             .body(body)
             .map_err(|_| Error::ServerUrl(self.config.base_url.clone()))?;
         let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| Error::Unreachable {
+            let response = self.client.request(request).await.map_err(|e| {
+                crate::tls::certificate_failure(&url, &e).unwrap_or_else(|| Error::Unreachable {
                     url: url.clone(),
                     reason: chain(&e),
-                })?;
+                })
+            })?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()

@@ -18,7 +18,10 @@ pub mod forward;
 pub mod history;
 pub mod output;
 mod session;
+pub mod tls;
 
 pub use agent::{Agent, Delivery, Event, backoff};
-pub use config::{AgentConfig, ApiConfig, Args, Command, EventsQuery, Invocation};
+pub use config::{
+    AgentConfig, ApiConfig, Args, Command, EventsQuery, Identity, Invocation, TlsConfig,
+};
 pub use error::Error;

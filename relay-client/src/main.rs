@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     runtime::init_tracing(tracing::Level::WARN);
+    // ring is the only crypto provider built in; tokio-tungstenite's and hyper-rustls's
+    // configurations use the installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run().await {
         Ok(code) => code,
         Err(e) => {
