@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use relay_server::Config;
 use serde_json::{Value, json};
@@ -38,6 +40,11 @@ pub struct TestServer {
 impl TestServer {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The URL of a server started with `Config::tls`.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     /// Stops the server gracefully and waits until it has stopped.
@@ -245,9 +252,9 @@ impl Answer {
     }
 }
 
-/// Sends one request and reads the whole answer.
-pub async fn send(
-    client: &TestClient,
+/// Sends one request and reads the whole answer, over any connector (plain or HTTPS).
+pub async fn send<C: Connect + Clone + Send + Sync + 'static>(
+    client: &Client<C, BoxBody<Bytes, Infallible>>,
     method: &str,
     url: &str,
     headers: &[(&str, &[u8])],
@@ -265,8 +272,8 @@ pub fn spawn_post(client: &TestClient, url: &str, body: &'static str) -> JoinHan
     tokio::spawn(async move { send(&client, "POST", &url, &[], body).await })
 }
 
-pub async fn send_body(
-    client: &TestClient,
+pub async fn send_body<C: Connect + Clone + Send + Sync + 'static>(
+    client: &Client<C, BoxBody<Bytes, Infallible>>,
     method: &str,
     url: &str,
     headers: &[(&str, &[u8])],
@@ -397,4 +404,77 @@ pub async fn admin(server: &TestServer, method: &str, path: &str, body: String) 
         body,
     )
     .await
+}
+
+/// The `relay-server` binary, started by [`spawn_server`].
+pub struct ServerProcess {
+    pub child: Child,
+    /// The address it logged as bound.
+    pub addr: String,
+    /// Its log lines after the one naming the address, as they come.
+    pub logs: std::sync::mpsc::Receiver<String>,
+    pub data: tempfile::TempDir,
+}
+
+/// Starts the binary, with its data dir in a fresh temporary directory, and returns once it
+/// has logged the address it bound.
+pub fn spawn_server(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(args)
+        .env("HOOKRELAY_DATA_DIR", data.path())
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("relay-server starts");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, logs) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = logs
+            .recv_timeout(DEADLINE)
+            .expect("server logs its address");
+        if let Some(rest) = line.split("addr=").nth(1) {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    ServerProcess {
+        child,
+        addr,
+        logs,
+        data,
+    }
+}
+
+/// Sends `signal` (`TERM`, `HUP`, ...) to `child` with kill(1).
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// Sends SIGTERM and waits for the exit.
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    signal(child, "TERM");
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not exit on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -1,0 +1,519 @@
+//! HTTPS without a proxy: the server terminates TLS, agents speak wss:// (with `--ca` for a
+//! private CA), optional client certificates for agents, certificate reload on SIGHUP. The
+//! CAs and certificates are made here with rcgen and written to a temporary directory.
+
+mod common;
+
+use std::convert::Infallible;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use relay_client::{Agent, Identity};
+use relay_server::Config;
+use relay_server::config::TlsConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A certificate authority for one test.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A certificate and its key, PEM.
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+impl Ca {
+    fn new(name: &str) -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("no names");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let pem = params.self_signed(&key).expect("CA certificate").pem();
+        Self {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for 127.0.0.1 and localhost.
+    fn server(&self, name: &str) -> Leaf {
+        self.leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            name,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A client certificate, as an agent presents it.
+    fn client(&self, name: &str) -> Leaf {
+        self.leaf(Vec::new(), name, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn leaf(&self, names: Vec<String>, name: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
+        let mut params = CertificateParams::new(names).expect("valid names");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("signed");
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+/// A temporary directory of PEM files.
+struct Files(tempfile::TempDir);
+
+impl Files {
+    fn new() -> Self {
+        Self(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// Writes `pem` to `name` by renaming a finished file over it, as certbot's symlink swap
+    /// would: a reader never sees half a file.
+    fn write(&self, name: &str, pem: &str) -> PathBuf {
+        let path = self.0.path().join(name);
+        let partial = self.0.path().join(format!("{name}.partial"));
+        std::fs::write(&partial, pem).expect("write PEM");
+        std::fs::rename(&partial, &path).expect("rename PEM");
+        path
+    }
+}
+
+/// Server TLS settings with `leaf`, optionally requiring agents' certificates from `client_ca`.
+fn tls_config(files: &Files, leaf: &Leaf, client_ca: Option<&Ca>) -> Config {
+    Config {
+        tls: Some(TlsConfig {
+            cert: files.write("server.pem", &leaf.cert),
+            key: files.write("server.key", &leaf.key),
+            client_ca: client_ca.map(|ca| files.write("agents-ca.pem", &ca.pem)),
+        }),
+        ..Config::default()
+    }
+}
+
+/// An agent for `server` over wss://, trusting `ca` if given.
+fn wss_agent(server: &TestServer, target: &str, ca: Option<&Path>) -> relay_client::AgentConfig {
+    let mut config = agent_config(server, target);
+    config.ws_url = format!("wss://{}/ws", server.addr);
+    config.tls.ca = ca.map(Path::to_owned);
+    config
+}
+
+type HttpsClient = Client<HttpsConnector<HttpConnector>, BoxBody<Bytes, Infallible>>;
+
+fn roots(cas: &[&Ca]) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA PEM"))
+            .expect("CA accepted");
+    }
+    roots
+}
+
+/// A webhook sender: HTTPS trusting `ca`, no client certificate.
+fn https_client(ca: &Ca) -> HttpsClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots(&[ca]))
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(https)
+}
+
+/// Opens a TLS connection to `addr` trusting `cas`; returns it with the certificate the server
+/// presented.
+async fn tls_connect(
+    addr: &str,
+    cas: &[&Ca],
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    CertificateDer<'static>,
+) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots(cas))
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("IP name");
+    let stream = tokio::time::timeout(
+        DEADLINE,
+        tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp),
+    )
+    .await
+    .expect("handshake within the deadline")
+    .expect("TLS handshake");
+    let presented = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("server presented a certificate")
+        .clone()
+        .into_owned();
+    (stream, presented)
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate PEM")
+}
+
+#[tokio::test]
+async fn webhook_over_https_reaches_the_target_through_a_wss_agent() {
+    let files = Files::new();
+    let ca = Ca::new("relay CA");
+    let server = start_server(tls_config(&files, &ca.server("relay"), None)).await;
+    let mut target = start_target().await;
+    let ca_file = files.write("ca.pem", &ca.pem);
+    let agent = start_agent(wss_agent(&server, &target.url, Some(&ca_file))).await;
+    assert!(
+        agent.public_url.starts_with(&server.https_url()),
+        "{}",
+        agent.public_url
+    );
+
+    let body = Bytes::from_static(b"{\"action\":\"opened\"}\r\n\x00\xff\xfe signed bytes");
+    let answer = send(
+        &https_client(&ca),
+        "POST",
+        &format!("{}/gh?x=1", agent.public_url),
+        &[("x-hub-signature-256", b"sha256=abc")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.body, body);
+    let seen = next_seen(&mut target).await;
+    assert_eq!(seen.body, body, "body arrives byte for byte");
+    assert_eq!(seen.uri, "/gh?x=1");
+    assert_eq!(seen.header("x-forwarded-proto"), [b"https".as_slice()]);
+
+    // `relay-client events` reads the history over HTTPS with the same --ca.
+    let channel = protocol::ChannelId::parse(&agent.channel).expect("channel");
+    let mut api = relay_client::ApiConfig::new(&server.https_url(), channel, None).expect("api");
+    api.tls.ca = Some(ca_file);
+    let page = relay_client::history::Api::new(api)
+        .expect("api client")
+        .events(&relay_client::EventsQuery {
+            limit: 5,
+            status: None,
+        })
+        .await
+        .expect("history over https");
+    assert_eq!(page.events.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn agent_without_the_private_ca_stops_with_a_certificate_error() {
+    let files = Files::new();
+    let ca = Ca::new("private CA");
+    let server = start_server(tls_config(&files, &ca.server("relay"), None)).await;
+    let target = start_target().await;
+
+    let error = tokio::time::timeout(
+        DEADLINE,
+        Agent::connect(wss_agent(&server, &target.url, None), None),
+    )
+    .await
+    .expect("fails at once, no retry loop")
+    .err()
+    .expect("an unknown CA is refused");
+    assert!(error.is_fatal(), "reconnecting cannot fix it: {error}");
+    assert_eq!(
+        error.to_string(),
+        "TLS handshake with 127.0.0.1 failed: invalid peer certificate: UnknownIssuer; pass --ca FILE for a private CA"
+    );
+
+    let channel = protocol::ChannelId::parse("c").expect("channel");
+    let api = relay_client::ApiConfig::new(&server.https_url(), channel, None).expect("api");
+    let error = relay_client::history::Api::new(api)
+        .expect("api client")
+        .events(&relay_client::EventsQuery {
+            limit: 5,
+            status: None,
+        })
+        .await
+        .expect_err("unknown CA");
+    assert!(
+        error.to_string().contains("pass --ca FILE"),
+        "history API says the same: {error}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_ca_admits_agents_with_a_certificate_and_senders_without() {
+    let files = Files::new();
+    let ca = Ca::new("relay CA");
+    let agents_ca = Ca::new("agents CA");
+    let server = start_server(tls_config(&files, &ca.server("relay"), Some(&agents_ca))).await;
+    let mut target = start_target().await;
+    let ca_file = files.write("ca.pem", &ca.pem);
+
+    let agent_cert = agents_ca.client("agent");
+    let mut config = wss_agent(&server, &target.url, Some(&ca_file));
+    config.tls.identity = Some(Identity {
+        cert: files.write("agent.pem", &agent_cert.cert),
+        key: files.write("agent.key", &agent_cert.key),
+    });
+    let agent = start_agent(config).await;
+
+    // A sender such as GitHub has no client certificate and still gets through.
+    let sender = https_client(&ca);
+    let answer = send(&sender, "POST", &agent.public_url, &[], "payload").await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(next_seen(&mut target).await.body, "payload");
+
+    // /ws without a certificate: 403 with a JSON error, before any upgrade.
+    let refused = send(
+        &sender,
+        "GET",
+        &format!("{}/ws", server.https_url()),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.json()["error"],
+        "a client certificate signed by --client-ca is required"
+    );
+
+    // An agent without a certificate is told so, and stops.
+    let error = Agent::connect(wss_agent(&server, &target.url, Some(&ca_file)), None)
+        .await
+        .err()
+        .expect("refused without a certificate");
+    assert!(error.is_fatal(), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "server refused the agent: a client certificate signed by --client-ca is required; pass --cert FILE --key FILE"
+    );
+
+    // A certificate from another CA fails the TLS handshake itself.
+    let stranger = Ca::new("someone else's CA").client("agent");
+    let mut config = wss_agent(&server, &target.url, Some(&ca_file));
+    config.tls.identity = Some(Identity {
+        cert: files.write("stranger.pem", &stranger.cert),
+        key: files.write("stranger.key", &stranger.key),
+    });
+    let error = Agent::connect(config, None)
+        .await
+        .err()
+        .expect("refused with a foreign certificate");
+    assert!(error.is_fatal(), "{error}");
+    assert_eq!(
+        error.to_string(),
+        "TLS handshake with 127.0.0.1 failed: received fatal alert: UnknownCA; the server did not accept the client certificate: --cert must be signed by the server's --client-ca"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn unusable_certificate_files_fail_start_up_naming_the_file() {
+    let files = Files::new();
+    let ca = Ca::new("relay CA");
+    let good = ca.server("relay");
+    let other = ca.server("other");
+    let missing = files.0.path().join("missing.pem");
+    let cases = [
+        (
+            TlsConfig {
+                cert: missing.clone(),
+                key: files.write("k.pem", &good.key),
+                client_ca: None,
+            },
+            format!("cannot use --tls-cert {}", missing.display()),
+        ),
+        (
+            TlsConfig {
+                cert: files.write("c.pem", &good.cert),
+                key: files.write("junk.key", "not a key"),
+                client_ca: None,
+            },
+            "no private key found".to_owned(),
+        ),
+        (
+            TlsConfig {
+                cert: files.write("c.pem", &good.cert),
+                key: files.write("other.key", &other.key),
+                client_ca: None,
+            },
+            "cannot use --tls-key".to_owned(),
+        ),
+    ];
+    for (tls, expected) in cases {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let config = Config {
+            tls: Some(tls),
+            ..Config::default()
+        };
+        let error = relay_server::serve(listener, config, Default::default())
+            .await
+            .expect_err("refused at start-up");
+        assert!(error.to_string().contains(&expected), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_400_and_the_server_keeps_serving() {
+    let files = Files::new();
+    let ca = Ca::new("relay CA");
+    let server = start_server(tls_config(&files, &ca.server("relay"), None)).await;
+
+    // A client that says nothing does not hold up the others.
+    let _silent = TcpStream::connect(server.addr).await.expect("connect");
+
+    let mut plain = TcpStream::connect(server.addr).await.expect("connect");
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, plain.read_to_string(&mut answer))
+        .await
+        .expect("answered within the deadline")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("use https://"), "{answer}");
+
+    let health = send(
+        &https_client(&ca),
+        "GET",
+        &format!("{}/healthz", server.https_url()),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    server.stop().await;
+}
+
+/// GET /healthz on an open HTTP/1.1 connection.
+async fn healthz(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>) -> u16 {
+    let request = http::Request::get("/healthz")
+        .header("host", "127.0.0.1")
+        .body(Empty::new())
+        .expect("request");
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
+        .await
+        .expect("answer within the deadline")
+        .expect("answer");
+    let status = response.status().as_u16();
+    response.into_body().collect().await.expect("body");
+    status
+}
+
+/// Waits for a log line containing `needle`.
+fn wait_for_log(server: &ServerProcess, needle: &str) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = server
+            .logs
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+        if line.contains(needle) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_open_connections_go_on() {
+    let files = Files::new();
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let old = old_ca.server("old");
+    let new = new_ca.server("new");
+    let cert = files.write("cert.pem", &old.cert);
+    let key = files.write("key.pem", &old.key);
+    let mut server = spawn_server(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--tls-cert",
+            cert.to_str().expect("UTF-8 path"),
+            "--tls-key",
+            key.to_str().expect("UTF-8 path"),
+        ],
+        &[],
+    );
+    let addr = server.addr.clone();
+    let both = [&old_ca, &new_ca];
+
+    let (stream, presented) = tls_connect(&addr, &both).await;
+    assert_eq!(presented, der(&old.cert));
+    let (mut kept, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 over TLS");
+    let connection = tokio::spawn(connection);
+    assert_eq!(healthz(&mut kept).await, 200);
+
+    files.write("cert.pem", &new.cert);
+    files.write("key.pem", &new.key);
+    signal(&server.child, "HUP");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, presented) = tls_connect(&addr, &both).await;
+        if presented == der(&new.cert) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new certificate not served after SIGHUP"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        healthz(&mut kept).await,
+        200,
+        "the connection opened before the reload still works"
+    );
+
+    // A broken file on reload keeps the certificate that works.
+    files.write("cert.pem", "not a certificate");
+    signal(&server.child, "HUP");
+    wait_for_log(&server, "TLS reload failed");
+    let (_, presented) = tls_connect(&addr, &both).await;
+    assert_eq!(presented, der(&new.cert));
+    assert_eq!(healthz(&mut kept).await, 200);
+
+    drop(kept);
+    let _ = connection.await;
+    assert!(terminate(&mut server.child).success());
+}
