@@ -41,6 +41,9 @@ pub fn client_command(args: &[&str]) -> Command {
         "HOOKRELAY_FORWARD",
         "HOOKRELAY_CHANNEL",
         "HOOKRELAY_TOKEN",
+        "HOOKRELAY_CA",
+        "HOOKRELAY_CERT",
+        "HOOKRELAY_KEY",
     ] {
         command.env_remove(name);
     }
