@@ -148,6 +148,19 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub max_in_flight: usize,
 
+    /// Time a client has to send its request line and headers (slow clients are cut off);
+    /// also how long a kept-alive connection may idle. The body has --timeout.
+    #[arg(long, env = "HOOKRELAY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Headers allowed in one request; more get 431.
+    #[arg(long, env = "HOOKRELAY_MAX_HEADERS", default_value_t = 100)]
+    pub max_headers: usize,
+
+    /// Bytes allowed in a request's line and headers together (at least 8192); more get 431.
+    #[arg(long, env = "HOOKRELAY_MAX_HEADER_BYTES", default_value_t = 65_536)]
+    pub max_header_bytes: usize,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -317,6 +330,10 @@ pub enum ConfigError {
     AdminToken,
     #[error("--rate-limit: {0}, or off")]
     RateLimit(String),
+    #[error("--max-header-bytes must be at least 8192")]
+    HeaderBytes,
+    #[error("--header-timeout must be more than zero")]
+    HeaderTimeout,
     #[error("--offline-status must be 202 or 503 (got {0})")]
     OfflineStatus(u16),
     #[error("--ack-after must be at least 1 second and less than --timeout")]
@@ -361,6 +378,8 @@ pub struct Config {
     pub max_agents_per_channel: usize,
     /// Webhooks handled at once.
     pub max_in_flight: usize,
+    /// Limits on request heads and slow clients.
+    pub http: crate::http::HttpLimits,
     /// Interval between WebSocket pings to each agent.
     pub ping_interval: Duration,
     /// An agent that sends nothing (not even a pong) for this long is disconnected.
@@ -402,6 +421,7 @@ impl Default for Config {
             rate_limit: None,
             max_agents_per_channel: 64,
             max_in_flight: 10_000,
+            http: crate::http::HttpLimits::default(),
             ping_interval: Duration::from_secs(20),
             peer_timeout: Duration::from_secs(50),
             handshake_timeout: Duration::from_secs(10),
@@ -437,6 +457,12 @@ impl Args {
         }
         if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError::AdminToken);
+        }
+        if self.max_header_bytes < crate::http::MIN_HEAD_BYTES {
+            return Err(ConfigError::HeaderBytes);
+        }
+        if self.header_timeout.is_zero() {
+            return Err(ConfigError::HeaderTimeout);
         }
         if ![202, 503].contains(&self.offline_status) {
             return Err(ConfigError::OfflineStatus(self.offline_status));
@@ -491,6 +517,11 @@ impl Args {
             rate_limit: parse_rate(&self.rate_limit)?,
             max_agents_per_channel: self.max_agents_per_channel.max(1),
             max_in_flight: self.max_in_flight.max(1),
+            http: crate::http::HttpLimits {
+                header_timeout: self.header_timeout,
+                max_headers: self.max_headers,
+                max_head_bytes: self.max_header_bytes,
+            },
             store,
             offline_status: self.offline_status,
             ack_after: self.ack_after.map(Duration::from_secs),

@@ -4,7 +4,7 @@
 //!
 //! [`serve`] runs the server on a bound listener until a shutdown token fires, then drains.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ pub mod config;
 mod delivery;
 mod dispatch;
 pub mod error;
+pub mod http;
 pub mod limits;
 pub mod registry;
 pub mod routes;
@@ -163,26 +164,28 @@ pub async fn serve(
         ));
     }
 
-    let make_service = app(Arc::clone(&state)).into_make_service_with_connect_info::<tls::Peer>();
-    let stop_accepting = shutdown.clone().cancelled_owned();
-    let server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match certs {
-        Some(certs) => Box::pin(
-            axum::serve(tls::TlsListener::new(listener, certs), make_service)
-                .with_graceful_shutdown(stop_accepting)
-                .into_future(),
-        ),
-        None => Box::pin(
-            axum::serve(tls::PlainListener(listener), make_service)
-                .with_graceful_shutdown(stop_accepting)
-                .into_future(),
-        ),
+    let router = app(Arc::clone(&state));
+    let limits = state.config.http;
+    let server: Pin<Box<dyn Future<Output = ()> + Send>> = match certs {
+        Some(certs) => Box::pin(http::serve(
+            tls::TlsListener::new(listener, certs),
+            router,
+            limits,
+            shutdown.clone(),
+        )),
+        None => Box::pin(http::serve(
+            tls::PlainListener(listener),
+            router,
+            limits,
+            shutdown.clone(),
+        )),
     };
     let drain_deadline = async {
         shutdown.cancelled().await;
         tokio::time::sleep(grace).await;
     };
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         () = drain_deadline => warn!(?grace, "in-flight webhooks did not finish in time"),
     }
 

@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
+use axum::serve::Listener;
 use rustls::RootCertStore;
 use rustls::server::{ServerConfig, WebPkiClientVerifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -48,7 +47,7 @@ pub enum TlsError {
 }
 
 /// Who is at the other end of a connection, as handlers see it through
-/// `ConnectInfo<Peer>`, over plain HTTP and over TLS alike.
+/// `ConnectInfo<Peer>` (set by [`crate::http::serve`]), over plain HTTP and over TLS alike.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub addr: SocketAddr,
@@ -70,25 +69,6 @@ impl Peer {
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.addr.fmt(f)
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        let (_, session) = stream.io().get_ref();
-        Peer {
-            addr: *stream.remote_addr(),
-            client_cert: session.peer_certificates().is_some_and(|c| !c.is_empty()),
-        }
-    }
-}
-
-impl Connected<IncomingStream<'_, PlainListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, PlainListener>) -> Self {
-        Peer {
-            addr: *stream.remote_addr(),
-            client_cert: false,
-        }
     }
 }
 

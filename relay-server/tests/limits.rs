@@ -143,3 +143,66 @@ async fn only_allowed_source_networks_may_send_to_a_channel() {
     );
     assert_eq!(post(&format!("{}/h/local", server.url())).await.status, 201);
 }
+
+/// Writes `head` raw on a fresh connection and reads until the server closes it; returns
+/// what came back.
+async fn raw_exchange(server: &TestServer, head: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    tcp.write_all(head).await.expect("write head");
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut answer))
+        .await
+        .expect("server closes the connection in time")
+        .ok();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn http_limits(config: Config) -> Config {
+    Config {
+        http: relay_server::http::HttpLimits {
+            header_timeout: std::time::Duration::from_millis(300),
+            max_headers: 20,
+            max_head_bytes: 16 * 1024,
+        },
+        ..config
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let server = start_server(http_limits(Config::default())).await;
+    let target = start_target().await;
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let started = std::time::Instant::now();
+    // Slowloris: a request head that never ends. The server must not wait forever.
+    let slow = raw_exchange(&server, b"POST /h/x HTTP/1.1\r\nHost: relay\r\nX-Slow: 1");
+    let ok = format!("{}/ok", agent.public_url);
+    let (answer, normal) = tokio::join!(slow, post(&ok));
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer:?}"
+    );
+    assert_eq!(normal.status, 201, "others are served meanwhile");
+}
+
+#[tokio::test]
+async fn oversize_or_too_many_headers_get_431() {
+    let server = start_server(http_limits(Config::default())).await;
+    let target = start_target().await;
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let big = format!(
+        "POST /h/x HTTP/1.1\r\nHost: relay\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20 * 1024)
+    );
+    let answer = raw_exchange(&server, big.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("POST /h/x HTTP/1.1\r\nHost: relay\r\n{many}\r\n");
+    let answer = raw_exchange(&server, many.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert_eq!(post(&format!("{}/ok", agent.public_url)).await.status, 201);
+}

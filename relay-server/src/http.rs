@@ -1,0 +1,125 @@
+//! The HTTP/1.1 server loop: accepts connections from a listener (plain TCP or TLS) and serves
+//! the router on each, with the limits a public server needs against slow or oversized
+//! requests.
+//!
+//! `axum::serve` gives no access to hyper's connection settings, and its defaults have no
+//! header-read timeout (hyper's needs a timer, which `axum::serve` does not set): a client that
+//! trickles its request headers (slowloris) would hold a connection forever. This loop is
+//! `axum::serve`'s, with hyper's `http1::Builder` configured: a header-read timeout, a cap on
+//! header count and on the bytes of the request head. Over either cap hyper answers 431.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::serve::Listener;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+use tracing::debug;
+
+use crate::tls::Peer;
+
+/// What a request head may cost the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a client has to send its whole request head, from its first byte (and, on a
+    /// kept-alive connection, how long the connection may idle between requests).
+    pub header_timeout: Duration,
+    /// Headers in one request.
+    pub max_headers: usize,
+    /// Bytes of the request line and headers together.
+    pub max_head_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            max_headers: 100,
+            max_head_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Hyper's smallest read buffer; a head limit below it cannot be enforced.
+pub const MIN_HEAD_BYTES: usize = 8192;
+
+/// A connection that knows whether its peer presented a verified client certificate.
+pub trait PeerIo {
+    fn client_cert(&self) -> bool;
+}
+
+impl PeerIo for TcpStream {
+    fn client_cert(&self) -> bool {
+        false
+    }
+}
+
+impl PeerIo for tokio_rustls::server::TlsStream<TcpStream> {
+    fn client_cert(&self) -> bool {
+        let (_, session) = self.get_ref();
+        session.peer_certificates().is_some_and(|c| !c.is_empty())
+    }
+}
+
+/// Serves `router` on every connection `listener` accepts until `stop` fires, then stops
+/// accepting, lets each connection finish the request it is on, and returns once all have
+/// closed. Upgraded connections (agents' WebSockets) are not waited for: their sessions end
+/// through the server's own shutdown.
+pub async fn serve<L>(mut listener: L, router: Router, limits: HttpLimits, stop: CancellationToken)
+where
+    L: Listener<Addr = SocketAddr>,
+    L::Io: PeerIo,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(limits.max_headers)
+        .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES));
+    let connections = TaskTracker::new();
+    loop {
+        let (io, addr) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = stop.cancelled() => break,
+        };
+        let peer = Peer {
+            addr,
+            client_cert: io.client_cert(),
+        };
+        let service = router
+            .clone()
+            .map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let connection = builder
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+            .with_upgrades();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = stop.cancelled() => {
+                    // Finish the request in progress, then close instead of keeping alive.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
