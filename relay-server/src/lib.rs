@@ -128,7 +128,7 @@ pub async fn serve(
         .unwrap_or_else(|| config::derive_public_url(addr, certs.is_some()));
     let grace = config.shutdown_grace;
     let store = store::open(&config.store).await?;
-    let (open, why) = open_mode(config.open, addr);
+    let (open, why) = open_mode(config.open, addr, config.public_url.as_deref());
     let state = ServerState::new(config, public_url, store, open);
     channels::reload(&state).await?;
     match &certs {
@@ -201,14 +201,39 @@ pub async fn serve(
     Ok(())
 }
 
-/// Whether open mode is on, and why: as configured, else on only when the server listens on
-/// loopback, where nobody else can reach it. Secure by default on a public address.
-fn open_mode(configured: Option<bool>, addr: SocketAddr) -> (bool, &'static str) {
+/// Whether open mode is on, and why: as configured, else on only when nobody else can reach
+/// the server: it listens on loopback, and no `--public-url` names another host (a server on
+/// loopback behind a reverse proxy is public all the same). Secure by default.
+fn open_mode(
+    configured: Option<bool>,
+    addr: SocketAddr,
+    public_url: Option<&str>,
+) -> (bool, &'static str) {
     match configured {
         Some(open) => (open, "as --open says"),
-        None if addr.ip().is_loopback() => (true, "listening on loopback only"),
-        None => (false, "listening on a non-loopback address"),
+        None if !addr.ip().is_loopback() => (false, "listening on a non-loopback address"),
+        None if public_url.is_some_and(|url| !is_loopback_url(url)) => (
+            false,
+            "--public-url names a public host (a reverse proxy in front)",
+        ),
+        None => (true, "listening on loopback only"),
     }
+}
+
+/// Whether `url`'s host is loopback (`localhost`, 127.0.0.0/8, `[::1]`).
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Applies retention: at start-up, then every `prune_interval`, until shutdown.
@@ -241,12 +266,24 @@ mod tests {
     #[test]
     fn open_mode_is_on_by_default_only_on_loopback() {
         let addr = |s: &str| s.parse::<SocketAddr>().expect("literal");
-        assert!(open_mode(None, addr("127.0.0.1:8080")).0);
-        assert!(open_mode(None, addr("[::1]:8080")).0);
-        assert!(!open_mode(None, addr("0.0.0.0:8080")).0);
-        assert!(!open_mode(None, addr("[::]:8080")).0);
-        assert!(!open_mode(None, addr("192.0.2.10:443")).0);
-        assert!(open_mode(Some(true), addr("0.0.0.0:8080")).0);
-        assert!(!open_mode(Some(false), addr("127.0.0.1:8080")).0);
+        let local = addr("127.0.0.1:8080");
+        assert!(open_mode(None, local, None).0);
+        assert!(open_mode(None, addr("[::1]:8080"), None).0);
+        assert!(!open_mode(None, addr("0.0.0.0:8080"), None).0);
+        assert!(!open_mode(None, addr("[::]:8080"), None).0);
+        assert!(!open_mode(None, addr("192.0.2.10:443"), None).0);
+        assert!(open_mode(Some(true), addr("0.0.0.0:8080"), None).0);
+        assert!(!open_mode(Some(false), local, None).0);
+        // Behind a reverse proxy: loopback, but public.
+        assert!(!open_mode(None, local, Some("https://relay.example.com")).0);
+        assert!(!open_mode(None, local, Some("http://192.0.2.1:8080/")).0);
+        for url in [
+            "http://localhost:8080",
+            "http://127.0.0.1",
+            "http://[::1]:9000/x",
+            "http://LOCALHOST",
+        ] {
+            assert!(open_mode(None, local, Some(url)).0, "{url}");
+        }
     }
 }
