@@ -206,3 +206,20 @@ async fn oversize_or_too_many_headers_get_431() {
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
     assert_eq!(post(&format!("{}/ok", agent.public_url)).await.status, 201);
 }
+
+#[tokio::test]
+async fn a_sender_that_trickles_its_body_gets_408() {
+    let server = start_server(Config {
+        timeout: std::time::Duration::from_millis(300),
+        ..Config::default()
+    })
+    .await;
+    let target = start_target().await;
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let path = agent.public_url.split("/h/").nth(1).expect("channel url");
+    let head =
+        format!("POST /h/{path} HTTP/1.1\r\nHost: relay\r\nContent-Length: 100\r\n\r\nonly ten b");
+    let answer = raw_exchange(&server, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert_eq!(post(&format!("{}/ok", agent.public_url)).await.status, 201);
+}
