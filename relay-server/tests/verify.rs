@@ -39,6 +39,11 @@ async fn signed_agent(
     token
 }
 
+/// POSTs `body` to `url` with one signature header.
+async fn post_signed(url: &str, header: &str, value: &[u8], body: &[u8]) -> Answer {
+    send(&client(), "POST", url, &[(header, value)], body.to_vec()).await
+}
+
 async fn history(server: &TestServer, channel: &str) -> serde_json::Value {
     let answer = admin(
         server,
@@ -66,14 +71,7 @@ async fn github_signatures_are_checked_on_the_raw_bytes() {
     let body: &[u8] = b"{ \"zen\":  \"Keep it logically awesome.\" ,\"hook_id\":1}\xff";
     let good = format!("sha256={}", hex_hmac(SECRET.as_bytes(), body));
 
-    let answer = send(
-        &client(),
-        "POST",
-        &url,
-        &[("x-hub-signature-256", good.as_bytes())],
-        body.to_vec(),
-    )
-    .await;
+    let answer = post_signed(&url, "x-hub-signature-256", good.as_bytes(), body).await;
     assert_eq!(answer.status, 201);
     assert_eq!(next_seen(&mut target).await.body, body);
 
@@ -112,14 +110,7 @@ async fn github_signatures_are_checked_on_the_raw_bytes() {
     }
     // The good webhook still goes through after the refusals, and nothing else reached
     // the target.
-    let answer = send(
-        &client(),
-        "POST",
-        &url,
-        &[("x-hub-signature-256", good.as_bytes())],
-        body.to_vec(),
-    )
-    .await;
+    let answer = post_signed(&url, "x-hub-signature-256", good.as_bytes(), body).await;
     assert_eq!(answer.status, 201);
     assert_eq!(next_seen(&mut target).await.body, body);
     assert!(
@@ -191,26 +182,12 @@ async fn stripe_signatures_are_refused_when_stale_or_replayed_with_another_body(
     };
     let body = br#"{"id":"evt_1","type":"charge.succeeded"}"#;
     let fresh = sign(now(), body);
-    let answer = send(
-        &client(),
-        "POST",
-        &url,
-        &[("stripe-signature", fresh.as_bytes())],
-        body.to_vec(),
-    )
-    .await;
+    let answer = post_signed(&url, "stripe-signature", fresh.as_bytes(), body).await;
     assert_eq!(answer.status, 201);
     assert_eq!(next_seen(&mut target).await.body, &body[..]);
 
     let stale = sign(now() - 3600, body);
-    let answer = send(
-        &client(),
-        "POST",
-        &url,
-        &[("stripe-signature", stale.as_bytes())],
-        body.to_vec(),
-    )
-    .await;
+    let answer = post_signed(&url, "stripe-signature", stale.as_bytes(), body).await;
     assert_eq!(answer.status, 401);
     assert!(
         answer.json()["error"]
@@ -221,14 +198,7 @@ async fn stripe_signatures_are_refused_when_stale_or_replayed_with_another_body(
     );
     // A captured signature does not carry over to another body.
     let other = br#"{"id":"evt_2","type":"charge.refunded"}"#;
-    let answer = send(
-        &client(),
-        "POST",
-        &url,
-        &[("stripe-signature", fresh.as_bytes())],
-        other.to_vec(),
-    )
-    .await;
+    let answer = post_signed(&url, "stripe-signature", fresh.as_bytes(), other).await;
     assert_eq!(answer.status, 401);
     assert!(
         target.seen.try_recv().is_err(),
