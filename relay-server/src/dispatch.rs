@@ -191,7 +191,8 @@ pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventSt
     attempt.n = state
         .store
         .record(event.summary.id, attempt.clone(), then)
-        .await?;
+        .await?
+        .n;
     Ok((attempt, status))
 }
 

@@ -21,6 +21,7 @@ pub mod config;
 mod delivery;
 mod dispatch;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod limits;
 pub mod registry;
@@ -62,6 +63,8 @@ pub struct ServerState {
     pub tracker: TaskTracker,
     /// Registered channels, as last read from the store.
     pub channels: channels::Directory,
+    /// Every webhook stored and attempt recorded, as it happens (the store publishes here).
+    pub feed: Arc<feed::Feed>,
     /// Whether agents may take channels nobody registered (see [`auth`]).
     pub open: bool,
     /// Wrong tokens per source address.
@@ -76,7 +79,10 @@ pub type AppState = Arc<ServerState>;
 
 impl ServerState {
     pub fn new(config: Config, public_url: String, store: Arc<dyn Store>, open: bool) -> AppState {
+        let feed = Arc::new(feed::Feed::default());
+        let store: Arc<dyn Store> = Arc::new(feed::Observed::new(store, Arc::clone(&feed)));
         Arc::new(Self {
+            feed,
             auth_failures: auth::FailureLimiter::new(config.auth_failures, config.auth_window),
             rate_limits: limits::RateLimits::new(config.rate_limit),
             ingress_slots: tokio::sync::Semaphore::new(config.max_in_flight),

@@ -278,9 +278,15 @@ async fn attempts_are_numbered_from_one_in_order(store: &dyn Store) {
         .await
         .expect("record 3");
     assert_eq!(
-        [first, second, third],
+        [first.n, second.n, third.n],
         [1, 2, 3],
         "record returns the number"
+    );
+    assert_eq!(first.channel, ch, "and the channel");
+    assert_eq!(
+        [first.status, third.status],
+        [EventStatus::Queued, EventStatus::Delivered],
+        "and the status it left"
     );
 
     let event = store.get(&ch, id).await.expect("get").expect("stored");

@@ -13,7 +13,7 @@ use crate::channels::ChannelRecord;
 
 use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,
-    Store, StoreError, Transition,
+    Recorded, Store, StoreError, Transition,
 };
 
 /// The in-memory [`Store`].
@@ -125,7 +125,7 @@ impl Store for MemoryStore {
         id: DeliveryId,
         mut attempt: Attempt,
         then: Transition,
-    ) -> Result<u32, StoreError> {
+    ) -> Result<Recorded, StoreError> {
         attempt.body.truncate(MAX_RECORDED_BODY);
         let mut inner = self.lock();
         let Inner {
@@ -157,9 +157,13 @@ impl Store for MemoryStore {
         } else {
             channel.queued.remove(&entry.seq);
         }
-        let n = attempt.n;
+        let recorded = Recorded {
+            n: attempt.n,
+            channel: summary.channel.clone(),
+            status: summary.status,
+        };
         entry.event.attempts.push(attempt);
-        Ok(n)
+        Ok(recorded)
     }
 
     async fn due(

@@ -225,6 +225,14 @@ pub struct Attempt {
 /// human reading it, and a target answering with megabytes would otherwise fill the store.
 pub const MAX_RECORDED_BODY: usize = 1024 * 1024;
 
+/// What [`Store::record`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub n: u32,
+    pub channel: ChannelId,
+    pub status: EventStatus,
+}
+
 /// What an attempt does to its event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -285,14 +293,15 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Records an attempt on event `id` and applies `then` to its status. A queued event whose
     /// attempt is recorded with [`Transition::Keep`] keeps its `next_attempt_at`.
-    /// Returns the number the store gave the attempt: attempts are numbered from 1 in the
-    /// order they are recorded. [`StoreError::UnknownEvent`] when the event is gone (pruned).
+    /// Returns what it did: the number the store gave the attempt (attempts are numbered
+    /// from 1 in the order they are recorded), the event's channel and its status after.
+    /// [`StoreError::UnknownEvent`] when the event is gone (pruned).
     async fn record(
         &self,
         id: DeliveryId,
         attempt: Attempt,
         then: Transition,
-    ) -> Result<u32, StoreError>;
+    ) -> Result<Recorded, StoreError>;
 
     /// Marks a queued event `delivering` while the dispatcher attempts it, so the history
     /// shows it (a crash leaves it to the recovery at open). Its `next_attempt_at` stays until

@@ -20,12 +20,12 @@ use tracing::{error, info};
 use crate::channels::ChannelRecord;
 
 use super::{
-    Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Store, StoreError,
-    Transition,
+    Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Recorded, Store,
+    StoreError, Transition,
 };
 use rows::{attempt_from_row, channel_from_row, db_error, event_from_row, summary_from_row};
 use schema::{MIGRATIONS, connect, migrate, open_error, recover};
-use writer::{Counters, Op, Request, run_writer};
+use writer::{Counters, Op, Reply, Request, run_writer};
 
 mod rows;
 mod schema;
@@ -126,7 +126,7 @@ impl SqliteStore {
         }
     }
 
-    async fn write(&self, op: Op) -> Result<u64, StoreError> {
+    async fn write(&self, op: Op) -> Result<Reply, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         writer
@@ -189,10 +189,11 @@ impl Store for SqliteStore {
         id: DeliveryId,
         attempt: Attempt,
         then: Transition,
-    ) -> Result<u32, StoreError> {
-        let op = Op::Record { id, attempt, then };
-        let n = self.write(op).await?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    ) -> Result<Recorded, StoreError> {
+        match self.write(Op::Record { id, attempt, then }).await? {
+            Reply::Recorded(recorded) => Ok(recorded),
+            Reply::Count(_) => Err(StoreError::Backend("record answered a count".to_owned())),
+        }
     }
 
     async fn due(
@@ -335,7 +336,9 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
-        self.write(Op::Prune { cutoff, cap }).await
+        self.write(Op::Prune { cutoff, cap })
+            .await
+            .map(Reply::count)
     }
 
     async fn create_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {
@@ -348,7 +351,7 @@ impl Store for SqliteStore {
 
     async fn delete_channel(&self, name: &ChannelId) -> Result<bool, StoreError> {
         let deleted = self.write(Op::DeleteChannel(name.clone())).await?;
-        Ok(deleted > 0)
+        Ok(deleted.count() > 0)
     }
 
     async fn channels(&self) -> Result<(u64, Vec<ChannelRecord>), StoreError> {

@@ -10,7 +10,7 @@ use tracing::{debug, error};
 use super::rows::db_error;
 use crate::channels::ChannelRecord;
 use crate::store::{
-    Attempt, EventStatus, MAX_RECORDED_BODY, Millis, NewEvent, StoreError, Transition,
+    Attempt, EventStatus, MAX_RECORDED_BODY, Millis, NewEvent, Recorded, StoreError, Transition,
     encode_headers,
 };
 
@@ -28,7 +28,23 @@ pub(super) struct Counters {
 /// One write and where its answer goes.
 pub(super) struct Request {
     pub(super) op: Op,
-    pub(super) reply: oneshot::Sender<Result<u64, StoreError>>,
+    pub(super) reply: oneshot::Sender<Result<Reply, StoreError>>,
+}
+
+/// What a write answers: a count (rows, or nothing to say), or what a record did.
+#[derive(Debug)]
+pub(super) enum Reply {
+    Count(u64),
+    Recorded(Recorded),
+}
+
+impl Reply {
+    pub(super) fn count(self) -> u64 {
+        match self {
+            Reply::Count(n) => n,
+            Reply::Recorded(r) => u64::from(r.n),
+        }
+    }
 }
 
 /// A write, as the [`crate::store::Store`] method that asked for it.
@@ -97,7 +113,7 @@ pub(super) fn run_writer(
 pub(super) fn commit_batch(
     conn: &mut Connection,
     batch: &[Request],
-) -> Result<Vec<Result<u64, StoreError>>, StoreError> {
+) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_error)?;
@@ -120,8 +136,8 @@ pub(super) fn commit_batch(
     Ok(results)
 }
 
-fn apply(conn: &Connection, op: &Op) -> Result<u64, StoreError> {
-    match op {
+fn apply(conn: &Connection, op: &Op) -> Result<Reply, StoreError> {
+    let count = match op {
         Op::Insert(event) => insert(conn, event).map_err(db_error).map(|()| 0),
         Op::Begin(id) => conn
             .prepare_cached(
@@ -130,7 +146,9 @@ fn apply(conn: &Connection, op: &Op) -> Result<u64, StoreError> {
             .and_then(|mut stmt| stmt.execute([id.to_string()]))
             .map_err(db_error)
             .map(|_| 0),
-        Op::Record { id, attempt, then } => record(conn, *id, attempt, *then),
+        Op::Record { id, attempt, then } => {
+            return record(conn, *id, attempt, *then).map(Reply::Recorded);
+        }
         Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap).map_err(db_error),
         Op::CreateChannel(record) => create_channel(conn, record),
         Op::UpdateChannel(record) => {
@@ -155,7 +173,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<u64, StoreError> {
             .and_then(|mut stmt| stmt.execute([name.as_str()]))
             .map_err(db_error)
             .map(|n| n as u64),
-    }
+    };
+    count.map(Reply::Count)
 }
 
 fn create_channel(conn: &Connection, record: &ChannelRecord) -> Result<u64, StoreError> {
@@ -209,7 +228,7 @@ fn record(
     id: DeliveryId,
     attempt: &Attempt,
     then: Transition,
-) -> Result<u64, StoreError> {
+) -> Result<Recorded, StoreError> {
     // (new status, whether next_attempt_at changes, its new value, new failure count)
     let (status, set_next, next, failures) = match then {
         Transition::Delivered => (Some(EventStatus::Delivered), true, None, None),
@@ -224,7 +243,7 @@ fn record(
                    status = coalesce(?3, status),
                    next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
                    failures = coalesce(?6, failures)
-               WHERE id = ?1 RETURNING seq, attempts";
+               WHERE id = ?1 RETURNING seq, attempts, channel, status";
     let params = params![
         id.to_string(),
         attempt.status,
@@ -233,11 +252,13 @@ fn record(
         next,
         failures,
     ];
-    let (seq, n): (i64, i64) = conn
+    let (seq, n, channel, status): (i64, i64, String, String) = conn
         .prepare_cached(sql)
         .and_then(|mut stmt| {
-            stmt.query_row(params, |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
+            stmt.query_row(params, |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .optional()
         })
         .map_err(db_error)?
         .ok_or(StoreError::UnknownEvent(id))?;
@@ -261,7 +282,14 @@ fn record(
             ])
         })
         .map_err(db_error)?;
-    Ok(u64::try_from(n).unwrap_or(0))
+    let corrupt = |what: String| StoreError::Corrupt(what);
+    Ok(Recorded {
+        n: u32::try_from(n).unwrap_or(u32::MAX),
+        channel: ChannelId::parse(&channel)
+            .map_err(|_| corrupt(format!("channel name {channel:?} is not valid")))?,
+        status: EventStatus::parse(&status)
+            .ok_or_else(|| corrupt(format!("unknown event status {status:?}")))?,
+    })
 }
 
 /// Deletes by age first, then, per channel, the finished events older than the newest `cap`.
