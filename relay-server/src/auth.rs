@@ -75,7 +75,7 @@ pub fn agent_access(
     token: Option<&str>,
 ) -> Result<AgentGrant, Refusal> {
     let refuse = |message: String| {
-        state.auth_failures.failed(peer, &message);
+        state.token_refused(peer, &message);
         Refusal {
             code: ErrorCode::Unauthorized,
             message,
@@ -138,7 +138,7 @@ pub fn api_access(
     channel: &ChannelId,
     bearer: Option<&str>,
 ) -> Result<(), Error> {
-    state.auth_failures.check(peer)?;
+    state.lockout(peer)?;
     if is_admin(state, bearer) {
         return Ok(());
     }
@@ -154,7 +154,7 @@ pub fn api_access(
         Ok(())
     } else {
         let why = format!("wrong or missing token for the API of channel {channel}");
-        state.auth_failures.failed(peer, &why);
+        state.token_refused(peer, &why);
         Err(Error::Unauthorized)
     }
 }
@@ -175,6 +175,21 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
+}
+
+impl crate::ServerState {
+    /// Counts and logs a wrong or missing token from `peer`.
+    pub fn token_refused(&self, peer: Option<IpAddr>, why: &str) {
+        self.metrics.rejected("token");
+        self.auth_failures.failed(peer, why);
+    }
+
+    /// `Err(TooManyFailures)` while `peer` is locked out.
+    pub fn lockout(&self, peer: Option<IpAddr>) -> Result<(), Error> {
+        self.auth_failures
+            .check(peer)
+            .inspect_err(|_| self.metrics.rejected("lockout"))
+    }
 }
 
 /// Counts wrong tokens per source address (IPv6 by /64, what one host usually holds) in a

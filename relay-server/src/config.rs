@@ -148,6 +148,11 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub max_in_flight: usize,
 
+    /// Serve `/metrics` without a token on this (private) address too; without it,
+    /// `/metrics` on the main listener needs the admin token.
+    #[arg(long, env = "HOOKRELAY_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Time a client has to send its request line and headers (slow clients are cut off);
     /// also how long a kept-alive connection may idle. The body has --timeout.
     #[arg(long, env = "HOOKRELAY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -380,6 +385,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// Limits on request heads and slow clients.
     pub http: crate::http::HttpLimits,
+    /// A second listener for `/metrics` only.
+    pub metrics_listen: Option<SocketAddr>,
     /// Interval between WebSocket pings to each agent.
     pub ping_interval: Duration,
     /// An agent that sends nothing (not even a pong) for this long is disconnected.
@@ -422,6 +429,7 @@ impl Default for Config {
             max_agents_per_channel: 64,
             max_in_flight: 10_000,
             http: crate::http::HttpLimits::default(),
+            metrics_listen: None,
             ping_interval: Duration::from_secs(20),
             peer_timeout: Duration::from_secs(50),
             handshake_timeout: Duration::from_secs(10),
@@ -517,6 +525,7 @@ impl Args {
             rate_limit: parse_rate(&self.rate_limit)?,
             max_agents_per_channel: self.max_agents_per_channel.max(1),
             max_in_flight: self.max_in_flight.max(1),
+            metrics_listen: self.metrics_listen,
             http: crate::http::HttpLimits {
                 header_timeout: self.header_timeout,
                 max_headers: self.max_headers,

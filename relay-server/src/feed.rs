@@ -206,6 +206,14 @@ impl Store for Observed {
     async fn channels_version(&self) -> Result<u64, StoreError> {
         self.inner.channels_version().await
     }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.inner.ready().await
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError> {
+        self.inner.queue_depths().await
+    }
 }
 
 #[cfg(test)]

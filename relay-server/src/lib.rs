@@ -24,6 +24,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod limits;
+pub mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod store;
@@ -44,6 +45,11 @@ pub enum ServeError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error("cannot listen on {addr} for --metrics-listen: {source}")]
+    MetricsListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything a handler needs, shared by all of them.
@@ -73,6 +79,9 @@ pub struct ServerState {
     pub rate_limits: limits::RateLimits,
     /// One permit per webhook being handled (`--max-in-flight`).
     pub ingress_slots: tokio::sync::Semaphore,
+    pub metrics: metrics::Metrics,
+    /// Cancelled when shutdown starts: `/readyz` answers 503 from then on.
+    pub stopping: CancellationToken,
 }
 
 pub type AppState = Arc<ServerState>;
@@ -85,6 +94,8 @@ impl ServerState {
             feed,
             auth_failures: auth::FailureLimiter::new(config.auth_failures, config.auth_window),
             rate_limits: limits::RateLimits::new(config.rate_limit),
+            metrics: metrics::Metrics::default(),
+            stopping: CancellationToken::new(),
             ingress_slots: tokio::sync::Semaphore::new(config.max_in_flight),
             channels: channels::Directory::default(),
             open,
@@ -158,6 +169,26 @@ pub async fn serve(
             registered_channels = state.channels.len(),
             "open mode off ({why}): agents need a channel made with `relay-server channels create` (--open true allows any agent)"
         );
+    }
+    if let Some(addr) = state.config.metrics_listen {
+        let metrics = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::MetricsListen { addr, source })?;
+        let bound = metrics.local_addr()?;
+        info!(metrics_addr = %bound, "metrics at /metrics on this address, without a token");
+        state.tracker.spawn(http::serve(
+            tls::PlainListener(metrics),
+            routes::metrics_app(Arc::clone(&state)),
+            state.config.http,
+            shutdown.clone(),
+        ));
+    }
+    {
+        let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
+        state.tracker.clone().spawn(async move {
+            shutdown.cancelled().await;
+            state.stopping.cancel();
+        });
     }
     state.tracker.spawn(prune(Arc::clone(&state)));
     state.tracker.spawn(channels::watch(Arc::clone(&state)));

@@ -307,6 +307,11 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Agents connected, over all channels.
+    pub fn total_agents(&self) -> usize {
+        self.channels.iter().map(|entry| entry.agents.len()).sum()
+    }
+
     pub fn agent_count(&self, channel: &ChannelId) -> usize {
         self.channels.get(channel).map_or(0, |e| e.agents.len())
     }

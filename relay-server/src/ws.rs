@@ -63,7 +63,7 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    if let Err(e) = state.auth_failures.check(Some(peer.addr.ip())) {
+    if let Err(e) = state.lockout(Some(peer.addr.ip())) {
         debug!(%peer, "agent refused before the upgrade: too many wrong tokens");
         return e.into_response();
     }

@@ -26,16 +26,14 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let peer = Peer::of(&parts.extensions).map(|p| p.addr.ip());
-        state.auth_failures.check(peer)?;
+        state.lockout(peer)?;
         if state.config.admin_token.is_none() {
             return Err(Error::AdminDisabled);
         }
         if crate::auth::is_admin(state, crate::auth::bearer(&parts.headers)) {
             Ok(Admin)
         } else {
-            state
-                .auth_failures
-                .failed(peer, "wrong or missing admin token");
+            state.token_refused(peer, "wrong or missing admin token");
             Err(Error::Unauthorized)
         }
     }

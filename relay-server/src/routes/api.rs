@@ -2,7 +2,10 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tracing::warn;
 
 use crate::AppState;
 use crate::error::Error;
@@ -11,6 +14,45 @@ use crate::routes::ChannelAccess;
 /// `GET /healthz`: 200 while the server is serving.
 pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the store takes writes and the server is not shutting down, else
+/// 503 with the reason, so a load balancer stops sending webhooks here.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.stopping.is_cancelled() {
+        let body = json!({ "status": "not ready", "reason": "shutting down" });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
+    match state.store.ready().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(e) => {
+            warn!(error = %e, "not ready: the store cannot take writes");
+            let body = json!({ "status": "not ready", "reason": format!("store: {e}") });
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+        }
+    }
+}
+
+/// `GET /metrics` on the main listener: needs the admin token, since metrics name channels
+/// and their traffic. With `--metrics-listen`, [`metrics_open`] serves them there instead.
+pub async fn metrics(
+    State(state): State<AppState>,
+    _: crate::routes::admin::Admin,
+) -> Result<Response, Error> {
+    metrics_open(State(state)).await
+}
+
+/// `GET /metrics` on `--metrics-listen`, an address the operator keeps private.
+pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, Error> {
+    let text = state.metrics.render(&state).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// `GET /api/channels/{channel}`: whether the channel is registered, its mode and the agents

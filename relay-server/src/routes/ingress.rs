@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use http_body_util::BodyExt as _;
 use protocol::{ChannelId, DeliveryId, Headers};
 use serde_json::json;
 use tokio::time::{Instant as Deadline, timeout_at};
@@ -46,25 +47,31 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let Some((channel, suffix)) = split_path(req.uri().path()) else {
+        state.metrics.refused(&Error::NotFound);
         return Error::NotFound.into_response();
     };
     let suffix = suffix.to_owned();
+    let label = crate::metrics::channel_label(&state, &channel);
     let span = info_span!("delivery", delivery_id = %id, %channel, %method);
     let mut response = async {
         let result = deliver(&state, id, channel, suffix, req).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(answer) => {
-                let (response, outcome) = match answer {
-                    Answer::Target(r) => (r, "delivered"),
-                    Answer::Queued(r) => (r, "queued"),
-                    Answer::Pending(r) => (r, "acknowledged, delivery goes on"),
+                let (response, outcome, live) = match answer {
+                    Answer::Target(r) => (r, "delivered", Some(started.elapsed())),
+                    Answer::Queued(r) => (r, "queued", None),
+                    Answer::Pending(r) => (r, "acknowledged, delivery goes on", None),
                 };
-                info!(status = response.status().as_u16(), elapsed_ms, "{outcome}");
-                response
+                let status = response.status().as_u16();
+                state.metrics.answered(label, status, live);
+                info!(status, elapsed_ms, "{outcome}");
+                count_bytes_out(&state, response)
             }
             Err(e) => {
                 let status = e.status().as_u16();
+                state.metrics.refused(&e);
+                state.metrics.answered(label, status, None);
                 let cause = std::error::Error::source(&e).map(ToString::to_string);
                 if e.status().is_server_error() {
                     warn!(status, elapsed_ms, error = %e, cause, "delivery failed");
@@ -81,6 +88,19 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
         response.headers_mut().insert(DELIVERY_HEADER, value);
     }
     response
+}
+
+/// The response with its body's bytes counted as they go out to the sender.
+fn count_bytes_out(state: &AppState, response: Response) -> Response {
+    let state = Arc::clone(state);
+    response.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                state.metrics.bytes_out(data.len());
+            }
+            frame
+        }))
+    })
 }
 
 /// Splits `/h/{channel}{suffix}` into the channel and the raw (still percent-encoded) suffix,
@@ -139,6 +159,7 @@ async fn deliver(
         return Err(Error::BodyTooLarge(max));
     }
     let body = read_body(body, max, deadline).await?;
+    state.metrics.bytes_in(body.len());
     let headers: Headers = parts
         .headers
         .iter()

@@ -36,6 +36,14 @@ impl FromRequestParts<AppState> for ChannelAccess {
     }
 }
 
+/// The router of `--metrics-listen`: `/metrics` without a token, and nothing else.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(api::metrics_open))
+        .fallback(|| async { Error::NotFound })
+        .with_state(state)
+}
+
 /// `/api/admin/...`, with a small body limit of its own: every body there is a little JSON.
 fn admin_routes() -> Router<AppState> {
     Router::new()
@@ -55,6 +63,8 @@ pub fn app(state: AppState) -> Router {
         .route("/h/{*rest}", any(ingress::ingress))
         .route("/ws", get(crate::ws::upgrade))
         .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(api::metrics))
         .route("/api/channels/{channel}", get(api::channel))
         .route("/api/channels/{channel}/events", get(events::list))
         .route("/api/channels/{channel}/events/{id}", get(events::get))

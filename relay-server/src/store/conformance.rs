@@ -53,6 +53,7 @@ conformance!(
     begin_marks_a_queued_event_delivering_until_its_outcome,
     channels_are_created_updated_and_deleted,
     every_channel_change_moves_the_version,
+    queue_depths_count_queued_events_per_channel,
 );
 
 pub(super) fn channel(name: &str) -> ChannelId {
@@ -692,4 +693,24 @@ async fn every_channel_change_moves_the_version(store: &dyn Store) {
     // A failed change is no change.
     let _ = store.update_channel(channel_record("v", "t3")).await;
     assert_eq!(store.channels_version().await.expect("version"), v3);
+}
+
+async fn queue_depths_count_queued_events_per_channel(store: &dyn Store) {
+    store.ready().await.expect("a fresh store is ready");
+    assert!(store.queue_depths().await.expect("depths").is_empty());
+    let (a, b) = (channel("depth-a"), channel("depth-b"));
+    for _ in 0..3 {
+        put(store, new_event(&a, 1, EventStatus::Queued)).await;
+    }
+    put(store, new_event(&b, 1, EventStatus::Queued)).await;
+    let delivered = put(store, new_event(&b, 1, EventStatus::Queued)).await;
+    store
+        .record(delivered, attempt(Some(200)), Transition::Delivered)
+        .await
+        .expect("record");
+    put(store, new_event(&b, 1, EventStatus::Delivering)).await;
+    assert_eq!(
+        store.queue_depths().await.expect("depths"),
+        [(a, 3), (b, 1)]
+    );
 }

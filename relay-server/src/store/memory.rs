@@ -337,6 +337,22 @@ impl Store for MemoryStore {
     async fn channels_version(&self) -> Result<u64, StoreError> {
         Ok(self.lock().channels_version)
     }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError> {
+        let inner = self.lock();
+        let mut depths: Vec<(ChannelId, u64)> = inner
+            .channels
+            .iter()
+            .filter(|(_, channel)| !channel.queued.is_empty())
+            .map(|(name, channel)| (name.clone(), channel.queued.len() as u64))
+            .collect();
+        depths.sort();
+        Ok(depths)
+    }
 }
 
 impl Inner {

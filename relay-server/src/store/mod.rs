@@ -360,6 +360,13 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A number that changes whenever a channel is created, updated or deleted, by this
     /// process or another one using the same store: cheap enough to poll every second.
     async fn channels_version(&self) -> Result<u64, StoreError>;
+
+    /// Proves the store can take a write now (for `/readyz`): a durable backend takes and
+    /// commits a write transaction that changes nothing.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Queued events per channel (channels with none are left out), for metrics.
+    async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError>;
 }
 
 /// Headers in the store's own binary form: per header, name length (u32 LE), name, value

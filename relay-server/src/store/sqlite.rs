@@ -377,6 +377,38 @@ impl Store for SqliteStore {
     async fn channels_version(&self) -> Result<u64, StoreError> {
         self.read(channels_version).await
     }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.write(Op::Ping).await.map(drop)
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError> {
+        self.read(|conn| {
+            // Walks the partial index of queued events, as small as the queues.
+            conn.prepare_cached(
+                "SELECT channel, count(*) FROM events WHERE status = 'queued'
+                 GROUP BY channel ORDER BY channel",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map([], |row| {
+                    let name: String = row.get(0)?;
+                    let n: i64 = row.get(1)?;
+                    Ok((name, n))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_error)?
+            .into_iter()
+            .map(|(name, n)| {
+                let channel = ChannelId::parse(&name).map_err(|_| {
+                    StoreError::Corrupt(format!("channel name {name:?} is not valid"))
+                })?;
+                Ok((channel, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+        })
+        .await
+    }
 }
 
 fn channels_version(conn: &Connection) -> Result<u64, StoreError> {

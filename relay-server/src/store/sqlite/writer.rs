@@ -61,6 +61,8 @@ pub(super) enum Op {
         cap: u64,
     },
     CreateChannel(ChannelRecord),
+    /// Nothing: proves a write transaction can be taken and committed.
+    Ping,
     UpdateChannel(ChannelRecord),
     DeleteChannel(ChannelId),
 }
@@ -151,6 +153,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, StoreError> {
         }
         Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap).map_err(db_error),
         Op::CreateChannel(record) => create_channel(conn, record),
+        Op::Ping => Ok(0),
         Op::UpdateChannel(record) => {
             let sql = "UPDATE channels SET token_hash = ?2, settings = ?3 WHERE name = ?1";
             let changed = conn

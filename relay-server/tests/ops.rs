@@ -1,0 +1,136 @@
+//! What an operator watches: readiness and Prometheus metrics.
+
+mod common;
+
+use common::*;
+use relay_server::Config;
+use serde_json::json;
+
+async fn get_text(url: &str, token: Option<&str>) -> Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &[u8])> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_bytes()))
+        .collect();
+    send(&client(), "GET", url, &headers, "").await
+}
+
+fn text(answer: &Answer) -> String {
+    String::from_utf8_lossy(&answer.body).into_owned()
+}
+
+#[tokio::test]
+async fn readyz_answers_ready_while_the_store_takes_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start_server(durable_config(dir.path())).await;
+    let answer = get_text(&format!("{}/readyz", server.url()), None).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json(), json!({"status": "ready"}));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_webhooks_refusals_agents_queues_and_bytes() {
+    let server = start_server(Config {
+        rate_limit: "3/m".parse().ok(),
+        ..closed()
+    })
+    .await;
+    let target = start_target().await;
+    let token = create_channel(&server, "watched", json!({})).await;
+    create_channel(&server, "offline", json!({})).await;
+    let mut config = agent_config(&server, &target.url);
+    config.channel = protocol::ChannelId::parse("watched").ok();
+    config.token = Some(token);
+    start_agent(config).await;
+
+    let hook = format!("{}/h/watched/x", server.url());
+    for _ in 0..3 {
+        let answer = send(&client(), "POST", &hook, &[], "12345").await;
+        assert_eq!(answer.status, 201);
+    }
+    assert_eq!(
+        send(&client(), "POST", &hook, &[], "12345").await.status,
+        429
+    );
+    let offline = format!("{}/h/offline", server.url());
+    assert_eq!(
+        send(&client(), "POST", &offline, &[], "q").await.status,
+        202
+    );
+    assert_eq!(
+        send(
+            &client(),
+            "POST",
+            &format!("{}/h/nobody", server.url()),
+            &[],
+            ""
+        )
+        .await
+        .status,
+        404
+    );
+
+    let url = format!("{}/metrics", server.url());
+    assert_eq!(
+        get_text(&url, None).await.status,
+        401,
+        "the admin token is needed"
+    );
+    let answer = get_text(&url, Some(ADMIN)).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.headers["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        answer.headers
+    );
+    let body = text(&answer);
+    for line in [
+        r#"hookrelay_webhooks_total{channel="watched",class="2xx"} 3"#,
+        r#"hookrelay_webhooks_total{channel="watched",class="4xx"} 1"#,
+        r#"hookrelay_webhooks_total{channel="offline",class="2xx"} 1"#,
+        r#"hookrelay_rejected_total{reason="rate_limit"} 1"#,
+        r#"hookrelay_rejected_total{reason="unknown_channel"} 1"#,
+        "hookrelay_agents_connected 1",
+        r#"hookrelay_queue_depth{channel="offline"} 1"#,
+        r#"hookrelay_body_bytes_total{direction="in"} 16"#,
+        "hookrelay_delivery_duration_seconds_count 3",
+    ] {
+        assert!(body.contains(line), "{line} missing from:\n{body}");
+    }
+    // The target echoes the body: 3 x 5 bytes went back to the sender (plus JSON answers).
+    assert!(
+        body.contains(r#"hookrelay_body_bytes_total{direction="out"}"#),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_without_an_admin_token_need_metrics_listen() {
+    let server = start_server(Config::default()).await;
+    let answer = get_text(&format!("{}/metrics", server.url()), None).await;
+    assert_eq!(answer.status, 403);
+
+    // The binary with --metrics-listen serves them there, without a token.
+    let mut process = spawn_server(
+        &["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+        &[],
+    );
+    let metrics_addr = loop {
+        let line = process
+            .logs
+            .recv_timeout(DEADLINE)
+            .expect("the server logs its metrics address");
+        if let Some(rest) = line.split("metrics_addr=").nth(1) {
+            break rest.split_whitespace().next().expect("address").to_owned();
+        }
+    };
+    let answer = get_text(&format!("http://{metrics_addr}/metrics"), None).await;
+    assert_eq!(answer.status, 200);
+    assert!(text(&answer).contains("hookrelay_agents_connected 0"));
+    let elsewhere = get_text(&format!("http://{metrics_addr}/healthz"), None).await;
+    assert_eq!(elsewhere.status, 404, "only /metrics there");
+    assert!(terminate(&mut process.child).success());
+}
