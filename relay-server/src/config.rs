@@ -166,8 +166,34 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_MAX_HEADER_BYTES", default_value_t = 65_536)]
     pub max_header_bytes: usize,
 
+    /// Log lines as `human` text or `json` objects (one per line, for log shippers).
+    #[arg(
+        long,
+        env = "HOOKRELAY_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Human,
+        global = true
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+impl From<LogFormat> for runtime::LogFormat {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Human => runtime::LogFormat::Human,
+            LogFormat::Json => runtime::LogFormat::Json,
+        }
+    }
 }
 
 /// `--rate-limit`: a rate, or `off`.

@@ -8,11 +8,12 @@ async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     let command = args.command.take();
     // A command prints its own result; only problems are logged.
-    runtime::init_tracing(if command.is_some() {
+    let level = if command.is_some() {
         tracing::Level::WARN
     } else {
         tracing::Level::INFO
-    });
+    };
+    runtime::init_logs(level, args.log_format.into());
     // ring is the only crypto provider built in; installing it up front keeps rustls from
     // having to guess.
     let _ = rustls::crypto::ring::default_provider().install_default();

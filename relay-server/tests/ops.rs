@@ -134,3 +134,60 @@ async fn metrics_without_an_admin_token_need_metrics_listen() {
     assert_eq!(elsewhere.status, 404, "only /metrics there");
     assert!(terminate(&mut process.child).success());
 }
+
+#[tokio::test]
+async fn json_logs_give_one_line_per_delivery_with_its_id_channel_status_and_duration() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(data.path())
+        .env_remove("RUST_LOG")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("relay-server starts");
+    let stderr = child.stderr.take().expect("piped");
+    let (tx, lines) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let doc = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("every log line is JSON ({e}): {line}"));
+            if tx.send(doc).is_err() {
+                break;
+            }
+        }
+    });
+    let next_where = |what: &dyn Fn(&serde_json::Value) -> bool| loop {
+        let doc = lines.recv_timeout(DEADLINE).expect("the expected log line");
+        if what(&doc) {
+            return doc;
+        }
+    };
+    let listening = next_where(&|doc| doc["message"] == "relay server listening");
+    let addr = listening["addr"].as_str().expect("addr field").to_owned();
+    let answer = send(
+        &client(),
+        "POST",
+        &format!("http://{addr}/h/logged/x"),
+        &[],
+        "b",
+    )
+    .await;
+    assert_eq!(answer.status, 202);
+    let id = answer.headers["x-hookrelay-delivery"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let line = next_where(&|doc| doc["message"] == "queued");
+    assert_eq!(line["status"], 202, "{line}");
+    assert!(line["elapsed_ms"].is_u64(), "{line}");
+    assert_eq!(line["span"]["delivery_id"], id.as_str(), "{line}");
+    assert_eq!(line["span"]["channel"], "logged", "{line}");
+    assert!(terminate(&mut child).success());
+}

@@ -58,6 +58,23 @@ pub async fn write_batched<S, M>(
 /// Logs to stderr at `default` level, or as `RUST_LOG` says (`info`,
 /// `relay_server=debug,warn`, ...); colours only on a terminal.
 pub fn init_tracing(default: tracing::Level) {
+    init_logs(default, LogFormat::Human);
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One readable line per event, coloured on a terminal.
+    #[default]
+    Human,
+    /// One JSON object per line, for log shippers: `timestamp`, `level`, `target`, the event's
+    /// fields flattened (`message` included) and the fields of the spans it is in (`span`,
+    /// `spans`), such as a delivery's `delivery_id` and `channel`.
+    Json,
+}
+
+/// Logs to stderr in `format` at `default` level, or as `RUST_LOG` says.
+pub fn init_logs(default: tracing::Level, format: LogFormat) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
 
@@ -65,15 +82,17 @@ pub fn init_tracing(default: tracing::Level) {
         .ok()
         .and_then(|s| s.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(ansi),
-        )
-        .with(filter)
-        .init();
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Human => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            registry.with(layer.with_ansi(ansi)).init();
+        }
+        LogFormat::Json => registry
+            .with(layer.json().flatten_event(true).with_current_span(true))
+            .init(),
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
