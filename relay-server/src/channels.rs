@@ -283,6 +283,40 @@ pub async fn rotate(store: &dyn Store, name: &ChannelId) -> Result<Issued, Store
     Ok(Issued { record, token })
 }
 
+/// Makes the store hold the channels the config file declares: each is created, or updated
+/// when its token or settings differ. Channels the file does not name are left alone.
+/// Returns how many were created and updated.
+pub async fn declare(
+    store: &dyn Store,
+    declared: &[crate::config_file::DeclaredChannel],
+) -> Result<(usize, usize), StoreError> {
+    let (_, existing) = store.channels().await?;
+    let (mut created, mut updated) = (0, 0);
+    for channel in declared {
+        let record = ChannelRecord {
+            name: channel.name.clone(),
+            token_hash: channel.token_hash,
+            created_at: crate::store::now_ms(),
+            settings: channel.settings.clone(),
+        };
+        match existing.iter().find(|r| r.name == record.name) {
+            None => {
+                store.create_channel(record).await?;
+                created += 1;
+            }
+            Some(current)
+                if current.token_hash != record.token_hash
+                    || current.settings != record.settings =>
+            {
+                store.update_channel(record).await?;
+                updated += 1;
+            }
+            Some(_) => {}
+        }
+    }
+    Ok((created, updated))
+}
+
 /// Reads the registered channels from the store into the server's [`Directory`], and
 /// disconnects the agents of channels that were revoked or whose token was rotated.
 pub async fn reload(state: &AppState) -> Result<(), StoreError> {

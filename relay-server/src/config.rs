@@ -21,6 +21,11 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
     about = "Self-hosted webhook relay: public ingress, forwarded to agents over WebSocket"
 )]
 pub struct Args {
+    /// Configuration file (TOML); default: /etc/hookrelay/server.toml when it exists. Flags
+    /// and HOOKRELAY_* variables take precedence over it.
+    #[arg(long, env = "HOOKRELAY_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on for webhooks and agents.
     #[arg(
         long,
@@ -212,6 +217,13 @@ pub enum Command {
     /// within a second).
     #[command(subcommand)]
     Channels(ChannelsCommand),
+    /// Check a configuration file (default: --config, or /etc/hookrelay/server.toml) and
+    /// print each setting in force with where it comes from; exit 1 with every problem
+    /// (file, key, line, why) otherwise.
+    CheckConfig {
+        /// The file to check.
+        file: Option<PathBuf>,
+    },
 }
 
 /// `relay-server channels ...`
@@ -413,6 +425,8 @@ pub struct Config {
     pub http: crate::http::HttpLimits,
     /// A second listener for `/metrics` only.
     pub metrics_listen: Option<SocketAddr>,
+    /// Channels the configuration file declares, created or updated at start-up.
+    pub declared_channels: Vec<crate::config_file::DeclaredChannel>,
     /// Interval between WebSocket pings to each agent.
     pub ping_interval: Duration,
     /// An agent that sends nothing (not even a pong) for this long is disconnected.
@@ -456,6 +470,7 @@ impl Default for Config {
             max_in_flight: 10_000,
             http: crate::http::HttpLimits::default(),
             metrics_listen: None,
+            declared_channels: Vec::new(),
             ping_interval: Duration::from_secs(20),
             peer_timeout: Duration::from_secs(50),
             handshake_timeout: Duration::from_secs(10),

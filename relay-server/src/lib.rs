@@ -18,6 +18,7 @@ pub mod auth;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod config_file;
 mod delivery;
 mod dispatch;
 pub mod error;
@@ -146,6 +147,14 @@ pub async fn serve(
     let grace = config.shutdown_grace;
     let store = store::open(&config.store).await?;
     let (open, why) = open_mode(config.open, addr, config.public_url.as_deref());
+    if !config.declared_channels.is_empty() {
+        let (created, updated) =
+            channels::declare(store.as_ref(), &config.declared_channels).await?;
+        info!(
+            declared = config.declared_channels.len(),
+            created, updated, "channels from the config file"
+        );
+    }
     let state = ServerState::new(config, public_url, store, open);
     channels::reload(&state).await?;
     match &certs {

@@ -1,31 +1,105 @@
-use clap::Parser;
-use relay_server::Args;
+use std::process::ExitCode;
+
 use relay_server::config::Command;
+use relay_server::config_file::{self, LoadError, Source};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = Args::parse();
-    let command = args.command.take();
+async fn main() -> anyhow::Result<ExitCode> {
+    let mut loaded = match config_file::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(LoadError::File(errors)) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let command = loaded.args.command.take();
     // A command prints its own result; only problems are logged.
     let level = if command.is_some() {
         tracing::Level::WARN
     } else {
         tracing::Level::INFO
     };
-    runtime::init_logs(level, args.log_format.into());
+    runtime::init_logs(level, loaded.args.log_format.into());
     // ring is the only crypto provider built in; installing it up front keeps rustls from
     // having to guess.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = args.validate()?;
-    if let Some(Command::Channels(command)) = command {
-        return relay_server::cli::channels(command, &config, &mut std::io::stdout().lock()).await;
+    match command {
+        Some(Command::CheckConfig { file }) => return Ok(check_config(file, loaded)),
+        Some(Command::Channels(command)) => {
+            let config = loaded.args.validate()?;
+            relay_server::cli::channels(command, &config, &mut std::io::stdout().lock()).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        None => {}
     }
+    let mut config = loaded.args.validate()?;
+    config.declared_channels = loaded.channels;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(runtime::cancel_on_signal(shutdown.clone()));
     relay_server::serve(listener, config, shutdown).await?;
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `relay-server check-config [FILE]`: every setting in force and where it comes from, or
+/// every problem with the file.
+fn check_config(file: Option<std::path::PathBuf>, loaded: config_file::Loaded) -> ExitCode {
+    let loaded = match file {
+        Some(path) if Some(&path) != loaded.path.as_ref() => {
+            let argv = vec![
+                "relay-server".into(),
+                "--config".into(),
+                path.into_os_string(),
+            ];
+            match config_file::load(argv) {
+                Ok(loaded) => loaded,
+                Err(LoadError::Clap(e)) => e.exit(),
+                Err(LoadError::File(errors)) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => loaded,
+    };
+    let Some(path) = loaded.path.clone() else {
+        eprintln!(
+            "no configuration file: pass one (`relay-server check-config FILE`), or --config, \
+             or create {}",
+            config_file::DEFAULT_PATH
+        );
+        return ExitCode::FAILURE;
+    };
+    let settings = loaded.settings;
+    let channels = loaded.channels;
+    if let Err(e) = loaded.args.validate() {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    println!("{}: ok", path.display());
+    for (key, value, source) in &settings {
+        let source = match source {
+            Source::Flag => "flag",
+            Source::Env => "environment",
+            Source::File => "file",
+        };
+        println!("  {key} = {value}  ({source})");
+    }
+    for channel in &channels {
+        let verify = channel
+            .settings
+            .verify
+            .as_ref()
+            .map_or(String::new(), |v| format!(", verify {}", v.kind()));
+        println!(
+            "  channel {} (mode {}{verify})",
+            channel.name,
+            channel.settings.mode.as_str()
+        );
+    }
+    ExitCode::SUCCESS
 }

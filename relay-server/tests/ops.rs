@@ -191,3 +191,95 @@ async fn json_logs_give_one_line_per_delivery_with_its_id_channel_status_and_dur
     assert_eq!(line["span"]["channel"], "logged", "{line}");
     assert!(terminate(&mut child).success());
 }
+
+#[tokio::test]
+async fn channels_declared_in_the_config_file_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("server.toml");
+    std::fs::write(
+        &file,
+        r#"
+listen = "127.0.0.1:0"
+open = false
+rate-limit = "off"
+
+[[channel]]
+name = "from-file"
+token = "hrt_declared"
+mode = "fanout"
+"#,
+    )
+    .expect("write config");
+    let config_arg = file.display().to_string();
+    let mut process = spawn_server(&["--config", &config_arg], &[]);
+    let target = start_target().await;
+    let server_url = format!("http://{}", process.addr);
+    let mut agent = relay_client::AgentConfig::new(&server_url, &target.url).expect("valid");
+    agent.channel = protocol::ChannelId::parse("from-file").ok();
+    agent.token = Some("hrt_declared".to_owned());
+    let connected = relay_client::Agent::connect(agent.clone(), None)
+        .await
+        .expect("the declared token holds the channel");
+    assert_eq!(connected.channel(), "from-file");
+    agent.token = Some("hrt_wrong".to_owned());
+    let refused = relay_client::Agent::connect(agent, None).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("wrong token")));
+    let status = send(
+        &client(),
+        "GET",
+        &format!("{server_url}/api/channels/from-file"),
+        &[("authorization", b"Bearer hrt_declared")],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(status["mode"], "fanout", "{status}");
+    assert!(terminate(&mut process.child).success());
+}
+
+#[test]
+fn check_config_shows_each_setting_and_where_it_comes_from_or_every_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, "timeout = 12\nretention = \"2d\"\nmax-body = 1000\n").expect("write");
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_relay-server"))
+            .args(args)
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let good = good.display().to_string();
+    let (code, out) = run(
+        &["--config", &good, "--max-body", "5", "check-config"],
+        &[("HOOKRELAY_TIMEOUT", "20")],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "timeout = 20  (environment)",
+        "retention = 2d  (file)",
+        "max-body = 5  (flag)",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "timeout = 0\ncolour = \"blue\"\n[[channel]]\nname = \"x\"\n",
+    )
+    .expect("write");
+    let (code, out) = run(&["check-config", &bad.display().to_string()], &[]);
+    assert_eq!(code, Some(1), "{out}");
+    let bad = bad.display().to_string();
+    for line in [
+        format!("{bad}:1: key `timeout`: --timeout must be at least 1 second"),
+        format!("{bad}:2: key `colour`: unknown key"),
+        format!("{bad}:3: key `channel[0]`: needs token or token-sha256"),
+    ] {
+        assert!(out.contains(&line), "{line} missing from:\n{out}");
+    }
+}

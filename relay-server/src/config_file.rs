@@ -1,0 +1,488 @@
+//! The configuration file: `--config FILE` (TOML; `/etc/hookrelay/server.toml` when present).
+//!
+//! Every server flag is a key, its long name without the dashes (`rate-limit = "10/s"`), and
+//! `[[channel]]` tables declare channels. Precedence: flags, then `HOOKRELAY_*` environment
+//! variables, then the file, then defaults. A file value is applied by handing clap the flag it
+//! stands for, only for flags that were neither typed nor set in the environment. Each value is
+//! checked on its own first, so an error names the file, the key and its line.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+use protocol::ChannelId;
+use serde::Deserialize;
+
+use crate::channels::{ChannelSettings, Mode, RateLimit, TokenHash};
+use crate::config::Args;
+use crate::verify::Verify;
+
+/// Read when no `--config` is given and the file exists.
+pub const DEFAULT_PATH: &str = "/etc/hookrelay/server.toml";
+
+/// Flags that cannot be set from the file.
+const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
+
+/// A channel the file declares; the server creates or updates it at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredChannel {
+    pub name: ChannelId,
+    pub token_hash: TokenHash,
+    pub settings: ChannelSettings,
+}
+
+/// A problem with the file: which file, which key (when one is to blame), on which line, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub path: PathBuf,
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    pub why: String,
+}
+
+impl fmt::Display for FileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.why)
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, thiserror::Error)]
+pub struct FileErrors(pub Vec<FileError>);
+
+impl fmt::Display for FileErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+/// Where a setting's value came from, for `check-config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env,
+    File,
+}
+
+/// The command line with the file applied.
+#[derive(Debug)]
+pub struct Loaded {
+    pub args: Args,
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    pub channels: Vec<DeclaredChannel>,
+    /// Every setting not at its default: key, value as given, and where it came from.
+    pub settings: Vec<(String, String, Source)>,
+}
+
+/// Why the command line and the file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Help, version or a bad flag: clap's own message and exit code.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error(transparent)]
+    File(#[from] FileErrors),
+}
+
+/// Parses `argv`, reads the config file it names (or [`DEFAULT_PATH`] when present), and
+/// applies the file under the flags and the environment.
+pub fn load(argv: Vec<OsString>) -> Result<Loaded, LoadError> {
+    let matches = Args::command().try_get_matches_from(&argv)?;
+    let explicit = matches.get_one::<PathBuf>("config").cloned();
+    let path = explicit.or_else(|| {
+        let default = PathBuf::from(DEFAULT_PATH);
+        default.exists().then_some(default)
+    });
+    let Some(path) = path else {
+        let args = Args::from_arg_matches(&matches)?;
+        let settings = given(&matches, &[]);
+        return Ok(Loaded {
+            args,
+            path: None,
+            channels: Vec::new(),
+            settings,
+        });
+    };
+    let file = read(&path)?;
+    let mut extra = Vec::new();
+    let mut from_file = Vec::new();
+    for (key, value) in &file.settings {
+        let id = key.replace('-', "_");
+        let typed_or_env = matches!(
+            matches.value_source(&id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        );
+        if !typed_or_env {
+            extra.push(OsString::from(format!("--{key}={value}")));
+            from_file.push(id);
+        }
+    }
+    let mut full = argv;
+    let rest = full.split_off(1.min(full.len()));
+    full.extend(extra);
+    full.extend(rest);
+    let matches = Args::command().try_get_matches_from(&full)?;
+    let args = Args::from_arg_matches(&matches)?;
+    let settings = given(&matches, &from_file);
+    Ok(Loaded {
+        args,
+        path: Some(path),
+        channels: file.channels,
+        settings,
+    })
+}
+
+/// The settings `matches` got from somewhere other than a default, for `check-config`.
+fn given(matches: &clap::ArgMatches, from_file: &[String]) -> Vec<(String, String, Source)> {
+    let command = Args::command();
+    let mut out = Vec::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let source = match matches.value_source(id) {
+            Some(ValueSource::CommandLine) if from_file.iter().any(|f| f == id) => Source::File,
+            Some(ValueSource::CommandLine) => Source::Flag,
+            Some(ValueSource::EnvVariable) => Source::Env,
+            _ => continue,
+        };
+        let Some(long) = arg.get_long() else { continue };
+        let value = matches
+            .get_raw(id)
+            .map(|values| {
+                values
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default();
+        let secret = long.contains("token");
+        let value = if secret { "(hidden)".to_owned() } else { value };
+        out.push((long.to_owned(), value, source));
+    }
+    out
+}
+
+/// A file, read and checked.
+#[derive(Debug)]
+struct File {
+    /// Key (long flag name) and value as clap would read it.
+    settings: Vec<(String, String)>,
+    channels: Vec<DeclaredChannel>,
+}
+
+/// Reads and checks `path`: every key known, every value valid for its flag, every channel
+/// complete. All problems are reported, not only the first.
+fn read(path: &Path) -> Result<File, FileErrors> {
+    let fail = |key: Option<String>, line: Option<usize>, why: String| FileError {
+        path: path.to_owned(),
+        key,
+        line,
+        why,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FileErrors(vec![fail(None, None, format!("cannot read: {e}"))]))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|span| line_of(&text, span.start));
+        let why = e.message().trim().to_owned();
+        FileErrors(vec![fail(None, line, format!("not valid TOML: {why}"))])
+    })?;
+    let command = Args::command();
+    let mut errors = Vec::new();
+    let mut settings = Vec::new();
+    let mut channels = Vec::new();
+    for (key, value) in &table {
+        let line = key_line(&text, key);
+        if key == "channel" {
+            match value {
+                toml::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let line = nth_table_line(&text, "channel", i);
+                        let key = format!("channel[{i}]");
+                        match declared(item) {
+                            Ok(channel) => channels.push(channel),
+                            Err(why) => errors.push(fail(Some(key), line, why)),
+                        }
+                    }
+                }
+                _ => errors.push(fail(
+                    Some(key.clone()),
+                    line,
+                    "declare channels as [[channel]] tables".to_owned(),
+                )),
+            }
+            continue;
+        }
+        let known = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(key.as_str()))
+            .filter(|arg| !NOT_IN_FILE.contains(&arg.get_id().as_str()));
+        if known.is_none() {
+            errors.push(fail(Some(key.clone()), line, "unknown key".to_owned()));
+            continue;
+        }
+        let value = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            other => {
+                let why = format!(
+                    "must be a string, a number or true/false, not {}",
+                    other.type_str()
+                );
+                errors.push(fail(Some(key.clone()), line, why));
+                continue;
+            }
+        };
+        // Each value on its own, so the error is the key's.
+        let alone = ["relay-server".to_owned(), format!("--{key}={value}")];
+        let checked = Args::command()
+            .try_get_matches_from(alone)
+            .and_then(|m| Args::from_arg_matches(&m))
+            .map_err(|e| clap_reason(&e))
+            .and_then(|args| args.validate().map(drop).map_err(|e| e.to_string()));
+        if let Err(why) = checked {
+            errors.push(fail(Some(key.clone()), line, why));
+            continue;
+        }
+        settings.push((key.clone(), value));
+    }
+    let mut names: Vec<&ChannelId> = channels.iter().map(|c| &c.name).collect();
+    names.sort();
+    for pair in names.windows(2) {
+        if pair[0] == pair[1] {
+            let why = format!("channel {} is declared twice", pair[0]);
+            errors.push(fail(Some("channel".to_owned()), None, why));
+        }
+    }
+    if errors.is_empty() {
+        Ok(File { settings, channels })
+    } else {
+        Err(FileErrors(errors))
+    }
+}
+
+/// One `[[channel]]` table, in the file's spelling.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ChannelTable {
+    name: String,
+    token: Option<String>,
+    token_sha256: Option<String>,
+    #[serde(default)]
+    mode: Mode,
+    rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    allow_from: Vec<ipnet::IpNet>,
+    verify: Option<Verify>,
+}
+
+fn declared(item: &toml::Value) -> Result<DeclaredChannel, String> {
+    let table: ChannelTable = item
+        .clone()
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().to_owned())?;
+    let name = ChannelId::parse(&table.name).map_err(|e| format!("name {:?}: {e}", table.name))?;
+    let token_hash = match (&table.token, &table.token_sha256) {
+        (Some(token), None) if !token.is_empty() => TokenHash::of(token),
+        (None, Some(hex)) => parse_sha256(hex)
+            .ok_or_else(|| "token-sha256 must be 64 hex digits (a SHA-256)".to_owned())?,
+        (Some(_), Some(_)) => return Err("give token or token-sha256, not both".to_owned()),
+        _ => return Err("needs token or token-sha256".to_owned()),
+    };
+    if let Some(verify) = &table.verify {
+        verify.validate().map_err(|e| format!("verify: {e}"))?;
+    }
+    Ok(DeclaredChannel {
+        name,
+        token_hash,
+        settings: ChannelSettings {
+            mode: table.mode,
+            rate_limit: table.rate_limit,
+            allow_from: table.allow_from,
+            verify: table.verify,
+        },
+    })
+}
+
+fn parse_sha256(hex: &str) -> Option<TokenHash> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(TokenHash(out))
+}
+
+/// The first line of clap's message, without its `error: ` prefix.
+fn clap_reason(e: &clap::Error) -> String {
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or_default();
+    first.trim_start_matches("error: ").trim().to_owned()
+}
+
+/// The 1-based line of byte offset `at`.
+fn line_of(text: &str, at: usize) -> usize {
+    text.get(..at)
+        .map_or(0, |before| before.matches('\n').count())
+        + 1
+}
+
+/// The line where top-level `key` is assigned, if it can be found.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            line.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+/// The line of the `n`th `[[name]]` header.
+fn nth_table_line(text: &str, name: &str, n: usize) -> Option<usize> {
+    let header = format!("[[{name}]]");
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| line.trim() == header)
+        .nth(n)
+        .map(|(i, _)| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write");
+        file
+    }
+
+    fn argv(file: &Path, extra: &[&str]) -> Vec<OsString> {
+        let mut argv = vec![OsString::from("relay-server"), OsString::from("--config")];
+        argv.push(file.as_os_str().to_owned());
+        argv.extend(extra.iter().map(OsString::from));
+        argv
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_leave_at_their_defaults() {
+        let file = write(
+            r#"
+listen = "127.0.0.1:9999"
+timeout = 12
+rate-limit = "10/s"
+open = false
+
+[[channel]]
+name = "my-app"
+token = "hrt_secret"
+mode = "fanout"
+verify = { kind = "github", secret = "s3cret" }
+"#,
+        );
+        let loaded = load(argv(file.path(), &["--timeout", "7"])).expect("loads");
+        let config = loaded.args.validate().expect("valid");
+        assert_eq!(config.listen.port(), 9999, "from the file");
+        assert_eq!(config.timeout.as_secs(), 7, "the flag wins");
+        assert_eq!(config.open, Some(false));
+        assert_eq!(
+            config.rate_limit.map(|r| r.to_string()).as_deref(),
+            Some("10/s")
+        );
+        let channel = &loaded.channels[0];
+        assert_eq!(channel.name.as_str(), "my-app");
+        assert!(channel.token_hash.matches("hrt_secret"));
+        assert_eq!(channel.settings.mode, Mode::Fanout);
+        let sources: Vec<(&str, Source)> = loaded
+            .settings
+            .iter()
+            .map(|(k, _, s)| (k.as_str(), *s))
+            .collect();
+        assert!(sources.contains(&("timeout", Source::Flag)), "{sources:?}");
+        assert!(sources.contains(&("listen", Source::File)), "{sources:?}");
+    }
+
+    #[test]
+    fn every_problem_is_named_with_file_key_and_line() {
+        let file = write(
+            r#"listen = "nowhere"
+colour = "blue"
+rate-limit = "fast"
+timeout = [1]
+
+[[channel]]
+name = "ok"
+token-sha256 = "abc"
+
+[[channel]]
+name = "bad name"
+token = "t"
+"#,
+        );
+        let Err(LoadError::File(FileErrors(errors))) = load(argv(file.path(), &[])) else {
+            panic!("errors expected");
+        };
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let path = file.path().display().to_string();
+        let expect = [
+            format!("{path}:1: key `listen`: invalid value 'nowhere'"),
+            format!("{path}:2: key `colour`: unknown key"),
+            format!("{path}:3: key `rate-limit`: --rate-limit:"),
+            format!("{path}:4: key `timeout`: must be a string, a number or true/false"),
+            format!("{path}:6: key `channel[0]`: token-sha256 must be 64 hex digits"),
+            format!("{path}:10: key `channel[1]`: name \"bad name\""),
+        ];
+        for want in &expect {
+            assert!(
+                text.iter().any(|line| line.starts_with(want.as_str())),
+                "{want}\nnot in:\n{}",
+                text.join("\n")
+            );
+        }
+        assert_eq!(text.len(), expect.len(), "{}", text.join("\n"));
+    }
+
+    #[test]
+    fn broken_toml_and_missing_files_are_reported_with_the_path() {
+        let file = write("listen = \n");
+        let Err(LoadError::File(errors)) = load(argv(file.path(), &[])) else {
+            panic!("error expected");
+        };
+        assert!(
+            errors.to_string().contains(":1: not valid TOML"),
+            "{errors}"
+        );
+        let missing = Path::new("/nonexistent/hookrelay.toml");
+        let Err(LoadError::File(errors)) = load(argv(missing, &[])) else {
+            panic!("error expected");
+        };
+        assert!(
+            errors
+                .to_string()
+                .starts_with("/nonexistent/hookrelay.toml: cannot read"),
+            "{errors}"
+        );
+    }
+
+    #[test]
+    fn a_sha256_token_parses() {
+        let hash = TokenHash::of("hrt_x");
+        let hex: String = hash.0.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(parse_sha256(&hex), Some(hash));
+        assert_eq!(parse_sha256(&hex[1..]), None);
+        assert_eq!(parse_sha256(&"zz".repeat(32)), None);
+    }
+}
