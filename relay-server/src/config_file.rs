@@ -7,23 +7,21 @@
 //! checked on its own first, so an error names the file, the key and its line.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
 use protocol::ChannelId;
+use runtime::config_file::{FileErrors, Settings, apply, clap_reason, given};
 use serde::Deserialize;
 
 use crate::channels::{ChannelSettings, Mode, RateLimit, TokenHash};
 use crate::config::Args;
 use crate::verify::Verify;
 
+pub use runtime::config_file::{FileError, Source};
+
 /// Read when no `--config` is given and the file exists.
 pub const DEFAULT_PATH: &str = "/etc/hookrelay/server.toml";
-
-/// Flags that cannot be set from the file.
-const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
 
 /// A channel the file declares; the server creates or updates it at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,47 +29,6 @@ pub struct DeclaredChannel {
     pub name: ChannelId,
     pub token_hash: TokenHash,
     pub settings: ChannelSettings,
-}
-
-/// A problem with the file: which file, which key (when one is to blame), on which line, why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileError {
-    pub path: PathBuf,
-    pub key: Option<String>,
-    pub line: Option<usize>,
-    pub why: String,
-}
-
-impl fmt::Display for FileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.path.display())?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if let Some(key) = &self.key {
-            write!(f, ": key `{key}`")?;
-        }
-        write!(f, ": {}", self.why)
-    }
-}
-
-/// Every problem found in one file.
-#[derive(Debug, thiserror::Error)]
-pub struct FileErrors(pub Vec<FileError>);
-
-impl fmt::Display for FileErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
-        f.write_str(&lines.join("\n"))
-    }
-}
-
-/// Where a setting's value came from, for `check-config`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Flag,
-    Env,
-    File,
 }
 
 /// The command line with the file applied.
@@ -106,7 +63,7 @@ pub fn load(argv: Vec<OsString>) -> Result<Loaded, LoadError> {
     });
     let Some(path) = path else {
         let args = Args::from_arg_matches(&matches)?;
-        let settings = given(&matches, &[]);
+        let settings = given(&Args::command(), &matches, &[]);
         return Ok(Loaded {
             args,
             path: None,
@@ -115,61 +72,16 @@ pub fn load(argv: Vec<OsString>) -> Result<Loaded, LoadError> {
         });
     };
     let file = read(&path)?;
-    let mut extra = Vec::new();
-    let mut from_file = Vec::new();
-    for (key, value) in &file.settings {
-        let id = key.replace('-', "_");
-        let typed_or_env = matches!(
-            matches.value_source(&id),
-            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
-        );
-        if !typed_or_env {
-            extra.push(OsString::from(format!("--{key}={value}")));
-            from_file.push(id);
-        }
-    }
-    let mut full = argv;
-    let rest = full.split_off(1.min(full.len()));
-    full.extend(extra);
-    full.extend(rest);
+    let (full, from_file) = apply(argv, &matches, &file.settings);
     let matches = Args::command().try_get_matches_from(&full)?;
     let args = Args::from_arg_matches(&matches)?;
-    let settings = given(&matches, &from_file);
+    let settings = given(&Args::command(), &matches, &from_file);
     Ok(Loaded {
         args,
         path: Some(path),
         channels: file.channels,
         settings,
     })
-}
-
-/// The settings `matches` got from somewhere other than a default, for `check-config`.
-fn given(matches: &clap::ArgMatches, from_file: &[String]) -> Vec<(String, String, Source)> {
-    let command = Args::command();
-    let mut out = Vec::new();
-    for arg in command.get_arguments() {
-        let id = arg.get_id().as_str();
-        let source = match matches.value_source(id) {
-            Some(ValueSource::CommandLine) if from_file.iter().any(|f| f == id) => Source::File,
-            Some(ValueSource::CommandLine) => Source::Flag,
-            Some(ValueSource::EnvVariable) => Source::Env,
-            _ => continue,
-        };
-        let Some(long) = arg.get_long() else { continue };
-        let value = matches
-            .get_raw(id)
-            .map(|values| {
-                values
-                    .map(|v| v.to_string_lossy().into_owned())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default();
-        let secret = long.contains("token");
-        let value = if secret { "(hidden)".to_owned() } else { value };
-        out.push((long.to_owned(), value, source));
-    }
-    out
 }
 
 /// A file, read and checked.
@@ -183,85 +95,38 @@ struct File {
 /// Reads and checks `path`: every key known, every value valid for its flag, every channel
 /// complete. All problems are reported, not only the first.
 fn read(path: &Path) -> Result<File, FileErrors> {
-    let fail = |key: Option<String>, line: Option<usize>, why: String| FileError {
-        path: path.to_owned(),
-        key,
-        line,
-        why,
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| FileErrors(vec![fail(None, None, format!("cannot read: {e}"))]))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| {
-        let line = e.span().map(|span| line_of(&text, span.start));
-        let why = e.message().trim().to_owned();
-        FileErrors(vec![fail(None, line, format!("not valid TOML: {why}"))])
-    })?;
-    let command = Args::command();
-    let mut errors = Vec::new();
-    let mut settings = Vec::new();
-    let mut channels = Vec::new();
-    for (key, value) in &table {
-        let line = key_line(&text, key);
-        if key == "channel" {
-            match value {
-                toml::Value::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let line = nth_table_line(&text, "channel", i);
-                        let key = format!("channel[{i}]");
-                        match declared(item) {
-                            Ok(channel) => channels.push(channel),
-                            Err(why) => errors.push(fail(Some(key), line, why)),
-                        }
-                    }
-                }
-                _ => errors.push(fail(
-                    Some(key.clone()),
-                    line,
-                    "declare channels as [[channel]] tables".to_owned(),
-                )),
-            }
-            continue;
-        }
-        let known = command
-            .get_arguments()
-            .find(|arg| arg.get_long() == Some(key.as_str()))
-            .filter(|arg| !NOT_IN_FILE.contains(&arg.get_id().as_str()));
-        if known.is_none() {
-            errors.push(fail(Some(key.clone()), line, "unknown key".to_owned()));
-            continue;
-        }
-        let value = match value {
-            toml::Value::String(s) => s.clone(),
-            toml::Value::Integer(n) => n.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => {
-                let why = format!(
-                    "must be a string, a number or true/false, not {}",
-                    other.type_str()
-                );
-                errors.push(fail(Some(key.clone()), line, why));
-                continue;
-            }
-        };
-        // Each value on its own, so the error is the key's.
+    let file = Settings::read(path)?;
+    // Each value on its own, so an error is the key's.
+    let check = |key: &str, value: &str| {
         let alone = ["relay-server".to_owned(), format!("--{key}={value}")];
-        let checked = Args::command()
+        Args::command()
             .try_get_matches_from(alone)
             .and_then(|m| Args::from_arg_matches(&m))
             .map_err(|e| clap_reason(&e))
-            .and_then(|args| args.validate().map(drop).map_err(|e| e.to_string()));
-        if let Err(why) = checked {
-            errors.push(fail(Some(key.clone()), line, why));
-            continue;
+            .and_then(|args| args.validate().map(drop).map_err(|e| e.to_string()))
+    };
+    let (settings, mut errors) = file.flags(&Args::command(), &["channel"], check);
+    let mut channels = Vec::new();
+    match file.table.get("channel") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match declared(item) {
+                    Ok(channel) => channels.push(channel),
+                    Err(why) => errors.push(file.table_error("channel", i, why)),
+                }
+            }
         }
-        settings.push((key.clone(), value));
+        Some(_) => errors.push(file.error(
+            "channel",
+            "declare channels as [[channel]] tables".to_owned(),
+        )),
     }
     let mut names: Vec<&ChannelId> = channels.iter().map(|c| &c.name).collect();
     names.sort();
     for pair in names.windows(2) {
         if pair[0] == pair[1] {
-            let why = format!("channel {} is declared twice", pair[0]);
-            errors.push(fail(Some("channel".to_owned()), None, why));
+            errors.push(file.error("channel", format!("channel {} is declared twice", pair[0])));
         }
     }
     if errors.is_empty() {
@@ -323,41 +188,6 @@ fn parse_sha256(hex: &str) -> Option<TokenHash> {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(TokenHash(out))
-}
-
-/// The first line of clap's message, without its `error: ` prefix.
-fn clap_reason(e: &clap::Error) -> String {
-    let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or_default();
-    first.trim_start_matches("error: ").trim().to_owned()
-}
-
-/// The 1-based line of byte offset `at`.
-fn line_of(text: &str, at: usize) -> usize {
-    text.get(..at)
-        .map_or(0, |before| before.matches('\n').count())
-        + 1
-}
-
-/// The line where top-level `key` is assigned, if it can be found.
-fn key_line(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            let line = line.trim_start();
-            line.strip_prefix(key)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
-}
-
-/// The line of the `n`th `[[name]]` header.
-fn nth_table_line(text: &str, name: &str, n: usize) -> Option<usize> {
-    let header = format!("[[{name}]]");
-    text.lines()
-        .enumerate()
-        .filter(|(_, line)| line.trim() == header)
-        .nth(n)
-        .map(|(i, _)| i + 1)
 }
 
 #[cfg(test)]

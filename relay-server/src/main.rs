@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use relay_server::config::Command;
-use relay_server::config_file::{self, LoadError, Source};
+use relay_server::config_file::{self, LoadError};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -82,12 +82,7 @@ fn check_config(file: Option<std::path::PathBuf>, loaded: config_file::Loaded) -
     }
     println!("{}: ok", path.display());
     for (key, value, source) in &settings {
-        let source = match source {
-            Source::Flag => "flag",
-            Source::Env => "environment",
-            Source::File => "file",
-        };
-        println!("  {key} = {value}  ({source})");
+        println!("  {key} = {value}  ({})", source.as_str());
     }
     for channel in &channels {
         let verify = channel

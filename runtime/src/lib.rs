@@ -1,6 +1,7 @@
 //! What `relay-server` and `relay-client` both run on: the batched WebSocket writer, logging
 //! set-up, shutdown signals and reading PEM files. Kept apart from `protocol`, which does no I/O.
 
+pub mod config_file;
 pub mod pem;
 
 use futures_util::{Sink, SinkExt};
