@@ -9,6 +9,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use http::HeaderValue;
 use protocol::{ChannelId, DeliveryId};
 
+use runtime::config_file::{FileErrors, Settings, apply, clap_reason};
+
 use crate::error::Error;
 use crate::forward::Target;
 
@@ -26,6 +28,17 @@ pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(300);
                   `replay` ask the server about the channel's past webhooks."
 )]
 pub struct Args {
+    /// Configuration file (TOML, keys are these flags' long names); default:
+    /// ~/.config/hookrelay/client.toml when it exists. Flags and HOOKRELAY_* variables take
+    /// precedence over it.
+    #[arg(
+        long,
+        env = "HOOKRELAY_CLIENT_CONFIG",
+        value_name = "FILE",
+        global = true
+    )]
+    pub config: Option<PathBuf>,
+
     /// Relay server URL; https:// connects with wss://.
     #[arg(
         long,
@@ -69,6 +82,26 @@ pub struct Args {
     /// `relay-client --forward URL replay ID` means the same as `replay ID --forward URL`.
     #[arg(skip)]
     forward_typed: bool,
+}
+
+/// Why the command line and the configuration file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// Help, version or a bad flag: clap's own message and exit code.
+    #[error(transparent)]
+    Clap(#[from] clap::Error),
+    #[error(transparent)]
+    File(#[from] FileErrors),
+}
+
+/// `$XDG_CONFIG_HOME/hookrelay/client.toml` (or `~/.config/...`), if that file exists.
+pub fn default_config_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    let path = base.join("hookrelay").join("client.toml");
+    path.exists().then_some(path)
 }
 
 /// What to do instead of running the agent.
@@ -152,18 +185,49 @@ pub struct EventsQuery {
 
 impl Args {
     /// Parses the process's command line like [`Parser::parse`] (usage and exit on error),
-    /// remembering whether `--forward` was typed or came from the environment.
+    /// with the configuration file under it (`--config`, or [`default_config_path`] when it
+    /// exists), remembering whether `--forward` was typed or came from the environment.
     pub fn from_command_line() -> Self {
-        Self::try_from_command_line(std::env::args_os()).unwrap_or_else(|e| e.exit())
+        match Self::load(std::env::args_os().collect(), default_config_path()) {
+            Ok(args) => args,
+            Err(ArgsError::Clap(e)) => e.exit(),
+            Err(ArgsError::File(errors)) => {
+                eprintln!("{errors}");
+                std::process::exit(2);
+            }
+        }
     }
 
-    /// [`Args::from_command_line`] for the given arguments (the first is the program name).
-    pub fn try_from_command_line<I, T>(args: I) -> Result<Self, clap::Error>
+    /// [`Args::from_command_line`] for the given arguments (the first is the program name),
+    /// reading a configuration file only when `--config` names one.
+    pub fn try_from_command_line<I, T>(args: I) -> Result<Self, ArgsError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let matches = Self::command().try_get_matches_from(args)?;
+        Self::load(args.into_iter().map(Into::into).collect(), None)
+    }
+
+    fn load(argv: Vec<std::ffi::OsString>, default: Option<PathBuf>) -> Result<Self, ArgsError> {
+        let mut matches = Self::command().try_get_matches_from(&argv)?;
+        let path = matches.get_one::<PathBuf>("config").cloned().or(default);
+        if let Some(path) = path {
+            let file = Settings::read(&path)?;
+            // Each value parsed on its own, so an error is the key's.
+            let check = |key: &str, value: &str| {
+                let alone = ["relay-client".to_owned(), format!("--{key}={value}")];
+                Self::command()
+                    .try_get_matches_from(alone)
+                    .map(drop)
+                    .map_err(|e| clap_reason(&e))
+            };
+            let (flags, errors) = file.flags(&Self::command(), &[], check);
+            if !errors.is_empty() {
+                return Err(FileErrors(errors).into());
+            }
+            let (argv, _) = apply(argv, &matches, &flags);
+            matches = Self::command().try_get_matches_from(&argv)?;
+        }
         let mut parsed = Self::from_arg_matches(&matches)?;
         parsed.forward_typed = matches.value_source("forward") == Some(ValueSource::CommandLine);
         Ok(parsed)
@@ -370,6 +434,44 @@ mod tests {
     }
 
     const ID: &str = "5f0c1a2b-0000-4000-8000-000000000001";
+
+    #[test]
+    fn a_config_file_fills_what_flags_do_not_give() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.toml");
+        std::fs::write(
+            &path,
+            "server = \"http://relay.test:9000\"\nforward = \"http://localhost:3000\"\n\
+             channel = \"from-file\"\n",
+        )
+        .expect("write");
+        let path = path.display().to_string();
+        let Invocation::Agent(config) = parse(&["--config", &path, "--channel", "typed"]) else {
+            panic!("agent expected");
+        };
+        assert_eq!(config.ws_url, "ws://relay.test:9000/ws", "from the file");
+        assert_eq!(
+            config.channel.as_ref().map(ChannelId::as_str),
+            Some("typed"),
+            "the flag wins"
+        );
+
+        std::fs::write(
+            dir.path().join("bad.toml"),
+            "colour = 1\nchannel = \"no spaces\"\n",
+        )
+        .expect("write");
+        let bad = dir.path().join("bad.toml").display().to_string();
+        let Err(ArgsError::File(errors)) =
+            Args::try_from_command_line(["relay-client", "--config", &bad])
+        else {
+            panic!("file errors expected");
+        };
+        assert_eq!(
+            errors.to_string(),
+            format!("{bad}:1: key `colour`: unknown key")
+        );
+    }
 
     #[test]
     fn shared_options_go_before_or_after_the_subcommand() {

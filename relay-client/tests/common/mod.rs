@@ -32,10 +32,13 @@ pub async fn start_server(config: relay_server::Config) -> (SocketAddr, Cancella
     (addr, shutdown)
 }
 
-/// The `relay-client` binary with `args`, none of the developer's `HOOKRELAY_*` variables.
+/// The `relay-client` binary with `args`, none of the developer's `HOOKRELAY_*` variables and
+/// no configuration file of theirs.
 pub fn client_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay-client"));
-    command.args(args);
+    command
+        .args(args)
+        .env("XDG_CONFIG_HOME", "/nonexistent/hookrelay-test-config");
     for name in [
         "HOOKRELAY_SERVER",
         "HOOKRELAY_FORWARD",
@@ -44,6 +47,7 @@ pub fn client_command(args: &[&str]) -> Command {
         "HOOKRELAY_CA",
         "HOOKRELAY_CERT",
         "HOOKRELAY_KEY",
+        "HOOKRELAY_CLIENT_CONFIG",
     ] {
         command.env_remove(name);
     }
