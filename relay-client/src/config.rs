@@ -225,7 +225,7 @@ impl Args {
             if !errors.is_empty() {
                 return Err(FileErrors(errors).into());
             }
-            let (argv, _) = apply(argv, &matches, &flags);
+            let (argv, _) = apply(&Self::command(), argv, &matches, &flags);
             matches = Self::command().try_get_matches_from(&argv)?;
         }
         let mut parsed = Self::from_arg_matches(&matches)?;

@@ -178,6 +178,21 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
 }
 
 impl crate::ServerState {
+    /// The address a request comes from: the connection's peer, or, when the peer is one of
+    /// `--trusted-proxy`, the client it forwarded for (from `X-Forwarded-For`).
+    pub fn client_ip(
+        &self,
+        extensions: &axum::http::Extensions,
+        headers: &axum::http::HeaderMap,
+    ) -> Option<IpAddr> {
+        let peer = crate::tls::Peer::of(extensions)?.addr.ip();
+        Some(forwarded_client(
+            peer,
+            headers,
+            &self.config.trusted_proxies,
+        ))
+    }
+
     /// Counts and logs a wrong or missing token from `peer`.
     pub fn token_refused(&self, peer: Option<IpAddr>, why: &str) {
         self.metrics.rejected("token");
@@ -190,6 +205,37 @@ impl crate::ServerState {
             .check(peer)
             .inspect_err(|_| self.metrics.rejected("lockout"))
     }
+}
+
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy; then the rightmost
+/// `X-Forwarded-For` address that is not a trusted proxy (each proxy appends the address it
+/// got the request from, so what is left of the last untrusted hop may be forged). An entry
+/// that is not an address stops the walk at the proxy that sent it.
+pub fn forwarded_client(
+    peer: IpAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => client = ip,
+            Ok(ip) => return ip,
+            Err(_) => return client,
+        }
+    }
+    client
 }
 
 /// Counts wrong tokens per source address (IPv6 by /64, what one host usually holds) in a
@@ -334,6 +380,44 @@ mod tests {
         assert!(
             limiter.check(Some(ip)).is_ok(),
             "a new window starts at zero"
+        );
+    }
+
+    #[test]
+    fn the_client_behind_a_trusted_proxy_is_the_last_untrusted_hop() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().expect("literal")];
+        let ip = |s: &str| s.parse::<IpAddr>().expect("literal");
+        let headers = |xff: &[&str]| {
+            let mut map = axum::http::HeaderMap::new();
+            for value in xff {
+                map.append("x-forwarded-for", value.parse().expect("valid header"));
+            }
+            map
+        };
+        let proxy = ip("10.0.0.2");
+        // Not from a trusted proxy: the header is ignored.
+        let direct = forwarded_client(ip("198.51.100.9"), &headers(&["1.2.3.4"]), &trusted);
+        assert_eq!(direct, ip("198.51.100.9"));
+        // A forged left part does not matter: the proxy appended the real client.
+        let forged = headers(&["6.6.6.6, 203.0.113.5"]);
+        assert_eq!(
+            forwarded_client(proxy, &forged, &trusted),
+            ip("203.0.113.5")
+        );
+        // Two proxies, the header split over two lines.
+        let chained = headers(&["203.0.113.5", "10.0.0.7"]);
+        assert_eq!(
+            forwarded_client(proxy, &chained, &trusted),
+            ip("203.0.113.5")
+        );
+        // Garbage stops at the proxy; no header is the proxy itself.
+        let garbage = headers(&["203.0.113.5, not-an-ip"]);
+        assert_eq!(forwarded_client(proxy, &garbage, &trusted), proxy);
+        assert_eq!(forwarded_client(proxy, &headers(&[]), &trusted), proxy);
+        assert_eq!(
+            forwarded_client(proxy, &forged, &[]),
+            proxy,
+            "nothing trusted"
         );
     }
 

@@ -153,6 +153,17 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_MAX_IN_FLIGHT", default_value_t = 10_000)]
     pub max_in_flight: usize,
 
+    /// A reverse proxy in front (CIDR, repeatable or comma-separated): for requests from it,
+    /// the client is taken from X-Forwarded-For, for --allow-from, the wrong-token lockout
+    /// and the stored source address.
+    #[arg(
+        long = "trusted-proxy",
+        env = "HOOKRELAY_TRUSTED_PROXY",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
     /// Serve `/metrics` without a token on this (private) address too; without it,
     /// `/metrics` on the main listener needs the admin token.
     #[arg(long, env = "HOOKRELAY_METRICS_LISTEN", value_name = "ADDR")]
@@ -425,6 +436,8 @@ pub struct Config {
     pub http: crate::http::HttpLimits,
     /// A second listener for `/metrics` only.
     pub metrics_listen: Option<SocketAddr>,
+    /// Proxies whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Channels the configuration file declares, created or updated at start-up.
     pub declared_channels: Vec<crate::config_file::DeclaredChannel>,
     /// Interval between WebSocket pings to each agent.
@@ -470,6 +483,7 @@ impl Default for Config {
             max_in_flight: 10_000,
             http: crate::http::HttpLimits::default(),
             metrics_listen: None,
+            trusted_proxies: Vec::new(),
             declared_channels: Vec::new(),
             ping_interval: Duration::from_secs(20),
             peer_timeout: Duration::from_secs(50),
@@ -567,6 +581,7 @@ impl Args {
             max_agents_per_channel: self.max_agents_per_channel.max(1),
             max_in_flight: self.max_in_flight.max(1),
             metrics_listen: self.metrics_listen,
+            trusted_proxies: self.trusted_proxies,
             http: crate::http::HttpLimits {
                 header_timeout: self.header_timeout,
                 max_headers: self.max_headers,

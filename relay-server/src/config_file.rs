@@ -72,7 +72,7 @@ pub fn load(argv: Vec<OsString>) -> Result<Loaded, LoadError> {
         });
     };
     let file = read(&path)?;
-    let (full, from_file) = apply(argv, &matches, &file.settings);
+    let (full, from_file) = apply(&Args::command(), argv, &matches, &file.settings);
     let matches = Args::command().try_get_matches_from(&full)?;
     let args = Args::from_arg_matches(&matches)?;
     let settings = given(&Args::command(), &matches, &from_file);
@@ -215,6 +215,7 @@ listen = "127.0.0.1:9999"
 timeout = 12
 rate-limit = "10/s"
 open = false
+trusted-proxy = ["10.0.0.0/8", "192.168.0.0/16"]
 
 [[channel]]
 name = "my-app"
@@ -228,6 +229,11 @@ verify = { kind = "github", secret = "s3cret" }
         assert_eq!(config.listen.port(), 9999, "from the file");
         assert_eq!(config.timeout.as_secs(), 7, "the flag wins");
         assert_eq!(config.open, Some(false));
+        assert_eq!(
+            config.trusted_proxies.len(),
+            2,
+            "a list is the flag repeated"
+        );
         assert_eq!(
             config.rate_limit.map(|r| r.to_string()).as_deref(),
             Some("10/s")
@@ -271,7 +277,7 @@ token = "t"
             format!("{path}:1: key `listen`: invalid value 'nowhere'"),
             format!("{path}:2: key `colour`: unknown key"),
             format!("{path}:3: key `rate-limit`: --rate-limit:"),
-            format!("{path}:4: key `timeout`: must be a string, a number or true/false"),
+            format!("{path}:4: key `timeout`: takes one value, not a list"),
             format!("{path}:6: key `channel[0]`: token-sha256 must be 64 hex digits"),
             format!("{path}:10: key `channel[1]`: name \"bad name\""),
         ];

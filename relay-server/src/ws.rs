@@ -26,7 +26,7 @@ use crate::auth::AgentGrant;
 use crate::error::Error;
 use crate::registry::{AgentHandle, AgentInfo, BodyEvent, Route};
 use crate::tls::Peer;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Frames queued for one agent before senders wait.
 const OUTBOX_CAPACITY: usize = 256;
@@ -48,8 +48,11 @@ const REPLY_STALL: Duration = Duration::from_secs(10);
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: axum::http::HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let client =
+        crate::auth::forwarded_client(peer.addr.ip(), &headers, &state.config.trusted_proxies);
     let needs_cert = state
         .config
         .tls
@@ -63,7 +66,7 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    if let Err(e) = state.lockout(Some(peer.addr.ip())) {
+    if let Err(e) = state.lockout(Some(client)) {
         debug!(%peer, "agent refused before the upgrade: too many wrong tokens");
         return e.into_response();
     }
@@ -76,7 +79,8 @@ pub async fn upgrade(
             async move {
                 tracker
                     .track_future(
-                        session(state, socket, peer.addr).instrument(info_span!("agent", %peer)),
+                        session(state, socket, peer.addr, client)
+                            .instrument(info_span!("agent", %peer)),
                     )
                     .await
             }
@@ -136,7 +140,9 @@ fn close_for(end: &SessionEnd) -> Option<(u16, String)> {
     }
 }
 
-async fn session(state: AppState, socket: WebSocket, peer: SocketAddr) {
+/// One agent's session; `client` is its address (behind a trusted proxy, the one it
+/// forwarded for), which wrong tokens count against.
+async fn session(state: AppState, socket: WebSocket, peer: SocketAddr, client: IpAddr) {
     let (sink, mut stream) = socket.split();
     let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let stop_writer = CancellationToken::new();
@@ -144,7 +150,7 @@ async fn session(state: AppState, socket: WebSocket, peer: SocketAddr) {
         matches!(m, Message::Close(_))
     }));
 
-    let end = match handshake(&state, &mut stream, peer).await {
+    let end = match handshake(&state, &mut stream, client).await {
         Ok((hello, grant)) => {
             let info = AgentInfo {
                 peer,
@@ -207,7 +213,7 @@ fn truncate_reason(mut reason: String) -> String {
 async fn handshake(
     state: &AppState,
     stream: &mut SplitStream<WebSocket>,
-    peer: SocketAddr,
+    client: IpAddr,
 ) -> Result<(Hello, AgentGrant), SessionEnd> {
     let timeout = state.config.handshake_timeout;
     let frame = loop {
@@ -244,7 +250,7 @@ async fn handshake(
     }
     let grant = crate::auth::agent_access(
         state,
-        Some(peer.ip()),
+        Some(client),
         hello.channel.as_deref(),
         hello.token.as_deref(),
     )

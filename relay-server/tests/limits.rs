@@ -223,3 +223,50 @@ async fn a_sender_that_trickles_its_body_gets_408() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert_eq!(post(&format!("{}/ok", agent.public_url)).await.status, 201);
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_checked() {
+    let server = start_server(Config {
+        trusted_proxies: vec!["127.0.0.0/8".parse().expect("literal")],
+        ..closed()
+    })
+    .await;
+    let target = start_target().await;
+    let token = create_channel(
+        &server,
+        "proxied",
+        json!({"allow_from": ["203.0.113.0/24"]}),
+    )
+    .await;
+    let mut config = agent_config(&server, &target.url);
+    config.channel = protocol::ChannelId::parse("proxied").ok();
+    config.token = Some(token);
+    start_agent(config).await;
+    let url = format!("{}/h/proxied", server.url());
+    let allowed = forwarded_post(&url, "6.6.6.6, 203.0.113.5").await;
+    assert_eq!(allowed.status, 201);
+    let refused = forwarded_post(&url, "198.51.100.1").await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.json()["error"],
+        "source address 198.51.100.1 may not send webhooks to this channel"
+    );
+    let id = allowed.headers["x-hookrelay-delivery"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let event = admin(
+        &server,
+        "GET",
+        &format!("/api/channels/proxied/events/{id}"),
+        String::new(),
+    )
+    .await
+    .json();
+    assert_eq!(event["source"], "203.0.113.5", "the client, not the proxy");
+}
+
+async fn forwarded_post(url: &str, xff: &str) -> Answer {
+    let headers: &[(&str, &[u8])] = &[("x-forwarded-for", xff.as_bytes())];
+    send(&client(), "POST", url, headers, "b").await
+}

@@ -120,33 +120,52 @@ impl Settings {
             if skip.contains(&key.as_str()) {
                 continue;
             }
-            let known = command.get_arguments().any(|arg| {
+            let known = command.get_arguments().find(|arg| {
                 arg.get_long() == Some(key.as_str())
                     && !["config", "help", "version"].contains(&arg.get_id().as_str())
             });
-            if !known {
+            let Some(arg) = known else {
                 errors.push(self.error(key, "unknown key".to_owned()));
                 continue;
+            };
+            let repeatable = matches!(arg.get_action(), clap::ArgAction::Append);
+            if value.is_array() && !repeatable {
+                errors.push(self.error(key, "takes one value, not a list".to_owned()));
+                continue;
             }
-            let value = match value {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(n) => n.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                other => {
-                    let why = format!(
-                        "must be a string, a number or true/false, not {}",
-                        other.type_str()
-                    );
+            // A list stands for the flag given once per item (repeatable flags).
+            let items = match value {
+                toml::Value::Array(items) => items.iter().map(scalar).collect(),
+                value => scalar(value).map(|v| vec![v]),
+            };
+            let values = match items {
+                Ok(values) => values,
+                Err(why) => {
                     errors.push(self.error(key, why));
                     continue;
                 }
             };
-            match check(key, &value) {
-                Ok(()) => settings.push((key.clone(), value)),
-                Err(why) => errors.push(self.error(key, why)),
+            for value in values {
+                match check(key, &value) {
+                    Ok(()) => settings.push((key.clone(), value)),
+                    Err(why) => errors.push(self.error(key, why)),
+                }
             }
         }
         (settings, errors)
+    }
+}
+
+/// A value as it would be typed after its flag.
+fn scalar(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        other => Err(format!(
+            "must be a string, a number, true/false or a list of those, not {}",
+            other.type_str()
+        )),
     }
 }
 
@@ -159,9 +178,11 @@ fn error(path: &Path, key: Option<String>, line: Option<usize>, why: String) -> 
     }
 }
 
-/// `argv` with the file's `flags` inserted after the program name, for each flag `matches`
-/// did not get from the command line or the environment; and the ids of those flags.
+/// `argv` with the file's `flags` (long name, value) of `command` inserted after the program
+/// name, for each flag `matches` did not get from the command line or the environment; and
+/// the ids of those flags.
 pub fn apply(
+    command: &clap::Command,
     mut argv: Vec<OsString>,
     matches: &ArgMatches,
     flags: &[(String, String)],
@@ -169,7 +190,13 @@ pub fn apply(
     let mut extra = Vec::new();
     let mut from_file = Vec::new();
     for (key, value) in flags {
-        let id = key.replace('-', "_");
+        let Some(arg) = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(key.as_str()))
+        else {
+            continue;
+        };
+        let id = arg.get_id().as_str().to_owned();
         let typed_or_env = matches!(
             matches.value_source(&id),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)

@@ -15,7 +15,6 @@ use tracing::info;
 use crate::AppState;
 use crate::channels::{self, ChannelRecord, ChannelSettings, Mode, RateLimit};
 use crate::error::Error;
-use crate::tls::Peer;
 use crate::verify::Verify;
 
 /// A request that carries the admin token.
@@ -25,7 +24,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let peer = Peer::of(&parts.extensions).map(|p| p.addr.ip());
+        let peer = state.client_ip(&parts.extensions, &parts.headers);
         state.lockout(peer)?;
         if state.config.admin_token.is_none() {
             return Err(Error::AdminDisabled);

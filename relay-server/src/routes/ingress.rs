@@ -129,11 +129,12 @@ async fn deliver(
     }
     let settings = registered.as_ref().map(|r| &r.settings);
     let peer = Peer::of(req.extensions()).map(|p| p.addr);
+    let client = state.client_ip(req.extensions(), req.headers());
     if let Some(allowed) = settings
         .map(|s| &s.allow_from)
         .filter(|nets| !nets.is_empty())
     {
-        let ip = peer.map(|p| p.ip());
+        let ip = client;
         if !ip.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
             let ip = ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
             return Err(Error::SourceNotAllowed(ip));
@@ -169,7 +170,11 @@ async fn deliver(
         id,
         channel: channel.clone(),
         received_at: store::now_ms(),
-        source: peer.map(|p| p.to_string()),
+        // The sender: the connection's peer, or the client behind a trusted proxy.
+        source: match (peer, client) {
+            (Some(peer), Some(client)) if client != peer.ip() => Some(client.to_string()),
+            (peer, _) => peer.map(|p| p.to_string()),
+        },
         method: parts.method.as_str().to_owned(),
         path: suffix,
         query: parts.uri.query().map(str::to_owned),

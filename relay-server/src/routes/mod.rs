@@ -10,7 +10,6 @@ use protocol::ChannelId;
 
 use crate::AppState;
 use crate::error::Error;
-use crate::tls::Peer;
 
 pub mod admin;
 pub mod api;
@@ -30,7 +29,7 @@ impl FromRequestParts<AppState> for ChannelAccess {
             .map_err(|_| Error::NotFound)?;
         let name = params.get("channel").ok_or(Error::NotFound)?;
         let channel = ChannelId::parse(name).map_err(|_| Error::NotFound)?;
-        let peer = Peer::of(&parts.extensions).map(|p| p.addr.ip());
+        let peer = state.client_ip(&parts.extensions, &parts.headers);
         crate::auth::api_access(state, peer, &channel, crate::auth::bearer(&parts.headers))?;
         Ok(Self(channel))
     }
