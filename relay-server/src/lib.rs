@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod store;
+pub mod systemd;
 pub mod tls;
 pub mod verify;
 mod ws;
@@ -168,6 +169,11 @@ pub async fn serve(
         }
     }
     info!(%addr, public_url = %state.public_url, store = %state.config.store, "relay server listening");
+    let status = format!("serving on {addr}, public URL {}", state.public_url);
+    systemd::ready(&status);
+    let alive = state.agents_shutdown.clone();
+    state.tracker.spawn(systemd::watchdog(alive));
+    state.tracker.spawn(systemd::stopping(shutdown.clone()));
     if open {
         info!(
             registered_channels = state.channels.len(),
