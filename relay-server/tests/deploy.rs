@@ -67,3 +67,39 @@ fn binary_tells_systemd_ready_then_pings_the_watchdog_then_stopping() {
         }
     }
 }
+
+/// `deploy/hookrelay.service`, checked by systemd itself: `systemd-analyze verify` parses every
+/// directive, warns about unknown keys and bad values, and checks that the `ExecStart=` and
+/// `ExecReload=` programs exist, so `ExecStart=` is pointed at the binary built for this test.
+#[test]
+fn systemd_unit_passes_systemd_analyze_verify() {
+    let unit = include_str!("../../deploy/hookrelay.service");
+    let installed = "ExecStart=/usr/local/bin/relay-server ";
+    assert!(unit.contains(installed), "the unit runs {installed:?}");
+    assert!(unit.contains("\nType=notify\n") && unit.contains("\nWatchdogSec="));
+    let built = format!("ExecStart={} ", env!("CARGO_BIN_EXE_relay-server"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hookrelay.service");
+    std::fs::write(&path, unit.replace(installed, &built)).expect("write the unit");
+
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run systemd-analyze ({e}): install the systemd package \
+                 (`.ci/run` does: apt-get install systemd)"
+            )
+        });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let about_unit: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("hookrelay"))
+        .collect();
+    assert!(
+        out.status.success() && about_unit.is_empty(),
+        "systemd-analyze verify: {}\n{stderr}",
+        out.status
+    );
+}
