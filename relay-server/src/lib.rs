@@ -133,14 +133,9 @@ pub async fn serve(
         .map(tls::Certificates::load)
         .transpose()?;
     // Registered before the "listening" line, so a SIGHUP sent once that line is logged
-    // reloads instead of killing the process.
+    // reloads instead of killing the process (`systemctl reload` sends one, TLS or not).
     #[cfg(unix)]
-    let hangup = match certs {
-        Some(_) => Some(tokio::signal::unix::signal(
-            tokio::signal::unix::SignalKind::hangup(),
-        )?),
-        None => None,
-    };
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let public_url = config
         .public_url
         .clone()
@@ -169,11 +164,6 @@ pub async fn serve(
         }
     }
     info!(%addr, public_url = %state.public_url, store = %state.config.store, "relay server listening");
-    let status = format!("serving on {addr}, public URL {}", state.public_url);
-    systemd::ready(&status);
-    let alive = state.agents_shutdown.clone();
-    state.tracker.spawn(systemd::watchdog(alive));
-    state.tracker.spawn(systemd::stopping(shutdown.clone()));
     if open {
         info!(
             registered_channels = state.channels.len(),
@@ -208,13 +198,15 @@ pub async fn serve(
     state.tracker.spawn(prune(Arc::clone(&state)));
     state.tracker.spawn(channels::watch(Arc::clone(&state)));
     #[cfg(unix)]
-    if let (Some(certs), Some(hangup)) = (&certs, hangup) {
-        state.tracker.spawn(tls::reload_on_hangup(
-            certs.clone(),
-            hangup,
-            state.agents_shutdown.clone(),
-        ));
-    }
+    state
+        .tracker
+        .spawn(reload_on_hangup(Arc::clone(&state), certs.clone(), hangup));
+    let status = format!("serving on {addr}, public URL {}", state.public_url);
+    systemd::ready(&status);
+    state
+        .tracker
+        .spawn(systemd::watchdog(state.agents_shutdown.clone()));
+    state.tracker.spawn(systemd::stopping(shutdown.clone()));
 
     let router = app(Arc::clone(&state));
     let limits = state.config.http;
@@ -286,6 +278,29 @@ fn is_loopback_url(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// On every SIGHUP until shutdown: re-reads the channels from the store and, with TLS, the
+/// certificate and key.
+#[cfg(unix)]
+async fn reload_on_hangup(
+    state: AppState,
+    certs: Option<tls::Certificates>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
+    loop {
+        tokio::select! {
+            got = hangup.recv() => if got.is_none() { return },
+            () = state.agents_shutdown.cancelled() => return,
+        }
+        info!("SIGHUP: reloading");
+        if let Err(e) = channels::reload(&state).await {
+            warn!(error = %e, "cannot reload channels");
+        }
+        if let Some(certs) = &certs {
+            tls::reload_certificates(certs).await;
+        }
+    }
 }
 
 /// Applies retention: at start-up, then every `prune_interval`, until shutdown.

@@ -174,29 +174,18 @@ fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// Re-reads the certificates on every SIGHUP until `stop` fires. A failed reload is logged
-/// and the previous certificate stays.
-#[cfg(unix)]
-pub(crate) async fn reload_on_hangup(
-    certs: Certificates,
-    mut hangup: tokio::signal::unix::Signal,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            got = hangup.recv() => if got.is_none() { return },
-            () = stop.cancelled() => return,
+/// Re-reads the certificate and key (for SIGHUP). A failed reload is logged and the
+/// previous certificate stays.
+pub(crate) async fn reload_certificates(certs: &Certificates) {
+    let reloading = certs.clone();
+    match tokio::task::spawn_blocking(move || reloading.reload()).await {
+        Ok(Ok(())) => {
+            tracing::info!(cert = %certs.files.cert.display(), "TLS certificate reloaded")
         }
-        let reloading = certs.clone();
-        match tokio::task::spawn_blocking(move || reloading.reload()).await {
-            Ok(Ok(())) => {
-                tracing::info!(cert = %certs.files.cert.display(), "TLS certificate reloaded")
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
-            }
-            Err(e) => tracing::error!(error = %e, "TLS reload did not finish"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
         }
+        Err(e) => tracing::error!(error = %e, "TLS reload did not finish"),
     }
 }
 

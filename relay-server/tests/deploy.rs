@@ -103,3 +103,50 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         out.status
     );
 }
+
+#[test]
+fn the_example_config_passes_check_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/server.toml");
+    let output = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+        .args(["check-config", example])
+        .env_remove("HOOKRELAY_CONFIG")
+        .output()
+        .expect("runs");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{out}");
+    assert!(out.contains(": ok"), "{out}");
+    assert!(
+        out.contains("channel my-app (mode balance, verify github)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("trusted-proxy = 127.0.0.1/32, ::1/128  (file)"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads_and_does_not_stop_a_plain_http_server() {
+    let mut process = common::spawn_server(&["--listen", "127.0.0.1:0"], &[]);
+    common::signal(&process.child, "HUP");
+    loop {
+        let line = process
+            .logs
+            .recv_timeout(DEADLINE)
+            .expect("the server logs the reload");
+        if line.contains("SIGHUP: reloading") {
+            break;
+        }
+    }
+    let health = common::send(
+        &common::client(),
+        "GET",
+        &format!("http://{}/healthz", process.addr),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(health.status, 200, "still serving after SIGHUP");
+    assert!(terminate(&mut process.child).success());
+}
