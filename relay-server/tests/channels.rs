@@ -33,15 +33,6 @@ async fn assert_refused(config: relay_client::AgentConfig, why: &str) {
     assert!(err.to_string().contains(why), "{err}");
 }
 
-async fn get_with(url: &str, token: Option<&str>) -> Answer {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &[u8])> = bearer
-        .iter()
-        .map(|b| ("authorization", b.as_bytes()))
-        .collect();
-    send(&client(), "GET", url, &headers, "").await
-}
-
 async fn post(url: &str) -> Answer {
     send(&client(), "POST", url, &[], "payload").await
 }

@@ -6,15 +6,6 @@ use common::*;
 use relay_server::Config;
 use serde_json::json;
 
-async fn get_text(url: &str, token: Option<&str>) -> Answer {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &[u8])> = bearer
-        .iter()
-        .map(|b| ("authorization", b.as_bytes()))
-        .collect();
-    send(&client(), "GET", url, &headers, "").await
-}
-
 fn text(answer: &Answer) -> String {
     String::from_utf8_lossy(&answer.body).into_owned()
 }
@@ -23,7 +14,7 @@ fn text(answer: &Answer) -> String {
 async fn readyz_answers_ready_while_the_store_takes_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(durable_config(dir.path())).await;
-    let answer = get_text(&format!("{}/readyz", server.url()), None).await;
+    let answer = get_with(&format!("{}/readyz", server.url()), None).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json(), json!({"status": "ready"}));
     server.stop().await;
@@ -73,11 +64,11 @@ async fn metrics_count_webhooks_refusals_agents_queues_and_bytes() {
 
     let url = format!("{}/metrics", server.url());
     assert_eq!(
-        get_text(&url, None).await.status,
+        get_with(&url, None).await.status,
         401,
         "the admin token is needed"
     );
-    let answer = get_text(&url, Some(ADMIN)).await;
+    let answer = get_with(&url, Some(ADMIN)).await;
     assert_eq!(answer.status, 200);
     assert!(
         answer.headers["content-type"]
@@ -110,7 +101,7 @@ async fn metrics_count_webhooks_refusals_agents_queues_and_bytes() {
 #[tokio::test]
 async fn metrics_without_an_admin_token_need_metrics_listen() {
     let server = start_server(Config::default()).await;
-    let answer = get_text(&format!("{}/metrics", server.url()), None).await;
+    let answer = get_with(&format!("{}/metrics", server.url()), None).await;
     assert_eq!(answer.status, 403);
 
     // The binary with --metrics-listen serves them there, without a token.
@@ -127,10 +118,10 @@ async fn metrics_without_an_admin_token_need_metrics_listen() {
             break rest.split_whitespace().next().expect("address").to_owned();
         }
     };
-    let answer = get_text(&format!("http://{metrics_addr}/metrics"), None).await;
+    let answer = get_with(&format!("http://{metrics_addr}/metrics"), None).await;
     assert_eq!(answer.status, 200);
     assert!(text(&answer).contains("hookrelay_agents_connected 0"));
-    let elsewhere = get_text(&format!("http://{metrics_addr}/healthz"), None).await;
+    let elsewhere = get_with(&format!("http://{metrics_addr}/healthz"), None).await;
     assert_eq!(elsewhere.status, 404, "only /metrics there");
     assert!(terminate(&mut process.child).success());
 }

@@ -478,3 +478,13 @@ pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// GETs `url`, with `token` as a bearer token when given.
+pub async fn get_with(url: &str, token: Option<&str>) -> Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &[u8])> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_bytes()))
+        .collect();
+    send(&client(), "GET", url, &headers, "").await
+}
