@@ -54,6 +54,20 @@ pub struct AttemptSummary {
     pub error: Option<String>,
 }
 
+impl From<&Attempt> for AttemptSummary {
+    fn from(a: &Attempt) -> Self {
+        Self {
+            n: a.n,
+            kind: a.kind,
+            started_at: a.started_at,
+            duration_ms: a.duration_ms,
+            agent: a.agent.clone(),
+            status: a.status,
+            error: a.error.clone(),
+        }
+    }
+}
+
 /// The broadcast of [`Change`]s.
 #[derive(Debug)]
 pub struct Feed {
@@ -124,15 +138,7 @@ impl Store for Observed {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        let summary = (self.feed.tx.receiver_count() > 0).then(|| AttemptSummary {
-            n: 0,
-            kind: attempt.kind,
-            started_at: attempt.started_at,
-            duration_ms: attempt.duration_ms,
-            agent: attempt.agent.clone(),
-            status: attempt.status,
-            error: attempt.error.clone(),
-        });
+        let summary = (self.feed.tx.receiver_count() > 0).then(|| AttemptSummary::from(&attempt));
         let recorded = self.inner.record(id, attempt, then).await?;
         if let Some(mut attempt) = summary {
             attempt.n = recorded.n;

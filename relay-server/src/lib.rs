@@ -65,6 +65,9 @@ pub struct ServerState {
     pub store: Arc<dyn Store>,
     /// Drains the queue of each channel an agent serves.
     pub dispatcher: dispatch::Dispatcher,
+    /// Cancelled when shutdown begins. Streams with no natural end (the live feed) end on it,
+    /// so draining waits only for webhooks in flight, and `/readyz` answers 503 from then on.
+    pub shutdown: CancellationToken,
     /// Cancelled after the HTTP side has drained: agent sessions then close with 1001.
     pub agents_shutdown: CancellationToken,
     /// Agent sessions, queue drains and attempt records, awaited (with a bound) at shutdown.
@@ -82,14 +85,18 @@ pub struct ServerState {
     /// One permit per webhook being handled (`--max-in-flight`).
     pub ingress_slots: tokio::sync::Semaphore,
     pub metrics: metrics::Metrics,
-    /// Cancelled when shutdown starts: `/readyz` answers 503 from then on.
-    pub stopping: CancellationToken,
 }
 
 pub type AppState = Arc<ServerState>;
 
 impl ServerState {
-    pub fn new(config: Config, public_url: String, store: Arc<dyn Store>, open: bool) -> AppState {
+    pub fn new(
+        config: Config,
+        public_url: String,
+        store: Arc<dyn Store>,
+        open: bool,
+        shutdown: CancellationToken,
+    ) -> AppState {
         let feed = Arc::new(feed::Feed::default());
         let store: Arc<dyn Store> = Arc::new(feed::Observed::new(store, Arc::clone(&feed)));
         Arc::new(Self {
@@ -97,7 +104,6 @@ impl ServerState {
             auth_failures: auth::FailureLimiter::new(config.auth_failures, config.auth_window),
             rate_limits: limits::RateLimits::new(config.rate_limit),
             metrics: metrics::Metrics::default(),
-            stopping: CancellationToken::new(),
             ingress_slots: tokio::sync::Semaphore::new(config.max_in_flight),
             channels: channels::Directory::default(),
             open,
@@ -106,6 +112,7 @@ impl ServerState {
             registry: registry::Registry::default(),
             store,
             dispatcher: dispatch::Dispatcher::default(),
+            shutdown,
             agents_shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         })
@@ -151,7 +158,7 @@ pub async fn serve(
             created, updated, "channels from the config file"
         );
     }
-    let state = ServerState::new(config, public_url, store, open);
+    let state = ServerState::new(config, public_url, store, open, shutdown.clone());
     channels::reload(&state).await?;
     match &certs {
         None => info!("TLS off: serving plain HTTP (put a TLS-terminating proxy in front)"),
@@ -187,13 +194,6 @@ pub async fn serve(
             state.config.http,
             shutdown.clone(),
         ));
-    }
-    {
-        let (state, shutdown) = (Arc::clone(&state), shutdown.clone());
-        state.tracker.clone().spawn(async move {
-            shutdown.cancelled().await;
-            state.stopping.cancel();
-        });
     }
     state.tracker.spawn(prune(Arc::clone(&state)));
     state.tracker.spawn(channels::watch(Arc::clone(&state)));

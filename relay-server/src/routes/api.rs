@@ -19,7 +19,7 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: 200 while the store takes writes and the server is not shutting down, else
 /// 503 with the reason, so a load balancer stops sending webhooks here.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    if state.stopping.is_cancelled() {
+    if state.shutdown.is_cancelled() {
         let body = json!({ "status": "not ready", "reason": "shutting down" });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
     }

@@ -15,6 +15,7 @@ use tracing::info;
 
 use crate::AppState;
 use crate::error::Error;
+use crate::feed::AttemptSummary;
 use crate::routes::ChannelAccess;
 use crate::store::{self, Attempt, Event, EventStatus, EventSummary, ListQuery, Millis};
 
@@ -127,7 +128,7 @@ pub fn time_json(ms: Millis) -> String {
     humantime::format_rfc3339_millis(store::from_ms(ms)).to_string()
 }
 
-fn summary_json(e: &EventSummary) -> Value {
+pub(crate) fn summary_json(e: &EventSummary) -> Value {
     json!({
         "id": e.id.to_string(),
         "received_at": time_json(e.received_at),
@@ -158,20 +159,25 @@ fn event_json(event: &Event) -> Value {
 }
 
 fn attempt_json(a: &Attempt) -> Value {
-    let mut out = json!({
+    let mut out = attempt_summary_json(&AttemptSummary::from(a));
+    if let Value::Object(map) = &mut out {
+        map.insert("headers".into(), headers_json(&a.headers));
+        insert_body(map, &a.body);
+    }
+    out
+}
+
+/// An attempt as [`attempt_json`] shows it, without the response headers and body.
+pub(crate) fn attempt_summary_json(a: &AttemptSummary) -> Value {
+    json!({
         "n": a.n,
         "kind": a.kind.as_str(),
         "started_at": time_json(a.started_at),
         "duration_ms": a.duration_ms,
         "agent": a.agent,
         "status": a.status,
-        "headers": headers_json(&a.headers),
         "error": a.error,
-    });
-    if let Value::Object(map) = &mut out {
-        insert_body(map, &a.body);
-    }
-    out
+    })
 }
 
 /// Headers as `[{"name", "value"}]`, or `value_base64` for a value that is not UTF-8, so

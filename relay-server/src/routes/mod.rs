@@ -15,6 +15,7 @@ pub mod admin;
 pub mod api;
 pub mod events;
 pub mod ingress;
+pub mod inspector;
 
 /// A channel from the `{channel}` path parameter whose API the request may use, as
 /// [`crate::auth::api_access`] decides from its bearer token and source address.
@@ -71,6 +72,7 @@ pub fn app(state: AppState) -> Router {
             "/api/channels/{channel}/events/{id}/replay",
             post(events::replay),
         )
+        .route("/api/channels/{channel}/live", get(inspector::live))
         .nest("/api/admin", admin_routes())
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::disable())
