@@ -1,10 +1,20 @@
-//! The live inspector's stream, `/api/channels/{channel}/live`.
+//! The live inspector: the page at `/c/{channel}`, its assets, and the stream it reads,
+//! `/api/channels/{channel}/live`.
+//!
+//! The page is static (the channel comes from its URL, the token from a login form kept in
+//! `sessionStorage`), so serving it needs no token and tells nothing about the channel; every
+//! byte of webhook data reaches it through the token-checked API. It shows what strangers
+//! sent, so it is locked down by headers: a Content-Security-Policy allowing only its own
+//! script and stylesheet (no inline script for injected markup to use), no sniffing, no
+//! referrer, nothing cached.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use protocol::ChannelId;
 use serde_json::{Value, json};
@@ -13,6 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::AppState;
+use crate::error::Error;
 use crate::feed::Change;
 use crate::routes::ChannelAccess;
 use crate::routes::events::{attempt_summary_json, summary_json};
@@ -20,6 +31,42 @@ use crate::routes::events::{attempt_summary_json, summary_json};
 /// Interval of the keep-alive comments on an idle live stream: below the idle timeouts of
 /// common proxies (nginx's `proxy_read_timeout` is 60 s).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+const PAGE: &str = include_str!("../inspector/index.html");
+const SCRIPT: &str = include_str!("../inspector/inspector.js");
+const STYLE: &str = include_str!("../inspector/inspector.css");
+
+/// Only the page's own script and stylesheet, and API calls to this origin.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /c/{channel}`: the inspector page, for any valid channel name.
+pub async fn page(Path(name): Path<String>) -> Result<Response, Error> {
+    ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    Ok(asset(PAGE, "text/html; charset=utf-8"))
+}
+
+/// `GET /c/assets/inspector.js`.
+pub async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+/// `GET /c/assets/inspector.css`.
+pub async fn style() -> Response {
+    asset(STYLE, "text/css; charset=utf-8")
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ]
+    .map(|(name, value): (HeaderName, &'static str)| (name, HeaderValue::from_static(value)));
+    (headers, body).into_response()
+}
 
 /// `GET /api/channels/{channel}/live`: server-sent events, authorised as the history is.
 ///

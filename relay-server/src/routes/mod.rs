@@ -73,6 +73,9 @@ pub fn app(state: AppState) -> Router {
             post(events::replay),
         )
         .route("/api/channels/{channel}/live", get(inspector::live))
+        .route("/c/{channel}", get(inspector::page))
+        .route("/c/assets/inspector.js", get(inspector::script))
+        .route("/c/assets/inspector.css", get(inspector::style))
         .nest("/api/admin", admin_routes())
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::disable())

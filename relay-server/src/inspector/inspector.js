@@ -1,0 +1,490 @@
+// hookrelay live inspector. Everything shown here came from a stranger's webhook: the DOM is
+// built with textContent and attributes only, never from HTML strings.
+"use strict";
+
+(() => {
+  const channel = decodeURIComponent(location.pathname.split("/")[2] || "");
+  const api = "/api/channels/" + encodeURIComponent(channel);
+  const tokenKey = "hookrelay.token." + channel;
+  const LIST_LIMIT = 50;
+  const MAX_ROWS = 200;
+  const RETRY_MS = 2000;
+  // Headers curl sets from the command itself, or that belong to one connection.
+  const NOT_REPLAYED = new Set(["host", "content-length", "transfer-encoding", "connection",
+    "keep-alive", "te", "trailer", "upgrade", "expect"]);
+
+  const $ = (id) => document.getElementById(id);
+  let token = sessionStorage.getItem(tokenKey);
+  let live = null; // AbortController of the current stream
+  let retry = null;
+  const rows = new Map(); // id -> { li, summary }
+  let openId = null;
+  let openEvent = null;
+
+  class Unauthorized extends Error {}
+
+  // Builds an element; children are nodes or strings (appended as text).
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "text") e.textContent = v;
+      else if (k === "class") e.className = v;
+      else e.setAttribute(k, v);
+    }
+    e.append(...children);
+    return e;
+  }
+
+  function setState(text) { $("state").textContent = text; }
+
+  async function call(path, options) {
+    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const res = await fetch(api + path, { cache: "no-store", ...options, headers });
+    if (res.status === 401) throw new Unauthorized();
+    return res;
+  }
+
+  async function callJson(path, options) {
+    const res = await call(path, options);
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new Error(body.error || "HTTP " + res.status);
+    return body;
+  }
+
+  // ---- session ----
+
+  function showLogin(error) {
+    stopLive();
+    $("inspector").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = error || "";
+    setState("Locked");
+    $("token").focus();
+  }
+
+  function refused() {
+    const had = token;
+    sessionStorage.removeItem(tokenKey);
+    token = null;
+    showLogin(had ? "That token was refused." : "");
+  }
+
+  function stopLive() {
+    clearTimeout(retry);
+    if (live) live.abort();
+    live = null;
+  }
+
+  function retryLater() {
+    clearTimeout(retry);
+    retry = setTimeout(start, RETRY_MS);
+  }
+
+  // Subscribes first, then loads the list: a delivery that arrives in between is on the
+  // stream, and rows are keyed by id, so nothing is missed or shown twice.
+  async function start() {
+    stopLive();
+    const ctrl = new AbortController();
+    live = ctrl;
+    setState("Connecting…");
+    let res;
+    try {
+      res = await call("/live", { signal: ctrl.signal });
+    } catch (e) {
+      if (e instanceof Unauthorized) return refused();
+      if (ctrl.signal.aborted) return;
+      setState("Cannot reach the server; retrying…");
+      return retryLater();
+    }
+    if (!res.ok) {
+      const body = await res.json().catch(() => ({}));
+      setState(body.error || "HTTP " + res.status);
+      if (res.status === 429 || res.status >= 500) retryLater();
+      return;
+    }
+    $("login").hidden = true;
+    $("inspector").hidden = false;
+    $("logout").hidden = !token;
+    try {
+      await loadList();
+      setState("Live: deliveries appear as they arrive");
+      await readEvents(res.body, onEvent);
+    } catch (e) {
+      if (ctrl.signal.aborted) return;
+      if (e instanceof Unauthorized) return refused();
+    }
+    if (live !== ctrl) return;
+    setState("Disconnected; reconnecting…");
+    retryLater();
+  }
+
+  // ---- server-sent events over fetch (EventSource cannot send Authorization) ----
+
+  async function readEvents(body, dispatch) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    let name = "";
+    let data = [];
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buf += value;
+      for (;;) {
+        const nl = buf.search(/\r\n|\r|\n/);
+        // A lone CR at the end may be the first half of a CRLF still on its way.
+        if (nl < 0 || (nl === buf.length - 1 && buf[nl] === "\r")) break;
+        const line = buf.slice(0, nl);
+        buf = buf.slice(buf.startsWith("\r\n", nl) ? nl + 2 : nl + 1);
+        if (line === "") {
+          if (data.length) dispatch(name || "message", data.join("\n"));
+          name = "";
+          data = [];
+          continue;
+        }
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let val = colon < 0 ? "" : line.slice(colon + 1);
+        if (val.startsWith(" ")) val = val.slice(1);
+        if (field === "event") name = val;
+        else if (field === "data") data.push(val);
+      }
+    }
+  }
+
+  function onEvent(name, data) {
+    let msg;
+    try { msg = JSON.parse(data); } catch { return; }
+    if (name === "received") {
+      upsert(msg, true);
+    } else if (name === "attempt") {
+      const row = rows.get(msg.id);
+      if (row) {
+        const s = row.summary;
+        s.status = msg.status;
+        s.attempts = Math.max(s.attempts, msg.attempt.n);
+        if (msg.attempt.status != null) s.response_status = msg.attempt.status;
+        renderRow(row);
+      }
+      if (msg.id === openId) openDelivery(msg.id, false);
+    } else if (name === "reload") {
+      loadList().catch(() => {});
+    }
+  }
+
+  // ---- the list ----
+
+  async function loadList() {
+    const page = await callJson("/events?limit=" + LIST_LIMIT);
+    rows.clear();
+    $("deliveries").replaceChildren();
+    for (const summary of page.events) upsert(summary, false);
+    updateEmpty();
+  }
+
+  function upsert(summary, newest) {
+    let row = rows.get(summary.id);
+    if (row) {
+      row.summary = summary;
+    } else {
+      const li = el("li");
+      li.dataset.id = summary.id;
+      const button = el("button", { type: "button", class: "row" });
+      button.addEventListener("click", () => openDelivery(summary.id, true));
+      li.append(button);
+      row = { li, button, summary };
+      rows.set(summary.id, row);
+      const list = $("deliveries");
+      if (newest) list.prepend(li); else list.append(li);
+      while (list.children.length > MAX_ROWS) {
+        rows.delete(list.lastElementChild.dataset.id);
+        list.lastElementChild.remove();
+      }
+    }
+    renderRow(row);
+    updateEmpty();
+  }
+
+  function updateEmpty() {
+    $("empty").hidden = rows.size > 0;
+  }
+
+  function statusText(s) {
+    return s.response_status != null ? s.response_status + " " + s.status : s.status;
+  }
+
+  function statusClass(s) {
+    if (s.status === "failed" || s.status === "rejected") return "bad";
+    if (s.response_status != null) return s.response_status < 400 ? "ok" : "bad";
+    return "pending";
+  }
+
+  function target(s) {
+    return (s.path || "/") + (s.query != null ? "?" + s.query : "");
+  }
+
+  function renderRow(row) {
+    const s = row.summary;
+    row.li.dataset.status = s.status;
+    row.li.dataset.attempts = s.attempts;
+    row.button.replaceChildren(
+      el("span", { class: "method", text: s.method }),
+      el("span", { class: "path", text: target(s) }),
+      el("span", { class: "badge " + statusClass(s), text: statusText(s) }),
+      el("time", { datetime: s.received_at, text: shortTime(s.received_at) }));
+    row.button.setAttribute("aria-label", s.method + " " + target(s) + ", " + statusText(s) +
+      ", received " + s.received_at);
+    if (s.id === openId) row.button.setAttribute("aria-current", "true");
+    else row.button.removeAttribute("aria-current");
+  }
+
+  function shortTime(rfc3339) {
+    const d = new Date(rfc3339);
+    return isNaN(d) ? rfc3339 : d.toLocaleTimeString();
+  }
+
+  // ---- one delivery ----
+
+  async function openDelivery(id, focus) {
+    if (id !== openId) {
+      $("curl-box").hidden = true;
+      $("action-state").textContent = "";
+    }
+    openId = id;
+    for (const row of rows.values()) renderRow(row);
+    let event;
+    try {
+      event = await callJson("/events/" + encodeURIComponent(id));
+    } catch (e) {
+      if (e instanceof Unauthorized) return refused();
+      $("action-state").textContent = "Could not load it: " + e.message;
+      return;
+    }
+    if (id !== openId) return;
+    openEvent = event;
+    renderDetail(event);
+    if (focus) $("detail-title").focus();
+  }
+
+  function renderDetail(e) {
+    const detail = $("detail");
+    detail.hidden = false;
+    detail.dataset.id = e.id;
+    detail.dataset.attempts = e.attempts.length;
+    $("detail-title").textContent = e.method + " " + target(e);
+    const facts = [
+      ["Delivery", e.id],
+      ["Received", e.received_at],
+      ["From", e.source || "unknown"],
+      ["Status", statusText(e)],
+      ["Body", e.body_bytes + " bytes"],
+    ];
+    if (e.next_attempt_at) facts.push(["Next attempt", e.next_attempt_at]);
+    $("facts").replaceChildren(...facts.flatMap(([k, v]) =>
+      [el("dt", { text: k }), el("dd", { text: String(v) })]));
+    renderHeaders($("request-headers"), e.headers, "Request headers");
+    renderBody($("request-body"), e, "request-body");
+    $("replay").disabled = e.status === "rejected";
+    $("attempts").replaceChildren(...e.attempts.map((a, i) =>
+      renderAttempt(a, i === e.attempts.length - 1)));
+    if (!e.attempts.length) {
+      $("attempts").append(el("li", { class: "none", text: "None yet." }));
+    }
+  }
+
+  function headerValue(h) {
+    return h.value != null ? h.value : "(not UTF-8, base64) " + h.value_base64;
+  }
+
+  function renderHeaders(table, headers, label) {
+    table.setAttribute("aria-label", label);
+    table.replaceChildren(...headers.map((h) =>
+      el("tr", {}, el("th", { scope: "row", text: h.name }), el("td", { text: headerValue(h) }))));
+    if (!headers.length) table.append(el("tr", {}, el("td", { text: "(none)" })));
+  }
+
+  // The body pretty-printed when it is JSON, with the raw text one click away.
+  function renderBody(box, holder, idPrefix) {
+    const { body, body_encoding: encoding, body_bytes: bytes } = holder;
+    if (!bytes) {
+      box.replaceChildren(el("p", { class: "none", text: "(empty)" }));
+      return;
+    }
+    if (encoding === "base64") {
+      box.replaceChildren(
+        el("p", { text: "Not UTF-8 text: " + bytes + " bytes, shown as base64." }),
+        el("pre", { class: "raw", id: idPrefix + "-raw", text: body }));
+      return;
+    }
+    let pretty = null;
+    try { pretty = JSON.stringify(JSON.parse(body), null, 2); } catch { /* not JSON */ }
+    if (pretty == null) {
+      box.replaceChildren(el("pre", { class: "raw", id: idPrefix + "-raw", text: body }));
+      return;
+    }
+    box.replaceChildren(
+      el("pre", { class: "json", id: idPrefix + "-pretty", "aria-label": "JSON, formatted",
+        text: pretty }),
+      el("details", {}, el("summary", { text: "Raw" }),
+        el("pre", { class: "raw", id: idPrefix + "-raw", text: body })));
+  }
+
+  function renderAttempt(a, last) {
+    const outcome = a.status != null ? "HTTP " + a.status : "no answer";
+    const li = el("li");
+    li.dataset.n = a.n;
+    li.append(el("p", { class: "attempt-head" },
+      el("strong", { text: "#" + a.n + " " + a.kind }), " ",
+      el("span", { class: "badge " + (a.status != null && a.status < 400 ? "ok" : "bad"),
+        text: outcome }),
+      " in " + a.duration_ms + " ms, started " + a.started_at +
+        (a.agent ? " by agent " + a.agent : "")));
+    if (a.error) li.append(el("p", { class: "error", text: a.error }));
+    const more = el("details", {}, el("summary", { text: "Response" }));
+    if (last) more.open = true;
+    const headers = el("table", { class: "headers" });
+    renderHeaders(headers, a.headers, "Response headers of attempt " + a.n);
+    const body = el("div");
+    renderBody(body, a, "attempt-" + a.n + "-body");
+    more.append(el("h4", { text: "Headers" }), headers, el("h4", { text: "Body" }), body);
+    li.append(more);
+    return li;
+  }
+
+  async function replay() {
+    if (!openEvent) return;
+    const id = openEvent.id;
+    const button = $("replay");
+    button.disabled = true;
+    $("action-state").textContent = "Replaying…";
+    try {
+      const res = await callJson("/events/" + encodeURIComponent(id) + "/replay",
+        { method: "POST" });
+      const a = res.attempt;
+      $("action-state").textContent = "Replayed: " +
+        (a.status != null ? "HTTP " + a.status : a.error || "no answer");
+      if (id === openId) await openDelivery(id, false);
+    } catch (e) {
+      if (e instanceof Unauthorized) return refused();
+      $("action-state").textContent = "Replay failed: " + e.message;
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  // ---- copy as curl ----
+
+  const shellQuote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
+
+  // Bash's $'...' quoting, every byte that is not plain printable ASCII as \xHH.
+  function bytesQuote(bytes) {
+    let out = "$'";
+    for (const b of bytes) {
+      const c = String.fromCharCode(b);
+      out += b >= 0x20 && b < 0x7f && c !== "'" && c !== "\\"
+        ? c : "\\x" + b.toString(16).padStart(2, "0");
+    }
+    return out + "'";
+  }
+
+  function base64Bytes(b64) {
+    return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  }
+
+  function bytesBase64(bytes) {
+    let s = "";
+    for (const b of bytes) s += String.fromCharCode(b);
+    return btoa(s);
+  }
+
+  // The command that sends this webhook again, as it was received: method, path, query,
+  // headers in order (curl's own User-Agent, Accept and form Content-Type suppressed when the
+  // original had none) and the body byte for byte.
+  function curlCommand(e) {
+    const url = location.origin + "/h/" + channel + (e.path || "") +
+      (e.query != null ? "?" + e.query : "");
+    const args = ["curl", shellQuote(url)];
+    if (/[[\]{}]/.test(url)) args.push("--globoff");
+    args.push(e.method === "HEAD" ? "--head" : "-X " + shellQuote(e.method));
+    const present = new Set();
+    for (const h of e.headers) {
+      const name = h.name.toLowerCase();
+      present.add(name);
+      if (NOT_REPLAYED.has(name)) continue;
+      if (h.value != null) {
+        args.push("-H " + shellQuote(h.value === "" ? h.name + ";" : h.name + ": " + h.value));
+      } else {
+        const line = new TextEncoder().encode(h.name + ": ");
+        const value = base64Bytes(h.value_base64);
+        args.push("-H " + bytesQuote([...line, ...value]));
+      }
+    }
+    for (const name of ["User-Agent", "Accept"]) {
+      if (!present.has(name.toLowerCase())) args.push("-H " + shellQuote(name + ":"));
+    }
+    let prelude = "";
+    if (e.body_bytes > 0) {
+      if (!present.has("content-type")) args.push("-H " + shellQuote("Content-Type:"));
+      const binary = e.body_encoding === "base64" || e.body.includes("\0");
+      if (binary) {
+        const b64 = e.body_encoding === "base64"
+          ? e.body : bytesBase64(new TextEncoder().encode(e.body));
+        prelude = "# The body is not UTF-8 text (or holds NUL bytes), so it cannot be an argument:\n" +
+          "# it is written to a file first and sent from there byte for byte.\n" +
+          "base64 -d > hookrelay-body.bin <<'EOF'\n" +
+          (b64.match(/.{1,76}/g) || []).join("\n") + "\nEOF\n";
+        args.push("--data-binary @hookrelay-body.bin");
+      } else {
+        args.push("--data-raw " + shellQuote(e.body));
+      }
+    }
+    return prelude + args.join(" \\\n  ");
+  }
+
+  async function copyCurl() {
+    if (!openEvent) return;
+    const command = curlCommand(openEvent);
+    const box = $("curl");
+    box.value = command;
+    $("curl-box").hidden = false;
+    box.focus();
+    box.select();
+    try {
+      await navigator.clipboard.writeText(command);
+      $("action-state").textContent = "Copied the curl command.";
+    } catch {
+      $("action-state").textContent = "Select the command below and copy it.";
+    }
+  }
+
+  // ---- wiring ----
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("channel").textContent = channel;
+    document.title = channel + " – hookrelay inspector";
+    $("webhook-url").textContent = location.origin + "/h/" + channel + "/…";
+    $("login").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const value = $("token").value.trim();
+      if (!value) return;
+      token = value;
+      sessionStorage.setItem(tokenKey, value);
+      $("token").value = "";
+      start();
+    });
+    $("logout").addEventListener("click", () => {
+      sessionStorage.removeItem(tokenKey);
+      token = null;
+      rows.clear();
+      openId = null;
+      openEvent = null;
+      $("deliveries").replaceChildren();
+      $("detail").hidden = true;
+      showLogin("");
+    });
+    $("replay").addEventListener("click", replay);
+    $("copy-curl").addEventListener("click", copyCurl);
+    start();
+  });
+})();
