@@ -1,12 +1,19 @@
-//! The live inspector: its event stream, read raw as a browser's `fetch` would, and its page's
-//! headers.
+//! The live inspector: its event stream, read raw as a browser's `fetch` would, its page's
+//! headers, and the page itself in a real headless Chromium driven over WebDriver.
 
 mod common;
 
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::*;
+use fantoccini::{ClientBuilder, Locator};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 /// The channel the tests register, served by an agent holding its token.
@@ -235,4 +242,327 @@ async fn the_page_and_its_assets_are_served_locked_down() {
     )
     .await;
     assert_eq!(bad.status, 404);
+}
+
+// ---- the page in a real browser ----
+
+/// Upper bound for the whole browser test, start-up of Chromium included.
+const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
+/// How often the test looks at the page while it waits for something to appear.
+const POLL: Duration = Duration::from_millis(50);
+const CHROMIUM: &str = "/usr/bin/chromium";
+const INSTALL: &str =
+    "`bash .ci/run` installs them (apt-get install -y chromium chromium-driver curl)";
+
+/// A chromedriver on a free loopback port, in a process group of its own. Dropping it (the
+/// test passed, failed or timed out) kills the group: chromedriver and any Chromium it
+/// started.
+struct Chromedriver {
+    child: Child,
+    url: String,
+}
+
+impl Chromedriver {
+    /// Starts chromedriver and waits until it reports ready. Panics, naming what installs
+    /// them, when Chromium, chromedriver or curl is missing.
+    async fn start() -> Self {
+        assert!(
+            Path::new(CHROMIUM).exists(),
+            "{CHROMIUM} is missing: {INSTALL}"
+        );
+        let binary = on_path("chromedriver");
+        on_path("curl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new(binary)
+            .args([
+                format!("--port={port}"),
+                "--allowed-ips=127.0.0.1".to_owned(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("chromedriver starts");
+        let driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let status = format!("{}/status", driver.url);
+        let ready = async {
+            loop {
+                let req = axum::http::Request::get(&status)
+                    .body(Empty::<Bytes>::new().map_err(|e| match e {}).boxed())
+                    .expect("valid request");
+                if let Ok(resp) = client().request(req).await {
+                    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+                    if body.is_ok_and(|b| {
+                        serde_json::from_slice::<Value>(&b)
+                            .is_ok_and(|v| v["value"]["ready"] == true)
+                    }) {
+                        return;
+                    }
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        };
+        tokio::time::timeout(DEADLINE, ready)
+            .await
+            .expect("chromedriver ready within the deadline");
+        driver
+    }
+}
+
+/// The path of the program `name` on `PATH`; panics, naming what installs it, when missing.
+fn on_path(name: &str) -> std::path::PathBuf {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join(name))
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("{name} is not on PATH: {INSTALL}"))
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        // The negative id names the process group: chromedriver and the browsers it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `css` matches an element of the page, for at most [`DEADLINE`].
+async fn wait_for(browser: &fantoccini::Client, css: &str) -> fantoccini::elements::Element {
+    browser
+        .wait()
+        .at_most(DEADLINE)
+        .every(POLL)
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
+}
+
+#[tokio::test]
+async fn the_inspector_page_shows_deliveries_live_replays_and_copies_curl() {
+    let driver = Chromedriver::start().await;
+    tokio::time::timeout(BROWSER_DEADLINE, inspect_in_chromium(&driver))
+        .await
+        .expect("the browser test finishes within its deadline");
+}
+
+async fn inspect_in_chromium(driver: &Chromedriver) {
+    let (server, token) = server_with_channel().await;
+    let mut target = start_target().await;
+    let mut config = agent_config(&server, &target.url);
+    config.channel = Some(protocol::ChannelId::parse(CHANNEL).expect("valid"));
+    config.token = Some(token.clone());
+    let _agent = start_agent(config).await;
+
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,800"],
+        },
+    });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object literal");
+    };
+    let browser = ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session");
+
+    // Without a token the page is refused by the API (a registered channel) and asks for it.
+    browser
+        .goto(&format!("{}/c/{CHANNEL}", server.url()))
+        .await
+        .expect("page loads");
+    let input = wait_for(&browser, "#login:not([hidden]) #token").await;
+    input.send_keys(&token).await.expect("type the token");
+    browser
+        .find(Locator::Css("#login button[type=submit]"))
+        .await
+        .expect("submit button")
+        .click()
+        .await
+        .expect("log in");
+    // Subscribed to the live stream, and the (empty) list loaded: what follows arrives live.
+    wait_for(&browser, "#state[data-state='live']").await;
+    wait_for(&browser, "#inspector:not([hidden]) #empty:not([hidden])").await;
+
+    let earlier = webhook(&server, "/stripe", &[], r#"{"type":"charge.succeeded"}"#).await;
+    let body = r#"{"action":"opened","number":42,"pull_request":{"title":"Add the inspector"}}"#;
+    let id = webhook(
+        &server,
+        "/github?delivery=1",
+        &[
+            ("x-github-event", b"push"),
+            ("user-agent", b"GitHub-Hookshot/1"),
+        ],
+        body,
+    )
+    .await;
+
+    // Both arrived live, newest first.
+    let row = wait_for(&browser, &format!("#deliveries li[data-id='{id}'] button")).await;
+    wait_for(
+        &browser,
+        &format!("#deliveries li[data-id='{id}'] + li[data-id='{earlier}']"),
+    )
+    .await;
+    row.click().await.expect("open the delivery");
+    let pretty = wait_for(
+        &browser,
+        &format!("#detail[data-id='{id}'] #request-body-pretty"),
+    )
+    .await
+    .text()
+    .await
+    .expect("pretty body");
+    assert!(
+        pretty.starts_with("{\n  \"action\": \"opened\",\n  \"number\": 42,"),
+        "{pretty}"
+    );
+
+    browser
+        .find(Locator::Css("#replay"))
+        .await
+        .expect("replay button")
+        .click()
+        .await
+        .expect("replay");
+    wait_for(
+        &browser,
+        "#detail[data-attempts='2'] #attempts li[data-n='2']",
+    )
+    .await;
+    // The list row follows the live attempt events.
+    wait_for(
+        &browser,
+        &format!("#deliveries li[data-id='{id}'][data-attempts='2']"),
+    )
+    .await;
+    let second = browser
+        .find(Locator::Css("#attempts li[data-n='2']"))
+        .await
+        .expect("second attempt")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        second.contains("#2 replay") && second.contains("HTTP 201"),
+        "{second}"
+    );
+
+    let png = browser.screenshot().await.expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    save_screenshot(&png);
+
+    browser
+        .find(Locator::Css("#copy-curl"))
+        .await
+        .expect("curl button")
+        .click()
+        .await
+        .expect("copy as curl");
+    let command = wait_for(&browser, "#curl-box:not([hidden]) #curl")
+        .await
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("a command");
+    browser.close().await.expect("session closed");
+    assert!(
+        command.contains(&format!("/h/{CHANNEL}/github?delivery=1")),
+        "{command}"
+    );
+
+    // The command reproduces the request: run it, and compare what the target gets.
+    let original = next_seen(&mut target).await;
+    assert_eq!(original.uri, "/stripe");
+    let original = next_seen(&mut target).await;
+    next_seen(&mut target).await;
+    run_to_end(Command::new("bash").args(["-c", &command]), &command).await;
+    let again = next_seen(&mut target).await;
+    assert_eq!(
+        (again.method.as_str(), again.uri.as_str(), &again.body),
+        ("POST", "/github?delivery=1", &original.body)
+    );
+    assert_eq!(again.body, body.as_bytes());
+    let relayed = |seen: &Seen| -> Vec<(String, Vec<u8>)> {
+        seen.headers
+            .iter()
+            .filter(|(name, _)| !name.starts_with("x-forwarded-") && name != "x-hookrelay-delivery")
+            .cloned()
+            .collect()
+    };
+    assert_eq!(relayed(&again), relayed(&original), "{command}");
+}
+
+/// Runs `command` (output discarded) and waits for it to succeed, for at most [`DEADLINE`],
+/// without blocking the runtime that serves its requests.
+async fn run_to_end(command: &mut Command, what: &str) {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("command starts");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the command") {
+            break status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after the deadline: {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    assert!(status.success(), "{status}: {what}");
+}
+
+/// Sends a JSON webhook to the test channel at `path`; answers its delivery id.
+async fn webhook(
+    server: &TestServer,
+    path: &str,
+    extra: &[(&str, &[u8])],
+    body: &'static str,
+) -> String {
+    let mut headers: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
+    headers.extend_from_slice(extra);
+    let answer = send(
+        &client(),
+        "POST",
+        &format!("{}/h/{CHANNEL}{path}", server.url()),
+        &headers,
+        body,
+    )
+    .await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    answer.headers["x-hookrelay-delivery"]
+        .to_str()
+        .expect("ASCII id")
+        .to_owned()
+}
+
+/// Keeps the screenshot in the target directory; with `HOOKRELAY_UPDATE_SCREENSHOT=1`, also
+/// as `docs/inspector.png`, the README's picture (ids and times change on every run, so
+/// writing it always would leave the checkout modified after each test run).
+fn save_screenshot(png: &[u8]) {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("inspector.png");
+    std::fs::write(&tmp, png).expect("write the screenshot");
+    if std::env::var_os("HOOKRELAY_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/inspector.png");
+        std::fs::write(docs, png).expect("write docs/inspector.png");
+    }
 }

@@ -35,7 +35,11 @@
     return e;
   }
 
-  function setState(text) { $("state").textContent = text; }
+  // The status line; `key` (a data-state attribute) names it for tests and styles.
+  function setState(text, key) {
+    $("state").textContent = text;
+    $("state").dataset.state = key || "";
+  }
 
   async function call(path, options) {
     const headers = token ? { Authorization: "Bearer " + token } : {};
@@ -108,7 +112,7 @@
     $("logout").hidden = !token;
     try {
       await loadList();
-      setState("Live: deliveries appear as they arrive");
+      setState("Live: deliveries appear as they arrive", "live");
       await readEvents(res.body, onEvent);
     } catch (e) {
       if (ctrl.signal.aborted) return;
