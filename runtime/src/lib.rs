@@ -2,6 +2,7 @@
 //! set-up, shutdown signals and reading PEM files. Kept apart from `protocol`, which does no I/O.
 
 pub mod config_file;
+pub mod inspector;
 pub mod pem;
 
 use futures_util::{Sink, SinkExt};

@@ -80,6 +80,7 @@ pub async fn channel(
         .collect();
     Ok(Json(json!({
         "channel": channel.as_str(),
+        "url": format!("{}/h/{}", state.public_url, channel),
         "registered": record.is_some(),
         "mode": record.map_or(crate::channels::Mode::Balance, |r| r.settings.mode).as_str(),
         "agent_count": agents.len(),

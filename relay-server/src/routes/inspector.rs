@@ -32,13 +32,7 @@ use crate::routes::events::{attempt_summary_json, summary_json};
 /// common proxies (nginx's `proxy_read_timeout` is 60 s).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-const PAGE: &str = include_str!("../inspector/index.html");
-const SCRIPT: &str = include_str!("../inspector/inspector.js");
-const STYLE: &str = include_str!("../inspector/inspector.css");
-
-/// Only the page's own script and stylesheet, and API calls to this origin.
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
-                   img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+use runtime::inspector::{HEADERS, PAGE, SCRIPT, STYLE};
 
 /// `GET /c/{channel}`: the inspector page, for any valid channel name.
 pub async fn page(Path(name): Path<String>) -> Result<Response, Error> {
@@ -57,15 +51,14 @@ pub async fn style() -> Response {
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
-    let headers = [
-        (header::CONTENT_TYPE, content_type),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::CONTENT_SECURITY_POLICY, CSP),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-    ]
-    .map(|(name, value): (HeaderName, &'static str)| (name, HeaderValue::from_static(value)));
-    (headers, body).into_response()
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    for (name, value) in HEADERS {
+        response.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
 }
 
 /// `GET /api/channels/{channel}/live`: server-sent events, authorised as the history is.

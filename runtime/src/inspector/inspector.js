@@ -6,6 +6,9 @@
   const channel = decodeURIComponent(location.pathname.split("/")[2] || "");
   const api = "/api/channels/" + encodeURIComponent(channel);
   const tokenKey = "hookrelay.token." + channel;
+  // Where senders send this channel's webhooks; the server says (the page may be served
+  // elsewhere, e.g. by the agent's --inspect).
+  let webhookBase = location.origin + "/h/" + channel;
   const LIST_LIMIT = 50;
   const MAX_ROWS = 200;
   const RETRY_MS = 2000;
@@ -110,6 +113,15 @@
     $("login").hidden = true;
     $("inspector").hidden = false;
     $("logout").hidden = !token;
+    try {
+      const info = await callJson("");
+      if (typeof info.url === "string") {
+        webhookBase = info.url;
+        $("webhook-url").textContent = webhookBase + "/…";
+      }
+    } catch {
+      // Keep the page's own origin.
+    }
     try {
       await loadList();
       setState("Live: deliveries appear as they arrive", "live");
@@ -406,7 +418,7 @@
   // headers in order (curl's own User-Agent, Accept and form Content-Type suppressed when the
   // original had none) and the body byte for byte.
   function curlCommand(e) {
-    const url = location.origin + "/h/" + channel + (e.path || "") +
+    const url = webhookBase + (e.path || "") +
       (e.query != null ? "?" + e.query : "");
     const args = ["curl", shellQuote(url)];
     if (/[[\]{}]/.test(url)) args.push("--globoff");
@@ -467,7 +479,7 @@
   document.addEventListener("DOMContentLoaded", () => {
     $("channel").textContent = channel;
     document.title = channel + " – hookrelay inspector";
-    $("webhook-url").textContent = location.origin + "/h/" + channel + "/…";
+    $("webhook-url").textContent = webhookBase + "/…";
     $("login").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const value = $("token").value.trim();
