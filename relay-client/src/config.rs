@@ -58,6 +58,11 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_CHANNEL", global = true)]
     pub channel: Option<String>,
 
+    /// Serve the live inspector page for this agent's channel on this local address (e.g.
+    /// 127.0.0.1:4040), like ngrok's: its API calls go to the server with --token.
+    #[arg(long, env = "HOOKRELAY_INSPECT", value_name = "ADDR")]
+    pub inspect: Option<std::net::SocketAddr>,
+
     /// Token the server requires from agents (also sent to its API as a bearer token).
     #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
@@ -271,6 +276,7 @@ impl Args {
                 config.channel = channel;
                 config.token = token;
                 config.tls = tls;
+                config.inspect = self.inspect;
                 Ok(Invocation::Agent(config))
             }
             Some(Command::Events { limit, status }) => Ok(Invocation::Events {
@@ -347,6 +353,8 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(90);
 /// Validated agent configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// The server as given (`http[s]://host[:port][/prefix]`).
+    pub server: String,
     /// WebSocket URL of the server's agent endpoint (`ws://host:port/ws`).
     pub ws_url: String,
     pub target: Target,
@@ -367,12 +375,22 @@ pub struct AgentConfig {
     pub shutdown_grace: Duration,
     /// How to check the server's certificate (wss://) and which client certificate to show.
     pub tls: TlsConfig,
+    /// Where to serve the inspector page (`--inspect`).
+    pub inspect: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
+    /// The history API of `channel` on this agent's server, with its token and TLS settings.
+    pub fn api(&self, channel: ChannelId) -> Result<ApiConfig, Error> {
+        let mut api = ApiConfig::new(&self.server, channel, self.token.clone())?;
+        api.tls = self.tls.clone();
+        Ok(api)
+    }
+
     /// A configuration with default timings for `server` (http/https URL) and `forward`.
     pub fn new(server: &str, forward: &str) -> Result<Self, Error> {
         Ok(Self {
+            server: server.to_owned(),
             ws_url: ws_url(server)?,
             target: Target::parse(forward)?,
             channel: None,
@@ -385,6 +403,7 @@ impl AgentConfig {
             target_timeout: DEFAULT_TARGET_TIMEOUT,
             shutdown_grace: Duration::from_secs(30),
             tls: TlsConfig::default(),
+            inspect: None,
         })
     }
 }

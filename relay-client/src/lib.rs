@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod history;
+pub mod inspect;
 pub mod output;
 mod session;
 pub mod tls;

@@ -75,6 +75,21 @@ async fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
         }
     };
     drop(events);
+    if let Some(addr) = config.inspect {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for --inspect: {e}"))?;
+        let bound = listener.local_addr()?;
+        let channel = protocol::ChannelId::parse(agent.channel())?;
+        let api = config.api(channel)?;
+        println!("Inspect deliveries at http://{bound}/c/{}", agent.channel());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = relay_client::inspect::serve(listener, api, stop).await {
+                output::error(&format!("the inspector stopped: {e}"));
+            }
+        });
+    }
     let result = agent.run(shutdown).await;
     let _ = tokio::task::spawn_blocking(move || printer.join()).await;
     result.map_err(Into::into)

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, line_matching, spawn_client, start_server};
+use common::{DEADLINE, line_matching, send, spawn_client, start_server};
 
 /// A one-shot target on a std thread: answers every request with 202 and `ok`.
 fn start_target() -> SocketAddr {
@@ -85,6 +85,37 @@ async fn prints_the_public_url_and_one_line_per_delivery() {
     );
     assert_eq!(fields[5].len(), 36, "delivery id: {delivery}");
 
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    assert!(wait_exit(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_serves_the_page_on_the_address_it_prints() {
+    let (addr, _server) = start_server(relay_server::Config::default()).await;
+    let target = start_target();
+    let (mut child, lines) = spawn_client(&[
+        "--server",
+        &format!("http://{addr}"),
+        "--forward",
+        &format!("http://{target}"),
+        "--channel",
+        "inspected",
+        "--inspect",
+        "127.0.0.1:0",
+    ]);
+    let line = line_matching(&lines, |l| l.starts_with("Inspect deliveries at "));
+    let url = line
+        .strip_prefix("Inspect deliveries at ")
+        .expect("prefix")
+        .to_owned();
+    assert!(url.ends_with("/c/inspected"), "{line}");
+    let (status, _, body) = send("GET", &url, &[], b"").await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("inspector"));
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -32,7 +32,12 @@ async fn open_live(
     channel: &str,
     token: Option<&str>,
 ) -> (u16, Option<LiveStream>) {
-    let mut req = axum::http::Request::get(format!("{}/api/channels/{channel}/live", server.url()));
+    open_live_at(&server.url(), channel, token).await
+}
+
+/// [`open_live`] on the server (or inspector) at `base`.
+async fn open_live_at(base: &str, channel: &str, token: Option<&str>) -> (u16, Option<LiveStream>) {
+    let mut req = axum::http::Request::get(format!("{base}/api/channels/{channel}/live"));
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
@@ -565,4 +570,90 @@ fn save_screenshot(png: &[u8]) {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/inspector.png");
         std::fs::write(docs, png).expect("write docs/inspector.png");
     }
+}
+
+/// `relay-client --inspect`: the same page on the agent's side, its API calls passed to the
+/// server with the agent's token, so the local page needs no login.
+#[tokio::test]
+async fn the_agent_serves_the_inspector_locally_with_its_own_token() {
+    let (server, token) = server_with_channel().await;
+    let mut target = start_target().await;
+    let mut config = agent_config(&server, &target.url);
+    config.channel = protocol::ChannelId::parse(CHANNEL).ok();
+    config.token = Some(token);
+    let agent = start_agent(config.clone()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let local = format!("http://{}", listener.local_addr().expect("bound"));
+    let api = config
+        .api(protocol::ChannelId::parse(&agent.channel).expect("valid"))
+        .expect("api config");
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(relay_client::inspect::serve(listener, api, stop.clone()));
+
+    let root = send(&client(), "GET", &format!("{local}/"), &[], "").await;
+    assert_eq!(root.status, 302);
+    assert_eq!(root.headers["location"], format!("/c/{CHANNEL}"));
+    let page = send(&client(), "GET", &format!("{local}/c/{CHANNEL}"), &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.headers["content-security-policy"]
+            .to_str()
+            .is_ok_and(|csp| csp.contains("default-src 'none'"))
+    );
+    assert_eq!(
+        send(&client(), "GET", &format!("{local}/c/other"), &[], "")
+            .await
+            .status,
+        404
+    );
+    let info = send(
+        &client(),
+        "GET",
+        &format!("{local}/api/channels/{CHANNEL}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(info.status, 200, "no token needed locally: {:?}", info.body);
+    assert_eq!(info.json()["url"], format!("{}/h/{CHANNEL}", server.url()));
+    let other = send(
+        &client(),
+        "GET",
+        &format!("{local}/api/channels/other/events"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(other.status, 404, "only the agent's channel");
+
+    let (status, live) = open_live_at(&local, CHANNEL, None).await;
+    assert_eq!(status, 200);
+    let mut live = live.expect("stream");
+    let sent = webhook(&server, "/local?x=1", &[], r#"{"hello":"inspector"}"#).await;
+    next_seen(&mut target).await;
+    let (name, data) = live.next().await.expect("an event");
+    assert_eq!(name, "received");
+    assert_eq!(data["id"], sent.as_str());
+    let events = send(
+        &client(),
+        "GET",
+        &format!("{local}/api/channels/{CHANNEL}/events?limit=5"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(events.json()["events"][0]["id"], sent.as_str());
+    let replay = send(
+        &client(),
+        "POST",
+        &format!("{local}/api/channels/{CHANNEL}/events/{sent}/replay"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(replay.status, 200, "{:?}", replay.body);
+    assert_eq!(replay.json()["attempt"]["kind"], "replay");
+    stop.cancel();
 }
