@@ -57,14 +57,7 @@ fn post(url_addr: &str, path: &str) -> String {
 async fn prints_the_public_url_and_one_line_per_delivery() {
     let (addr, _server) = start_server(relay_server::Config::default()).await;
     let target = start_target();
-    let (mut child, lines) = spawn_client(&[
-        "--server",
-        &format!("http://{addr}"),
-        "--forward",
-        &format!("http://{target}"),
-        "--channel",
-        "cli-test",
-    ]);
+    let (mut child, lines) = agent(addr, target, "cli-test", &[]);
     let forwarding = line_matching(&lines, |l| l.starts_with("Forwarding"));
     assert_eq!(
         forwarding,
@@ -85,28 +78,45 @@ async fn prints_the_public_url_and_one_line_per_delivery() {
     );
     assert_eq!(fields[5].len(), 36, "delivery id: {delivery}");
 
+    interrupt(&mut child);
+}
+
+/// SIGINT, then a clean exit.
+fn interrupt(child: &mut Child) {
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .expect("kill");
     assert!(kill.success());
-    assert!(wait_exit(&mut child).success());
+    assert!(wait_exit(child).success());
+}
+
+/// An agent for channel `channel` on the relay at `addr`, forwarding to `target`, with `extra`.
+fn agent(
+    addr: SocketAddr,
+    target: SocketAddr,
+    channel: &str,
+    extra: &[&str],
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let server = format!("http://{addr}");
+    let forward = format!("http://{target}");
+    let mut args = vec![
+        "--server",
+        &server,
+        "--forward",
+        &forward,
+        "--channel",
+        channel,
+    ];
+    args.extend_from_slice(extra);
+    spawn_client(&args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_serves_the_page_on_the_address_it_prints() {
     let (addr, _server) = start_server(relay_server::Config::default()).await;
     let target = start_target();
-    let (mut child, lines) = spawn_client(&[
-        "--server",
-        &format!("http://{addr}"),
-        "--forward",
-        &format!("http://{target}"),
-        "--channel",
-        "inspected",
-        "--inspect",
-        "127.0.0.1:0",
-    ]);
+    let (mut child, lines) = agent(addr, target, "inspected", &["--inspect", "127.0.0.1:0"]);
     let line = line_matching(&lines, |l| l.starts_with("Inspect deliveries at "));
     let url = line
         .strip_prefix("Inspect deliveries at ")
@@ -116,12 +126,7 @@ async fn inspect_serves_the_page_on_the_address_it_prints() {
     let (status, _, body) = send("GET", &url, &[], b"").await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("inspector"));
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    assert!(wait_exit(&mut child).success());
+    interrupt(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
