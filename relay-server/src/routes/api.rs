@@ -87,3 +87,33 @@ pub async fn channel(
         "agents": agents,
     })))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::store::MemoryStore;
+    use crate::{Config, ServerState};
+
+    #[tokio::test]
+    async fn readyz_turns_503_once_shutdown_begins() {
+        let shutdown = CancellationToken::new();
+        let state = ServerState::new(
+            Config::default(),
+            "http://127.0.0.1:1".to_owned(),
+            Arc::new(MemoryStore::new()),
+            true,
+            shutdown.clone(),
+        );
+        let (status, body) = super::readyz(State(Arc::clone(&state))).await;
+        assert_eq!(status, StatusCode::OK, "{:?}", body.0);
+        shutdown.cancel();
+        let (status, body) = super::readyz(State(state)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body.0["reason"], "shutting down");
+    }
+}
