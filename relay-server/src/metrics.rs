@@ -100,7 +100,12 @@ impl Default for Metrics {
 
 /// The `channel` label for `channel`: its name when registered.
 pub fn channel_label(state: &AppState, channel: &ChannelId) -> String {
-    if state.channels.get(channel).is_some() {
+    label(channel, state.channels.get(channel).is_some())
+}
+
+/// The `channel` label of `channel`, already known to be `registered` or not.
+pub fn label(channel: &ChannelId, registered: bool) -> String {
+    if registered {
         channel.as_str().to_owned()
     } else {
         UNREGISTERED.to_owned()

@@ -19,7 +19,7 @@ use tokio::time::{Instant as Deadline, timeout_at};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::AppState;
-use crate::channels::Mode;
+use crate::channels::{ChannelRecord, Mode};
 use crate::delivery::{InFlight, Outgoing, forwarded_headers};
 use crate::error::Error;
 use crate::registry::AgentHandle;
@@ -51,10 +51,12 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
         return Error::NotFound.into_response();
     };
     let suffix = suffix.to_owned();
-    let label = crate::metrics::channel_label(&state, &channel);
+    // Looked up once: the metrics label and every check below use the same record.
+    let registered = state.channels.get(&channel);
+    let label = crate::metrics::label(&channel, registered.is_some());
     let span = info_span!("delivery", delivery_id = %id, %channel, %method);
     let mut response = async {
-        let result = deliver(&state, id, channel, suffix, req).await;
+        let result = deliver(&state, id, channel, registered, suffix, req).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(answer) => {
@@ -119,11 +121,11 @@ async fn deliver(
     state: &AppState,
     id: DeliveryId,
     channel: ChannelId,
+    registered: Option<Arc<ChannelRecord>>,
     suffix: String,
     req: Request,
 ) -> Result<Answer, Error> {
     let _slot = state.ingress_slots.try_acquire().map_err(|_| Error::Busy)?;
-    let registered = state.channels.get(&channel);
     if registered.is_none() && !state.open {
         return Err(Error::UnknownChannel(channel));
     }
@@ -134,9 +136,8 @@ async fn deliver(
         .map(|s| &s.allow_from)
         .filter(|nets| !nets.is_empty())
     {
-        let ip = client;
-        if !ip.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
-            let ip = ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        if !client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
+            let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
             return Err(Error::SourceNotAllowed(ip));
         }
     }
