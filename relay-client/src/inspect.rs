@@ -91,7 +91,7 @@ impl Inspector {
                 let rest = p[api.len()..].to_owned();
                 self.pass_on(req, rest).await
             }
-            _ => plain(StatusCode::NOT_FOUND, "not found"),
+            _ => json_error(StatusCode::NOT_FOUND, "not found"),
         }
     }
 
@@ -100,11 +100,11 @@ impl Inspector {
     async fn pass_on(&self, req: Request<Incoming>, rest: String) -> Response<Body> {
         let (parts, body) = req.into_parts();
         if parts.method != Method::GET && parts.method != Method::POST {
-            return plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         }
         let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
             Ok(body) => body.to_bytes(),
-            Err(_) => return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+            Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
         };
         let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
         let url = format!("{}{rest}{query}", self.api.base_url);
@@ -123,7 +123,7 @@ impl Inspector {
                 .boxed(),
         ) {
             Ok(request) => request,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, &e.to_string()),
+            Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
         };
         match self.client.request(upstream).await {
             Ok(answer) => {
@@ -172,10 +172,6 @@ fn redirect(to: &str) -> Response<Body> {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
-}
-
-fn plain(status: StatusCode, message: &str) -> Response<Body> {
-    json_error(status, message)
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<Body> {

@@ -23,7 +23,6 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
 use protocol::ChannelId;
-use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -427,13 +426,7 @@ async fn start_counting_target() -> (String, Arrivals) {
     let app = Router::new()
         .fallback(handler)
         .with_state(Arc::clone(&arrivals));
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    let addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = common::serve_local(app).await;
     (format!("http://{addr}"), arrivals)
 }
 

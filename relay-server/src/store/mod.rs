@@ -36,10 +36,7 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
         StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
         StoreConfig::Sqlite { dir, fsync } => {
             let (dir, fsync) = (dir.clone(), *fsync);
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&dir, fsync))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??;
-            Ok(Arc::new(store))
+            open_blocking(move || SqliteStore::open(&dir, fsync)).await
         }
     }
 }
@@ -48,7 +45,14 @@ pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
 /// on it (see [`SqliteStore::open_beside_server`]).
 pub async fn open_beside_server(dir: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
     let dir = dir.to_owned();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open_beside_server(&dir))
+    open_blocking(move || SqliteStore::open_beside_server(&dir)).await
+}
+
+/// Runs `open` (file I/O and migrations) off the async workers.
+async fn open_blocking(
+    open: impl FnOnce() -> Result<SqliteStore, StoreError> + Send + 'static,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let store = tokio::task::spawn_blocking(open)
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
     Ok(Arc::new(store))

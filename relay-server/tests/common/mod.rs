@@ -166,6 +166,17 @@ pub async fn start_target() -> TestTarget {
         .fallback(target_handler)
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state);
+    let addr = serve_local(app).await;
+    TestTarget {
+        addr,
+        url: format!("http://{addr}"),
+        seen,
+        release,
+    }
+}
+
+/// Serves `app` on 127.0.0.1:0 in the background; answers the bound address.
+pub async fn serve_local(app: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind loopback");
@@ -173,12 +184,7 @@ pub async fn start_target() -> TestTarget {
         .local_addr()
         .expect("bound listener has an address");
     tokio::spawn(async move { axum::serve(listener, app).await });
-    TestTarget {
-        addr,
-        url: format!("http://{addr}"),
-        seen,
-        release,
-    }
+    addr
 }
 
 async fn target_handler(State(state): State<TargetState>, req: Request) -> Response {
