@@ -265,9 +265,7 @@ impl Args {
         };
         let api = |command: &'static str| {
             let channel = channel.clone().ok_or(Error::MissingChannel(command))?;
-            let mut api = ApiConfig::new(&self.server, channel, token.clone())?;
-            api.tls = tls.clone();
-            Ok::<_, Error>(api)
+            ApiConfig::new(&self.server, channel, token.clone(), tls.clone())
         };
         match self.command {
             None => {
@@ -326,8 +324,14 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// The API of `channel` on `server` (an http/https URL, as for the agent).
-    pub fn new(server: &str, channel: ChannelId, token: Option<String>) -> Result<Self, Error> {
+    /// The API of `channel` on `server` (an http/https URL, as for the agent), reached with
+    /// `tls`.
+    pub fn new(
+        server: &str,
+        channel: ChannelId,
+        token: Option<String>,
+        tls: TlsConfig,
+    ) -> Result<Self, Error> {
         let authorization = token
             .map(|t| {
                 let mut value =
@@ -341,7 +345,7 @@ impl ApiConfig {
             channel,
             authorization,
             timeout: DEFAULT_API_TIMEOUT,
-            tls: TlsConfig::default(),
+            tls,
         })
     }
 }
@@ -382,9 +386,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// The history API of `channel` on this agent's server, with its token and TLS settings.
     pub fn api(&self, channel: ChannelId) -> Result<ApiConfig, Error> {
-        let mut api = ApiConfig::new(&self.server, channel, self.token.clone())?;
-        api.tls = self.tls.clone();
-        Ok(api)
+        ApiConfig::new(&self.server, channel, self.token.clone(), self.tls.clone())
     }
 
     /// A configuration with default timings for `server` (http/https URL) and `forward`.

@@ -219,8 +219,11 @@ async fn webhook_over_https_reaches_the_target_through_a_wss_agent() {
 
     // `relay-client events` reads the history over HTTPS with the same --ca.
     let channel = protocol::ChannelId::parse(&agent.channel).expect("channel");
-    let mut api = relay_client::ApiConfig::new(&server.https_url(), channel, None).expect("api");
-    api.tls.ca = Some(ca_file);
+    let tls = relay_client::TlsConfig {
+        ca: Some(ca_file),
+        identity: None,
+    };
+    let api = relay_client::ApiConfig::new(&server.https_url(), channel, None, tls).expect("api");
     let page = relay_client::history::Api::new(api)
         .expect("api client")
         .events(&relay_client::EventsQuery {
@@ -255,7 +258,8 @@ async fn agent_without_the_private_ca_stops_with_a_certificate_error() {
     );
 
     let channel = protocol::ChannelId::parse("c").expect("channel");
-    let api = relay_client::ApiConfig::new(&server.https_url(), channel, None).expect("api");
+    let api = relay_client::ApiConfig::new(&server.https_url(), channel, None, Default::default())
+        .expect("api");
     let error = relay_client::history::Api::new(api)
         .expect("api client")
         .events(&relay_client::EventsQuery {
