@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use crate::agent::{Delivery, Started};
 use crate::config::{ApiConfig, DEFAULT_TARGET_TIMEOUT, EventsQuery};
 use crate::error::{Error, chain};
-use crate::forward::{self, HttpClient, Outcome, Target};
+use crate::forward::{self, HttpClient, Outcome, RequestBody, Target};
 use crate::output::shown_path;
 
 /// Largest API answer read. An event's detail carries its body (up to the server's
@@ -183,26 +183,13 @@ impl Api {
         subject: Subject,
     ) -> Result<T, Error> {
         let url = format!("{}{path}", self.config.base_url);
-        let mut request = Request::builder()
-            .method(method)
-            .uri(&url)
-            .header(header::ACCEPT, "application/json");
-        if let Some(authorization) = &self.config.authorization {
-            request = request.header(header::AUTHORIZATION, authorization.clone());
-        }
         let body = Empty::<Bytes>::new()
             .map_err(|never| match never {})
             .boxed();
-        let request = request
-            .body(body)
-            .map_err(|_| Error::ServerUrl(self.config.base_url.clone()))?;
         let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                crate::tls::certificate_failure(&url, &e).unwrap_or_else(|| Error::Unreachable {
-                    url: url.clone(),
-                    reason: chain(&e),
-                })
-            })?;
+            let response = self
+                .send(method, path, Some("application/json"), None, body)
+                .await?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -226,6 +213,40 @@ impl Api {
         serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
             url,
             reason: format!("not the expected JSON ({e})"),
+        })
+    }
+
+    /// Sends `method` on the channel's `path` (query included) with the token, and hands back
+    /// the server's answer unread, for a caller that streams it (the inspector).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+        content_type: Option<&str>,
+        body: RequestBody,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let url = format!("{}{path}", self.config.base_url);
+        let mut request = Request::builder().method(method).uri(&url);
+        for (name, value) in [
+            (header::ACCEPT, accept),
+            (header::CONTENT_TYPE, content_type),
+        ] {
+            if let Some(value) = value {
+                request = request.header(name, value);
+            }
+        }
+        if let Some(authorization) = &self.config.authorization {
+            request = request.header(header::AUTHORIZATION, authorization.clone());
+        }
+        let request = request
+            .body(body)
+            .map_err(|_| Error::ServerUrl(self.config.base_url.clone()))?;
+        self.client.request(request).await.map_err(|e| {
+            crate::tls::certificate_failure(&url, &e).unwrap_or_else(|| Error::Unreachable {
+                url: url.clone(),
+                reason: chain(&e),
+            })
         })
     }
 

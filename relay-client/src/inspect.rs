@@ -24,7 +24,7 @@ use tracing::debug;
 
 use crate::config::ApiConfig;
 use crate::error::Error;
-use crate::forward::{self, HttpClient};
+use crate::history::Api;
 
 /// Largest request body passed on (replay requests carry none).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -32,8 +32,7 @@ const MAX_REQUEST_BYTES: usize = 64 * 1024;
 type Body = BoxBody<Bytes, hyper::Error>;
 
 struct Inspector {
-    api: ApiConfig,
-    client: HttpClient,
+    api: Api,
 }
 
 /// Serves the inspector of `api`'s channel on `listener` until `shutdown` fires.
@@ -42,10 +41,8 @@ pub async fn serve(
     api: ApiConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let tls = crate::tls::client_config(&api.tls)?;
     let inspector = Arc::new(Inspector {
-        client: forward::http_client_with((*tls).clone()),
-        api,
+        api: Api::new(api)?,
     });
     loop {
         let (tcp, peer) = tokio::select! {
@@ -78,7 +75,7 @@ pub async fn serve(
 
 impl Inspector {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        let channel = self.api.channel.as_str();
+        let channel = self.api.channel().as_str();
         let path = req.uri().path().to_owned();
         let page = format!("/c/{channel}");
         let api = format!("/api/channels/{channel}");
@@ -107,25 +104,21 @@ impl Inspector {
             Err(_) => return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
         };
         let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
-        let url = format!("{}{rest}{query}", self.api.base_url);
-        let mut upstream = Request::builder().method(parts.method).uri(&url);
-        for name in [header::ACCEPT, header::CONTENT_TYPE] {
-            if let Some(value) = parts.headers.get(&name) {
-                upstream = upstream.header(name, value.clone());
-            }
-        }
-        if let Some(authorization) = &self.api.authorization {
-            upstream = upstream.header(header::AUTHORIZATION, authorization.clone());
-        }
-        let upstream = match upstream.body(
-            Full::new(body)
-                .map_err(|never: Infallible| match never {})
-                .boxed(),
-        ) {
-            Ok(request) => request,
-            Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
-        match self.client.request(upstream).await {
+        let header = |name| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let body = Full::new(body)
+            .map_err(|never: Infallible| match never {})
+            .boxed();
+        let answer = self
+            .api
+            .send(
+                parts.method.clone(),
+                &format!("{rest}{query}"),
+                header(header::ACCEPT),
+                header(header::CONTENT_TYPE),
+                body,
+            )
+            .await;
+        match answer {
             Ok(answer) => {
                 let (parts, body) = answer.into_parts();
                 let mut response = Response::new(body.boxed());
@@ -141,10 +134,7 @@ impl Inspector {
                 }
                 response
             }
-            Err(e) => {
-                let message = format!("cannot reach the relay server: {}", crate::error::chain(&e));
-                json_error(StatusCode::BAD_GATEWAY, &message)
-            }
+            Err(e) => json_error(StatusCode::BAD_GATEWAY, &e.to_string()),
         }
     }
 }
