@@ -176,8 +176,8 @@ start_relay() {
     local name=$1
     shift
     RELAY_PORT=$(free_port)
-    # No rate limit: the load test floods one channel on purpose.
-    "$BIN/relay-server" --listen "127.0.0.1:$RELAY_PORT" --rate-limit off "$@" 2>"$WORK/$name-server.err" >/dev/null &
+    # Defaults: no delivery pace, so the flood of one channel is delivered live.
+    "$BIN/relay-server" --listen "127.0.0.1:$RELAY_PORT" "$@" 2>"$WORK/$name-server.err" >/dev/null &
     RELAY_SERVER_PID=$!
     PIDS+=("$RELAY_SERVER_PID")
     wait_until 10 "relay-server ($name) /healthz" curl -sf "http://127.0.0.1:$RELAY_PORT/healthz"

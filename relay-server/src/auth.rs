@@ -318,8 +318,9 @@ impl FailureLimiter {
     }
 }
 
-/// The address a failure counts against: an IPv6 address by its /64.
-fn key(ip: IpAddr) -> IpAddr {
+/// The address a failure (or a source's webhook, see [`crate::limits::SourceLimits`]) counts
+/// against: an IPv6 address by its /64.
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

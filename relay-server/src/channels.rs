@@ -81,7 +81,7 @@ impl Mode {
 #[serde(default)]
 pub struct ChannelSettings {
     pub mode: Mode,
-    /// Webhooks accepted per period; `None` is the server's `--rate-limit`.
+    /// The pace its webhooks are delivered at; `None` is the server's `--rate-limit`.
     pub rate_limit: Option<RateLimit>,
     /// Source addresses allowed to send webhooks; empty allows any.
     pub allow_from: Vec<ipnet::IpNet>,
@@ -89,7 +89,8 @@ pub struct ChannelSettings {
     pub verify: Option<crate::verify::Verify>,
 }
 
-/// A rate: `count` webhooks per `period`, in bursts of up to `count`. Written `100/s`,
+/// A rate: `count` webhooks per `period`, in bursts of up to `count` (a channel's delivery
+/// pace, or a source's allowance). Written `100/s`,
 /// `600/m` or `1000/h`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

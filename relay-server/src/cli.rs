@@ -83,13 +83,13 @@ fn parse(name: &str) -> anyhow::Result<ChannelId> {
     ChannelId::parse(name).with_context(|| format!("{name:?} is not a valid channel name"))
 }
 
-/// A channel's settings in one line: `mode balance, rate 10/s, from 192.0.2.0/24`.
+/// A channel's settings in one line: `mode balance, pace 10/s, from 192.0.2.0/24`.
 fn describe(record: &ChannelRecord) -> String {
     let settings = &record.settings;
     let mut parts = vec![format!("mode {}", settings.mode.as_str())];
     parts.push(match settings.rate_limit {
-        Some(rate) => format!("rate {rate}"),
-        None => "rate: server default".to_owned(),
+        Some(rate) => format!("pace {rate}"),
+        None => "pace: server default".to_owned(),
     });
     if let Some(verify) = &settings.verify {
         parts.push(format!("verify {}", verify.kind()));

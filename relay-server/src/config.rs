@@ -12,6 +12,15 @@ use crate::verify::{VerifyArgs, VerifySpecError};
 
 /// Default cap on a webhook body: GitHub's own limit for a delivery.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 25 * 1024 * 1024;
+/// Default [`crate::store::Quota::max_undelivered`]: as many as `--max-events` keeps.
+pub const DEFAULT_MAX_QUEUED: u64 = 10_000;
+/// Default [`crate::store::Quota::max_bytes`]: 1 GiB, forty webhooks of GitHub's largest size.
+pub const DEFAULT_MAX_STORED_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default [`crate::store::Quota::max_rejected`].
+pub const DEFAULT_MAX_REJECTED: u64 = 100;
+/// Default `--min-free-space`: 64 MiB, room for SQLite to finish a checkpoint and for the
+/// webhooks in flight.
+pub const DEFAULT_MIN_FREE_SPACE: u64 = 64 * 1024 * 1024;
 
 /// Raw command-line and environment options of `relay-server`.
 #[derive(Debug, Parser)]
@@ -134,16 +143,59 @@ pub struct Args {
     /// senders need none. Needs --tls-cert.
     #[arg(long, env = "HOOKRELAY_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
-    /// Webhooks accepted per channel per period (e.g. 100/s, 6000/m), in bursts of up to
-    /// that many; past it senders get 429 with Retry-After. `off` for no limit. A channel can
-    /// have its own (`channels create --rate-limit`).
+    /// The pace at which a channel's webhooks are delivered to its agents (e.g. 10/s, 600/m,
+    /// in bursts of up to that many), to spare a slow target. Webhooks over it are stored,
+    /// answered 202 and delivered in order at the pace: never refused. `off` (the default)
+    /// delivers each at once. A channel can have its own (`channels create --rate-limit`).
     #[arg(
         long,
         env = "HOOKRELAY_RATE_LIMIT",
-        default_value = "100/s",
+        default_value = "off",
         value_name = "RATE"
     )]
     pub rate_limit: String,
+
+    /// Undelivered (queued or delivering) webhooks one channel may hold; past it senders get
+    /// 429 with Retry-After until its agent takes some.
+    #[arg(long, env = "HOOKRELAY_MAX_QUEUED", default_value_t = DEFAULT_MAX_QUEUED, value_name = "N")]
+    pub max_queued: u64,
+
+    /// Bytes (bodies and headers) one channel's events may take in the store. The oldest
+    /// delivered, failed and rejected ones are deleted to make room; only when undelivered
+    /// webhooks fill it do senders get 429 with Retry-After.
+    #[arg(
+        long,
+        env = "HOOKRELAY_MAX_STORED_BYTES",
+        default_value_t = DEFAULT_MAX_STORED_BYTES,
+        value_name = "BYTES"
+    )]
+    pub max_stored_bytes: u64,
+
+    /// Webhooks that failed --verify kept per channel for inspection; past it the oldest go.
+    #[arg(long, env = "HOOKRELAY_MAX_REJECTED", default_value_t = DEFAULT_MAX_REJECTED, value_name = "N")]
+    pub max_rejected: u64,
+
+    /// On a public relay, webhooks one source address (one /64 for IPv6) may send per period
+    /// to channels nobody registered (open mode) and with signatures that fail --verify;
+    /// past it 429 with Retry-After. Webhooks to registered channels that pass their checks
+    /// never count. A relay on loopback applies none. `off` for no limit.
+    #[arg(
+        long,
+        env = "HOOKRELAY_SOURCE_RATE_LIMIT",
+        default_value = "100/s",
+        value_name = "RATE"
+    )]
+    pub source_rate_limit: String,
+
+    /// When the data dir's file system has less free space than this (bytes), new webhooks
+    /// get 503 with Retry-After and /readyz says why, before the store would fail mid-write.
+    #[arg(
+        long,
+        env = "HOOKRELAY_MIN_FREE_SPACE",
+        default_value_t = DEFAULT_MIN_FREE_SPACE,
+        value_name = "BYTES"
+    )]
+    pub min_free_space: u64,
 
     /// Agents that may serve one channel at once.
     #[arg(long, env = "HOOKRELAY_MAX_AGENTS_PER_CHANNEL", default_value_t = 64)]
@@ -212,12 +264,14 @@ impl From<LogFormat> for runtime::LogFormat {
     }
 }
 
-/// `--rate-limit`: a rate, or `off`.
-fn parse_rate(s: &str) -> Result<Option<RateLimit>, ConfigError> {
+/// `--rate-limit` or `--source-rate-limit` (`flag`): a rate, or `off`.
+fn parse_rate(flag: &'static str, s: &str) -> Result<Option<RateLimit>, ConfigError> {
     if s == "off" {
         Ok(None)
     } else {
-        s.parse().map(Some).map_err(ConfigError::RateLimit)
+        s.parse()
+            .map(Some)
+            .map_err(|why| ConfigError::RateLimit { flag, why })
     }
 }
 
@@ -263,7 +317,8 @@ pub struct ChannelOptions {
     /// gets a copy; the sender gets the first answer that accepts it).
     #[arg(long, value_enum, default_value_t = Mode::Balance)]
     pub mode: Mode,
-    /// Webhooks accepted per period (e.g. 10/s, 600/m); default: the server's --rate-limit.
+    /// Pace at which its webhooks are delivered (e.g. 10/s, 600/m); over it they queue, never
+    /// refused. Default: the server's --rate-limit.
     #[arg(long, value_name = "RATE")]
     pub rate_limit: Option<RateLimit>,
     /// Only these source networks may send webhooks (CIDR, repeatable, e.g. 192.30.252.0/22);
@@ -382,8 +437,10 @@ pub enum ConfigError {
     EmptyToken,
     #[error("--admin-token must be at least 16 characters")]
     AdminToken,
-    #[error("--rate-limit: {0}, or off")]
-    RateLimit(String),
+    #[error("--{flag}: {why}, or off")]
+    RateLimit { flag: &'static str, why: String },
+    #[error("--max-rejected must be at least 1")]
+    MaxRejected,
     #[error("--max-header-bytes must be at least 8192")]
     HeaderBytes,
     #[error("--header-timeout must be more than zero")]
@@ -427,8 +484,17 @@ pub struct Config {
     /// address is refused with 429 until the window ends.
     pub auth_failures: u32,
     pub auth_window: Duration,
-    /// Default webhooks per channel per period; `None` is no limit.
+    /// Default delivery pace per channel; `None` delivers at once.
     pub rate_limit: Option<RateLimit>,
+    /// What each channel may hold in the store.
+    pub quota: crate::store::Quota,
+    /// Open-mode and forged webhooks per source address, on a public relay; `None` is no
+    /// limit.
+    pub source_rate_limit: Option<RateLimit>,
+    /// Below this much free space in the data dir, new webhooks get 503.
+    pub min_free_space: u64,
+    /// How often the free space is looked at.
+    pub disk_check_interval: Duration,
     pub max_agents_per_channel: usize,
     /// Webhooks handled at once.
     pub max_in_flight: usize,
@@ -476,9 +542,18 @@ impl Default for Config {
             channel_reload: Duration::from_secs(1),
             auth_failures: 10,
             auth_window: Duration::from_secs(60),
-            // In-process use (tests, benchmarks) has no rate limit unless asked; the command
-            // line defaults to 100/s per channel.
             rate_limit: None,
+            quota: crate::store::Quota {
+                max_undelivered: DEFAULT_MAX_QUEUED,
+                max_bytes: DEFAULT_MAX_STORED_BYTES,
+                max_rejected: DEFAULT_MAX_REJECTED,
+            },
+            source_rate_limit: Some(RateLimit {
+                count: std::num::NonZeroU32::new(100).expect("100 is not zero"),
+                period: crate::channels::Period::Second,
+            }),
+            min_free_space: DEFAULT_MIN_FREE_SPACE,
+            disk_check_interval: Duration::from_secs(1),
             max_agents_per_channel: 64,
             max_in_flight: 10_000,
             http: crate::http::HttpLimits::default(),
@@ -539,6 +614,9 @@ impl Args {
         if self.retry_min.is_zero() || self.retry_min > self.retry_max {
             return Err(ConfigError::Retry);
         }
+        if self.max_rejected == 0 {
+            return Err(ConfigError::MaxRejected);
+        }
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig {
                 cert,
@@ -577,7 +655,14 @@ impl Args {
             agent_token: self.agent_token,
             open: self.open,
             admin_token: self.admin_token,
-            rate_limit: parse_rate(&self.rate_limit)?,
+            rate_limit: parse_rate("rate-limit", &self.rate_limit)?,
+            quota: crate::store::Quota {
+                max_undelivered: self.max_queued,
+                max_bytes: self.max_stored_bytes,
+                max_rejected: self.max_rejected,
+            },
+            source_rate_limit: parse_rate("source-rate-limit", &self.source_rate_limit)?,
+            min_free_space: self.min_free_space,
             max_agents_per_channel: self.max_agents_per_channel.max(1),
             max_in_flight: self.max_in_flight.max(1),
             metrics_listen: self.metrics_listen,
@@ -641,21 +726,47 @@ mod tests {
         assert_eq!(config.ack_after, None);
         assert_eq!(config.retention, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(config.retry, RetryPolicy::default());
+        assert_eq!(config.rate_limit, None, "no delivery pace by default");
+        let quota = Config::default().quota;
+        assert_eq!(config.quota, quota);
+        assert_eq!(quota.max_undelivered, 10_000);
+        assert_eq!(quota.max_bytes, 1 << 30);
+        assert_eq!(quota.max_rejected, 100);
         assert_eq!(
-            config.rate_limit.map(|r| r.to_string()).as_deref(),
+            config.source_rate_limit.map(|r| r.to_string()).as_deref(),
             Some("100/s")
         );
+        assert_eq!(
+            config.source_rate_limit,
+            Config::default().source_rate_limit
+        );
+        assert_eq!(config.min_free_space, 64 << 20);
         assert_eq!(config.open, None, "decided by the listen address");
     }
 
     #[test]
-    fn rate_limit_can_be_off() {
-        let config = Args::parse_from(["relay-server", "--rate-limit", "off"])
-            .validate()
-            .expect("valid");
-        assert_eq!(config.rate_limit, None);
-        let fast = Args::parse_from(["relay-server", "--rate-limit", "fast"]).validate();
-        assert!(matches!(fast, Err(ConfigError::RateLimit(_))), "{fast:?}");
+    fn rates_parse_or_are_off() {
+        let config = Args::parse_from([
+            "relay-server",
+            "--rate-limit",
+            "10/s",
+            "--source-rate-limit",
+            "off",
+        ])
+        .validate()
+        .expect("valid");
+        assert_eq!(
+            config.rate_limit.map(|r| r.to_string()).as_deref(),
+            Some("10/s")
+        );
+        assert_eq!(config.source_rate_limit, None);
+        for flag in ["--rate-limit", "--source-rate-limit"] {
+            let fast = Args::parse_from(["relay-server", flag, "fast"]).validate();
+            let err = fast.expect_err("not a rate");
+            assert!(err.to_string().starts_with(flag), "{err}");
+        }
+        let none = Args::parse_from(["relay-server", "--max-rejected", "0"]).validate();
+        assert!(matches!(none, Err(ConfigError::MaxRejected)), "{none:?}");
     }
 
     #[test]

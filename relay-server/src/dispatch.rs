@@ -2,7 +2,8 @@
 //! waiting for a retry.
 //!
 //! One drain task per channel, alive while an agent serves the channel and its queue is not
-//! empty. It delivers the due events one at a time in arrival order, records each attempt
+//! empty. It delivers the due events one at a time in arrival order, each in its turn when
+//! the channel has a pace (`--rate-limit`), records each attempt
 //! before taking the next, and then sleeps until the next retry falls due or it is kicked (an
 //! agent connected, an event was queued). Delivery is at least once: an event is marked delivered only after its
 //! attempt is recorded, so a crash in between delivers it again, with the same
@@ -104,6 +105,7 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             }
         };
         if due.is_empty() {
+            state.paces.caught_up(&channel);
             let next = match state.store.next_due(&channel).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -132,9 +134,19 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             if state.agents_shutdown.is_cancelled() {
                 break;
             }
+            // A channel with a pace gets each delivery in its turn (see `limits::Paces`).
+            let pace = state
+                .channels
+                .get(&channel)
+                .and_then(|record| record.settings.rate_limit);
+            tokio::select! {
+                () = state.paces.turn(&channel, pace) => {}
+                () = state.agents_shutdown.cancelled() => break,
+            }
             let Some(agent) = state.registry.pick(&channel) else {
                 break;
             };
+            state.paces.started(&channel);
             let id = event.summary.id;
             let failures = event.summary.failures;
             if let Err(e) = state.store.begin(id).await {

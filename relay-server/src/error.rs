@@ -45,8 +45,17 @@ pub enum Error {
     TooManyFailures(std::time::Duration),
     #[error("the admin API is off: start the server with --admin-token")]
     AdminDisabled,
-    #[error("channel {0} is over its rate limit; try again in {wait} s", wait = retry_secs(*.1))]
-    RateLimited(ChannelId, std::time::Duration),
+    #[error("{ip} is over its rate for webhooks nobody vouches for ({what}); try again in {} s", retry_secs(*.wait))]
+    SourceRateLimited {
+        ip: std::net::IpAddr,
+        what: &'static str,
+        wait: std::time::Duration,
+    },
+    /// The channel's store quota is full (the message says which part).
+    #[error("{0}")]
+    ChannelFull(String),
+    #[error("the relay is low on disk space ({0} bytes free); try again later")]
+    DiskLow(u64),
     #[error("the server is handling too many webhooks; try again shortly")]
     Busy,
     #[error("source address {0} may not send webhooks to this channel")]
@@ -56,6 +65,11 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
 }
+
+/// `Retry-After` for a full channel: time for its agent to take some of what it holds.
+const FULL_RETRY_AFTER_SECS: u64 = 60;
+/// `Retry-After` while the disk is low: time for an operator, or retention, to free some.
+const DISK_RETRY_AFTER_SECS: u64 = 60;
 
 /// Whole seconds to wait, rounded up, for `Retry-After` and messages.
 fn retry_secs(wait: std::time::Duration) -> u64 {
@@ -68,6 +82,7 @@ impl From<crate::store::StoreError> for Error {
             crate::store::StoreError::UnknownEvent(id) => Error::UnknownEvent(id),
             crate::store::StoreError::UnknownChannel(name) => Error::UnknownChannel(name),
             crate::store::StoreError::ChannelExists(name) => Error::ChannelExists(name),
+            e @ crate::store::StoreError::Full { .. } => Error::ChannelFull(e.to_string()),
             e => Error::Store(e),
         }
     }
@@ -80,8 +95,10 @@ impl Error {
                 StatusCode::NOT_FOUND
             }
             Error::ChannelExists(_) => StatusCode::CONFLICT,
-            Error::TooManyFailures(_) | Error::RateLimited(..) => StatusCode::TOO_MANY_REQUESTS,
-            Error::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Error::TooManyFailures(_) | Error::SourceRateLimited { .. } | Error::ChannelFull(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Error::Busy | Error::DiskLow(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::SourceNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::AdminDisabled => StatusCode::FORBIDDEN,
             Error::NoAgent(_) | Error::Overloaded | Error::Store(_) => {
@@ -110,10 +127,22 @@ impl IntoResponse for Error {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Error::TooManyFailures(wait) | Error::RateLimited(_, wait) => {
+            Error::TooManyFailures(wait) | Error::SourceRateLimited { wait, .. } => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
+            }
+            Error::ChannelFull(_) => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(FULL_RETRY_AFTER_SECS),
+                );
+            }
+            Error::DiskLow(_) => {
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(DISK_RETRY_AFTER_SECS),
+                );
             }
             Error::Busy => {
                 response

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod config_file;
 mod delivery;
+pub mod disk;
 mod dispatch;
 pub mod error;
 pub mod feed;
@@ -78,10 +79,16 @@ pub struct ServerState {
     pub feed: Arc<feed::Feed>,
     /// Whether agents may take channels nobody registered (see [`auth`]).
     pub open: bool,
+    /// Whether others can reach the server (see [`Reach`]).
+    pub public: bool,
     /// Wrong tokens per source address.
     pub auth_failures: auth::FailureLimiter,
-    /// Webhooks per channel per period.
-    pub rate_limits: limits::RateLimits,
+    /// The delivery pace of each channel.
+    pub paces: limits::Paces,
+    /// Webhooks nobody vouches for, per source address (on a public relay only).
+    pub source_limits: limits::SourceLimits,
+    /// Free space in the data dir.
+    pub disk: disk::DiskGuard,
     /// One permit per webhook being handled (`--max-in-flight`).
     pub ingress_slots: tokio::sync::Semaphore,
     pub metrics: metrics::Metrics,
@@ -89,24 +96,43 @@ pub struct ServerState {
 
 pub type AppState = Arc<ServerState>;
 
+/// Who can reach the server, as decided at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Open mode: any agent may take a channel nobody registered.
+    pub open: bool,
+    /// Others can reach it: it listens beyond loopback, or `--public-url` names another host.
+    /// Only then are webhooks limited per source address.
+    pub public: bool,
+}
+
 impl ServerState {
     pub fn new(
         config: Config,
         public_url: String,
         store: Arc<dyn Store>,
-        open: bool,
+        reach: Reach,
         shutdown: CancellationToken,
     ) -> AppState {
         let feed = Arc::new(feed::Feed::default());
         let store: Arc<dyn Store> = Arc::new(feed::Observed::new(store, Arc::clone(&feed)));
+        let data_dir = match &config.store {
+            StoreConfig::Sqlite { dir, .. } => Some(dir.clone()),
+            StoreConfig::Memory => None,
+        };
         Arc::new(Self {
             feed,
             auth_failures: auth::FailureLimiter::new(config.auth_failures, config.auth_window),
-            rate_limits: limits::RateLimits::new(config.rate_limit),
+            paces: limits::Paces::new(config.rate_limit),
+            source_limits: limits::SourceLimits::new(
+                config.source_rate_limit.filter(|_| reach.public),
+            ),
+            disk: disk::DiskGuard::new(data_dir, config.min_free_space),
+            public: reach.public,
             metrics: metrics::Metrics::default(),
             ingress_slots: tokio::sync::Semaphore::new(config.max_in_flight),
             channels: channels::Directory::default(),
-            open,
+            open: reach.open,
             config,
             public_url,
             registry: registry::Registry::default(),
@@ -148,8 +174,9 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| config::derive_public_url(addr, certs.is_some()));
     let grace = config.shutdown_grace;
-    let store = store::open(&config.store).await?;
+    let store = store::open(&config.store, config.quota).await?;
     let (open, why) = open_mode(config.open, addr, config.public_url.as_deref());
+    let public = is_public(addr, config.public_url.as_deref());
     if !config.declared_channels.is_empty() {
         let (created, updated) =
             channels::declare(store.as_ref(), &config.declared_channels).await?;
@@ -158,7 +185,8 @@ pub async fn serve(
             created, updated, "channels from the config file"
         );
     }
-    let state = ServerState::new(config, public_url, store, open, shutdown.clone());
+    let reach = Reach { open, public };
+    let state = ServerState::new(config, public_url, store, reach, shutdown.clone());
     channels::reload(&state).await?;
     match &certs {
         None => info!("TLS off: serving plain HTTP (put a TLS-terminating proxy in front)"),
@@ -196,6 +224,7 @@ pub async fn serve(
         ));
     }
     state.tracker.spawn(prune(Arc::clone(&state)));
+    state.tracker.spawn(disk::watch(Arc::clone(&state)));
     state.tracker.spawn(channels::watch(Arc::clone(&state)));
     #[cfg(unix)]
     state
@@ -264,6 +293,12 @@ fn open_mode(
     }
 }
 
+/// Whether others can reach a server listening on `addr` with `public_url`: the same test as
+/// [`open_mode`]'s default.
+fn is_public(addr: SocketAddr, public_url: Option<&str>) -> bool {
+    !addr.ip().is_loopback() || public_url.is_some_and(|url| !is_loopback_url(url))
+}
+
 /// Whether `url`'s host is loopback (`localhost`, 127.0.0.0/8, `[::1]`).
 fn is_loopback_url(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -311,7 +346,8 @@ async fn prune(state: AppState) {
             _ = every.tick() => {}
             () = state.agents_shutdown.cancelled() => return,
         }
-        state.rate_limits.sweep(&state.channels);
+        state.paces.sweep(&state.channels);
+        state.source_limits.sweep();
         let retention = i64::try_from(state.config.retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = store::now_ms().saturating_sub(retention);
         match state

@@ -358,7 +358,7 @@ async fn the_channels_command_works_beside_a_running_server() {
     ]);
     assert!(ok, "{out}{err}");
     assert!(
-        out.contains("mode balance, rate 10/s, verify github, from 192.30.252.0/22"),
+        out.contains("mode balance, pace 10/s, verify github, from 192.30.252.0/22"),
         "{out}"
     );
     assert!(!out.contains("s3cret"), "secrets are not echoed");

@@ -48,8 +48,6 @@ impl ServerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            // These tests flood one channel on purpose; limits have their own tests.
-            .args(["--rate-limit", "off"])
             .args(extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

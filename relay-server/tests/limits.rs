@@ -1,5 +1,5 @@
-//! Limits against floods and strangers: rate per channel, agents per channel, webhooks in
-//! progress, source networks. Each refusal is checked for its answer, and that the server
+//! Limits against floods and strangers: agents per channel, webhooks in progress, source
+//! networks (the pace and quotas of a channel are in `never_refuse.rs`). Each refusal is checked for its answer, and that the server
 //! goes on serving within the limits.
 
 mod common;
@@ -18,55 +18,6 @@ fn retry_after(answer: &Answer) -> u64 {
         .expect("ascii")
         .parse()
         .expect("seconds")
-}
-
-#[tokio::test]
-async fn a_flood_past_the_rate_limit_gets_429_with_retry_after() {
-    let server = start_server(Config {
-        rate_limit: "5/m".parse().ok(),
-        ..closed()
-    })
-    .await;
-    create_channel(&server, "flooded", json!({})).await;
-    create_channel(&server, "calm", json!({})).await;
-    create_channel(&server, "strict", json!({"rate_limit": "2/h"})).await;
-    let flooded = format!("{}/h/flooded", server.url());
-    for _ in 0..5 {
-        assert_eq!(post(&flooded).await.status, 202, "queued: no agent");
-    }
-    let refused = post(&flooded).await;
-    assert_eq!(refused.status, 429);
-    assert!(
-        (1..=12).contains(&retry_after(&refused)),
-        "one slot per 12 s"
-    );
-    assert!(
-        refused.json()["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("over its rate limit")),
-        "{:?}",
-        refused.body
-    );
-    // Refused webhooks are not stored.
-    let events = get_admin_json(&server, "/api/channels/flooded/events").await;
-    assert_eq!(events["events"].as_array().map(Vec::len), Some(5));
-
-    assert_eq!(post(&format!("{}/h/calm", server.url())).await.status, 202);
-    let strict = format!("{}/h/strict", server.url());
-    assert_eq!(post(&strict).await.status, 202);
-    assert_eq!(post(&strict).await.status, 202);
-    let refused = post(&strict).await;
-    assert_eq!(
-        refused.status, 429,
-        "a channel's own rate replaces the default"
-    );
-    assert!(retry_after(&refused) > 60);
-}
-
-async fn get_admin_json(server: &TestServer, path: &str) -> serde_json::Value {
-    let answer = admin(server, "GET", path, String::new()).await;
-    assert_eq!(answer.status, 200, "{:?}", answer.body);
-    answer.json()
 }
 
 #[tokio::test]

@@ -22,11 +22,9 @@ async fn readyz_answers_ready_while_the_store_takes_writes() {
 
 #[tokio::test]
 async fn metrics_count_webhooks_refusals_agents_queues_and_bytes() {
-    let server = start_server(Config {
-        rate_limit: "3/m".parse().ok(),
-        ..closed()
-    })
-    .await;
+    let mut config = closed();
+    config.quota.max_undelivered = 1;
+    let server = start_server(config).await;
     let target = start_target().await;
     let token = create_channel(&server, "watched", json!({})).await;
     create_channel(&server, "offline", json!({})).await;
@@ -40,14 +38,15 @@ async fn metrics_count_webhooks_refusals_agents_queues_and_bytes() {
         let answer = send(&client(), "POST", &hook, &[], "12345").await;
         assert_eq!(answer.status, 201);
     }
-    assert_eq!(
-        send(&client(), "POST", &hook, &[], "12345").await.status,
-        429
-    );
     let offline = format!("{}/h/offline", server.url());
     assert_eq!(
         send(&client(), "POST", &offline, &[], "q").await.status,
         202
+    );
+    assert_eq!(
+        send(&client(), "POST", &offline, &[], "q").await.status,
+        429,
+        "its one undelivered webhook fills the channel"
     );
     assert_eq!(
         send(
@@ -80,13 +79,13 @@ async fn metrics_count_webhooks_refusals_agents_queues_and_bytes() {
     let body = text(&answer);
     for line in [
         r#"hookrelay_webhooks_total{channel="watched",class="2xx"} 3"#,
-        r#"hookrelay_webhooks_total{channel="watched",class="4xx"} 1"#,
         r#"hookrelay_webhooks_total{channel="offline",class="2xx"} 1"#,
-        r#"hookrelay_rejected_total{reason="rate_limit"} 1"#,
+        r#"hookrelay_webhooks_total{channel="offline",class="4xx"} 1"#,
+        r#"hookrelay_rejected_total{reason="channel_full"} 1"#,
         r#"hookrelay_rejected_total{reason="unknown_channel"} 1"#,
         "hookrelay_agents_connected 1",
         r#"hookrelay_queue_depth{channel="offline"} 1"#,
-        r#"hookrelay_body_bytes_total{direction="in"} 16"#,
+        r#"hookrelay_body_bytes_total{direction="in"} 17"#,
         "hookrelay_delivery_duration_seconds_count 3",
     ] {
         assert!(body.contains(line), "{line} missing from:\n{body}");
@@ -192,7 +191,6 @@ async fn channels_declared_in_the_config_file_are_served() {
         r#"
 listen = "127.0.0.1:0"
 open = false
-rate-limit = "off"
 
 [[channel]]
 name = "from-file"

@@ -23,6 +23,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         let body = json!({ "status": "not ready", "reason": "shutting down" });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
     }
+    if let Some(free) = state.disk.low() {
+        let reason = format!(
+            "data dir low on space: {free} bytes free, under --min-free-space {}",
+            state.disk.min_free()
+        );
+        let body = json!({ "status": "not ready", "reason": reason });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     match state.store.ready().await {
         Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Err(e) => {
@@ -106,7 +114,10 @@ mod tests {
             Config::default(),
             "http://127.0.0.1:1".to_owned(),
             Arc::new(MemoryStore::new()),
-            true,
+            crate::Reach {
+                open: true,
+                public: false,
+            },
             shutdown.clone(),
         );
         let (status, body) = super::readyz(State(Arc::clone(&state))).await;

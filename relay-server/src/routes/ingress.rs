@@ -77,6 +77,8 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
                 let cause = std::error::Error::source(&e).map(ToString::to_string);
                 if e.status().is_server_error() {
                     warn!(status, elapsed_ms, error = %e, cause, "delivery failed");
+                } else if matches!(e, Error::ChannelFull(_)) {
+                    warn!(status, elapsed_ms, error = %e, "delivery refused: the channel is full");
                 } else {
                     info!(status, elapsed_ms, error = %e, "delivery refused");
                 }
@@ -141,11 +143,13 @@ async fn deliver(
             return Err(Error::SourceNotAllowed(ip));
         }
     }
-    if let Err(wait) = state
-        .rate_limits
-        .check(&channel, settings.and_then(|s| s.rate_limit))
-    {
-        return Err(Error::RateLimited(channel, wait));
+    if let Some(free) = state.disk.low() {
+        return Err(Error::DiskLow(free));
+    }
+    if registered.is_none() && state.public {
+        // Open mode on a public relay: the name is the only secret, so one address may not
+        // flood the server with channels of its own.
+        limit_source(state, client, "open channel")?;
     }
     let mode = settings.map_or(Mode::Balance, |s| s.mode);
     let started = Deadline::now();
@@ -186,24 +190,31 @@ async fn deliver(
     if let Some(verify) = settings.and_then(|s| s.verify.as_ref()) {
         let now = event.received_at.div_euclid(1000);
         if let Err(e) = verify.check(&event.headers, &event.body, now) {
+            if state.public {
+                limit_source(state, client, "signature failed")?;
+            }
             reject(state, event, &e).await?;
             return Err(Error::Signature(e));
         }
     }
-    let can_take = |agent: &Arc<AgentHandle>| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT;
-    let mut agents: Vec<Arc<AgentHandle>> = match mode {
-        Mode::Balance => state.registry.pick(&channel).into_iter().collect(),
-        Mode::Fanout => state.registry.agents(&channel),
-    };
-    agents.retain(can_take);
-    if !agents.is_empty() {
-        event.status = EventStatus::Delivering;
+    let pace = settings.and_then(|s| s.rate_limit);
+    let mut agents: Vec<Arc<AgentHandle>> = Vec::new();
+    if state.paces.admit(&channel, pace) {
+        agents = match mode {
+            Mode::Balance => state.registry.pick(&channel).into_iter().collect(),
+            Mode::Fanout => state.registry.agents(&channel),
+        };
+        agents.retain(|agent| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT);
     }
     if agents.is_empty() {
         state.store.insert(event).await?;
+        if state.paces.is_paced(pace) {
+            state.paces.queued(&channel);
+        }
         state.dispatcher.kick(state, &channel);
-        return Ok(Answer::Queued(offline_answer(state, id, &channel)));
+        return Ok(Answer::Queued(queued_answer(state, id, &channel)));
     }
+    event.status = EventStatus::Delivering;
     let out = Outgoing {
         id,
         method: event.method.clone(),
@@ -392,10 +403,25 @@ fn record(state: &AppState, id: DeliveryId, mut attempt: store::Attempt, then: T
     });
 }
 
-/// The answer for a webhook stored while no agent can take it.
-fn offline_answer(state: &AppState, id: DeliveryId, channel: &ChannelId) -> Response {
+/// Counts an untrusted webhook (`what`) against its source's limit.
+fn limit_source(
+    state: &AppState,
+    client: Option<std::net::IpAddr>,
+    what: &'static str,
+) -> Result<(), Error> {
+    state.source_limits.check(client).map_err(|wait| {
+        let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+        Error::SourceRateLimited { ip, what, wait }
+    })
+}
+
+/// The answer for a webhook stored to be delivered later: `202 {"id", "status": "queued"}`,
+/// or with `--offline-status 503` that when no agent is connected.
+fn queued_answer(state: &AppState, id: DeliveryId, channel: &ChannelId) -> Response {
     let id = id.to_string();
-    if state.config.offline_status == StatusCode::SERVICE_UNAVAILABLE.as_u16() {
+    if state.config.offline_status == StatusCode::SERVICE_UNAVAILABLE.as_u16()
+        && state.registry.agent_count(channel) == 0
+    {
         let body = json!({
             "error": format!("no agent connected to channel {channel}; the webhook is queued"),
             "id": id,

@@ -9,7 +9,8 @@ use protocol::{ChannelId, DeliveryId, Headers};
 use crate::channels::{ChannelRecord, ChannelSettings, Mode, TokenHash};
 
 use super::{
-    Attempt, AttemptKind, EventStatus, ListQuery, Millis, NewEvent, Store, StoreError, Transition,
+    Attempt, AttemptKind, EventStatus, Full, ListQuery, Millis, NewEvent, Quota, Store, StoreError,
+    Transition, stored_size,
 };
 
 macro_rules! conformance {
@@ -54,6 +55,50 @@ conformance!(
     channels_are_created_updated_and_deleted,
     every_channel_change_moves_the_version,
     queue_depths_count_queued_events_per_channel,
+);
+
+/// Bytes [`new_event`] counts against a quota, and how many of them are its headers.
+const EVENT_SIZE: u64 = 1108;
+const HEADERS_SIZE: usize = 108;
+
+/// The quota of the quota checks: four undelivered events, six events' bytes, two rejected.
+const TEST_QUOTA: Quota = Quota {
+    max_undelivered: 4,
+    max_bytes: 6 * EVENT_SIZE,
+    max_rejected: 2,
+};
+
+/// [`conformance!`] for checks that need each backend opened with [`TEST_QUOTA`].
+macro_rules! quota_conformance {
+    ($($check:ident),* $(,)?) => {
+        mod memory_quota {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let store = crate::store::MemoryStore::with_quota(super::TEST_QUOTA);
+                    super::$check(&store).await;
+                }
+            )*
+        }
+        mod sqlite_quota {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let dir = tempfile::tempdir().expect("create temp dir");
+                    let store =
+                        crate::store::SqliteStore::open_with_quota(dir.path(), false, super::TEST_QUOTA)
+                            .expect("open store in a fresh temp dir");
+                    super::$check(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+quota_conformance!(
+    undelivered_events_past_the_quota_are_refused_until_some_are_done,
+    the_oldest_finished_events_make_room_and_undelivered_ones_never_go,
+    rejected_events_past_their_cap_drop_the_oldest,
 );
 
 pub(super) fn channel(name: &str) -> ChannelId {
@@ -713,4 +758,132 @@ async fn queue_depths_count_queued_events_per_channel(store: &dyn Store) {
         store.queue_depths().await.expect("depths"),
         [(a, 3), (b, 1)]
     );
+}
+
+fn is_full(result: Result<(), StoreError>, what: Full) -> bool {
+    matches!(result, Err(StoreError::Full { what: w, limit, .. }) if w == what && limit > 0)
+}
+
+async fn undelivered_events_past_the_quota_are_refused_until_some_are_done(store: &dyn Store) {
+    assert_eq!(
+        stored_size(&binary_headers(), &binary_body()),
+        EVENT_SIZE,
+        "the quota below counts in events of this size"
+    );
+    let ch = channel("busy");
+    let mut ids = Vec::new();
+    for (t, status) in (1..).zip([
+        EventStatus::Queued,
+        EventStatus::Delivering,
+        EventStatus::Queued,
+        EventStatus::Queued,
+    ]) {
+        ids.push(put(store, new_event(&ch, t, status)).await);
+    }
+    let full = store.insert(new_event(&ch, 5, EventStatus::Queued)).await;
+    assert!(is_full(full, Full::Undelivered), "four undelivered fill it");
+    let err = store
+        .insert(new_event(&ch, 5, EventStatus::Delivering))
+        .await
+        .expect_err("full");
+    assert!(
+        err.to_string()
+            .contains("channel busy holds its quota of 4"),
+        "{err}"
+    );
+    put(store, new_event(&channel("other"), 5, EventStatus::Queued)).await;
+    put(store, new_event(&ch, 5, EventStatus::Rejected)).await;
+
+    // A retry keeps an event undelivered; delivering or failing one frees its place.
+    let retry = Transition::Retry { at: 9, failures: 1 };
+    store
+        .record(ids[0], attempt(None), retry)
+        .await
+        .expect("record");
+    assert!(is_full(
+        store.insert(new_event(&ch, 6, EventStatus::Queued)).await,
+        Full::Undelivered
+    ));
+    store
+        .record(ids[1], attempt(Some(200)), Transition::Delivered)
+        .await
+        .expect("record");
+    put(store, new_event(&ch, 7, EventStatus::Queued)).await;
+    store
+        .record(ids[2], attempt(Some(500)), Transition::Failed)
+        .await
+        .expect("record");
+    put(store, new_event(&ch, 8, EventStatus::Queued)).await;
+    assert!(is_full(
+        store.insert(new_event(&ch, 9, EventStatus::Queued)).await,
+        Full::Undelivered
+    ));
+    // Pruning by age takes undelivered events too, and frees their places.
+    // (The delivered ids[1] already went to make room for the seventh event's bytes.)
+    assert!(store.get(&ch, ids[1]).await.expect("get").is_none());
+    assert_eq!(store.prune(5, u64::MAX).await.expect("prune"), 3);
+    put(store, new_event(&ch, 10, EventStatus::Queued)).await;
+    put(store, new_event(&ch, 11, EventStatus::Queued)).await;
+    assert!(is_full(
+        store.insert(new_event(&ch, 12, EventStatus::Queued)).await,
+        Full::Undelivered
+    ));
+}
+
+async fn the_oldest_finished_events_make_room_and_undelivered_ones_never_go(store: &dyn Store) {
+    let ch = channel("roomy");
+    let mut ids = Vec::new();
+    for t in 1..=6 {
+        let id = put(store, new_event(&ch, t, EventStatus::Delivering)).await;
+        let then = if t % 2 == 0 {
+            Transition::Failed
+        } else {
+            Transition::Delivered
+        };
+        store
+            .record(id, attempt(Some(200)), then)
+            .await
+            .expect("record");
+        ids.push(id);
+    }
+    let queued = put(store, new_event(&ch, 7, EventStatus::Queued)).await;
+    // Six events' bytes were full: the oldest finished one made room.
+    assert!(store.get(&ch, ids[0]).await.expect("get").is_none());
+    assert_eq!(store.count(&ch, None).await.expect("count"), 6);
+    let mut big = new_event(&ch, 8, EventStatus::Queued);
+    big.body = vec![7u8; 2 * EVENT_SIZE as usize - HEADERS_SIZE].into();
+    put(store, big).await;
+    // Two more events' bytes: the next oldest finished ones went, the queued one stayed.
+    assert!(store.get(&ch, ids[1]).await.expect("get").is_none());
+    assert!(store.get(&ch, ids[2]).await.expect("get").is_none());
+    assert!(store.get(&ch, ids[3]).await.expect("get").is_some());
+    assert_eq!(status_of(store, &ch, queued).await, EventStatus::Queued);
+    // Undelivered bytes that would pass the quota are refused, whatever could be deleted.
+    let mut huge = new_event(&ch, 9, EventStatus::Queued);
+    huge.body = vec![7u8; 4 * EVENT_SIZE as usize].into();
+    assert!(is_full(store.insert(huge).await, Full::Bytes));
+    assert!(
+        store.get(&ch, ids[3]).await.expect("get").is_some(),
+        "nothing deleted in vain"
+    );
+}
+
+async fn rejected_events_past_their_cap_drop_the_oldest(store: &dyn Store) {
+    let ch = channel("forged");
+    let kept = put(store, new_event(&ch, 1, EventStatus::Delivering)).await;
+    let mut rejected = Vec::new();
+    for t in 2..=5 {
+        rejected.push(put(store, new_event(&ch, t, EventStatus::Rejected)).await);
+    }
+    assert_eq!(
+        store
+            .count(&ch, Some(EventStatus::Rejected))
+            .await
+            .expect("count"),
+        2
+    );
+    for (id, left) in rejected.iter().zip([false, false, true, true]) {
+        assert_eq!(store.get(&ch, *id).await.expect("get").is_some(), left);
+    }
+    assert!(store.get(&ch, kept).await.expect("get").is_some());
 }

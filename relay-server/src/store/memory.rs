@@ -13,13 +13,20 @@ use crate::channels::ChannelRecord;
 
 use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,
-    Recorded, Store, StoreError, Transition,
+    Quota, Recorded, Room, Store, StoreError, Transition, Usage, finished, stored_size,
 };
 
 /// The in-memory [`Store`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    quota: Quota,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::with_quota(Quota::UNLIMITED)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +43,8 @@ struct Inner {
 #[derive(Debug)]
 struct Entry {
     seq: u64,
+    /// Its [`stored_size`].
+    size: u64,
     event: Event,
 }
 
@@ -45,11 +54,62 @@ struct Channel {
     events: BTreeMap<u64, DeliveryId>,
     /// The `seq` of its queued events, so the dispatcher's polls do not walk the history.
     queued: BTreeSet<u64>,
+    usage: Usage,
+}
+
+impl Channel {
+    /// Deletes the events `seqs` of this channel.
+    fn delete(&mut self, events: &mut HashMap<DeliveryId, Entry>, seqs: &[u64]) {
+        for seq in seqs {
+            if let Some(id) = self.events.remove(seq) {
+                self.queued.remove(seq);
+                if let Some(entry) = events.remove(&id) {
+                    self.usage.remove(entry.event.summary.status, entry.size);
+                }
+            }
+        }
+    }
+
+    /// Deletes what `room` says must go, oldest first.
+    fn make_room(&mut self, events: &mut HashMap<DeliveryId, Entry>, room: Room) {
+        let mut doomed = Vec::new();
+        let (mut freed, mut rejected_left) = (0, room.drop_rejected);
+        for (seq, id) in &self.events {
+            if rejected_left == 0 {
+                break;
+            }
+            let entry = &events[id];
+            if entry.event.summary.status == EventStatus::Rejected {
+                doomed.push(*seq);
+                freed += entry.size;
+                rejected_left -= 1;
+            }
+        }
+        for (seq, id) in &self.events {
+            if freed >= room.free_bytes {
+                break;
+            }
+            let entry = &events[id];
+            if finished(entry.event.summary.status) && !doomed.contains(seq) {
+                doomed.push(*seq);
+                freed += entry.size;
+            }
+        }
+        self.delete(events, &doomed);
+    }
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that holds each channel to `quota`.
+    pub fn with_quota(quota: Quota) -> Self {
+        Self {
+            inner: Mutex::default(),
+            quota,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -69,11 +129,23 @@ impl Store for MemoryStore {
                 new.id
             )));
         }
-        inner.next_seq += 1;
-        let seq = inner.next_seq;
+        let Inner {
+            events,
+            channels,
+            next_seq,
+            ..
+        } = &mut *inner;
+        let size = stored_size(&new.headers, &new.body);
+        let channel = channels.entry(new.channel.clone()).or_default();
+        let room = self
+            .quota
+            .room(&new.channel, &channel.usage, new.status, size)?;
+        channel.make_room(events, room);
+        *next_seq += 1;
+        let seq = *next_seq;
         let queued = new.status == EventStatus::Queued;
-        let channel = inner.channels.entry(new.channel.clone()).or_default();
         channel.events.insert(seq, new.id);
+        channel.usage.add(new.status, size);
         if queued {
             channel.queued.insert(seq);
         }
@@ -98,7 +170,7 @@ impl Store for MemoryStore {
             body: new.body,
             attempts: Vec::new(),
         };
-        inner.events.insert(new.id, Entry { seq, event });
+        events.insert(new.id, Entry { seq, size, event });
         Ok(())
     }
 
@@ -133,6 +205,7 @@ impl Store for MemoryStore {
         } = &mut *inner;
         let entry = events.get_mut(&id).ok_or(StoreError::UnknownEvent(id))?;
         let summary = &mut entry.event.summary;
+        let was = summary.status;
         summary.attempts = summary.attempts.saturating_add(1);
         attempt.n = summary.attempts;
         if attempt.status.is_some() {
@@ -152,6 +225,7 @@ impl Store for MemoryStore {
         let channel = channels
             .get_mut(&summary.channel)
             .expect("every stored event is indexed under its channel");
+        channel.usage.moved(was, summary.status, entry.size);
         if queued {
             channel.queued.insert(entry.seq);
         } else {
@@ -285,12 +359,7 @@ impl Store for MemoryStore {
                     .collect();
                 doomed.extend(beyond_cap);
             }
-            for seq in doomed {
-                if let Some(id) = channel.events.remove(&seq) {
-                    channel.queued.remove(&seq);
-                    events.remove(&id);
-                }
-            }
+            channel.delete(events, &doomed);
             !channel.events.is_empty()
         });
         Ok((before - events.len()) as u64)
@@ -365,11 +434,4 @@ impl Inner {
 fn finish(summary: &mut EventSummary, status: EventStatus) {
     summary.status = status;
     summary.next_attempt_at = None;
-}
-
-fn finished(status: EventStatus) -> bool {
-    matches!(
-        status,
-        EventStatus::Delivered | EventStatus::Failed | EventStatus::Rejected
-    )
 }

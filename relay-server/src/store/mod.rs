@@ -29,14 +29,15 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, WriteStats};
 
-/// Opens the store `config` names. For SQLite this creates the data dir if needed, checks it
-/// is writable and brings its schema up to date, so a bad data dir fails at start-up.
-pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+/// Opens the store `config` names, holding each channel to `quota`. For SQLite this creates
+/// the data dir if needed, checks it is writable and brings its schema up to date, so a bad
+/// data dir fails at start-up.
+pub async fn open(config: &StoreConfig, quota: Quota) -> Result<Arc<dyn Store>, StoreError> {
     match config {
-        StoreConfig::Memory => Ok(Arc::new(MemoryStore::new())),
+        StoreConfig::Memory => Ok(Arc::new(MemoryStore::with_quota(quota))),
         StoreConfig::Sqlite { dir, fsync } => {
             let (dir, fsync) = (dir.clone(), *fsync);
-            open_blocking(move || SqliteStore::open(&dir, fsync)).await
+            open_blocking(move || SqliteStore::open_with_quota(&dir, fsync, quota)).await
         }
     }
 }
@@ -229,6 +230,154 @@ pub struct Attempt {
 /// human reading it, and a target answering with megabytes would otherwise fill the store.
 pub const MAX_RECORDED_BODY: usize = 1024 * 1024;
 
+/// What one channel may hold in the store. A flood fills its own channel's quota and nothing
+/// else: the relay answers 429 only when the channel genuinely cannot hold more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Events not yet delivered or given up on (`queued` or `delivering`); past it a new one
+    /// is refused with [`StoreError::Full`].
+    pub max_undelivered: u64,
+    /// Bytes of the channel's events (bodies and headers, every status). To make room, the
+    /// oldest delivered, failed and rejected events are deleted first; only when the
+    /// undelivered ones alone leave no room is a new event refused.
+    pub max_bytes: u64,
+    /// `rejected` events kept for inspection (at least 1); past it the oldest are deleted.
+    pub max_rejected: u64,
+}
+
+impl Quota {
+    pub const UNLIMITED: Quota = Quota {
+        max_undelivered: u64::MAX,
+        max_bytes: u64::MAX,
+        max_rejected: u64::MAX,
+    };
+
+    /// Whether an event of `size` bytes arriving as `status` fits beside what the channel
+    /// holds (`usage`), and what must be deleted to make room for it.
+    pub(crate) fn room(
+        &self,
+        channel: &ChannelId,
+        usage: &Usage,
+        status: EventStatus,
+        size: u64,
+    ) -> Result<Room, StoreError> {
+        let full = |what: Full, limit: u64| StoreError::Full {
+            channel: channel.clone(),
+            what,
+            limit,
+        };
+        if undelivered(status) && usage.undelivered >= self.max_undelivered {
+            return Err(full(Full::Undelivered, self.max_undelivered));
+        }
+        // Only finished events can be deleted to make room.
+        if usage.open_bytes.saturating_add(size) > self.max_bytes {
+            return Err(full(Full::Bytes, self.max_bytes));
+        }
+        let drop_rejected = if status == EventStatus::Rejected {
+            (usage.rejected + 1).saturating_sub(self.max_rejected.max(1))
+        } else {
+            0
+        };
+        Ok(Room {
+            drop_rejected,
+            free_bytes: usage
+                .bytes
+                .saturating_add(size)
+                .saturating_sub(self.max_bytes),
+        })
+    }
+}
+
+/// Which part of a channel's [`Quota`] is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    Undelivered,
+    Bytes,
+}
+
+/// What a channel holds in the store, as a backend keeps count of it for [`Quota`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Events `queued` or `delivering`.
+    pub undelivered: u64,
+    /// Bytes ([`stored_size`]) of those.
+    pub open_bytes: u64,
+    /// Bytes of all its events.
+    pub bytes: u64,
+    /// Events `rejected`.
+    pub rejected: u64,
+}
+
+impl Usage {
+    /// Counts an event of `size` bytes in `status`.
+    pub fn add(&mut self, status: EventStatus, size: u64) {
+        self.add_many(status, 1, size);
+    }
+
+    /// Counts `count` events in `status` of `bytes` bytes together.
+    pub fn add_many(&mut self, status: EventStatus, count: u64, bytes: u64) {
+        self.bytes += bytes;
+        if status == EventStatus::Rejected {
+            self.rejected += count;
+        }
+        if undelivered(status) {
+            self.undelivered += count;
+            self.open_bytes += bytes;
+        }
+    }
+
+    /// Stops counting an event of `size` bytes in `status` (it was deleted).
+    pub fn remove(&mut self, status: EventStatus, size: u64) {
+        self.bytes = self.bytes.saturating_sub(size);
+        if status == EventStatus::Rejected {
+            self.rejected = self.rejected.saturating_sub(1);
+        }
+        if undelivered(status) {
+            self.undelivered = self.undelivered.saturating_sub(1);
+            self.open_bytes = self.open_bytes.saturating_sub(size);
+        }
+    }
+
+    /// An event of `size` bytes went from status `from` to `to`.
+    pub fn moved(&mut self, from: EventStatus, to: EventStatus, size: u64) {
+        if from != to {
+            self.remove(from, size);
+            self.add(to, size);
+        }
+    }
+}
+
+/// What must go before a new event fits in its channel's [`Quota`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Room {
+    /// The oldest `rejected` events to delete.
+    pub drop_rejected: u64,
+    /// Bytes of the oldest finished events (delivered, failed, rejected) to delete, counting
+    /// the rejected ones above.
+    pub free_bytes: u64,
+}
+
+/// Whether an event in `status` is still to be delivered (it counts against
+/// [`Quota::max_undelivered`]).
+pub fn undelivered(status: EventStatus) -> bool {
+    matches!(status, EventStatus::Queued | EventStatus::Delivering)
+}
+
+/// Whether an event in `status` may be deleted to make room (it is done with).
+pub fn finished(status: EventStatus) -> bool {
+    matches!(
+        status,
+        EventStatus::Delivered | EventStatus::Failed | EventStatus::Rejected
+    )
+}
+
+/// The bytes an event counts against its channel's [`Quota::max_bytes`]: its body and its
+/// headers as [`encode_headers`] stores them.
+pub fn stored_size(headers: &Headers, body: &[u8]) -> u64 {
+    let headers: usize = headers.iter().map(|(n, v)| 8 + n.len() + v.len()).sum();
+    (headers + body.len()) as u64
+}
+
 /// What [`Store::record`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
@@ -285,14 +434,33 @@ pub enum StoreError {
     ChannelExists(ChannelId),
     #[error("no channel {0}")]
     UnknownChannel(ChannelId),
+    #[error("{}", full_message(channel, *what, *limit))]
+    Full {
+        channel: ChannelId,
+        what: Full,
+        limit: u64,
+    },
+}
+
+fn full_message(channel: &ChannelId, what: Full, limit: u64) -> String {
+    match what {
+        Full::Undelivered => format!(
+            "channel {channel} holds its quota of {limit} undelivered webhooks; try again once its agent has taken some"
+        ),
+        Full::Bytes => format!(
+            "channel {channel} holds its quota of {limit} bytes of undelivered webhooks; try again once its agent has taken some"
+        ),
+    }
 }
 
 /// The store's interface. Every method is cancel-safe in the sense that matters here: a write
 /// whose future is dropped still happens or not as a whole.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
-    /// Stores a new event. Once this returns, the event survives a crash of the process (for a
-    /// durable backend). Writes from concurrent callers are committed together.
+    /// Stores a new event, within its channel's [`Quota`] (see [`Quota::room`]):
+    /// [`StoreError::Full`] when it does not fit, after deleting the oldest finished events
+    /// where that makes room. Once this returns, the event survives a crash of the process
+    /// (for a durable backend). Writes from concurrent callers are committed together.
     async fn insert(&self, event: NewEvent) -> Result<(), StoreError>;
 
     /// Records an attempt on event `id` and applies `then` to its status. A queued event whose
@@ -377,11 +545,8 @@ pub trait Store: Send + Sync + fmt::Debug {
 /// length (u32 LE), value. Written by hand rather than with a serialisation crate so the
 /// format on disk cannot change with a dependency's configuration.
 pub fn encode_headers(headers: &Headers) -> Vec<u8> {
-    let size = headers
-        .iter()
-        .map(|(n, v)| 8 + n.len() + v.len())
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+    let size = stored_size(headers, &[]);
+    let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     for (name, value) in headers {
         for part in [name.as_bytes(), value.as_ref()] {
             let len = u32::try_from(part.len()).unwrap_or(u32::MAX);

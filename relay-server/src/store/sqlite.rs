@@ -20,12 +20,12 @@ use tracing::{error, info};
 use crate::channels::ChannelRecord;
 
 use super::{
-    Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Recorded, Store,
+    Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Quota, Recorded, Store,
     StoreError, Transition,
 };
 use rows::{attempt_from_row, channel_from_row, db_error, event_from_row, summary_from_row};
 use schema::{MIGRATIONS, connect, migrate, open_error, recover};
-use writer::{Counters, Op, Reply, Request, run_writer};
+use writer::{Counters, Ledger, Op, Reply, Request, run_writer};
 
 mod rows;
 mod schema;
@@ -79,22 +79,37 @@ impl SqliteStore {
     /// or written, a file that is not a database) fails here, as [`StoreError::Open`], so the
     /// server refuses to start rather than losing the first webhook.
     pub fn open(dir: &Path, fsync: bool) -> Result<SqliteStore, StoreError> {
-        Self::open_with(dir, fsync, true)
+        Self::open_with(dir, fsync, true, Quota::UNLIMITED)
+    }
+
+    /// [`SqliteStore::open`], holding each channel to `quota`.
+    pub fn open_with_quota(
+        dir: &Path,
+        fsync: bool,
+        quota: Quota,
+    ) -> Result<SqliteStore, StoreError> {
+        Self::open_with(dir, fsync, true, quota)
     }
 
     /// Opens the store alongside a server that may be running on it (for `relay-server
     /// channels`): the same as [`SqliteStore::open`] but without requeueing `delivering`
     /// events, which that server is delivering.
     pub fn open_beside_server(dir: &Path) -> Result<SqliteStore, StoreError> {
-        Self::open_with(dir, true, false)
+        Self::open_with(dir, true, false, Quota::UNLIMITED)
     }
 
-    fn open_with(dir: &Path, fsync: bool, requeue: bool) -> Result<SqliteStore, StoreError> {
+    fn open_with(
+        dir: &Path,
+        fsync: bool,
+        requeue: bool,
+        quota: Quota,
+    ) -> Result<SqliteStore, StoreError> {
         let mut conn = connect(dir, fsync)?;
         migrate(&mut conn, dir, MIGRATIONS.len())?;
         if requeue {
             recover(&mut conn, dir)?;
         }
+        let ledger = Ledger::load(&conn, quota).map_err(open_error(dir, "count events"))?;
         let reader = connect(dir, fsync)?;
         reader
             .pragma_update(None, "query_only", true)
@@ -105,7 +120,7 @@ impl SqliteStore {
             .name("hookrelay-store".to_owned())
             .spawn({
                 let stats = Arc::clone(&stats);
-                move || run_writer(conn, queue, &stats)
+                move || run_writer(conn, queue, &stats, ledger)
             })
             .map_err(open_error(dir, "start writer thread"))?;
         info!(dir = %dir.display(), fsync, "event store open");

@@ -71,6 +71,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         BEGIN UPDATE channels_version SET version = version + 1; END;
     CREATE TRIGGER channels_deleted AFTER DELETE ON channels
         BEGIN UPDATE channels_version SET version = version + 1; END;",
+    // 4: a channel's rejected events, oldest first, for the cap on them: partial, so only
+    // rejected inserts pay for it.
+    "CREATE INDEX events_rejected ON events (channel, seq) WHERE status = 'rejected';",
 ];
 
 /// How long a connection waits for a lock held by another process (a backup tool, the

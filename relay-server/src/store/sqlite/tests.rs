@@ -8,9 +8,9 @@ use tokio::sync::oneshot;
 
 use super::SqliteStore;
 use super::schema::{MIGRATIONS, open_at_version};
-use super::writer::{Op, Request, commit_batch};
+use super::writer::{Ledger, Op, Request, commit_batch};
 use crate::store::conformance::{attempt, binary_body, binary_headers, channel, new_event};
-use crate::store::{EventStatus, Store, StoreError, Transition, encode_headers, now_ms};
+use crate::store::{EventStatus, Quota, Store, StoreError, Transition, encode_headers, now_ms};
 
 fn open(dir: &std::path::Path) -> SqliteStore {
     SqliteStore::open(dir, true).expect("open store")
@@ -150,7 +150,7 @@ async fn migrates_a_version_1_database() {
             |row| row.get(0),
         )
         .expect("count indexes");
-    assert_eq!(indexes, 2, "migration 2 ran");
+    assert_eq!(indexes, 3, "migrations 2 and 4 ran");
 }
 
 #[tokio::test]
@@ -192,6 +192,7 @@ async fn concurrent_inserts_are_group_committed() {
 fn a_failing_write_does_not_fail_its_batch() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("open");
+    let mut ledger = Ledger::load(&conn, Quota::UNLIMITED).expect("count");
     let ch = channel("batch");
     let first = new_event(&ch, 1, EventStatus::Queued);
     let unknown = protocol::DeliveryId::random();
@@ -212,7 +213,7 @@ fn a_failing_write_does_not_fail_its_batch() {
             reply: oneshot::channel().0,
         })
         .collect();
-    let results = commit_batch(&mut conn, &batch).expect("the batch commits");
+    let results = commit_batch(&mut conn, &batch, &mut ledger).expect("the batch commits");
     assert!(results[0].is_ok());
     assert!(
         matches!(results[1], Err(StoreError::Backend(_))),
@@ -225,4 +226,40 @@ fn a_failing_write_does_not_fail_its_batch() {
         .query_row("SELECT count(*) FROM events", [], |row| row.get(0))
         .expect("count");
     assert_eq!(stored, 2);
+}
+
+#[tokio::test]
+async fn quota_counts_are_read_back_at_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let quota = Quota {
+        max_undelivered: 2,
+        max_bytes: u64::MAX,
+        max_rejected: 1,
+    };
+    let ch = channel("counted");
+    let store = SqliteStore::open_with_quota(dir.path(), false, quota).expect("open");
+    for t in 1..=2 {
+        store
+            .insert(new_event(&ch, t, EventStatus::Queued))
+            .await
+            .expect("insert");
+    }
+    let first_rejected = new_event(&ch, 3, EventStatus::Rejected);
+    store.insert(first_rejected.clone()).await.expect("insert");
+    drop(store);
+    let store = SqliteStore::open_with_quota(dir.path(), false, quota).expect("reopen");
+    let full = store.insert(new_event(&ch, 4, EventStatus::Queued)).await;
+    assert!(matches!(full, Err(StoreError::Full { .. })), "{full:?}");
+    store
+        .insert(new_event(&ch, 5, EventStatus::Rejected))
+        .await
+        .expect("insert");
+    assert!(
+        store
+            .get(&ch, first_rejected.id)
+            .await
+            .expect("get")
+            .is_none(),
+        "the cap of one rejected event was counted across the reopen"
+    );
 }

@@ -1,5 +1,6 @@
 //! The writer thread and the writes it runs: group commit with one savepoint per write.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use protocol::{ChannelId, DeliveryId};
@@ -10,8 +11,8 @@ use tracing::{debug, error};
 use super::rows::db_error;
 use crate::channels::ChannelRecord;
 use crate::store::{
-    Attempt, EventStatus, MAX_RECORDED_BODY, Millis, NewEvent, Recorded, StoreError, Transition,
-    encode_headers,
+    Attempt, EventStatus, MAX_RECORDED_BODY, Millis, NewEvent, Quota, Recorded, StoreError,
+    Transition, Usage, encode_headers, stored_size,
 };
 
 /// Most writes committed in one transaction. Bounds how long one commit holds the callers at
@@ -67,6 +68,57 @@ pub(super) enum Op {
     DeleteChannel(ChannelId),
 }
 
+/// What each channel holds, counted by the writer thread (the only writer of events) so that
+/// the quota check on every insert costs a map lookup, not a query. Changed only after a
+/// write's statements all succeeded, and read again from the database after a failed commit.
+pub(super) struct Ledger {
+    quota: Quota,
+    channels: HashMap<String, Usage>,
+}
+
+impl Ledger {
+    /// Counts what the database holds (a scan of the events table, at open).
+    pub(super) fn load(conn: &Connection, quota: Quota) -> rusqlite::Result<Ledger> {
+        let mut channels: HashMap<String, Usage> = HashMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT channel, status, count(*), sum(length(body) + length(headers))
+             FROM events GROUP BY channel, status",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let channel: String = row.get(0)?;
+            let status: String = row.get(1)?;
+            let (count, bytes): (i64, i64) = (row.get(2)?, row.get(3)?);
+            if let Some(status) = EventStatus::parse(&status) {
+                channels.entry(channel).or_default().add_many(
+                    status,
+                    u64::try_from(count).unwrap_or(0),
+                    u64::try_from(bytes).unwrap_or(0),
+                );
+            }
+        }
+        Ok(Ledger { quota, channels })
+    }
+
+    fn usage(&mut self, channel: &str) -> &mut Usage {
+        if !self.channels.contains_key(channel) {
+            self.channels.insert(channel.to_owned(), Usage::default());
+        }
+        self.channels
+            .get_mut(channel)
+            .expect("inserted just above when missing")
+    }
+
+    /// Stops counting deleted events: (channel, status, size) each.
+    fn deleted(&mut self, rows: &[(String, EventStatus, u64)]) {
+        for (channel, status, size) in rows {
+            self.usage(channel).remove(*status, *size);
+        }
+        self.channels
+            .retain(|_, usage| usage.bytes > 0 || usage.undelivered > 0);
+    }
+}
+
 /// The writer thread: takes the first write, then whatever else is already waiting (up to
 /// [`MAX_BATCH`]), commits them as one transaction and answers each. Ends when every
 /// [`super::SqliteStore`] sender is gone and the queue is empty.
@@ -74,6 +126,7 @@ pub(super) fn run_writer(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Request>,
     stats: &Counters,
+    mut ledger: Ledger,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -84,7 +137,7 @@ pub(super) fn run_writer(
                 Err(_) => break,
             }
         }
-        let results = commit_batch(&mut conn, &batch);
+        let results = commit_batch(&mut conn, &batch, &mut ledger);
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats
             .writes
@@ -98,6 +151,11 @@ pub(super) fn run_writer(
             }
             Err(e) => {
                 error!(error = %e, writes = batch.len(), "event store commit failed");
+                // Counts may include writes that were rolled back.
+                match Ledger::load(&conn, ledger.quota) {
+                    Ok(counted) => ledger = counted,
+                    Err(e) => error!(error = %e, "cannot count the channels' events again"),
+                }
                 let message = e.to_string();
                 for request in batch.drain(..) {
                     let _ = request
@@ -115,6 +173,7 @@ pub(super) fn run_writer(
 pub(super) fn commit_batch(
     conn: &mut Connection,
     batch: &[Request],
+    ledger: &mut Ledger,
 ) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -123,7 +182,7 @@ pub(super) fn commit_batch(
     let mut results = Vec::with_capacity(batch.len());
     for request in batch {
         exec("SAVEPOINT write").map_err(db_error)?;
-        let result = apply(&tx, &request.op);
+        let result = apply(&tx, &request.op, ledger);
         if let Err(e) = &result {
             // Some errors (disk full, I/O) make SQLite roll back the whole transaction.
             if tx.is_autocommit() {
@@ -138,9 +197,9 @@ pub(super) fn commit_batch(
     Ok(results)
 }
 
-fn apply(conn: &Connection, op: &Op) -> Result<Reply, StoreError> {
+fn apply(conn: &Connection, op: &Op, ledger: &mut Ledger) -> Result<Reply, StoreError> {
     let count = match op {
-        Op::Insert(event) => insert(conn, event).map_err(db_error).map(|()| 0),
+        Op::Insert(event) => insert(conn, event, ledger).map(|()| 0),
         Op::Begin(id) => conn
             .prepare_cached(
                 "UPDATE events SET status = 'delivering' WHERE id = ?1 AND status = 'queued'",
@@ -149,9 +208,9 @@ fn apply(conn: &Connection, op: &Op) -> Result<Reply, StoreError> {
             .map_err(db_error)
             .map(|_| 0),
         Op::Record { id, attempt, then } => {
-            return record(conn, *id, attempt, *then).map(Reply::Recorded);
+            return record(conn, *id, attempt, *then, ledger).map(Reply::Recorded);
         }
-        Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap).map_err(db_error),
+        Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap, ledger).map_err(db_error),
         Op::CreateChannel(record) => create_channel(conn, record),
         Op::Ping => Ok(0),
         Op::UpdateChannel(record) => {
@@ -205,7 +264,69 @@ fn settings_json(record: &ChannelRecord) -> rusqlite::Result<String> {
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-fn insert(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
+/// Inserts `event` within its channel's quota, deleting first what must go to make room.
+fn insert(conn: &Connection, event: &NewEvent, ledger: &mut Ledger) -> Result<(), StoreError> {
+    let channel = event.channel.as_str();
+    let size = stored_size(&event.headers, &event.body);
+    let quota = ledger.quota;
+    let room = quota.room(&event.channel, ledger.usage(channel), event.status, size)?;
+    let mut deleted = Vec::new();
+    for _ in 0..room.drop_rejected {
+        match delete_oldest(conn, channel, DELETE_OLDEST_REJECTED).map_err(db_error)? {
+            Some(row) => deleted.push(row),
+            None => break,
+        }
+    }
+    let mut freed: u64 = deleted.iter().map(|row| row.2).sum();
+    while freed < room.free_bytes {
+        match delete_oldest(conn, channel, DELETE_OLDEST_FINISHED).map_err(db_error)? {
+            Some(row) => {
+                freed += row.2;
+                deleted.push(row);
+            }
+            None => break,
+        }
+    }
+    insert_row(conn, event).map_err(db_error)?;
+    ledger.deleted(&deleted);
+    ledger.usage(channel).add(event.status, size);
+    Ok(())
+}
+
+const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq = (
+        SELECT seq FROM events WHERE channel = ?1 AND status = 'rejected' ORDER BY seq LIMIT 1)
+    RETURNING channel, status, length(body) + length(headers)";
+const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq = (
+        SELECT seq FROM events WHERE channel = ?1 AND status IN ('delivered', 'failed', 'rejected')
+        ORDER BY seq LIMIT 1)
+    RETURNING channel, status, length(body) + length(headers)";
+
+/// Runs one of the `DELETE_OLDEST_*` statements: what it deleted, if anything.
+fn delete_oldest(
+    conn: &Connection,
+    channel: &str,
+    sql: &str,
+) -> rusqlite::Result<Option<(String, EventStatus, u64)>> {
+    conn.prepare_cached(sql)?
+        .query_row([channel], deleted_row)
+        .optional()
+}
+
+/// A row of `RETURNING channel, status, size`.
+fn deleted_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EventStatus, u64)> {
+    let status: String = row.get(1)?;
+    let status = EventStatus::parse(&status).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            1,
+            rusqlite::types::Type::Text,
+            format!("unknown event status {status:?}").into(),
+        )
+    })?;
+    let size: i64 = row.get(2)?;
+    Ok((row.get(0)?, status, u64::try_from(size).unwrap_or(0)))
+}
+
+fn insert_row(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
     let next_attempt_at = (event.status == EventStatus::Queued).then_some(event.received_at);
     let sql = "INSERT INTO events (id, channel, received_at, source, method, path, query,
                                    headers, body, status, next_attempt_at)
@@ -231,7 +352,16 @@ fn record(
     id: DeliveryId,
     attempt: &Attempt,
     then: Transition,
+    ledger: &mut Ledger,
 ) -> Result<Recorded, StoreError> {
+    let (was, size): (String, i64) = conn
+        .prepare_cached("SELECT status, length(body) + length(headers) FROM events WHERE id = ?1")
+        .and_then(|mut stmt| {
+            stmt.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()
+        })
+        .map_err(db_error)?
+        .ok_or(StoreError::UnknownEvent(id))?;
     // (new status, whether next_attempt_at changes, its new value, new failure count)
     let (status, set_next, next, failures) = match then {
         Transition::Delivered => (Some(EventStatus::Delivered), true, None, None),
@@ -286,12 +416,19 @@ fn record(
         })
         .map_err(db_error)?;
     let corrupt = |what: String| StoreError::Corrupt(what);
+    let parse_status = |status: &str| {
+        EventStatus::parse(status)
+            .ok_or_else(|| corrupt(format!("unknown event status {status:?}")))
+    };
+    let (was, status) = (parse_status(&was)?, parse_status(&status)?);
+    ledger
+        .usage(&channel)
+        .moved(was, status, u64::try_from(size).unwrap_or(0));
     Ok(Recorded {
         n: u32::try_from(n).unwrap_or(u32::MAX),
         channel: ChannelId::parse(&channel)
             .map_err(|_| corrupt(format!("channel name {channel:?} is not valid")))?,
-        status: EventStatus::parse(&status)
-            .ok_or_else(|| corrupt(format!("unknown event status {status:?}")))?,
+        status,
     })
 }
 
@@ -301,14 +438,21 @@ fn record(
 /// Age is found along `seq`, which follows arrival: everything before the first event received
 /// at or after `cutoff` goes. That walk costs as many rows as it deletes, where an index on
 /// `received_at` would cost every insert one more B-tree update.
-fn prune(conn: &Connection, cutoff: Millis, cap: u64) -> rusqlite::Result<u64> {
-    let mut deleted = conn
+fn prune(
+    conn: &Connection,
+    cutoff: Millis,
+    cap: u64,
+    ledger: &mut Ledger,
+) -> rusqlite::Result<u64> {
+    let mut deleted: Vec<(String, EventStatus, u64)> = conn
         .prepare_cached(
             "DELETE FROM events WHERE seq < coalesce(
                 (SELECT seq FROM events WHERE received_at >= ?1 ORDER BY seq LIMIT 1),
-                (SELECT max(seq) + 1 FROM events))",
+                (SELECT max(seq) + 1 FROM events))
+             RETURNING channel, status, length(body) + length(headers)",
         )?
-        .execute([cutoff])? as u64;
+        .query_map([cutoff], deleted_row)?
+        .collect::<Result<_, _>>()?;
     let channels: Vec<String> = conn
         .prepare_cached("SELECT DISTINCT channel FROM events")?
         .query_map([], |row| row.get(0))?
@@ -316,7 +460,8 @@ fn prune(conn: &Connection, cutoff: Millis, cap: u64) -> rusqlite::Result<u64> {
     let newest_sql =
         "SELECT seq FROM events WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2";
     let delete_sql = "DELETE FROM events WHERE channel = ?1 AND seq < ?2
-                      AND status IN ('delivered', 'failed', 'rejected')";
+                      AND status IN ('delivered', 'failed', 'rejected')
+                      RETURNING channel, status, length(body) + length(headers)";
     for channel in channels {
         // The oldest event the cap keeps; everything finished before it goes.
         let oldest_kept: Option<i64> = match cap.checked_sub(1) {
@@ -330,8 +475,12 @@ fn prune(conn: &Connection, cutoff: Millis, cap: u64) -> rusqlite::Result<u64> {
         };
         if let Some(oldest_kept) = oldest_kept {
             let mut stmt = conn.prepare_cached(delete_sql)?;
-            deleted += stmt.execute(params![channel, oldest_kept])? as u64;
+            let rows = stmt.query_map(params![channel, oldest_kept], deleted_row)?;
+            for row in rows {
+                deleted.push(row?);
+            }
         }
     }
-    Ok(deleted)
+    ledger.deleted(&deleted);
+    Ok(deleted.len() as u64)
 }
