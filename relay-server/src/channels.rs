@@ -284,6 +284,55 @@ pub async fn rotate(store: &dyn Store, name: &ChannelId) -> Result<Issued, Store
     Ok(Issued { record, token })
 }
 
+/// A change to a channel's settings: each `Some` replaces that setting, `None` keeps it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SettingsChange {
+    pub mode: Option<Mode>,
+    /// `Some(None)`: back to the server's `--rate-limit`.
+    pub rate_limit: Option<Option<RateLimit>>,
+    /// `Some(vec![])`: any source.
+    pub allow_from: Option<Vec<ipnet::IpNet>>,
+    /// `Some(None)`: no signature check.
+    pub verify: Option<Option<crate::verify::Verify>>,
+}
+
+impl SettingsChange {
+    pub fn is_empty(&self) -> bool {
+        *self == SettingsChange::default()
+    }
+
+    fn apply(self, settings: &mut ChannelSettings) {
+        if let Some(mode) = self.mode {
+            settings.mode = mode;
+        }
+        if let Some(rate) = self.rate_limit {
+            settings.rate_limit = rate;
+        }
+        if let Some(nets) = self.allow_from {
+            settings.allow_from = nets;
+        }
+        if let Some(verify) = self.verify {
+            settings.verify = verify;
+        }
+    }
+}
+
+/// Changes channel `name`'s settings, keeping its token (and so its agents).
+pub async fn update(
+    store: &dyn Store,
+    name: &ChannelId,
+    change: SettingsChange,
+) -> Result<ChannelRecord, StoreError> {
+    let (_, records) = store.channels().await?;
+    let mut record = records
+        .into_iter()
+        .find(|r| &r.name == name)
+        .ok_or_else(|| StoreError::UnknownChannel(name.clone()))?;
+    change.apply(&mut record.settings);
+    store.update_channel(record.clone()).await?;
+    Ok(record)
+}
+
 /// Makes the store hold the channels the config file declares: each is created, or updated
 /// when its token or settings differ. Channels the file does not name are left alone.
 /// Returns how many were created and updated.

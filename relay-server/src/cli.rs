@@ -42,15 +42,21 @@ pub async fn channels(
                     "No channels registered. Create one with `relay-server channels create NAME`."
                 )?;
             }
-            for record in &records {
-                let created = humantime::format_rfc3339_seconds(store::from_ms(record.created_at));
-                writeln!(
-                    out,
-                    "{:<24} {created}  {base}/h/{}  {}",
-                    record.name.as_str(),
-                    record.name,
-                    describe(record),
-                )?;
+            let rows: Vec<[String; 4]> = records
+                .iter()
+                .map(|record| {
+                    [
+                        record.name.to_string(),
+                        humantime::format_rfc3339_seconds(store::from_ms(record.created_at))
+                            .to_string(),
+                        format!("{base}/h/{}", record.name),
+                        describe(record),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                let header = ["NAME", "CREATED", "WEBHOOK URL", "SETTINGS"].map(str::to_owned);
+                write_table(out, &header, &rows)?;
             }
         }
         ChannelsCommand::Revoke { name } => {
@@ -64,6 +70,23 @@ pub async fn channels(
                  disconnects its agents within a second. Its events stay until retention \
                  removes them."
             )?;
+        }
+        ChannelsCommand::Update { name, options } => {
+            let name = parse(&name)?;
+            let change = options.change().map_err(anyhow::Error::msg)?;
+            if change.is_empty() {
+                bail!(
+                    "nothing to change: give --mode, --rate-limit, --allow-from, --allow-any, \
+                     --verify or --no-verify"
+                );
+            }
+            let record = channels::update(store.as_ref(), &name, change).await?;
+            writeln!(
+                out,
+                "Channel {name} updated; its token and agents stay, and a running server \
+                 applies the change within a second."
+            )?;
+            writeln!(out, "  settings     {}", describe(&record))?;
         }
         ChannelsCommand::Rotate { name } => {
             let name = parse(&name)?;
@@ -103,6 +126,29 @@ fn describe(record: &ChannelRecord) -> String {
         parts.push(format!("from {}", nets.join(" ")));
     }
     parts.join(", ")
+}
+
+/// Rows under a header, each column as wide as its widest cell (the last one unpadded).
+fn write_table(
+    out: &mut impl Write,
+    header: &[String; 4],
+    rows: &[[String; 4]],
+) -> anyhow::Result<()> {
+    let mut widths = header.clone().map(|cell| cell.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    for row in std::iter::once(header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        writeln!(out, "{}", line.join("  ").trim_end())?;
+    }
+    Ok(())
 }
 
 fn print_issued(out: &mut impl Write, base: &str, issued: &Issued) -> anyhow::Result<()> {

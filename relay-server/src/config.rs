@@ -308,6 +308,65 @@ pub enum ChannelsCommand {
     /// Give a channel a new token: the old one stops working and agents holding it are
     /// disconnected. Prints the new token, once.
     Rotate { name: String },
+    /// Change a channel's settings; its token stays, and so do its agents. Only the options
+    /// given change.
+    Update {
+        name: String,
+        #[command(flatten)]
+        options: UpdateOptions,
+    },
+}
+
+/// What `channels update` changes: each option given replaces that setting.
+#[derive(Debug, Clone, clap::Args)]
+pub struct UpdateOptions {
+    /// balance (round robin) or fanout (every agent gets a copy).
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Its delivery pace (e.g. 10/s), or `default` for the server's --rate-limit.
+    #[arg(long, value_name = "RATE|default")]
+    pub rate_limit: Option<String>,
+    /// Only these source networks may send webhooks (CIDR, repeatable); replaces the list.
+    #[arg(long = "allow-from", value_name = "CIDR", conflicts_with = "allow_any")]
+    pub allow_from: Vec<ipnet::IpNet>,
+    /// Any source may send webhooks (clears --allow-from).
+    #[arg(long)]
+    pub allow_any: bool,
+    /// Stop checking signatures.
+    #[arg(long, conflicts_with = "verify")]
+    pub no_verify: bool,
+    #[command(flatten)]
+    pub verify: VerifyArgs,
+}
+
+impl UpdateOptions {
+    pub fn change(&self) -> Result<crate::channels::SettingsChange, String> {
+        let rate_limit = match self.rate_limit.as_deref() {
+            None => None,
+            Some("default") => Some(None),
+            Some(rate) => {
+                Some(Some(rate.parse::<RateLimit>().map_err(|e| {
+                    format!("--rate-limit: {e}, or default for the server's")
+                })?))
+            }
+        };
+        let allow_from = if self.allow_any {
+            Some(Vec::new())
+        } else {
+            (!self.allow_from.is_empty()).then(|| self.allow_from.clone())
+        };
+        let verify = match self.verify.build().map_err(|e| e.to_string())? {
+            Some(verify) => Some(Some(verify)),
+            None if self.no_verify => Some(None),
+            None => None,
+        };
+        Ok(crate::channels::SettingsChange {
+            mode: self.mode,
+            rate_limit,
+            allow_from,
+            verify,
+        })
+    }
 }
 
 /// A channel's settings on the command line.

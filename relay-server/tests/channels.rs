@@ -199,6 +199,80 @@ async fn rotating_a_token_disconnects_its_holders_and_revoking_ends_the_channel(
 }
 
 #[tokio::test]
+async fn patching_a_channel_changes_only_what_is_given_and_keeps_its_token_and_agents() {
+    let server = start_server(closed()).await;
+    let mut target = start_target().await;
+    let token = create_channel(
+        &server,
+        "patched",
+        json!({"rate_limit": "5/s", "allow_from": ["127.0.0.0/8"]}),
+    )
+    .await;
+    let agent = start_agent(agent_for(&server, &target, Some("patched"), Some(&token))).await;
+    let patch = |body: serde_json::Value| {
+        let server = &server;
+        async move {
+            admin(
+                server,
+                "PATCH",
+                "/api/admin/channels/patched",
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let answer =
+        patch(json!({"mode": "fanout", "verify": {"kind": "github", "secret": "s"}})).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let doc = answer.json();
+    assert_eq!(
+        (
+            &doc["mode"],
+            &doc["verify"],
+            &doc["rate_limit"],
+            &doc["allow_from"]
+        ),
+        (
+            &json!("fanout"),
+            &json!("github"),
+            &json!("5/s"),
+            &json!(["127.0.0.0/8"])
+        ),
+        "what was not given stays"
+    );
+    assert!(doc.get("token").is_none());
+    let hook = format!("{}/h/patched", server.url());
+    assert_eq!(post(&hook).await.status, 401, "applied at once");
+
+    let answer = patch(json!({"verify": null, "rate_limit": null, "allow_from": []})).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let doc = answer.json();
+    assert_eq!(
+        (&doc["verify"], &doc["rate_limit"]),
+        (&json!(null), &json!(null))
+    );
+    assert_eq!(post(&hook).await.status, 201, "the same agent still serves");
+    next_seen(&mut target).await;
+    assert!(!agent.task.is_finished());
+
+    for (body, status) in [
+        (json!({"mode": "broadcast"}), 400),
+        (json!({"name": "renamed"}), 400),
+        (json!({"verify": {"kind": "github"}}), 400),
+    ] {
+        assert_eq!(patch(body.clone()).await.status, status, "{body}");
+    }
+    let ghost = admin(
+        &server,
+        "PATCH",
+        "/api/admin/channels/ghost",
+        "{}".to_owned(),
+    )
+    .await;
+    assert_eq!(ghost.status, 404);
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_its_token_and_answers_precisely() {
     let off = start_server(Config::default()).await;
     let answer = get_with(&format!("{}/api/admin/channels", off.url()), Some(ADMIN)).await;
@@ -336,6 +410,33 @@ async fn the_channels_command_works_beside_a_running_server() {
         "{out}"
     );
     assert!(!out.contains(&token), "list never shows tokens");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "a header row: {out}");
+    let url_column = lines[0].find("WEBHOOK URL");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|line| line.find("https://") == url_column),
+        "aligned columns: {out}"
+    );
+
+    // Update keeps the token (and the agent): the channel starts checking signatures.
+    let (ok, out, err) = run(&[
+        "channels", "update", "cli-made", "--verify", "github", "--secret", "s3", "--mode",
+        "balance",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("mode balance, pace: server default, verify github"),
+        "{out}"
+    );
+    let (ok, out, _) = run(&["channels", "list"]);
+    assert!(ok && out.contains("verify github"), "{out}");
+    let (ok, _, err) = run(&["channels", "update", "cli-made"]);
+    assert!(!ok && err.contains("nothing to change"), "{err}");
+    let (ok, _, err) = run(&["channels", "update", "nope", "--no-verify"]);
+    assert!(!ok && err.contains("no channel nope"), "{err}");
+
     let (ok, out, err) = run(&["channels", "create", "cli-made"]);
     assert!(
         !ok && err.contains("channel cli-made already exists"),

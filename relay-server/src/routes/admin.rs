@@ -52,6 +52,30 @@ pub struct CreateChannel {
     verify: Option<Verify>,
 }
 
+/// `PATCH /api/admin/channels/{name}`: each field given replaces that setting; `null` for
+/// `rate_limit` or `verify` turns it back to the server's default or off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChannel {
+    #[serde(default)]
+    mode: Option<Mode>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<RateLimit>>,
+    #[serde(default)]
+    allow_from: Option<Vec<ipnet::IpNet>>,
+    #[serde(default, deserialize_with = "present")]
+    verify: Option<Option<Verify>>,
+}
+
+/// A field that is present (`Some`), even as `null` (`Some(None)`); absent ones stay `None`.
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 /// `GET /api/admin/channels`: every registered channel, without tokens.
 pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, Error> {
     let (_, records) = state.store.channels().await?;
@@ -107,6 +131,33 @@ pub async fn rotate(
     let mut doc = channel_json(&state, &issued.record);
     doc["token"] = json!(issued.token);
     Ok(Json(doc))
+}
+
+/// `PATCH /api/admin/channels/{name}`: changes the settings given; the token and the agents
+/// stay. Answers the channel as it is now.
+pub async fn update(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(name): Path<String>,
+    body: Result<Json<UpdateChannel>, JsonRejection>,
+) -> Result<Json<Value>, Error> {
+    let name = ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if let Some(Some(verify)) = &body.verify {
+        verify
+            .validate()
+            .map_err(|e| Error::BadRequest(format!("verify: {e}")))?;
+    }
+    let change = channels::SettingsChange {
+        mode: body.mode,
+        rate_limit: body.rate_limit,
+        allow_from: body.allow_from,
+        verify: body.verify,
+    };
+    let record = channels::update(state.store.as_ref(), &name, change).await?;
+    channels::reload(&state).await?;
+    info!(channel = %name, "channel updated through the admin API");
+    Ok(Json(channel_json(&state, &record)))
 }
 
 /// `DELETE /api/admin/channels/{name}`: 204; its agents are disconnected, its events stay

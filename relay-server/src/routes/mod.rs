@@ -48,7 +48,10 @@ pub fn metrics_app(state: AppState) -> Router {
 fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/channels", get(admin::list).post(admin::create))
-        .route("/channels/{name}", delete(admin::revoke))
+        .route(
+            "/channels/{name}",
+            delete(admin::revoke).patch(admin::update),
+        )
         .route("/channels/{name}/rotate", post(admin::rotate))
         .layer(DefaultBodyLimit::max(ADMIN_BODY_LIMIT))
 }
