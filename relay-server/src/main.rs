@@ -4,8 +4,31 @@ use relay_server::config::Command;
 use relay_server::config_file::{self, LoadError};
 use tokio_util::sync::CancellationToken;
 
+/// Exit code of a usage error (a bad flag or setting), as clap uses for its own.
+const USAGE: u8 = 2;
+
+/// A user's mistake, as opposed to a failure while running: exits with [`USAGE`].
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct Usage(#[from] relay_server::config::ConfigError);
+
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
+async fn main() -> ExitCode {
+    // One sentence and an exit code, whatever RUST_BACKTRACE says: a user error is no crash.
+    match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("relay-server: {e:#}");
+            if e.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
     let mut loaded = match config_file::load(std::env::args_os().collect()) {
         Ok(loaded) => loaded,
         Err(LoadError::Clap(e)) => e.exit(),
@@ -28,13 +51,13 @@ async fn main() -> anyhow::Result<ExitCode> {
     match command {
         Some(Command::CheckConfig { file }) => return Ok(check_config(file, loaded)),
         Some(Command::Channels(command)) => {
-            let config = loaded.args.validate()?;
+            let config = loaded.args.validate().map_err(Usage)?;
             relay_server::cli::channels(command, &config, &mut std::io::stdout().lock()).await?;
             return Ok(ExitCode::SUCCESS);
         }
         None => {}
     }
-    let mut config = loaded.args.validate()?;
+    let mut config = loaded.args.validate().map_err(Usage)?;
     config.declared_channels = loaded.channels;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

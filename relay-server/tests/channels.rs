@@ -370,7 +370,7 @@ async fn the_channels_command_works_beside_a_running_server() {
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--public-url", "https://relay.example.com"])
-            .env_remove("RUST_BACKTRACE")
+            .env("RUST_BACKTRACE", "1")
             .output()
             .expect("run relay-server");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

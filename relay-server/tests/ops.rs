@@ -272,3 +272,37 @@ fn check_config_shows_each_setting_and_where_it_comes_from_or_every_problem() {
         assert!(out.contains(&line), "{line} missing from:\n{out}");
     }
 }
+
+#[test]
+fn a_user_error_is_one_sentence_and_an_exit_code_whatever_rust_backtrace_says() {
+    let run = |args: &[&str]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_relay-server"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .expect("run relay-server");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr)
+    };
+    let (code, stderr) = run(&["--timeout", "0"]);
+    assert_eq!(code, Some(2), "a bad setting is a usage error: {stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "relay-server: --timeout must be at least 1 second"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    let (code, stderr) = run(&["--listen", &addr]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr
+            .trim()
+            .starts_with(&format!("relay-server: cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("backtrace"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
