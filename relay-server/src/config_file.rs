@@ -40,6 +40,9 @@ pub struct Loaded {
     pub channels: Vec<DeclaredChannel>,
     /// Every setting not at its default: key, value as given, and where it came from.
     pub settings: Vec<(String, String, Source)>,
+    /// What the file holds that works but should not be served: placeholder or short
+    /// secrets, in line order.
+    pub warnings: Vec<FileError>,
 }
 
 /// Why the command line and the file could not be loaded.
@@ -69,6 +72,7 @@ pub fn load(argv: Vec<OsString>) -> Result<Loaded, LoadError> {
             path: None,
             channels: Vec::new(),
             settings,
+            warnings: Vec::new(),
         });
     };
     let file = read(&path)?;
@@ -81,6 +85,7 @@ pub fn load(argv: Vec<OsString>) -> Result<Loaded, LoadError> {
         path: Some(path),
         channels: file.channels,
         settings,
+        warnings: file.warnings,
     })
 }
 
@@ -90,6 +95,7 @@ struct File {
     /// Key (long flag name) and value as clap would read it.
     settings: Vec<(String, String)>,
     channels: Vec<DeclaredChannel>,
+    warnings: Vec<FileError>,
 }
 
 /// Reads and checks `path`: every key known, every value valid for its flag, every channel
@@ -106,13 +112,24 @@ fn read(path: &Path) -> Result<File, FileErrors> {
             .and_then(|args| args.validate().map(drop).map_err(|e| e.to_string()))
     };
     let (settings, mut errors) = file.flags(&Args::command(), &["channel"], check);
+    let mut warnings = Vec::new();
+    for (key, value) in &settings {
+        if let Some(why) = weak_secret(key, value, MIN_TOKEN_CHARS) {
+            warnings.push(file.error(key, why));
+        }
+    }
     let mut channels = Vec::new();
     match file.table.get("channel") {
         None => {}
         Some(toml::Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 match declared(item) {
-                    Ok(channel) => channels.push(channel),
+                    Ok(channel) => {
+                        for why in channel_warnings(item, &channel) {
+                            warnings.push(file.table_error("channel", i, why));
+                        }
+                        channels.push(channel);
+                    }
                     Err(why) => errors.push(file.table_error("channel", i, why)),
                 }
             }
@@ -130,7 +147,12 @@ fn read(path: &Path) -> Result<File, FileErrors> {
         }
     }
     if errors.is_empty() {
-        Ok(File { settings, channels })
+        warnings.sort_by_key(|w| w.line.unwrap_or(usize::MAX));
+        Ok(File {
+            settings,
+            channels,
+            warnings,
+        })
     } else {
         Err(FileErrors(errors))
     }
@@ -177,6 +199,76 @@ fn declared(item: &toml::Value) -> Result<DeclaredChannel, String> {
             verify: table.verify,
         },
     })
+}
+
+/// Tokens shorter than this are worth a warning: 32 hex digits are 128 random bits.
+const MIN_TOKEN_CHARS: usize = 32;
+
+/// Words that mark a value someone forgot to replace.
+const PLACEHOLDERS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "placeholder",
+    "example",
+    "replace-me",
+    "your-",
+    "xxxx",
+];
+
+/// The token of the example files (deploy/server.toml declares its SHA-256).
+const EXAMPLE_TOKEN: &str = "hrt_example";
+
+/// Why `value` of secret-bearing `key` should not be served, if it should not: it looks like
+/// a placeholder, or (for tokens) it is shorter than `min_chars`.
+fn weak_secret(key: &str, value: &str, min_chars: usize) -> Option<String> {
+    let secret = key.contains("token") || key.contains("secret");
+    if !secret {
+        return None;
+    }
+    let lower = value.to_ascii_lowercase();
+    if let Some(word) = PLACEHOLDERS.iter().find(|word| lower.contains(*word)) {
+        return Some(format!(
+            "looks like a placeholder (contains {word:?}): use a long random value, e.g. \
+             `openssl rand -hex 32`"
+        ));
+    }
+    if key.contains("token") && value.chars().count() < min_chars {
+        return Some(format!(
+            "only {} characters: a token this short can be guessed; use at least {min_chars} \
+             random ones, e.g. `openssl rand -hex 32`",
+            value.chars().count()
+        ));
+    }
+    None
+}
+
+/// What a declared channel holds that should not be served.
+fn channel_warnings(item: &toml::Value, channel: &DeclaredChannel) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(token) = item.get("token").and_then(toml::Value::as_str) {
+        warnings.extend(weak_secret("token", token, MIN_TOKEN_CHARS));
+    }
+    if channel.token_hash == TokenHash::of(EXAMPLE_TOKEN) {
+        warnings.push(format!(
+            "token-sha256 is the hash of the example token {EXAMPLE_TOKEN:?}: make a real \
+             one with `relay-server channels create` or `openssl rand -hex 32`"
+        ));
+    }
+    let secrets = item
+        .get("verify")
+        .and_then(|verify| verify.get("secret").or_else(|| verify.get("secrets")));
+    let secrets: Vec<&str> = match secrets {
+        Some(toml::Value::String(secret)) => vec![secret.as_str()],
+        Some(toml::Value::Array(items)) => items.iter().filter_map(toml::Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    for secret in secrets {
+        // Signing secrets come from the provider; only placeholders are flagged.
+        warnings
+            .extend(weak_secret("verify secret", secret, 0).map(|why| format!("verify: {why}")));
+    }
+    warnings
 }
 
 fn parse_sha256(hex: &str) -> Option<TokenHash> {

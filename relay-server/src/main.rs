@@ -57,6 +57,9 @@ async fn run() -> anyhow::Result<ExitCode> {
         }
         None => {}
     }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     let mut config = loaded.args.validate().map_err(Usage)?;
     config.declared_channels = loaded.channels;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -103,7 +106,20 @@ fn check_config(file: Option<std::path::PathBuf>, loaded: config_file::Loaded) -
         eprintln!("{}: {e}", path.display());
         return ExitCode::FAILURE;
     }
-    println!("{}: ok", path.display());
+    let warnings = loaded.warnings;
+    if warnings.is_empty() {
+        println!("{}: ok", path.display());
+    } else {
+        println!(
+            "{}: ok, with {} warning{} (it will serve, but should not as it is)",
+            path.display(),
+            warnings.len(),
+            if warnings.len() == 1 { "" } else { "s" }
+        );
+        for warning in &warnings {
+            println!("  warning: {warning}");
+        }
+    }
     for (key, value, source) in &settings {
         println!("  {key} = {value}  ({})", source.as_str());
     }

@@ -115,7 +115,15 @@ fn the_example_config_passes_check_config() {
     let out = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{out}");
-    assert!(out.contains(": ok"), "{out}");
+    // It is an example: every placeholder in it is named, so none is served unnoticed.
+    assert!(out.contains(": ok, with 3 warnings"), "{out}");
+    for placeholder in [
+        "key `admin-token`: looks like a placeholder",
+        "token-sha256 is the hash of the example token",
+        "verify: looks like a placeholder",
+    ] {
+        assert!(out.contains(placeholder), "{placeholder} missing from:\n{out}");
+    }
     assert!(
         out.contains("channel my-app (mode balance, verify github)"),
         "{out}"

@@ -258,16 +258,43 @@ fn check_config_shows_each_setting_and_where_it_comes_from_or_every_problem() {
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
-        "timeout = 0\ncolour = \"blue\"\n[[channel]]\nname = \"x\"\n",
+        "colour = \"blue\"\n[[channel]]\nname = \"x\"\n\n[[channel]]\nname = \"y\"\n",
     )
     .expect("write");
+    // Keys before the tables: TOML puts later top-level keys into the last table.
+    let text = std::fs::read_to_string(&bad).expect("read");
+    std::fs::write(&bad, format!("rate-limt = \"1/s\"\ntimeout = 0\n{text}")).expect("write");
     let (code, out) = run(&["check-config", &bad.display().to_string()], &[]);
     assert_eq!(code, Some(1), "{out}");
     let bad = bad.display().to_string();
+    let expected = [
+        format!("{bad}:1: key `rate-limt`: unknown key; did you mean `rate-limit`?"),
+        format!("{bad}:2: key `timeout`: --timeout must be at least 1 second"),
+        format!("{bad}:3: key `colour`: unknown key"),
+        format!("{bad}:4: key `channel[0]`: needs token or token-sha256"),
+        format!("{bad}:7: key `channel[1]`: needs token or token-sha256"),
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, expected, "every problem, in line order");
+
+    let weak = dir.path().join("weak.toml");
+    std::fs::write(
+        &weak,
+        "admin-token = \"change-me-to-a-long-random-string\"\nagent-token = \"short\"\n\
+         [[channel]]\nname = \"a\"\ntoken = \"hrt_0123456789abcdef0123456789abcdef\"\n\
+         verify = { kind = \"github\", secret = \"CHANGEME\" }\n",
+    )
+    .expect("write");
+    let (code, out) = run(&["check-config", &weak.display().to_string()], &[]);
+    assert_eq!(code, Some(0), "it serves: {out}");
+    let weak = weak.display().to_string();
     for line in [
-        format!("{bad}:1: key `timeout`: --timeout must be at least 1 second"),
-        format!("{bad}:2: key `colour`: unknown key"),
-        format!("{bad}:3: key `channel[0]`: needs token or token-sha256"),
+        format!("{weak}: ok, with 3 warnings"),
+        format!(
+            "  warning: {weak}:1: key `admin-token`: looks like a placeholder (contains \"change-me\")"
+        ),
+        format!("  warning: {weak}:2: key `agent-token`: only 5 characters"),
+        format!("  warning: {weak}:3: key `channel[0]`: verify: looks like a placeholder"),
     ] {
         assert!(out.contains(&line), "{line} missing from:\n{out}");
     }

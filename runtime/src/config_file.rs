@@ -34,13 +34,16 @@ impl fmt::Display for FileError {
     }
 }
 
-/// Every problem found in one file, one per line.
+/// Every problem found in one file, one per line, in the order of the file's lines (problems
+/// with no line last).
 #[derive(Debug, thiserror::Error)]
 pub struct FileErrors(pub Vec<FileError>);
 
 impl fmt::Display for FileErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        let mut errors: Vec<&FileError> = self.0.iter().collect();
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         f.write_str(&lines.join("\n"))
     }
 }
@@ -125,7 +128,11 @@ impl Settings {
                     && !["config", "help", "version"].contains(&arg.get_id().as_str())
             });
             let Some(arg) = known else {
-                errors.push(self.error(key, "unknown key".to_owned()));
+                let why = match nearest_key(command, key) {
+                    Some(near) => format!("unknown key; did you mean `{near}`?"),
+                    None => "unknown key".to_owned(),
+                };
+                errors.push(self.error(key, why));
                 continue;
             };
             let repeatable = matches!(arg.get_action(), clap::ArgAction::Append);
@@ -154,6 +161,34 @@ impl Settings {
         }
         (settings, errors)
     }
+}
+
+/// The known key closest to a mistyped `key`, when it is close enough to be what was meant.
+fn nearest_key(command: &clap::Command, key: &str) -> Option<String> {
+    command
+        .get_arguments()
+        .filter_map(|arg| arg.get_long())
+        .filter(|long| !["config", "help", "version"].contains(long))
+        .map(|long| (edit_distance(key, long), long))
+        .filter(|(distance, long)| *distance <= 2.max(long.len() / 4))
+        .min()
+        .map(|(_, long)| long.to_owned())
+}
+
+/// Levenshtein distance: single-character insertions, deletions and substitutions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 /// A value as it would be typed after its flag.
@@ -279,4 +314,27 @@ fn nth_table_line(text: &str, name: &str, n: usize) -> Option<usize> {
         .filter(|(_, line)| line.trim() == header)
         .nth(n)
         .map(|(i, _)| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_single_character_edits() {
+        assert_eq!(edit_distance("rate-limt", "rate-limit"), 1);
+        assert_eq!(edit_distance("timeout", "timeout"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("listne", "listen"), 2);
+    }
+
+    #[test]
+    fn problems_are_listed_in_line_order() {
+        let at = |line| error(Path::new("f.toml"), None, line, format!("{line:?}"));
+        let errors = FileErrors(vec![at(Some(9)), at(None), at(Some(2))]);
+        assert_eq!(
+            errors.to_string(),
+            "f.toml:2: Some(2)\nf.toml:9: Some(9)\nf.toml: None"
+        );
+    }
 }
