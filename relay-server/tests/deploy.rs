@@ -122,7 +122,10 @@ fn the_example_config_passes_check_config() {
         "token-sha256 is the hash of the example token",
         "verify: looks like a placeholder",
     ] {
-        assert!(out.contains(placeholder), "{placeholder} missing from:\n{out}");
+        assert!(
+            out.contains(placeholder),
+            "{placeholder} missing from:\n{out}"
+        );
     }
     assert!(
         out.contains("channel my-app (mode balance, verify github)"),

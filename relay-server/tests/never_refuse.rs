@@ -283,6 +283,12 @@ async fn forged_webhooks_are_kept_up_to_a_cap_per_channel() {
     assert_eq!(kept, newest, "the newest three, the oldest dropped");
 }
 
+/// POSTs a webhook to an open channel of `server`.
+async fn post_any(server: &TestServer) -> Answer {
+    let url = format!("{}/h/any", server.url());
+    send(&client(), "POST", &url, &[], "x").await
+}
+
 #[tokio::test]
 async fn a_low_disk_refuses_webhooks_with_503_and_readyz_says_why() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -292,14 +298,7 @@ async fn a_low_disk_refuses_webhooks_with_503_and_readyz_says_why() {
         ..durable_config(dir.path())
     })
     .await;
-    let answer = send(
-        &client(),
-        "POST",
-        &format!("{}/h/any", server.url()),
-        &[],
-        "x",
-    )
-    .await;
+    let answer = post_any(&server).await;
     assert_eq!(answer.status, 503);
     assert_eq!(retry_after(&answer), 60);
     assert!(
@@ -318,14 +317,7 @@ async fn a_low_disk_refuses_webhooks_with_503_and_readyz_says_why() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(durable_config(dir.path())).await;
-    let answer = send(
-        &client(),
-        "POST",
-        &format!("{}/h/any", server.url()),
-        &[],
-        "x",
-    )
-    .await;
+    let answer = post_any(&server).await;
     assert_eq!(answer.status, 202, "the default threshold leaves room");
     server.stop().await;
 }
