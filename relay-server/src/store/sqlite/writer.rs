@@ -112,10 +112,12 @@ impl Ledger {
     /// Stops counting deleted events: (channel, status, size) each.
     fn deleted(&mut self, rows: &[(String, EventStatus, u64)]) {
         for (channel, status, size) in rows {
-            self.usage(channel).remove(*status, *size);
+            let usage = self.usage(channel);
+            usage.remove(*status, *size);
+            if *usage == Usage::default() {
+                self.channels.remove(channel);
+            }
         }
-        self.channels
-            .retain(|_, usage| usage.bytes > 0 || usage.undelivered > 0);
     }
 }
 
