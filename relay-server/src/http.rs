@@ -6,9 +6,11 @@
 //! header-read timeout (hyper's needs a timer, which `axum::serve` does not set): a client that
 //! trickles its request headers (slowloris) would hold a connection forever. This loop is
 //! `axum::serve`'s, with hyper's `http1::Builder` configured: a header-read timeout, a cap on
-//! header count and on the bytes of the request head. Over either cap hyper answers 431.
+//! header count and on the bytes of the request head. Over either cap hyper answers 431, which
+//! [`refusal`] turns into a JSON answer like the router's.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -22,9 +24,16 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::tls::Peer;
+
+pub mod refusal;
+
+pub use refusal::Refusal;
+
+/// Told of each request hyper refused on its own (see [`refusal`]), after its answer.
+pub type OnRefusal = Arc<dyn Fn(Refusal) + Send + Sync>;
 
 /// What a request head may cost the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +43,9 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Headers in one request.
     pub max_headers: usize,
-    /// Bytes of the request line and headers together.
+    /// Bytes of the request head as it arrives: the request line and the header lines with
+    /// their line ends, up to and including the empty line that ends the head. One more
+    /// byte gets 431.
     pub max_head_bytes: usize,
 }
 
@@ -48,7 +59,7 @@ impl Default for HttpLimits {
     }
 }
 
-/// Hyper's smallest read buffer; a head limit below it cannot be enforced.
+/// Hyper's smallest read buffer, and the smallest head limit we accept.
 pub const MIN_HEAD_BYTES: usize = 8192;
 
 /// A connection that knows whether its peer presented a verified client certificate.
@@ -72,18 +83,34 @@ impl PeerIo for tokio_rustls::server::TlsStream<TcpStream> {
 /// Serves `router` on every connection `listener` accepts until `stop` fires, then stops
 /// accepting, lets each connection finish the request it is on, and returns once all have
 /// closed. Upgraded connections (agents' WebSockets) are not waited for: their sessions end
-/// through the server's own shutdown.
-pub async fn serve<L>(mut listener: L, router: Router, limits: HttpLimits, stop: CancellationToken)
-where
+/// through the server's own shutdown. A request hyper refuses itself is answered in JSON and
+/// reported to `on_refusal`.
+pub async fn serve<L>(
+    mut listener: L,
+    router: Router,
+    limits: HttpLimits,
+    on_refusal: OnRefusal,
+    stop: CancellationToken,
+) where
     L: Listener<Addr = SocketAddr>,
     L::Io: PeerIo,
 {
+    let max_head_bytes = limits.max_head_bytes.max(MIN_HEAD_BYTES);
     let mut builder = http1::Builder::new();
+    // hyper measures the head on the wire, exactly: a complete head over `max_header_size`,
+    // or an incomplete one that has reached it, is refused. Its read buffer (which also
+    // holds body bytes) must be larger, or it would refuse first, at a size that is not the
+    // head's.
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_headers(limits.max_headers)
-        .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES));
+        .max_header_size(max_head_bytes)
+        .max_buf_size(max_head_bytes + MIN_HEAD_BYTES);
+    let wording = refusal::Limits {
+        max_head_bytes,
+        max_headers: limits.max_headers,
+    };
     let connections = TaskTracker::new();
     loop {
         let (io, addr) = tokio::select! {
@@ -94,12 +121,22 @@ where
             addr,
             client_cert: io.client_cert(),
         };
+        let exchange = Arc::new(refusal::Exchange::default());
+        let tracked = Arc::clone(&exchange);
         let service = router
             .clone()
             .map_request(move |mut req: axum::http::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
-            });
+            })
+            .map_response(move |response| tracked.track(response));
+        let on_refusal = Arc::clone(&on_refusal);
+        let notify = Box::new(move |refused: Refusal| {
+            let status = refused.status().as_u16();
+            info!(%peer, status, reason = refused.reason(), "request refused before routing");
+            on_refusal(refused);
+        });
+        let io = refusal::JsonRefusals::new(io, exchange, wording, notify);
         let connection = builder
             .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
             .with_upgrades();

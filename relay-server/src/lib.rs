@@ -220,6 +220,7 @@ pub async fn serve(
             tls::PlainListener(metrics),
             routes::metrics_app(Arc::clone(&state)),
             state.config.http,
+            count_refusals(&state),
             shutdown.clone(),
         ));
     }
@@ -244,12 +245,14 @@ pub async fn serve(
             tls::TlsListener::new(listener, certs),
             router,
             limits,
+            count_refusals(&state),
             shutdown.clone(),
         )),
         None => Box::pin(http::serve(
             tls::PlainListener(listener),
             router,
             limits,
+            count_refusals(&state),
             shutdown.clone(),
         )),
     };
@@ -277,6 +280,13 @@ pub async fn serve(
 /// Whether open mode is on, and why: as configured, else on only when nobody else can reach
 /// the server: it listens on loopback, and no `--public-url` names another host (a server on
 /// loopback behind a reverse proxy is public all the same). Secure by default.
+/// Counts the requests hyper refused before routing (head too large, URI too long, not HTTP)
+/// in `hookrelay_rejected_total`.
+fn count_refusals(state: &AppState) -> http::OnRefusal {
+    let state = Arc::clone(state);
+    Arc::new(move |refusal: http::Refusal| state.metrics.rejected(refusal.reason()))
+}
+
 fn open_mode(
     configured: Option<bool>,
     addr: SocketAddr,

@@ -140,22 +140,168 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     assert_eq!(normal.status, 201, "others are served meanwhile");
 }
 
+/// A request head of exactly `len` bytes on the wire (request line, headers, the empty line)
+/// for `path`, padded with one `X-Pad` header, and `extra` header lines before it.
+fn head_of_len(path: &str, extra: &str, len: usize) -> String {
+    let fixed = format!(
+        "POST {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\nContent-Length: 0\r\n{extra}X-Pad: \r\n\r\n"
+    );
+    let pad = len
+        .checked_sub(fixed.len())
+        .expect("len leaves room for the fixed part");
+    let head = fixed.replace("X-Pad: ", &format!("X-Pad: {}", "a".repeat(pad)));
+    assert_eq!(head.len(), len);
+    head
+}
+
+/// The status and JSON `error` of a raw answer; panics unless it is JSON.
+fn json_refusal(answer: &str) -> (u16, String) {
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
+    let status = head[9..12].parse().expect("status");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    (status, doc["error"].as_str().expect("error").to_owned())
+}
+
 #[tokio::test]
-async fn oversize_or_too_many_headers_get_431() {
+async fn the_head_limit_holds_at_its_value_and_refusals_are_json() {
+    let server = start_server(http_limits(Config {
+        admin_token: Some(ADMIN.to_owned()),
+        ..Config::default()
+    }))
+    .await;
+    let target = start_target().await;
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let path = format!("/h/{}/x", agent.channel);
+    let max = 16 * 1024;
+    for len in [max - 1, max] {
+        let answer = raw_exchange(&server, head_of_len(&path, "", len).as_bytes()).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 201"),
+            "{len} bytes: {answer:?}"
+        );
+    }
+    let answer = raw_exchange(&server, head_of_len(&path, "", max + 1).as_bytes()).await;
+    let (status, error) = json_refusal(&answer);
+    assert_eq!(status, 431, "{answer:?}");
+    assert!(error.contains("16384 bytes"), "{error}");
+    // A head far over the limit is refused as soon as the limit is crossed, the same way.
+    let huge = head_of_len(&path, "", 40 * 1024);
+    assert_eq!(
+        json_refusal(&raw_exchange(&server, huge.as_bytes()).await).0,
+        431
+    );
+
+    // Header count: 20 in all passes, 21 do not.
+    let lines = |n: usize| -> String { (0..n).map(|i| format!("X-H{i}: v\r\n")).collect() };
+    let at_limit = head_of_len(&path, &lines(16), 1024);
+    let answer = raw_exchange(&server, at_limit.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
+    let over = head_of_len(&path, &lines(17), 1024);
+    let (status, error) = json_refusal(&raw_exchange(&server, over.as_bytes()).await);
+    assert_eq!(status, 431);
+    assert!(error.contains("20 headers"), "{error}");
+
+    let answer = get_with(&format!("{}/metrics", server.url()), Some(ADMIN)).await;
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(
+        text.contains(r#"hookrelay_rejected_total{reason="head_too_large"} 3"#),
+        "{text}"
+    );
+    assert_eq!(post(&format!("{}/ok", agent.public_url)).await.status, 201);
+}
+
+#[tokio::test]
+async fn a_uri_over_hypers_limit_gets_414_in_json() {
+    let server = start_server(Config {
+        http: relay_server::http::HttpLimits {
+            max_head_bytes: 128 * 1024,
+            ..relay_server::http::HttpLimits::default()
+        },
+        ..closed()
+    })
+    .await;
+    let long = format!("/h/x/{}", "a".repeat(70_000));
+    let answer = raw_exchange(&server, head_of_len(&long, "", 71_000).as_bytes()).await;
+    let (status, error) = json_refusal(&answer);
+    assert_eq!(status, 414, "{answer:?}");
+    assert!(error.contains("URI"), "{error}");
+    let answer = get_with(&format!("{}/metrics", server.url()), Some(ADMIN)).await;
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(
+        text.contains(r#"hookrelay_rejected_total{reason="uri_too_long"} 1"#),
+        "{text}"
+    );
+    // Under the default head limit the same request is a head too large.
+    let server = start_server(Config::default()).await;
+    let answer = raw_exchange(&server, head_of_len(&long, "", 71_000).as_bytes()).await;
+    assert_eq!(json_refusal(&answer).0, 431, "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_gets_json_for_a_bad_head_after_good_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = start_server(http_limits(Config::default())).await;
     let target = start_target().await;
     let agent = start_agent(agent_config(&server, &target.url)).await;
-    let big = format!(
-        "POST /h/x HTTP/1.1\r\nHost: relay\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(20 * 1024)
+    let mut tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let good = format!(
+        "POST /h/{}/a HTTP/1.1\r\nHost: relay\r\nContent-Length: 5\r\n\r\nhello",
+        agent.channel
     );
-    let answer = raw_exchange(&server, big.as_bytes()).await;
-    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
-    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let many = format!("POST /h/x HTTP/1.1\r\nHost: relay\r\n{many}\r\n");
-    let answer = raw_exchange(&server, many.as_bytes()).await;
-    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
-    assert_eq!(post(&format!("{}/ok", agent.public_url)).await.status, 201);
+    let bad = format!(
+        "GET /h/{}/b HTTP/1.1\r\nHost: relay\r\nX-Big: {}\r\n\r\n",
+        agent.channel,
+        "b".repeat(20 * 1024)
+    );
+    // Two good requests, then an oversize one, pipelined: the two answers come whole, then
+    // the JSON refusal, then the connection closes.
+    let all = format!("{good}{good}{bad}");
+    tcp.write_all(all.as_bytes()).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut answer))
+        .await
+        .expect("server closes the connection in time")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    let parts: Vec<&str> = answer.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(parts.len(), 3, "{answer:?}");
+    assert!(
+        parts[0].starts_with("201") && parts[1].starts_with("201"),
+        "{answer:?}"
+    );
+    let (status, _) = json_refusal(&format!("HTTP/1.1 {}", parts[2]));
+    assert_eq!(status, 431);
+}
+
+#[tokio::test]
+async fn a_target_answer_that_looks_like_a_refusal_goes_through_untouched() {
+    let server = start_server(Config::default()).await;
+    let target = start_target().await;
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let client = client();
+    let echo = "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n";
+    // On one kept-alive connection, so the echo is written where a next response would start.
+    for _ in 0..3 {
+        let answer = send(&client, "POST", &agent.public_url, &[], echo).await;
+        assert_eq!(answer.status, 201);
+        assert_eq!(answer.body, echo.as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_http_get_400_in_json() {
+    let server = start_server(Config::default()).await;
+    let answer = raw_exchange(&server, b"NOT HTTP AT ALL\r\n\r\n").await;
+    let (status, error) = json_refusal(&answer);
+    assert_eq!(status, 400, "{answer:?}");
+    assert_eq!(error, "malformed HTTP request");
 }
 
 #[tokio::test]
