@@ -28,5 +28,5 @@ pub enum EncodeError {
 
 /// A channel name that cannot be used in a URL path segment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid channel name: use 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'")]
+#[error("invalid channel name: {}", crate::CHANNEL_NAME_RULE)]
 pub struct InvalidChannel;

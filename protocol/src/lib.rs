@@ -38,6 +38,9 @@ pub const MAX_FRAME_LEN: usize = MAX_CHUNK_LEN + 1024 * 1024;
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 64;
 
+/// What a channel name may be, as error messages tell the user.
+pub const CHANNEL_NAME_RULE: &str = "use 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'";
+
 mod headers;
 pub use headers::{end_to_end, is_hop_by_hop};
 

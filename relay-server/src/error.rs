@@ -39,6 +39,9 @@ pub enum Error {
     ClientCertRequired,
     #[error("no channel {0}")]
     UnknownChannel(ChannelId),
+    /// A channel name in a path that no channel can have (as it appears in the path).
+    #[error("{0:?} is not a valid channel name: {rule}", rule = protocol::CHANNEL_NAME_RULE)]
+    InvalidChannel(String),
     #[error("channel {0} already exists")]
     ChannelExists(ChannelId),
     #[error("too many wrong tokens from this address; try again in {} s", retry_secs(*.0))]
@@ -89,11 +92,17 @@ impl From<crate::store::StoreError> for Error {
 }
 
 impl Error {
+    /// The channel named `name` in a path, or why there cannot be one.
+    pub fn channel_in_path(name: &str) -> Result<ChannelId, Error> {
+        ChannelId::parse(name).map_err(|_| Error::InvalidChannel(name.to_owned()))
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NotFound | Error::UnknownEvent(_) | Error::UnknownChannel(_) => {
-                StatusCode::NOT_FOUND
-            }
+            Error::NotFound
+            | Error::UnknownEvent(_)
+            | Error::UnknownChannel(_)
+            | Error::InvalidChannel(_) => StatusCode::NOT_FOUND,
             Error::ChannelExists(_) => StatusCode::CONFLICT,
             Error::TooManyFailures(_) | Error::SourceRateLimited { .. } | Error::ChannelFull(_) => {
                 StatusCode::TOO_MANY_REQUESTS

@@ -139,6 +139,7 @@ impl Metrics {
     pub fn refused(&self, error: &Error) {
         let reason = match error {
             Error::NotFound | Error::UnknownChannel(_) => "unknown_channel",
+            Error::InvalidChannel(_) => "invalid_channel",
             Error::BodyTooLarge(_) => "body_too_large",
             Error::BodyTimeout => "body_timeout",
             Error::BodyRead => "body_read",

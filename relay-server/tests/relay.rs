@@ -222,19 +222,45 @@ async fn no_agent_queues_the_webhook_with_202_or_the_configured_503() {
 }
 
 #[tokio::test]
-async fn unknown_routes_and_invalid_channels_give_404() {
+async fn unknown_routes_give_404_and_invalid_channel_names_say_why() {
     let server = start_server(Config::default()).await;
     let client = client();
-    for path in [
-        "/nope",
-        "/h/",
-        "/h/bad%20name/x",
-        "/api/channels/bad%20name",
+    let rule =
+        "is not a valid channel name: use 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'";
+    let long = "a".repeat(65);
+    for (path, error) in [
+        ("/nope".to_owned(), "not found".to_owned()),
+        ("/h/".to_owned(), "not found".to_owned()),
+        ("/h/a%20b".to_owned(), format!(r#""a%20b" {rule}"#)),
+        (
+            "/h/bad%20name/x".to_owned(),
+            format!(r#""bad%20name" {rule}"#),
+        ),
+        (
+            "/h/caf%C3%A9/x".to_owned(),
+            format!(r#""caf%C3%A9" {rule}"#),
+        ),
+        (format!("/h/{long}"), format!(r#""{long}" {rule}"#)),
+        (
+            "/api/channels/bad%20name".to_owned(),
+            format!(r#""bad name" {rule}"#),
+        ),
+        ("/c/bad%20name".to_owned(), format!(r#""bad name" {rule}"#)),
     ] {
         let answer = send(&client, "GET", &format!("{}{path}", server.url()), &[], "").await;
         assert_eq!(answer.status, 404, "{path}");
-        assert_eq!(answer.json()["error"], "not found");
+        assert_eq!(answer.json()["error"], error, "{path}");
     }
+    // 64 characters is a valid name.
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/h/{}", server.url(), "a".repeat(64)),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(answer.status, 202);
     let health = send(
         &client,
         "GET",

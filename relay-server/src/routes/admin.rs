@@ -125,7 +125,7 @@ pub async fn rotate(
     _: Admin,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let name = ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    let name = Error::channel_in_path(&name)?;
     let issued = channels::rotate(state.store.as_ref(), &name).await?;
     channels::reload(&state).await?;
     let mut doc = channel_json(&state, &issued.record);
@@ -167,7 +167,7 @@ pub async fn revoke(
     _: Admin,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Error> {
-    let name = ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    let name = Error::channel_in_path(&name)?;
     if !state.store.delete_channel(&name).await? {
         return Err(Error::UnknownChannel(name));
     }

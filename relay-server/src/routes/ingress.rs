@@ -46,9 +46,13 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
     let id = DeliveryId::random();
     let started = Instant::now();
     let method = req.method().clone();
-    let Some((channel, suffix)) = split_path(req.uri().path()) else {
-        state.metrics.refused(&Error::NotFound);
-        return Error::NotFound.into_response();
+    let (channel, suffix) = match split_path(req.uri().path()) {
+        Ok(split) => split,
+        Err(e) => {
+            state.metrics.refused(&e);
+            info!(status = e.status().as_u16(), error = %e, "webhook refused");
+            return e.into_response();
+        }
     };
     let suffix = suffix.to_owned();
     // Looked up once: the metrics label and every check below use the same record.
@@ -108,12 +112,13 @@ fn count_bytes_out(state: &AppState, response: Response) -> Response {
 }
 
 /// Splits `/h/{channel}{suffix}` into the channel and the raw (still percent-encoded) suffix,
-/// which is empty or starts with `/`.
-pub fn split_path(path: &str) -> Option<(ChannelId, &str)> {
-    let rest = path.strip_prefix("/h/")?;
+/// which is empty or starts with `/`. A name no channel can have is
+/// [`Error::InvalidChannel`], which says why.
+pub fn split_path(path: &str) -> Result<(ChannelId, &str), Error> {
+    let rest = path.strip_prefix("/h/").ok_or(Error::NotFound)?;
     let end = rest.find('/').unwrap_or(rest.len());
-    let channel = ChannelId::parse(&rest[..end]).ok()?;
-    Some((channel, &rest[end..]))
+    let channel = Error::channel_in_path(&rest[..end])?;
+    Ok((channel, &rest[end..]))
 }
 
 /// Reads the webhook, stores it, then either delivers it live (an agent is connected) or
@@ -475,7 +480,8 @@ mod tests {
         assert_eq!(rest, "");
         let (_, rest) = split_path("/h/abc/").expect("valid");
         assert_eq!(rest, "/");
-        assert!(split_path("/h/").is_none());
-        assert!(split_path("/h/a%20b/x").is_none());
+        assert!(matches!(split_path("/h/"), Err(Error::InvalidChannel(n)) if n.is_empty()));
+        assert!(matches!(split_path("/h/a%20b/x"), Err(Error::InvalidChannel(n)) if n == "a%20b"));
+        assert!(matches!(split_path("/x"), Err(Error::NotFound)));
     }
 }

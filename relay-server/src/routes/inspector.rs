@@ -36,7 +36,7 @@ use runtime::inspector::{HEADERS, PAGE, SCRIPT, STYLE};
 
 /// `GET /c/{channel}`: the inspector page, for any valid channel name.
 pub async fn page(Path(name): Path<String>) -> Result<Response, Error> {
-    ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    Error::channel_in_path(&name)?;
     Ok(asset(PAGE, "text/html; charset=utf-8"))
 }
 

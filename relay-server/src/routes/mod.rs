@@ -29,7 +29,7 @@ impl FromRequestParts<AppState> for ChannelAccess {
             .await
             .map_err(|_| Error::NotFound)?;
         let name = params.get("channel").ok_or(Error::NotFound)?;
-        let channel = ChannelId::parse(name).map_err(|_| Error::NotFound)?;
+        let channel = Error::channel_in_path(name)?;
         let peer = state.client_ip(&parts.extensions, &parts.headers);
         crate::auth::api_access(state, peer, &channel, crate::auth::bearer(&parts.headers))?;
         Ok(Self(channel))
