@@ -4,8 +4,14 @@
 //! A registered channel (see [`crate::channels`]) belongs to whoever holds its token. A channel
 //! nobody registered can be used only in open mode, where its unguessable name is the secret
 //! (and `--agent-token`, when set, is needed too). The admin token opens everything. Every
-//! token is compared in constant time (hashes for channel tokens), and each address gets
-//! [`crate::Config::auth_failures`] wrong tokens per window before it is refused with 429.
+//! token is compared in constant time (hashes for channel tokens).
+//!
+//! A correct token always passes. Wrong ones are counted per source address and [`Scope`]
+//! (which secret was guessed at): past [`crate::Config::auth_failures`] in a window, further
+//! wrong tokens for that scope from that address get 429 instead of 401. Tokens carry 128 bits
+//! or more, so guessing is not what the count stops; it keeps one client's retry loop from
+//! filling the log, and tells it to back off. Counting per scope keeps one person's typo
+//! behind a shared NAT address from changing the answers their team gets for other channels.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -59,6 +65,32 @@ impl AgentGrant {
     }
 }
 
+/// The secret a wrong token was presented for. Wrong tokens count per address and scope. The
+/// scopes an address can reach are bounded (registered channels, plus three), so the
+/// unregistered names a client makes up cannot grow the count's table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A registered channel's token.
+    Channel(ChannelId),
+    /// The admin token.
+    Admin,
+    /// `--agent-token`, for channels nobody registered.
+    AgentToken,
+    /// An agent's hello for no channel, or for one this server does not have.
+    Unnamed,
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::Channel(name) => write!(f, "channel {name}"),
+            Scope::Admin => f.write_str("the admin token"),
+            Scope::AgentToken => f.write_str("the agent token"),
+            Scope::Unnamed => f.write_str("unnamed channels"),
+        }
+    }
+}
+
 /// Why an agent may not hold the channel it asked for: the error frame's code and message.
 #[derive(Debug)]
 pub struct Refusal {
@@ -67,18 +99,24 @@ pub struct Refusal {
 }
 
 /// Decides whether an agent's hello (`requested` channel, `token`) lets it hold a channel.
-/// A refusal for a wrong token counts against `peer`.
+/// A refusal for a wrong token counts against `peer` in its [`Scope`]; past the limit the
+/// refusal says to wait instead.
 pub fn agent_access(
     state: &AppState,
     peer: Option<IpAddr>,
     requested: Option<&str>,
     token: Option<&str>,
 ) -> Result<AgentGrant, Refusal> {
-    let refuse = |message: String| {
-        state.token_refused(peer, &message);
-        Refusal {
-            code: ErrorCode::Unauthorized,
-            message,
+    let refuse_in = |scope: Scope| {
+        move |message: String| {
+            let message = match state.token_refused(peer, &scope, &message) {
+                Ok(()) => message,
+                Err(e) => format!("{e} ({scope})"),
+            };
+            Refusal {
+                code: ErrorCode::Unauthorized,
+                message,
+            }
         }
     };
     let token = token.filter(|t| !t.is_empty());
@@ -87,13 +125,13 @@ pub fn agent_access(
             return Ok(AgentGrant::Registered(record));
         }
         if !state.open {
-            return Err(refuse(
+            return Err(refuse_in(Scope::Unnamed)(
                 "this server has no open channels: pass --channel NAME --token TOKEN of a channel \
                  made with `relay-server channels create`"
                     .to_owned(),
             ));
         }
-        check_agent_token(state, token).map_err(refuse)?;
+        check_agent_token(state, token).map_err(refuse_in(Scope::AgentToken))?;
         return Ok(AgentGrant::Open(random_channel()));
     };
     let channel = ChannelId::parse(name).map_err(|e| Refusal {
@@ -101,6 +139,7 @@ pub fn agent_access(
         message: e.to_string(),
     })?;
     if let Some(record) = state.channels.get(&channel) {
+        let refuse = refuse_in(Scope::Channel(channel.clone()));
         return match token {
             Some(token) if record.token_hash.matches(token) => Ok(AgentGrant::Registered(record)),
             Some(_) => Err(refuse(format!("wrong token for channel {channel}"))),
@@ -110,12 +149,12 @@ pub fn agent_access(
         };
     }
     if !state.open {
-        return Err(refuse(format!(
+        return Err(refuse_in(Scope::Unnamed)(format!(
             "no channel {channel} on this server (open mode is off): an operator creates it \
              with `relay-server channels create {channel}`"
         )));
     }
-    check_agent_token(state, token).map_err(refuse)?;
+    check_agent_token(state, token).map_err(refuse_in(Scope::AgentToken))?;
     Ok(AgentGrant::Open(channel))
 }
 
@@ -131,32 +170,35 @@ fn check_agent_token(state: &AppState, token: Option<&str>) -> Result<(), String
 /// Decides whether a request to a channel's API (`bearer` from `Authorization: Bearer`) may
 /// read and replay its events: the admin token, the channel's token for a registered
 /// channel, the agent token (when the server has one) for an unregistered channel in open
-/// mode. An unregistered channel when open mode is off is 404 to anyone but the admin.
+/// mode. An unregistered channel when open mode is off is 404 to anyone but the admin. A
+/// right token passes however many wrong ones came before it; a wrong one is 401, or 429 once
+/// `peer` is past the limit for this channel.
 pub fn api_access(
     state: &AppState,
     peer: Option<IpAddr>,
     channel: &ChannelId,
     bearer: Option<&str>,
 ) -> Result<(), Error> {
-    state.lockout(peer)?;
     if is_admin(state, bearer) {
         return Ok(());
     }
-    let allowed = match state.channels.get(channel) {
-        Some(record) => bearer.is_some_and(|token| record.token_hash.matches(token)),
+    let (allowed, scope) = match state.channels.get(channel) {
+        Some(record) => (
+            bearer.is_some_and(|token| record.token_hash.matches(token)),
+            Scope::Channel(channel.clone()),
+        ),
         None if !state.open => return Err(Error::UnknownChannel(channel.clone())),
         None => match &state.config.agent_token {
-            Some(expected) => token_matches(expected, bearer),
-            None => true,
+            Some(expected) => (token_matches(expected, bearer), Scope::AgentToken),
+            None => return Ok(()),
         },
     };
     if allowed {
-        Ok(())
-    } else {
-        let why = format!("wrong or missing token for the API of channel {channel}");
-        state.token_refused(peer, &why);
-        Err(Error::Unauthorized)
+        return Ok(());
     }
+    let why = format!("wrong or missing token for the API of channel {channel}");
+    state.token_refused(peer, &scope, &why)?;
+    Err(Error::Unauthorized)
 }
 
 /// Whether `bearer` is the admin token (false when the server has none).
@@ -193,17 +235,22 @@ impl crate::ServerState {
         ))
     }
 
-    /// Counts and logs a wrong or missing token from `peer`.
-    pub fn token_refused(&self, peer: Option<IpAddr>, why: &str) {
-        self.metrics.rejected("token");
-        self.auth_failures.failed(peer, why);
-    }
-
-    /// `Err(TooManyFailures)` while `peer` is locked out.
-    pub fn lockout(&self, peer: Option<IpAddr>) -> Result<(), Error> {
+    /// Counts and logs a wrong or missing token from `peer` for `scope`. `Ok` while `peer` is
+    /// within the limit for `scope` (the caller refuses it as it would anyway);
+    /// `Err(TooManyFailures)` once it is past it, until its window ends.
+    pub fn token_refused(
+        &self,
+        peer: Option<IpAddr>,
+        scope: &Scope,
+        why: &str,
+    ) -> Result<(), Error> {
         self.auth_failures
-            .check(peer)
-            .inspect_err(|_| self.metrics.rejected("lockout"))
+            .failed(peer, scope, why)
+            .inspect_err(|_| {
+                self.metrics.rejected("lockout");
+            })?;
+        self.metrics.rejected("token");
+        Ok(())
     }
 }
 
@@ -238,13 +285,14 @@ pub fn forwarded_client(
     client
 }
 
-/// Counts wrong tokens per source address (IPv6 by /64, what one host usually holds) in a
-/// fixed window; an address past the limit is refused until its window ends.
+/// Counts wrong tokens per source address (IPv6 by /64, what one host usually holds) and
+/// [`Scope`] in a fixed window; past the limit, further wrong tokens from that address for
+/// that scope are refused until its window ends. Right tokens are never asked about.
 #[derive(Debug)]
 pub struct FailureLimiter {
     limit: u32,
     window: Duration,
-    windows: DashMap<IpAddr, Window>,
+    windows: DashMap<(IpAddr, Scope), Window>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -262,38 +310,27 @@ impl FailureLimiter {
         }
     }
 
-    /// `Err(TooManyFailures)` while `peer` is locked out, with how long until it may try again.
-    pub fn check(&self, peer: Option<IpAddr>) -> Result<(), Error> {
-        let Some(key) = peer.map(key) else {
-            return Ok(());
-        };
-        let Some(window) = self.windows.get(&key).map(|w| *w) else {
-            return Ok(());
-        };
-        let elapsed = window.started.elapsed();
-        if window.failures >= self.limit && elapsed < self.window {
-            return Err(Error::TooManyFailures(self.window - elapsed));
-        }
-        Ok(())
-    }
-
-    /// Counts a wrong token from `peer` and logs it; the failure that reaches the limit is
-    /// logged as a lockout, later ones are not logged again.
-    pub fn failed(&self, peer: Option<IpAddr>, why: &str) {
+    /// Counts a wrong token from `peer` for `scope` and logs it; the failure that reaches the
+    /// limit is logged as a lockout, later ones are not logged again. `Err(TooManyFailures)`,
+    /// with how long until the window ends, when this failure is past the limit.
+    pub fn failed(&self, peer: Option<IpAddr>, scope: &Scope, why: &str) -> Result<(), Error> {
         let Some(ip) = peer else {
             warn!(why, "token refused");
-            return;
+            return Ok(());
         };
         if self.windows.len() >= SWEEP_AT {
             let window = self.window;
             self.windows.retain(|_, w| w.started.elapsed() < window);
         }
         let now = Instant::now();
-        let failures = {
-            let mut entry = self.windows.entry(key(ip)).or_insert(Window {
-                started: now,
-                failures: 0,
-            });
+        let (failures, started) = {
+            let mut entry = self
+                .windows
+                .entry((key(ip), scope.clone()))
+                .or_insert(Window {
+                    started: now,
+                    failures: 0,
+                });
             if now.duration_since(entry.started) >= self.window {
                 *entry = Window {
                     started: now,
@@ -301,20 +338,25 @@ impl FailureLimiter {
                 };
             }
             entry.failures = entry.failures.saturating_add(1);
-            entry.failures
+            (entry.failures, entry.started)
         };
         match failures.cmp(&self.limit) {
             std::cmp::Ordering::Less => {
-                warn!(%ip, why, failures, limit = self.limit, "token refused")
+                warn!(%ip, %scope, why, failures, limit = self.limit, "token refused")
             }
             std::cmp::Ordering::Equal => warn!(
                 %ip,
+                %scope,
                 why,
                 lockout = ?self.window,
-                "token refused; too many wrong tokens from this address, refusing it for the rest of the window"
+                "token refused; too many wrong tokens from this address, refusing its wrong tokens for the rest of the window"
             ),
-            std::cmp::Ordering::Greater => {}
+            std::cmp::Ordering::Greater => {
+                let left = self.window.saturating_sub(now.duration_since(started));
+                return Err(Error::TooManyFailures(left));
+            }
         }
+        Ok(())
     }
 }
 
@@ -353,33 +395,36 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_address_is_locked_out_after_the_limit_until_its_window_ends() {
+    async fn wrong_tokens_past_the_limit_are_refused_until_the_window_ends() {
         let limiter = FailureLimiter::new(3, Duration::from_secs(60));
         let ip: IpAddr = "203.0.113.7".parse().expect("literal");
         let other: IpAddr = "203.0.113.8".parse().expect("literal");
-        for _ in 0..2 {
-            limiter.failed(Some(ip), "wrong");
-            assert!(limiter.check(Some(ip)).is_ok());
+        let scope = Scope::Channel(ChannelId::parse("a").expect("valid"));
+        let elsewhere = Scope::Channel(ChannelId::parse("b").expect("valid"));
+        for _ in 0..3 {
+            assert!(limiter.failed(Some(ip), &scope, "wrong").is_ok());
         }
-        limiter.failed(Some(ip), "wrong");
         assert!(matches!(
-            limiter.check(Some(ip)),
+            limiter.failed(Some(ip), &scope, "wrong"),
             Err(Error::TooManyFailures(d)) if d == Duration::from_secs(60)
         ));
         assert!(
-            limiter.check(Some(other)).is_ok(),
+            limiter.failed(Some(other), &scope, "wrong").is_ok(),
             "other addresses unaffected"
         );
+        assert!(
+            limiter.failed(Some(ip), &elsewhere, "wrong").is_ok(),
+            "other scopes unaffected"
+        );
+        assert!(limiter.failed(Some(ip), &Scope::Admin, "wrong").is_ok());
         tokio::time::advance(Duration::from_secs(45)).await;
         assert!(matches!(
-            limiter.check(Some(ip)),
+            limiter.failed(Some(ip), &scope, "wrong"),
             Err(Error::TooManyFailures(d)) if d == Duration::from_secs(15)
         ));
         tokio::time::advance(Duration::from_secs(15)).await;
-        assert!(limiter.check(Some(ip)).is_ok());
-        limiter.failed(Some(ip), "wrong");
         assert!(
-            limiter.check(Some(ip)).is_ok(),
+            limiter.failed(Some(ip), &scope, "wrong").is_ok(),
             "a new window starts at zero"
         );
     }

@@ -66,10 +66,6 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    if let Err(e) = state.lockout(Some(client)) {
-        debug!(%peer, "agent refused before the upgrade: too many wrong tokens");
-        return e.into_response();
-    }
     ws.max_message_size(MAX_FRAME_LEN)
         .max_frame_size(MAX_FRAME_LEN)
         .read_buffer_size(READ_BUFFER)

@@ -322,7 +322,7 @@ async fn the_admin_api_needs_its_token_and_answers_precisely() {
 }
 
 #[tokio::test]
-async fn wrong_tokens_lock_an_address_out_with_429() {
+async fn wrong_tokens_get_429_past_the_limit_but_the_right_token_always_passes() {
     let server = start_server(Config {
         auth_failures: 3,
         ..closed()
@@ -330,12 +330,13 @@ async fn wrong_tokens_lock_an_address_out_with_429() {
     .await;
     let target = start_target().await;
     let token = create_channel(&server, "guarded", json!({})).await;
+    let other = create_channel(&server, "other", json!({})).await;
     let events = format!("{}/api/channels/guarded/events", server.url());
     for _ in 0..3 {
         assert_eq!(get_with(&events, Some("hrt_guess")).await.status, 401);
     }
-    // Now even the right token is refused from this address, until the window ends.
-    let answer = get_with(&events, Some(&token)).await;
+    // Further wrong tokens from this address for this channel are refused with 429...
+    let answer = get_with(&events, Some("hrt_guess")).await;
     assert_eq!(answer.status, 429);
     let retry: u64 = answer.headers["retry-after"]
         .to_str()
@@ -343,15 +344,73 @@ async fn wrong_tokens_lock_an_address_out_with_429() {
         .parse()
         .expect("seconds");
     assert!((1..=60).contains(&retry), "{retry}");
-    // Agents from the address are refused before the upgrade.
+    // ...but the right one passes, and so does the admin token.
+    assert_eq!(get_with(&events, Some(&token)).await.status, 200);
+    assert_eq!(get_with(&events, Some(ADMIN)).await.status, 200);
+    // Another channel's wrong tokens from the same address still get 401, its right one 200.
+    let elsewhere = format!("{}/api/channels/other/events", server.url());
+    assert_eq!(get_with(&elsewhere, Some("hrt_guess")).await.status, 401);
+    assert_eq!(get_with(&elsewhere, Some(&other)).await.status, 200);
+
+    // Agents: the right token connects after the wrong ones...
+    let agent = start_agent(agent_for(&server, &target, Some("guarded"), Some(&token))).await;
+    assert_eq!(agent.channel, "guarded");
+    // ...and a further wrong one is told to wait.
     let err = relay_client::Agent::connect(
-        agent_for(&server, &target, Some("guarded"), Some(&token)),
+        agent_for(&server, &target, Some("guarded"), Some("hrt_guess")),
         None,
     )
     .await
     .err()
     .expect("refused");
-    assert!(err.to_string().contains("429"), "{err}");
+    assert!(err.is_fatal(), "{err}");
+    assert!(err.to_string().contains("too many wrong tokens"), "{err}");
+    assert!(err.to_string().contains("try again in"), "{err}");
+
+    // The admin API counts its own wrong tokens: three get 401, the next 429, the right 200.
+    let list = format!("{}/api/admin/channels", server.url());
+    for _ in 0..3 {
+        assert_eq!(
+            get_with(&list, Some("admin-guess-0123456789")).await.status,
+            401
+        );
+    }
+    let answer = get_with(&list, Some("admin-guess-0123456789")).await;
+    assert_eq!(answer.status, 429);
+    assert!(answer.headers.contains_key("retry-after"));
+    assert_eq!(get_with(&list, Some(ADMIN)).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_agent_with_the_right_token_connects_after_wrong_handshakes() {
+    let server = start_server(Config {
+        auth_failures: 2,
+        ..closed()
+    })
+    .await;
+    let target = start_target().await;
+    let token = create_channel(&server, "typo", json!({})).await;
+    let mut refusals = Vec::new();
+    for _ in 0..3 {
+        let err = relay_client::Agent::connect(
+            agent_for(&server, &target, Some("typo"), Some("hrt_typo")),
+            None,
+        )
+        .await
+        .err()
+        .expect("refused");
+        refusals.push(err.to_string());
+    }
+    assert!(
+        refusals[0].contains("wrong token for channel typo"),
+        "{refusals:?}"
+    );
+    assert!(
+        refusals[2].contains("too many wrong tokens"),
+        "{refusals:?}"
+    );
+    let agent = start_agent(agent_for(&server, &target, Some("typo"), Some(&token))).await;
+    assert_eq!(post(&format!("{}/x", agent.public_url)).await.status, 201);
 }
 
 #[tokio::test]

@@ -24,17 +24,16 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let peer = state.client_ip(&parts.extensions, &parts.headers);
-        state.lockout(peer)?;
         if state.config.admin_token.is_none() {
             return Err(Error::AdminDisabled);
         }
         if crate::auth::is_admin(state, crate::auth::bearer(&parts.headers)) {
-            Ok(Admin)
-        } else {
-            state.token_refused(peer, "wrong or missing admin token");
-            Err(Error::Unauthorized)
+            return Ok(Admin);
         }
+        let peer = state.client_ip(&parts.extensions, &parts.headers);
+        let scope = crate::auth::Scope::Admin;
+        state.token_refused(peer, &scope, "wrong or missing admin token")?;
+        Err(Error::Unauthorized)
     }
 }
 
