@@ -405,6 +405,12 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
     wait_for(&browser, "#inspector:not([hidden]) #empty:not([hidden])").await;
 
     let earlier = webhook(&server, "/stripe", &[], r#"{"type":"charge.succeeded"}"#).await;
+    // Nothing clicked yet: the detail pane opens the newest delivery by itself...
+    wait_for(
+        &browser,
+        &format!("#detail:not([hidden])[data-id='{earlier}']"),
+    )
+    .await;
     let body = r#"{"action":"opened","number":42,"pull_request":{"title":"Add the inspector"}}"#;
     let id = webhook(
         &server,
@@ -417,13 +423,51 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
     )
     .await;
 
-    // Both arrived live, newest first.
+    // Both arrived live, newest first...
     let row = wait_for(&browser, &format!("#deliveries li[data-id='{id}'] button")).await;
     wait_for(
         &browser,
         &format!("#deliveries li[data-id='{id}'] + li[data-id='{earlier}']"),
     )
     .await;
+    // ...and the pane followed to the newest.
+    wait_for(&browser, &format!("#detail[data-id='{id}']")).await;
+    // Once the user picks one, it stays open while newer deliveries arrive.
+    browser
+        .find(Locator::Css(&format!(
+            "#deliveries li[data-id='{earlier}'] button"
+        )))
+        .await
+        .expect("the earlier row")
+        .click()
+        .await
+        .expect("open the earlier delivery");
+    wait_for(&browser, &format!("#detail[data-id='{earlier}']")).await;
+    let third = webhook(&server, "/third", &[], r#"{"n":3}"#).await;
+    // The row and the choice of what is open are rendered in the same step: once the row is
+    // there, an automatic switch would have marked it current.
+    wait_for(
+        &browser,
+        &format!("#deliveries li[data-id='{third}']:first-child button:not([aria-current])"),
+    )
+    .await;
+    wait_for(
+        &browser,
+        &format!("#deliveries li[data-id='{earlier}'] button[aria-current='true']"),
+    )
+    .await;
+    let shown = browser
+        .find(Locator::Css("#detail"))
+        .await
+        .expect("detail pane")
+        .attr("data-id")
+        .await
+        .expect("data-id");
+    assert_eq!(
+        shown.as_deref(),
+        Some(earlier.as_str()),
+        "the user's choice is kept"
+    );
     row.click().await.expect("open the delivery");
     let pretty = wait_for(
         &browser,
@@ -456,17 +500,25 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
         &format!("#deliveries li[data-id='{id}'][data-attempts='2']"),
     )
     .await;
-    let second = browser
-        .find(Locator::Css("#attempts li[data-n='2']"))
-        .await
-        .expect("second attempt")
-        .text()
-        .await
-        .expect("text");
-    assert!(
-        second.contains("#2 replay") && second.contains("HTTP 201"),
-        "{second}"
-    );
+    // The kind of each attempt is a tag of its own, apart from its result.
+    for (n, kind) in [(1, "live"), (2, "replay")] {
+        let attempt = format!("#attempts li[data-n='{n}'][data-kind='{kind}']");
+        let text = |css: String| {
+            let browser = &browser;
+            async move {
+                browser
+                    .find(Locator::Css(&css))
+                    .await
+                    .unwrap_or_else(|e| panic!("{css}: {e}"))
+                    .text()
+                    .await
+                    .expect("text")
+            }
+        };
+        assert_eq!(text(format!("{attempt} strong")).await, format!("#{n}"));
+        assert_eq!(text(format!("{attempt} .kind")).await.to_lowercase(), kind);
+        assert_eq!(text(format!("{attempt} .outcome")).await, "HTTP 201");
+    }
 
     let png = browser.screenshot().await.expect("screenshot");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
@@ -495,6 +547,7 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
     let original = next_seen(&mut target).await;
     assert_eq!(original.uri, "/stripe");
     let original = next_seen(&mut target).await;
+    assert_eq!(next_seen(&mut target).await.uri, "/third");
     next_seen(&mut target).await;
     run_to_end(Command::new("bash").args(["-c", &command]), &command).await;
     let again = next_seen(&mut target).await;

@@ -23,6 +23,14 @@
   const rows = new Map(); // id -> { li, summary }
   let openId = null;
   let openEvent = null;
+  // Until the user picks a delivery (or acts on one), the detail pane follows the newest.
+  let pinned = false;
+  // What each kind of attempt means, for the tag's tooltip.
+  const KINDS = {
+    live: "Delivered while the sender waited",
+    queued: "Delivered from the queue: stored first (no agent, paced, or a retry)",
+    replay: "Sent again with Replay",
+  };
 
   class Unauthorized extends Error {}
 
@@ -174,6 +182,7 @@
     try { msg = JSON.parse(data); } catch { return; }
     if (name === "received") {
       upsert(msg, true);
+      if (!pinned) openDelivery(msg.id, false);
     } else if (name === "attempt") {
       const row = rows.get(msg.id);
       if (row) {
@@ -197,6 +206,12 @@
     $("deliveries").replaceChildren();
     for (const summary of page.events) upsert(summary, false);
     updateEmpty();
+    if (!pinned) {
+      const newest = $("deliveries").firstElementChild;
+      if (newest) openDelivery(newest.dataset.id, false);
+    } else if (openId && !rows.has(openId)) {
+      pinned = false;
+    }
   }
 
   function upsert(summary, newest) {
@@ -207,7 +222,10 @@
       const li = el("li");
       li.dataset.id = summary.id;
       const button = el("button", { type: "button", class: "row" });
-      button.addEventListener("click", () => openDelivery(summary.id, true));
+      button.addEventListener("click", () => {
+        pinned = true;
+        openDelivery(summary.id, true);
+      });
       li.append(button);
       row = { li, button, summary };
       rows.set(summary.id, row);
@@ -346,14 +364,18 @@
         el("pre", { class: "raw", id: idPrefix + "-raw", text: body })));
   }
 
+  // The attempt's number, a tag saying what kind of attempt it was, then its result, so the
+  // kind ("queued") does not read as part of the status.
   function renderAttempt(a, last) {
     const outcome = a.status != null ? "HTTP " + a.status : "no answer";
     const li = el("li");
     li.dataset.n = a.n;
+    li.dataset.kind = a.kind;
     li.append(el("p", { class: "attempt-head" },
-      el("strong", { text: "#" + a.n + " " + a.kind }), " ",
-      el("span", { class: "badge " + (a.status != null && a.status < 400 ? "ok" : "bad"),
-        text: outcome }),
+      el("strong", { text: "#" + a.n }), " ",
+      el("span", { class: "kind", title: KINDS[a.kind] || "", text: a.kind }), " ",
+      el("span", { class: "badge outcome " +
+        (a.status != null && a.status < 400 ? "ok" : "bad"), text: outcome }),
       " in " + a.duration_ms + " ms, started " + a.started_at +
         (a.agent ? " by agent " + a.agent : "")));
     if (a.error) li.append(el("p", { class: "error", text: a.error }));
@@ -370,6 +392,7 @@
 
   async function replay() {
     if (!openEvent) return;
+    pinned = true;
     const id = openEvent.id;
     const button = $("replay");
     button.disabled = true;
@@ -460,6 +483,7 @@
 
   async function copyCurl() {
     if (!openEvent) return;
+    pinned = true;
     const command = curlCommand(openEvent);
     const box = $("curl");
     box.value = command;
@@ -495,6 +519,7 @@
       rows.clear();
       openId = null;
       openEvent = null;
+      pinned = false;
       $("deliveries").replaceChildren();
       $("detail").hidden = true;
       showLogin("");
