@@ -296,6 +296,23 @@ async fn a_target_answer_that_looks_like_a_refusal_goes_through_untouched() {
 }
 
 #[tokio::test]
+async fn the_routers_own_400_is_not_mistaken_for_hyper_s() {
+    // hyper buffers a small response whole and drops its body before writing any of it.
+    let server = start_server(Config::default()).await;
+    let client = client();
+    let url = format!("{}/api/channels/nothing/events?limit=100000", server.url());
+    for _ in 0..3 {
+        let answer = send(&client, "GET", &url, &[], "").await;
+        assert_eq!(answer.status, 400);
+        let error = answer.json()["error"].as_str().map(str::to_owned);
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains("limit")),
+            "{error:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn bytes_that_are_not_http_get_400_in_json() {
     let server = start_server(Config::default()).await;
     let answer = raw_exchange(&server, b"NOT HTTP AT ALL\r\n\r\n").await;

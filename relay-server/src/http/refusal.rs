@@ -8,10 +8,14 @@
 //!
 //! It tells hyper's answers from the router's without parsing HTTP: the router's service
 //! counts each response it hands hyper and each response body hyper drops when it is done
-//! with it ([`Exchange`]). hyper writes one response at a time, so a response head written
-//! while every response the router produced is finished, and at a point where hyper's write
-//! buffer was empty (a flush), can only be hyper's own. Once a connection is upgraded (an
-//! agent's WebSocket) nothing is looked at any more.
+//! with it ([`Exchange`]). hyper buffers what it writes and hands it to the connection when it
+//! flushes, possibly after the body was dropped; but it flushes the connection itself only
+//! once its buffer is empty. So a response counts as written out at the first flush after
+//! its body was dropped, and a response head written after such a flush, with every response
+//! the router produced written out, can only be hyper's own. When hyper's buffer still holds
+//! the router's bytes in front of its refusal, the refusal goes out as hyper wrote it: the
+//! check errs on the side of never touching the router's answers. Once a connection is
+//! upgraded (an agent's WebSocket) nothing is looked at any more.
 
 use std::io;
 use std::pin::Pin;
@@ -108,16 +112,12 @@ impl Limits {
 #[derive(Debug, Default)]
 pub struct Exchange {
     produced: AtomicU64,
-    finished: AtomicU64,
+    /// Responses whose body hyper has dropped (its bytes may still be in hyper's buffer).
+    dropped: AtomicU64,
     upgraded: AtomicBool,
 }
 
 impl Exchange {
-    /// Every response the router produced has been written out by hyper.
-    fn idle(&self) -> bool {
-        self.finished.load(Ordering::Acquire) == self.produced.load(Ordering::Acquire)
-    }
-
     /// Counts `response` as produced and returns it with a body that counts itself finished
     /// when hyper drops it. A `101 Switching Protocols` ends the watch for the connection.
     pub fn track(self: &Arc<Self>, response: Response) -> Response {
@@ -139,7 +139,7 @@ struct Finishing {
 
 impl Drop for Finishing {
     fn drop(&mut self) {
-        self.exchange.finished.fetch_add(1, Ordering::AcqRel);
+        self.exchange.dropped.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -170,6 +170,8 @@ pub struct JsonRefusals<T> {
     io: T,
     exchange: Arc<Exchange>,
     limits: Limits,
+    /// Responses dropped as of hyper's last flush of the connection: written out.
+    written_out: u64,
     /// The next byte hyper writes starts a response head.
     at_head: bool,
     /// Our answer, once hyper refused: what of it is still to be written.
@@ -189,16 +191,21 @@ impl<T> JsonRefusals<T> {
             io,
             exchange,
             limits,
+            written_out: 0,
             at_head: true,
             answer: None,
             notify: Some(notify),
         }
     }
 
+    /// Every response the router produced has been written out.
+    fn idle(&self) -> bool {
+        self.written_out == self.exchange.produced.load(Ordering::Acquire)
+    }
+
     /// Whether `buf`, written at a head with the router idle, is hyper's own refusal.
     fn hypers_refusal(&self, buf: &[u8]) -> Option<Refusal> {
-        if !self.at_head || self.exchange.upgraded.load(Ordering::Acquire) || !self.exchange.idle()
-        {
+        if !self.at_head || self.exchange.upgraded.load(Ordering::Acquire) || !self.idle() {
             return None;
         }
         let status = buf.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
@@ -273,9 +280,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // hyper flushes the connection only once its own write buffer is empty: when the
-        // router is idle too, the next write starts a new response.
-        if self.answer.is_none() && self.exchange.idle() {
+        // hyper flushes the connection only once its own write buffer is empty: every
+        // response dropped by now is written out, and when that is all the router produced,
+        // the next write starts a new response.
+        self.written_out = self.exchange.dropped.load(Ordering::Acquire);
+        if self.answer.is_none() && self.idle() {
             self.at_head = true;
         }
         ready!(self.poll_answer(cx))?;
