@@ -264,13 +264,20 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.at_head || self.answer.is_some() {
+        if self.answer.is_some() {
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        if self.at_head {
             // A head is looked at whole, as one buffer (hyper queues it as the first slice).
             let first = bufs
                 .iter()
                 .find(|b| !b.is_empty())
                 .map_or(&[][..], |b| &**b);
-            return self.poll_write(cx, first);
+            if self.hypers_refusal(first).is_some() {
+                return self.poll_write(cx, first);
+            }
+            // The router's answer: head and body still go out in one vectored write.
+            self.at_head = first.is_empty();
         }
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
