@@ -68,7 +68,9 @@ pub struct Args {
     pub token: Option<String>,
 
     /// Also trust this CA (PEM) for the server's certificate, besides the system's roots: for
-    /// a server with a certificate from a private CA.
+    /// a server with a certificate from a private CA. The server's own certificate (a
+    /// self-signed one) works too: it is then pinned, accepted as long as it names the host
+    /// and is within its dates.
     #[arg(long, env = "HOOKRELAY_CA", value_name = "FILE", global = true)]
     pub ca: Option<PathBuf>,
 
