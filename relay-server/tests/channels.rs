@@ -96,6 +96,26 @@ async fn a_registered_channel_serves_only_the_holder_of_its_token() {
 }
 
 #[tokio::test]
+async fn a_channels_token_names_its_channel_and_nothing_else_does() {
+    let server = start_server(closed()).await;
+    let token = create_channel(&server, "by-token", json!({})).await;
+    let url = format!("{}/api/token/channel", server.url());
+
+    let answer = get_with(&url, Some(&token)).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(
+        answer.json(),
+        json!({"channel": "by-token", "url": format!("{}/h/by-token", server.url())})
+    );
+    for wrong in [None, Some("hrt_guess"), Some(ADMIN)] {
+        let answer = get_with(&url, wrong).await;
+        assert_eq!(answer.status, 401, "{wrong:?}: {:?}", answer.body);
+        assert_eq!(answer.json()["error"], "missing or wrong token");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_closed_server_refuses_unregistered_channels() {
     let server = start_server(closed()).await;
     let target = start_target().await;

@@ -96,6 +96,29 @@ pub async fn channel(
     })))
 }
 
+/// `GET /api/token/channel`: the registered channel whose token is the bearer token, so a
+/// client that holds only the token (`relay-client events --token hrt_...`) can find the
+/// channel's API. The token authenticates the request itself; any other token (none, a wrong
+/// one, the admin or agent token, which name no one channel) is 401 and counts as wrong.
+pub async fn token_channel(
+    State(state): State<AppState>,
+    parts: axum::http::request::Parts,
+) -> Result<Json<Value>, Error> {
+    let peer = state.client_ip(&parts.extensions, &parts.headers);
+    state.lockout(peer)?;
+    let record = crate::auth::bearer(&parts.headers)
+        .filter(|token| !token.is_empty())
+        .and_then(|token| state.channels.find_by_token(token));
+    let Some(record) = record else {
+        state.token_refused(peer, "token names no channel");
+        return Err(Error::Unauthorized);
+    };
+    Ok(Json(json!({
+        "channel": record.name.as_str(),
+        "url": format!("{}/h/{}", state.public_url, record.name),
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -68,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
+        .route("/api/token/channel", get(api::token_channel))
         .route("/api/channels/{channel}", get(api::channel))
         .route("/api/channels/{channel}/events", get(events::list))
         .route("/api/channels/{channel}/events/{id}", get(events::get))
