@@ -54,7 +54,7 @@ pub struct Args {
     pub forward: Option<String>,
 
     /// Channel to serve (without it the server assigns a fresh, unguessable one), or whose
-    /// events `events` and `replay` work on (required there).
+    /// events `events` and `replay` work on (there, a channel's --token alone names it too).
     #[arg(long, env = "HOOKRELAY_CHANNEL", global = true)]
     pub channel: Option<String>,
 
@@ -174,10 +174,10 @@ pub enum Invocation {
     /// Run the agent.
     Agent(AgentConfig),
     /// `relay-client events`: list the channel's events.
-    Events { api: ApiConfig, query: EventsQuery },
+    Events { api: ApiTarget, query: EventsQuery },
     /// `relay-client replay ID [--forward URL]`: through the server, or from here to `target`.
     Replay {
-        api: ApiConfig,
+        api: ApiTarget,
         id: DeliveryId,
         target: Option<Target>,
     },
@@ -241,7 +241,7 @@ impl Args {
     }
 
     /// Checks the options once, for what was asked: the agent needs `--forward`, `events`
-    /// and `replay` need `--channel`.
+    /// and `replay` need `--channel` or `--token`.
     pub fn validate(self) -> Result<Invocation, Error> {
         let token = self.token.filter(|t| !t.is_empty());
         let channel = self.channel.as_deref().map(ChannelId::parse).transpose()?;
@@ -266,8 +266,17 @@ impl Args {
             identity,
         };
         let api = |command: &'static str| {
-            let channel = channel.clone().ok_or(Error::MissingChannel(command))?;
-            ApiConfig::new(&self.server, channel, token.clone(), tls.clone())
+            if channel.is_none() && token.is_none() {
+                return Err(Error::MissingChannel(command));
+            }
+            http_url(&self.server)?;
+            Ok(ApiTarget {
+                command,
+                server: self.server.clone(),
+                channel: channel.clone(),
+                token: token.clone(),
+                tls: tls.clone(),
+            })
         };
         match self.command {
             None => {
@@ -312,6 +321,26 @@ pub struct Identity {
     pub key: PathBuf,
 }
 
+/// The history API `events` and `replay` ask for: of `channel` on `server`, or, without one,
+/// of the channel the server maps `token` to (see `history::Api::open`).
+#[derive(Debug, Clone)]
+pub struct ApiTarget {
+    /// `events` or `replay`, for messages.
+    pub command: &'static str,
+    /// The server as given (`http[s]://host[:port][/prefix]`), already checked.
+    pub server: String,
+    pub channel: Option<ChannelId>,
+    pub token: Option<String>,
+    pub tls: TlsConfig,
+}
+
+impl ApiTarget {
+    /// The API of `channel` on this target's server, with its token and TLS settings.
+    pub fn api(&self, channel: ChannelId) -> Result<ApiConfig, Error> {
+        ApiConfig::new(&self.server, channel, self.token.clone(), self.tls.clone())
+    }
+}
+
 /// Where the server's history API is for one channel, and how to authenticate to it.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -334,14 +363,7 @@ impl ApiConfig {
         token: Option<String>,
         tls: TlsConfig,
     ) -> Result<Self, Error> {
-        let authorization = token
-            .map(|t| {
-                let mut value =
-                    HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| Error::Token)?;
-                value.set_sensitive(true);
-                Ok::<_, Error>(value)
-            })
-            .transpose()?;
+        let authorization = token.as_deref().map(bearer).transpose()?;
         Ok(Self {
             base_url: format!("{}/api/channels/{channel}", http_url(server)?),
             channel,
@@ -350,6 +372,13 @@ impl ApiConfig {
             tls,
         })
     }
+}
+
+/// `Bearer TOKEN`, marked sensitive so it never shows in debug output.
+pub(crate) fn bearer(token: &str) -> Result<HeaderValue, Error> {
+    let mut value = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| Error::Token)?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 /// Bound on one call to the server's API. Longer than the server's default `--timeout` (30 s),
@@ -419,7 +448,7 @@ fn ws_url(server: &str) -> Result<String, Error> {
 }
 
 /// `ws://host[:port][/prefix]` to `http://host[:port][/prefix]`; wss to https.
-fn http_url(server: &str) -> Result<String, Error> {
+pub(crate) fn http_url(server: &str) -> Result<String, Error> {
     let (secure, base) = parse_server(server)?;
     Ok(format!(
         "{}://{base}",
@@ -521,6 +550,8 @@ mod tests {
             let Invocation::Events { api, query } = parse(args) else {
                 panic!("events expected for {args:?}");
             };
+            let channel = api.channel.clone().expect("--channel given");
+            let api = api.api(channel).expect("valid API");
             assert_eq!(api.base_url, "http://h:1/r/api/channels/c");
             assert_eq!(
                 query,
@@ -553,6 +584,8 @@ mod tests {
         else {
             panic!("replay expected");
         };
+        let channel = api.channel.clone().expect("--channel given");
+        let api = api.api(channel).expect("valid API");
         let authorization = api.authorization.expect("token given");
         assert_eq!(authorization, "Bearer s3");
         assert!(authorization.is_sensitive());

@@ -32,8 +32,20 @@ pub enum Error {
         "--forward is required to run the agent (or set HOOKRELAY_FORWARD), e.g. --forward http://localhost:3000"
     )]
     MissingForward,
-    #[error("--channel is required for `relay-client {0}` (or set HOOKRELAY_CHANNEL)")]
+    #[error(
+        "`relay-client {0}` needs --channel NAME or the channel's --token TOKEN, which names it (or set HOOKRELAY_CHANNEL or HOOKRELAY_TOKEN)"
+    )]
     MissingChannel(&'static str),
+    /// `GET /api/token/channel` answered 401: the token is no registered channel's.
+    #[error(
+        "no channel on the server has this token: check --token, or pass --channel NAME too (the admin token and open mode's agent token name no channel)"
+    )]
+    TokenNamesNoChannel,
+    /// `GET /api/token/channel` answered 404: a server from before that route.
+    #[error(
+        "this server cannot find a channel from its token (it is older than this relay-client): pass --channel NAME"
+    )]
+    NoTokenLookup,
     #[error("invalid --token: it must be a valid HTTP header value")]
     Token,
     #[error("cannot reach the server at {url}: {reason}")]

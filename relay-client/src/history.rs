@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::agent::{Delivery, Started};
-use crate::config::{ApiConfig, DEFAULT_TARGET_TIMEOUT, EventsQuery};
+use crate::config::{
+    ApiConfig, ApiTarget, DEFAULT_API_TIMEOUT, DEFAULT_TARGET_TIMEOUT, EventsQuery,
+};
 use crate::error::{Error, chain};
 use crate::forward::{self, HttpClient, Outcome, RequestBody, Target};
 use crate::output::shown_path;
@@ -104,6 +106,12 @@ struct ApiError {
     error: String,
 }
 
+/// `GET /api/token/channel`: the channel a token belongs to.
+#[derive(Debug, Deserialize)]
+struct TokenChannel {
+    channel: String,
+}
+
 /// What a call was about, to turn a 404 or 503 into an error that says what to do.
 #[derive(Debug, Clone, Copy)]
 enum Subject {
@@ -126,6 +134,42 @@ impl Api {
         Ok(Self {
             client: forward::http_client_with((*tls).clone()),
             config,
+        })
+    }
+
+    /// The API `target` names: its channel's, or without a channel, the one the server maps
+    /// the token to (`GET /api/token/channel`, authenticated by the token itself).
+    pub async fn open(target: ApiTarget) -> Result<Self, Error> {
+        let tls = crate::tls::client_config(&target.tls)?;
+        let client = forward::http_client_with((*tls).clone());
+        let channel = match (target.channel.clone(), &target.token) {
+            (Some(channel), _) => channel,
+            (None, Some(token)) => {
+                let server = crate::config::http_url(&target.server)?;
+                let url = format!("{server}/api/token/channel");
+                let authorization = crate::config::bearer(token)?;
+                let found: TokenChannel = fetch(
+                    &client,
+                    &url,
+                    Some(&authorization),
+                    DEFAULT_API_TIMEOUT,
+                    |status, body| match status {
+                        StatusCode::UNAUTHORIZED => Error::TokenNamesNoChannel,
+                        StatusCode::NOT_FOUND => Error::NoTokenLookup,
+                        _ => api_error(status, body),
+                    },
+                )
+                .await?;
+                ChannelId::parse(&found.channel).map_err(|e| Error::BadAnswer {
+                    url,
+                    reason: e.to_string(),
+                })?
+            }
+            (None, None) => return Err(Error::MissingChannel(target.command)),
+        };
+        Ok(Self {
+            config: target.api(channel)?,
+            client,
         })
     }
 
@@ -190,16 +234,7 @@ impl Api {
             let response = self
                 .send(method, path, Some("application/json"), None, body)
                 .await?;
-            let status = response.status();
-            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|e| Error::BadAnswer {
-                    url: url.clone(),
-                    reason: format!("reading the answer failed: {e}"),
-                })?
-                .to_bytes();
-            Ok::<_, Error>((status, body))
+            read_answer(&url, response).await
         };
         let (status, body) = tokio::time::timeout(self.config.timeout, exchange)
             .await
@@ -210,10 +245,7 @@ impl Api {
         if !status.is_success() {
             return Err(self.error_for(status, &body, subject));
         }
-        serde_json::from_slice(&body).map_err(|e| Error::BadAnswer {
-            url,
-            reason: format!("not the expected JSON ({e})"),
-        })
+        parse_answer(&url, &body)
     }
 
     /// Sends `method` on the channel's `path` (query included) with the token, and hands back
@@ -227,27 +259,17 @@ impl Api {
         body: RequestBody,
     ) -> Result<http::Response<hyper::body::Incoming>, Error> {
         let url = format!("{}{path}", self.config.base_url);
-        let mut request = Request::builder().method(method).uri(&url);
-        for (name, value) in [
-            (header::ACCEPT, accept),
-            (header::CONTENT_TYPE, content_type),
-        ] {
-            if let Some(value) = value {
-                request = request.header(name, value);
-            }
-        }
-        if let Some(authorization) = &self.config.authorization {
-            request = request.header(header::AUTHORIZATION, authorization.clone());
-        }
-        let request = request
-            .body(body)
-            .map_err(|_| Error::ServerUrl(self.config.base_url.clone()))?;
-        self.client.request(request).await.map_err(|e| {
-            crate::tls::certificate_failure(&url, &e).unwrap_or_else(|| Error::Unreachable {
-                url: url.clone(),
-                reason: chain(&e),
-            })
-        })
+        let authorization = self.config.authorization.as_ref();
+        request(
+            &self.client,
+            method,
+            &url,
+            authorization,
+            accept,
+            content_type,
+            body,
+        )
+        .await
     }
 
     /// The error for a non-2xx answer, with the server's `{"error": ...}` message.
@@ -273,6 +295,102 @@ impl Api {
             },
         }
     }
+}
+
+/// Sends `method` to `url` with `authorization` and hands back the server's answer unread.
+async fn request(
+    client: &HttpClient,
+    method: Method,
+    url: &str,
+    authorization: Option<&http::HeaderValue>,
+    accept: Option<&str>,
+    content_type: Option<&str>,
+    body: RequestBody,
+) -> Result<http::Response<hyper::body::Incoming>, Error> {
+    let mut request = Request::builder().method(method).uri(url);
+    for (name, value) in [
+        (header::ACCEPT, accept),
+        (header::CONTENT_TYPE, content_type),
+    ] {
+        if let Some(value) = value {
+            request = request.header(name, value);
+        }
+    }
+    if let Some(authorization) = authorization {
+        request = request.header(header::AUTHORIZATION, authorization.clone());
+    }
+    let request = request
+        .body(body)
+        .map_err(|_| Error::ServerUrl(url.to_owned()))?;
+    client.request(request).await.map_err(|e| {
+        crate::tls::certificate_failure(url, &e).unwrap_or_else(|| Error::Unreachable {
+            url: url.to_owned(),
+            reason: chain(&e),
+        })
+    })
+}
+
+/// GETs `url` and parses its 2xx answer as `T`, all within `timeout`; `error` names the
+/// failure for any other status.
+async fn fetch<T: DeserializeOwned>(
+    client: &HttpClient,
+    url: &str,
+    authorization: Option<&http::HeaderValue>,
+    timeout: Duration,
+    error: impl FnOnce(StatusCode, &[u8]) -> Error,
+) -> Result<T, Error> {
+    let empty = Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed();
+    let accept = Some("application/json");
+    let exchange = async {
+        let response =
+            request(client, Method::GET, url, authorization, accept, None, empty).await?;
+        read_answer(url, response).await
+    };
+    let (status, body) = tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| Error::ApiTimeout {
+            url: url.to_owned(),
+            secs: timeout.as_secs(),
+        })??;
+    if !status.is_success() {
+        return Err(error(status, &body));
+    }
+    parse_answer(url, &body)
+}
+
+/// The answer's status and its body, read whole up to [`MAX_ANSWER_BYTES`].
+async fn read_answer(
+    url: &str,
+    response: http::Response<hyper::body::Incoming>,
+) -> Result<(StatusCode, Bytes), Error> {
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| Error::BadAnswer {
+            url: url.to_owned(),
+            reason: format!("reading the answer failed: {e}"),
+        })?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// A 2xx answer's body as `T`.
+fn parse_answer<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, Error> {
+    serde_json::from_slice(body).map_err(|e| Error::BadAnswer {
+        url: url.to_owned(),
+        reason: format!("not the expected JSON ({e})"),
+    })
+}
+
+/// The error for a non-2xx answer with nothing more specific to say: the server's `error`.
+fn api_error(status: StatusCode, body: &[u8]) -> Error {
+    let message = serde_json::from_slice::<ApiError>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| plain_message(status, body));
+    Error::Api { status, message }
 }
 
 /// A message for an error answer that is not the API's JSON (say, a proxy's page): its first

@@ -26,13 +26,13 @@ async fn run() -> anyhow::Result<ExitCode> {
     match Args::from_command_line().validate()? {
         Invocation::Agent(config) => run_agent(config).await.map(|()| ExitCode::SUCCESS),
         Invocation::Events { api, query } => {
-            let api = Api::new(api)?;
+            let api = Api::open(api).await?;
             let page = api.events(&query).await?;
             output::print_event_page(api.channel().as_str(), &query, &page);
             Ok(ExitCode::SUCCESS)
         }
         Invocation::Replay { api, id, target } => {
-            let api = Api::new(api)?;
+            let api = Api::open(api).await?;
             let delivery = match target {
                 Some(target) => api.replay_to(id, &target).await?,
                 None => api.replay(id).await?,

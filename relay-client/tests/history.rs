@@ -290,6 +290,64 @@ async fn wrong_or_missing_token_is_an_error_and_the_right_one_works() {
     assert_eq!(run.stdout, "No events in channel locked\n");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_replay_find_the_channel_from_its_token_alone() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let config = Config {
+        open: Some(false),
+        admin_token: Some(ADMIN.to_owned()),
+        ..Config::default()
+    };
+    let (addr, _server) = start_server(config).await;
+    let server = format!("http://{addr}");
+    let bearer = format!("Bearer {ADMIN}");
+    let (status, _, created) = send(
+        "POST",
+        &format!("{server}/api/admin/channels"),
+        &[
+            ("authorization", bearer.as_bytes()),
+            ("content-type", b"application/json"),
+        ],
+        b"{\"name\": \"by-token\"}",
+    )
+    .await;
+    assert_eq!(status, 201, "{created:?}");
+    let created: serde_json::Value = serde_json::from_slice(&created).expect("JSON");
+    let token = created["token"].as_str().expect("token").to_owned();
+    // No agent: the webhook is stored and queued.
+    let (status, id, _) = send("POST", &format!("{server}/h/by-token/x"), &[], b"queued").await;
+    assert_eq!(status, 202);
+    let id = id.expect("delivery id");
+
+    let run = run_client(&["events", "--server", &server, "--token", &token]).await;
+    assert!(run.success, "{run:?}");
+    let rows = rows_with(&run.stdout, &id);
+    assert_eq!(rows.len(), 1, "{}", run.stdout);
+    assert!(rows[0].contains(" queued "), "{}", rows[0]);
+
+    let mut local = start_target().await;
+    let run = run_client(&[
+        "replay",
+        &id,
+        "--server",
+        &server,
+        "--token",
+        &token,
+        "--forward",
+        &local.url,
+    ])
+    .await;
+    assert!(run.success, "{run:?}");
+    assert_eq!(local.next().await.body, "queued");
+
+    let run = run_client(&["events", "--server", &server, "--token", "hrt_wrong"]).await;
+    assert!(!run.success, "{run:?}");
+    assert_eq!(
+        run.stderr,
+        "error: no channel on the server has this token: check --token, or pass --channel NAME too (the admin token and open mode's agent token name no channel)\n"
+    );
+}
+
 #[tokio::test]
 async fn events_and_replay_need_a_channel() {
     let id = "5f0c1a2b-0000-4000-8000-000000000001";
@@ -304,7 +362,7 @@ async fn events_and_replay_need_a_channel() {
         assert_eq!(
             run.stderr,
             format!(
-                "error: --channel is required for `relay-client {command}` (or set HOOKRELAY_CHANNEL)\n"
+                "error: `relay-client {command}` needs --channel NAME or the channel's --token TOKEN, which names it (or set HOOKRELAY_CHANNEL or HOOKRELAY_TOKEN)\n"
             )
         );
     }
