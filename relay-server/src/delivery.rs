@@ -23,12 +23,18 @@ use crate::store::{self, Attempt, AttemptKind, Event, MAX_RECORDED_BODY, Millis}
 /// target, so it can recognise a delivery it has already seen.
 pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
 
+/// Request header telling the agent and the target which kind of attempt this is: `live`
+/// (the sender is waiting), `queued` (from the queue, or a retry) or `replay` (asked for
+/// through the replay API).
+pub const ATTEMPT_HEADER: &str = "x-hookrelay-attempt";
+
 /// Headers the relay sets itself; copies from the sender are replaced.
-const RELAY_SET: [&str; 4] = [
+const RELAY_SET: [&str; 5] = [
     "host",
     "x-forwarded-proto",
     "x-forwarded-host",
     DELIVERY_HEADER,
+    ATTEMPT_HEADER,
 ];
 
 /// The request an attempt sends to the agent.
@@ -44,7 +50,8 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    pub fn from_event(state: &AppState, event: &Event) -> Self {
+    /// The request for an attempt of kind `kind` at a stored event.
+    pub fn from_event(state: &AppState, event: &Event, kind: AttemptKind) -> Self {
         let source = event
             .source
             .as_deref()
@@ -54,7 +61,7 @@ impl Outgoing {
             method: event.summary.method.clone(),
             path: event.summary.path.clone(),
             query: event.summary.query.clone(),
-            headers: forwarded_headers(state, event.summary.id, &event.headers, source),
+            headers: forwarded_headers(state, event.summary.id, kind, &event.headers, source),
             body: event.body.clone(),
         }
     }
@@ -413,10 +420,12 @@ fn response_stream(first: Bytes, rest: mpsc::Receiver<BodyEvent>, tee: Tee) -> B
     Body::from_stream(stream)
 }
 
-/// The end-to-end headers of the sender's request, plus the ones the relay adds for the target.
+/// The end-to-end headers of the sender's request, plus the ones the relay adds for the target
+/// (`x-forwarded-*`, the delivery id and the kind of attempt).
 pub fn forwarded_headers(
     state: &AppState,
     id: DeliveryId,
+    kind: AttemptKind,
     headers: &Headers,
     peer: Option<SocketAddr>,
 ) -> Headers {
@@ -454,6 +463,10 @@ pub fn forwarded_headers(
         out.push(("x-forwarded-host".to_owned(), host.clone()));
     }
     out.push((DELIVERY_HEADER.to_owned(), Bytes::from(id.to_string())));
+    out.push((
+        ATTEMPT_HEADER.to_owned(),
+        Bytes::from_static(kind.as_str().as_bytes()),
+    ));
     out
 }
 

@@ -152,8 +152,9 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             if let Err(e) = state.store.begin(id).await {
                 warn!(delivery_id = %id, error = %e, "cannot mark the event delivering");
             }
-            let (mut attempt, agent_gone) = attempt(&state, Arc::clone(&agent), &event).await;
-            attempt.kind = AttemptKind::Queued;
+            let kind = AttemptKind::Queued;
+            let (mut attempt, agent_gone) = attempt(&state, Arc::clone(&agent), &event, kind).await;
+            attempt.kind = kind;
             record_queued(&state, &channel, id, attempt, failures, agent_gone).await;
             if agent_gone {
                 // Its session is ending; wait until it has left the registry rather than pick
@@ -165,15 +166,16 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
     }
 }
 
-/// One attempt at a stored event through `agent`: the attempt record, and whether it failed
-/// because the agent went away (not the target's fault).
+/// One attempt of kind `kind` at a stored event through `agent`: the attempt record, and
+/// whether it failed because the agent went away (not the target's fault).
 async fn attempt(
     state: &AppState,
     agent: Arc<crate::registry::AgentHandle>,
     event: &Event,
+    kind: AttemptKind,
 ) -> (Attempt, bool) {
     let deadline = Deadline::now() + state.config.timeout;
-    let out = Outgoing::from_event(state, event);
+    let out = Outgoing::from_event(state, event, kind);
     let mut inflight = InFlight::begin(agent, out.id);
     match inflight.send(state, &out, deadline).await {
         Ok(()) => inflight.complete(state, deadline).await,
@@ -193,8 +195,9 @@ pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventSt
         .registry
         .pick(channel)
         .ok_or_else(|| Error::NoAgent(channel.clone()))?;
-    let (mut attempt, _) = attempt(state, agent, event).await;
-    attempt.kind = AttemptKind::Replay;
+    let kind = AttemptKind::Replay;
+    let (mut attempt, _) = attempt(state, agent, event, kind).await;
+    attempt.kind = kind;
     let (then, status) = if attempt.status.is_some_and(store::accepted) {
         (Transition::Delivered, EventStatus::Delivered)
     } else {

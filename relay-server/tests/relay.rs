@@ -32,6 +32,7 @@ async fn round_trip_passes_status_headers_and_body() {
         &[
             ("content-type", b"application/json"),
             ("x-github-event", b"push"),
+            ("x-hookrelay-attempt", b"replay"),
         ],
         r#"{"zen": "Keep it logically awesome."}"#,
     )
@@ -51,6 +52,11 @@ async fn round_trip_passes_status_headers_and_body() {
     assert_eq!(seen.uri, "/github?x=1");
     assert_eq!(seen.header("x-github-event"), [b"push"]);
     assert_eq!(seen.header("x-hookrelay-delivery"), [delivery.as_bytes()]);
+    assert_eq!(
+        seen.header("x-hookrelay-attempt"),
+        [b"live"],
+        "the relay's own, not the sender's copy"
+    );
     assert_eq!(seen.header("x-forwarded-for"), [b"127.0.0.1"]);
     assert_eq!(seen.header("x-forwarded-proto"), [b"http"]);
     let host = url

@@ -59,6 +59,7 @@ async fn offline_events_arrive_once_each_in_order_byte_exact() {
         assert_eq!(seen.body, body_for(i), "#{i}");
         assert_eq!(seen.uri, "/hook?n=1");
         assert_eq!(seen.header("x-sig"), [b"abc".as_slice()]);
+        assert_eq!(seen.header("x-hookrelay-attempt"), [b"queued"], "#{i}");
     }
     let events = format!("{}/api/channels/offline/events", server.url());
     poll_json(
@@ -238,8 +239,10 @@ async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     assert_eq!(doc["attempt"]["status"], 201);
     assert_eq!(doc["attempt"]["n"], 2);
     assert_eq!(doc["status"], "delivered");
+    assert_eq!(first.header("x-hookrelay-attempt"), [b"live"]);
     let again = next_seen(&mut target).await;
     assert_eq!(again.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    assert_eq!(again.header("x-hookrelay-attempt"), [b"replay"]);
     assert_eq!(
         (again.method.as_str(), again.uri.as_str()),
         ("PUT", "/a?b=c")
