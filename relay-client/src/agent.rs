@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::{SinkExt, StreamExt};
 use protocol::{
     ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, RequestHead,
-    Welcome,
+    Welcome, close,
 };
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -24,15 +24,63 @@ use crate::forward::{self, HttpClient, Outcome};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// The code a close frame without one stands for (RFC 6455, section 7.1.5).
+const NO_STATUS: u16 = 1005;
+
 /// What the agent reports for a human to read (see `output.rs`).
 #[derive(Debug, Clone)]
 pub enum Event {
     /// Connected (or reconnected) and serving `public_url`.
     Connected { public_url: String, target: String },
-    /// The connection was lost; the next attempt is in `retry_in`.
-    Disconnected { reason: String, retry_in: Duration },
+    /// Not connected to the relay at `server` (as given with `--server`) because of `why`;
+    /// the next attempt is in `retry_in`.
+    Disconnected {
+        server: String,
+        why: Disconnect,
+        retry_in: Duration,
+    },
+    /// Shutdown began: `in_flight` deliveries may take up to `grace` to finish.
+    Draining { in_flight: usize, grace: Duration },
+    /// The agent stopped; `unfinished` deliveries were cut off at the end of the grace period.
+    Stopped { unfinished: usize },
     /// One delivery finished.
     Delivered(Delivery),
+}
+
+/// Why the agent is not connected, for the line that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The relay closed the connection with `code` (1001: it is shutting down).
+    Closed { code: u16, reason: String },
+    /// The relay answered the WebSocket request with an HTTP error and this reason.
+    Refused { status: u16, message: String },
+    /// The relay could not be reached at all.
+    Unreachable(String),
+    /// The connection broke, or the handshake did not complete.
+    Lost(String),
+}
+
+impl Disconnect {
+    /// Why `e`, an error that reconnecting may get past, kept us from the relay.
+    pub fn of(e: &Error) -> Self {
+        match e {
+            Error::Closed { code, reason, .. } => Disconnect::Closed {
+                code: *code,
+                reason: reason.clone(),
+            },
+            Error::HttpRefused {
+                status, message, ..
+            } => Disconnect::Refused {
+                status: status.as_u16(),
+                message: message.clone(),
+            },
+            Error::Connect { reason, .. } => Disconnect::Unreachable(reason.clone()),
+            Error::Handshake { reason, .. } => {
+                Disconnect::Lost(format!("handshake failed: {reason}"))
+            }
+            other => Disconnect::Lost(other.to_string()),
+        }
+    }
 }
 
 /// One finished delivery, as the output line shows it.
@@ -47,6 +95,38 @@ pub struct Delivery {
     pub status: Option<u16>,
     pub duration: Duration,
     pub error: Option<String>,
+    pub kind: AttemptKind,
+}
+
+/// Which kind of attempt a delivery was, as the server's `x-hookrelay-attempt` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    /// The sender is waiting for the answer (also what a server without the header sends).
+    Live,
+    /// From the server's queue: it came while no agent was connected, or is a retry.
+    Queued,
+    /// Asked for through the server's replay API.
+    Replay,
+    /// `relay-client replay ID --forward URL`: sent from here, not recorded on the server.
+    LocalReplay,
+}
+
+/// The request header naming the kind of attempt.
+pub const ATTEMPT_HEADER: &str = "x-hookrelay-attempt";
+
+impl AttemptKind {
+    /// The kind `headers` name; [`AttemptKind::Live`] when they name none we know.
+    fn of(headers: &protocol::Headers) -> Self {
+        let value = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(ATTEMPT_HEADER))
+            .map(|(_, value)| value.as_ref());
+        match value {
+            Some(b"queued") => AttemptKind::Queued,
+            Some(b"replay") => AttemptKind::Replay,
+            _ => AttemptKind::Live,
+        }
+    }
 }
 
 /// A delivery under way: what its [`Delivery`] line will say besides the outcome.
@@ -56,6 +136,7 @@ pub(crate) struct Started {
     id: DeliveryId,
     method: String,
     path: String,
+    kind: AttemptKind,
 }
 
 impl Started {
@@ -67,6 +148,7 @@ impl Started {
             id: head.id,
             method: head.method.clone(),
             path: crate::output::shown_path(&head.path, head.query.as_deref()),
+            kind: AttemptKind::of(&head.headers),
         }
     }
 
@@ -79,6 +161,7 @@ impl Started {
             status: outcome.status,
             duration: self.clock.elapsed(),
             error: outcome.error,
+            kind: self.kind,
         }
     }
 }
@@ -110,8 +193,11 @@ impl Ctx {
 
 /// How one connection ended.
 pub(crate) enum SessionEnd {
-    Shutdown,
-    Lost(String),
+    /// Shutdown; `unfinished` deliveries were still running at the end of the grace period.
+    Shutdown {
+        unfinished: usize,
+    },
+    Lost(Disconnect),
     Fatal(Error),
 }
 
@@ -162,15 +248,21 @@ impl Agent {
         } = self;
         let channel = ChannelId::parse(&welcome.channel)?;
         loop {
-            let reason = match crate::session::serve(&ctx, ws, &shutdown).await {
-                SessionEnd::Shutdown => return Ok(()),
+            let why = match crate::session::serve(&ctx, ws, &shutdown).await {
+                SessionEnd::Shutdown { unfinished } => {
+                    ctx.emit(Event::Stopped { unfinished });
+                    return Ok(());
+                }
                 SessionEnd::Fatal(e) => return Err(e),
-                SessionEnd::Lost(reason) => reason,
+                SessionEnd::Lost(why) => why,
             };
-            info!(%reason, "connection to the server lost");
-            ws = match reconnect(&ctx, &channel, reason, &shutdown).await? {
+            info!(?why, "connection to the server lost");
+            ws = match reconnect(&ctx, &channel, why, &shutdown).await? {
                 Some(ws) => ws,
-                None => return Ok(()),
+                None => {
+                    ctx.emit(Event::Stopped { unfinished: 0 });
+                    return Ok(());
+                }
             };
         }
     }
@@ -181,13 +273,17 @@ impl Agent {
 async fn reconnect(
     ctx: &Ctx,
     channel: &ChannelId,
-    mut reason: String,
+    mut why: Disconnect,
     shutdown: &CancellationToken,
 ) -> Result<Option<Ws>, Error> {
     let mut attempt = 0;
     loop {
         let retry_in = backoff(&ctx.config, attempt);
-        ctx.emit(Event::Disconnected { reason, retry_in });
+        ctx.emit(Event::Disconnected {
+            server: ctx.config.server.clone(),
+            why,
+            retry_in,
+        });
         tokio::select! {
             () = tokio::time::sleep(retry_in) => {}
             () = shutdown.cancelled() => return Ok(None),
@@ -201,7 +297,7 @@ async fn reconnect(
                 return Ok(Some(ws));
             }
             Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => reason = e.to_string(),
+            Err(e) => why = Disconnect::of(&e),
         }
         attempt += 1;
     }
@@ -264,11 +360,11 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
                 Some(Ok(Message::Binary(bytes))) => {
                     return match protocol::decode(&bytes).map_err(|e| hs(e.to_string()))? {
                         Frame::Welcome(welcome) => Ok((ws, welcome)),
-                        Frame::Error(e) => Err(refusal(e.code, e.message)),
+                        Frame::Error(e) => Err(refusal(url, e.code, e.message)),
                         _ => Err(hs("unexpected frame before welcome".to_owned())),
                     };
                 }
-                Some(Ok(Message::Close(frame))) => return Err(closed(frame)),
+                Some(Ok(Message::Close(frame))) => return Err(closed(url, frame)),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(hs(e.to_string())),
                 None => return Err(hs("connection closed".to_owned())),
@@ -292,13 +388,13 @@ fn connect_error(url: &str, e: &tokio_tungstenite::tungstenite::Error) -> Error 
     }
     if let WsError::Http(response) = e {
         let status = response.status();
+        let message = response
+            .body()
+            .as_deref()
+            .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
+            .and_then(|json| json["error"].as_str().map(str::to_owned));
         if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
-            let message = response
-                .body()
-                .as_deref()
-                .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
-                .and_then(|json| json["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| format!("HTTP {status} on {url}"));
+            let message = message.unwrap_or_else(|| format!("HTTP {status} on {url}"));
             let hint = if message.contains("client certificate") {
                 "; pass --cert FILE --key FILE"
             } else {
@@ -306,6 +402,12 @@ fn connect_error(url: &str, e: &tokio_tungstenite::tungstenite::Error) -> Error 
             };
             return Error::Refused(format!("{message}{hint}"));
         }
+        return Error::HttpRefused {
+            url: url.to_owned(),
+            status,
+            message: message
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("no reason").to_owned()),
+        };
     }
     Error::Connect {
         url: url.to_owned(),
@@ -313,27 +415,37 @@ fn connect_error(url: &str, e: &tokio_tungstenite::tungstenite::Error) -> Error 
     }
 }
 
-pub(crate) fn refusal(code: ErrorCode, message: String) -> Error {
+/// The error for an `Error` frame from the server at `url`: shutting down and protocol
+/// errors may pass on reconnecting, the rest are refusals.
+pub(crate) fn refusal(url: &str, code: ErrorCode, message: String) -> Error {
     match code {
-        ErrorCode::ShuttingDown | ErrorCode::ProtocolError => Error::Handshake {
-            url: String::new(),
+        ErrorCode::ShuttingDown => Error::Closed {
+            url: url.to_owned(),
+            code: close::GOING_AWAY,
+            reason: message,
+        },
+        ErrorCode::ProtocolError => Error::Handshake {
+            url: url.to_owned(),
             reason: message,
         },
         _ => Error::Refused(message),
     }
 }
 
-/// The error for a close frame: 4xxx codes are refusals retrying cannot fix.
-pub(crate) fn closed(frame: Option<CloseFrame>) -> Error {
+/// The error for a close frame from the server at `url`: 4xxx codes are refusals retrying
+/// cannot fix.
+pub(crate) fn closed(url: &str, frame: Option<CloseFrame>) -> Error {
     match frame {
         Some(f) if u16::from(f.code) >= 4000 => Error::Refused(f.reason.to_string()),
-        Some(f) => Error::Handshake {
-            url: String::new(),
-            reason: format!("closed by server ({}): {}", u16::from(f.code), f.reason),
+        Some(f) => Error::Closed {
+            url: url.to_owned(),
+            code: u16::from(f.code),
+            reason: f.reason.to_string(),
         },
-        None => Error::Handshake {
-            url: String::new(),
-            reason: "closed by server".to_owned(),
+        None => Error::Closed {
+            url: url.to_owned(),
+            code: NO_STATUS,
+            reason: "no reason given".to_owned(),
         },
     }
 }

@@ -15,6 +15,22 @@ pub enum Error {
     Connect { url: String, reason: String },
     #[error("handshake with {url} failed: {reason}")]
     Handshake { url: String, reason: String },
+    /// The server closed the WebSocket with a code retrying may get past (1001: it is
+    /// shutting down).
+    #[error("{url} closed the connection ({code}): {reason}")]
+    Closed {
+        url: String,
+        code: u16,
+        reason: String,
+    },
+    /// The server answered the WebSocket request with an HTTP error other than 401/403
+    /// (`message` is its `error`, or the status's reason).
+    #[error("{url} answered {status}: {message}")]
+    HttpRefused {
+        url: String,
+        status: http::StatusCode,
+        message: String,
+    },
     /// The server refused us for a reason retrying cannot fix (token, version, channel name).
     #[error("server refused the agent: {0}")]
     Refused(String),
@@ -86,7 +102,13 @@ impl Error {
     /// True when reconnecting cannot help and the agent should stop: everything but failing
     /// to connect or to complete the handshake.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Error::Connect { .. } | Error::Handshake { .. })
+        !matches!(
+            self,
+            Error::Connect { .. }
+                | Error::Handshake { .. }
+                | Error::Closed { .. }
+                | Error::HttpRefused { .. }
+        )
     }
 }
 

@@ -12,7 +12,7 @@ use protocol::{ChannelId, DeliveryId, Headers, RequestHead};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::agent::{Delivery, Started};
+use crate::agent::{ATTEMPT_HEADER, AttemptKind, Delivery, Started};
 use crate::config::{
     ApiConfig, ApiTarget, DEFAULT_API_TIMEOUT, DEFAULT_TARGET_TIMEOUT, EventsQuery,
 };
@@ -203,6 +203,7 @@ impl Api {
             status: answer.attempt.status,
             duration: Duration::from_millis(answer.attempt.duration_ms),
             error: answer.attempt.error,
+            kind: AttemptKind::Replay,
         })
     }
 
@@ -215,7 +216,9 @@ impl Api {
         let head = event.into_request_head()?;
         // The target is local and no concern of the server's TLS settings: the agent's client.
         let client = forward::http_client()?;
-        Ok(send_to(&client, target, head, DEFAULT_TARGET_TIMEOUT).await)
+        let mut delivery = send_to(&client, target, head, DEFAULT_TARGET_TIMEOUT).await;
+        delivery.kind = AttemptKind::LocalReplay;
+        Ok(delivery)
     }
 
     /// One API call: `method` on the channel's `path`, the answer read whole (up to
@@ -465,12 +468,18 @@ impl StoredHeader {
 
 /// The headers a local replay sends: the stored ones without hop-by-hop headers, `host` and
 /// `content-length` (the HTTP client sets both for the new connection and body) and any
-/// earlier delivery header, then `x-hookrelay-delivery: id`. Order and duplicates are kept.
+/// earlier relay header, then `x-hookrelay-delivery: id` and `x-hookrelay-attempt: replay`.
+/// Order and duplicates are kept.
 fn replay_headers(id: DeliveryId, stored: &[(String, Bytes)]) -> Headers {
     let mut headers = protocol::end_to_end(stored.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
-    headers
-        .retain(|(name, _)| !matches!(name.as_str(), "host" | "content-length" | DELIVERY_HEADER));
+    headers.retain(|(name, _)| {
+        !matches!(
+            name.as_str(),
+            "host" | "content-length" | DELIVERY_HEADER | ATTEMPT_HEADER
+        )
+    });
     headers.push((DELIVERY_HEADER.to_owned(), Bytes::from(id.to_string())));
+    headers.push((ATTEMPT_HEADER.to_owned(), Bytes::from_static(b"replay")));
     headers
 }
 
@@ -544,6 +553,7 @@ mod tests {
             ("Transfer-Encoding", b"chunked"),
             ("x-sig", b"\xff\x01"),
             ("x-hookrelay-delivery", b"old"),
+            ("x-hookrelay-attempt", b"live"),
             ("x-dup", b"1"),
             ("x-dup", b"2"),
         ]
@@ -560,6 +570,7 @@ mod tests {
                 "x-hookrelay-delivery",
                 b"00000000-0000-0000-0000-000000000000",
             ),
+            ("x-hookrelay-attempt", b"replay"),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_owned(), Bytes::from_static(v)))

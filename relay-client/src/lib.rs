@@ -21,7 +21,7 @@ pub mod output;
 mod session;
 pub mod tls;
 
-pub use agent::{Agent, Delivery, Event, backoff};
+pub use agent::{ATTEMPT_HEADER, Agent, AttemptKind, Delivery, Disconnect, Event, backoff};
 pub use config::{
     AgentConfig, ApiConfig, Args, Command, EventsQuery, Identity, Invocation, TlsConfig,
 };

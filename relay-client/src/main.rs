@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use relay_client::history::Api;
-use relay_client::{Agent, AgentConfig, Args, Event, Invocation, output};
+use relay_client::{Agent, AgentConfig, Args, Disconnect, Event, Invocation, output};
 use tokio_util::sync::CancellationToken;
 
 /// One thread: the agent mostly moves bytes between two local sockets, and on a shared
@@ -63,12 +63,16 @@ async fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
             Err(e) => {
                 let retry_in = relay_client::backoff(&config, attempt);
                 output::print(&Event::Disconnected {
-                    reason: e.to_string(),
+                    server: config.server.clone(),
+                    why: Disconnect::of(&e),
                     retry_in,
                 });
                 tokio::select! {
                     () = tokio::time::sleep(retry_in) => {}
-                    () = shutdown.cancelled() => return Ok(()),
+                    () = shutdown.cancelled() => {
+                        output::print(&Event::Stopped { unfinished: 0 });
+                        return Ok(());
+                    }
                 }
                 attempt += 1;
             }

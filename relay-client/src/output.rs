@@ -4,7 +4,7 @@ use std::io::Write;
 
 use tokio::sync::mpsc;
 
-use crate::agent::{Delivery, Event};
+use crate::agent::{AttemptKind, Delivery, Disconnect, Event};
 use crate::config::EventsQuery;
 use crate::history::EventPage;
 
@@ -12,6 +12,9 @@ use crate::history::EventPage;
 const PRINT_BATCH: usize = 1024;
 /// Pause after each write to stdout, so lines arriving together leave together.
 const PRINT_COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest path (with its query) a delivery line shows; longer ones are cut with `...`. The
+/// history keeps them whole.
+const MAX_SHOWN_PATH: usize = 80;
 
 /// Prints events until every sender is gone; run it on its own thread, so a terminal or pipe
 /// that blocks never stalls deliveries (the agent drops lines rather than wait for output).
@@ -43,12 +46,11 @@ pub fn print_events(mut rx: mpsc::Receiver<Event>) {
 /// Prints one event: connection changes and one line per delivery.
 pub fn print(event: &Event) {
     match event {
-        Event::Disconnected { reason, retry_in } => {
-            eprintln!(
-                "Disconnected from the relay ({reason}); reconnecting in {:.1}s",
-                retry_in.as_secs_f64()
-            );
-        }
+        Event::Disconnected {
+            server,
+            why,
+            retry_in,
+        } => eprintln!("{}", disconnected_line(server, why, *retry_in)),
         _ => {
             let _ = write_event(&mut std::io::stdout().lock(), event);
         }
@@ -61,29 +63,95 @@ fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
             writeln!(out, "Forwarding {public_url} -> {target}")
         }
         Event::Disconnected { .. } => Ok(()),
+        Event::Draining { in_flight: 0, .. } => writeln!(out, "Stopping: no deliveries in flight"),
+        Event::Draining { in_flight, grace } => writeln!(
+            out,
+            "Stopping: waiting for {} in flight (up to {}s)",
+            deliveries(*in_flight),
+            grace.as_secs()
+        ),
+        Event::Stopped { unfinished: 0 } => writeln!(out, "Stopped"),
+        Event::Stopped { unfinished } => writeln!(
+            out,
+            "Stopped: {} cut off at the end of the grace period",
+            deliveries(*unfinished)
+        ),
         Event::Delivered(delivery) => writeln!(out, "{}", delivery_line(delivery)),
     }
 }
 
-/// `2026-11-23T09:41:02Z POST /github?x=1 200 12ms 5f0c...`: time, method, path, status,
-/// duration, delivery id, and the error when there was one.
+fn deliveries(n: usize) -> String {
+    if n == 1 {
+        "1 delivery".to_owned()
+    } else {
+        format!("{n} deliveries")
+    }
+}
+
+/// `Disconnected: the relay at http://host:8080 is shutting down (1001); reconnecting in
+/// 0.5s`: why the agent is not connected to `server`, and when it tries again.
+pub fn disconnected_line(server: &str, why: &Disconnect, retry_in: std::time::Duration) -> String {
+    let server = server.trim_end_matches('/');
+    let secs = retry_in.as_secs_f64();
+    match why {
+        Disconnect::Closed { code: 1001, .. } => format!(
+            "Disconnected: the relay at {server} is shutting down (1001); reconnecting in {secs:.1}s"
+        ),
+        Disconnect::Closed { code, reason } => format!(
+            "Disconnected: the relay at {server} closed the connection ({code}: {reason}); reconnecting in {secs:.1}s"
+        ),
+        Disconnect::Refused { status, message } => {
+            let status = http::StatusCode::from_u16(*status)
+                .map_or_else(|_| status.to_string(), |s| s.to_string());
+            format!(
+                "The relay at {server} refused the connection with {status}: {message}; retrying in {secs:.1}s"
+            )
+        }
+        Disconnect::Unreachable(reason) => {
+            format!("Cannot reach the relay at {server} ({reason}); retrying in {secs:.1}s")
+        }
+        Disconnect::Lost(reason) => format!(
+            "Disconnected from the relay at {server} ({reason}); reconnecting in {secs:.1}s"
+        ),
+    }
+}
+
+/// `2026-11-23T09:41:02Z POST /github?x=1 200 12ms 5f0c...`: time, method, path (cut to
+/// [`MAX_SHOWN_PATH`]), status, duration, delivery id, then `queued` or `replay` for those
+/// kinds of attempt, and the error when there was one.
 pub fn delivery_line(d: &Delivery) -> String {
     let status = d.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
     let mut line = format!(
         "{} {} {} {} {}ms {}",
         humantime::format_rfc3339_seconds(d.at),
         d.method,
-        d.path,
+        shortened(&d.path),
         status,
         d.duration.as_millis(),
         d.id
     );
+    match d.kind {
+        AttemptKind::Live => {}
+        AttemptKind::Queued => line.push_str(" queued"),
+        AttemptKind::Replay => line.push_str(" replay"),
+        AttemptKind::LocalReplay => line.push_str(" replay (from here, not recorded on the relay)"),
+    }
     if let Some(error) = &d.error {
         line.push_str(" (");
         line.push_str(error);
         line.push(')');
     }
     line
+}
+
+/// `path` whole when it has at most [`MAX_SHOWN_PATH`] characters, else its start and `...`.
+fn shortened(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.chars().count() <= MAX_SHOWN_PATH {
+        return path.into();
+    }
+    let mut short: String = path.chars().take(MAX_SHOWN_PATH - 3).collect();
+    short.push_str("...");
+    short.into()
 }
 
 /// A delivery's path below the channel as lines and tables show it: with `?query` when there
@@ -202,6 +270,70 @@ mod tests {
                 "5f0c1a2b-0000-4000-8000-000000000001  2026-11-23T10:00:00.123Z  POST    /github?x=1  delivered  201   2",
                 "5f0c1a2b-0000-4000-8000-000000000002  2026-11-23T09:59:00.000Z  DELETE  /            queued     -     0",
             ]
+        );
+    }
+
+    fn delivery(path: &str, kind: AttemptKind) -> Delivery {
+        Delivery {
+            at: std::time::UNIX_EPOCH,
+            id: protocol::DeliveryId::from_uuid(uuid::Uuid::nil()),
+            method: "POST".to_owned(),
+            path: path.to_owned(),
+            status: Some(200),
+            duration: std::time::Duration::from_millis(3),
+            error: None,
+            kind,
+        }
+    }
+
+    #[test]
+    fn delivery_lines_mark_queued_and_replayed_deliveries() {
+        let id = "00000000-0000-0000-0000-000000000000";
+        let line = |kind| delivery_line(&delivery("/gh", kind));
+        let start = format!("1970-01-01T00:00:00Z POST /gh 200 3ms {id}");
+        assert_eq!(line(AttemptKind::Live), start);
+        assert_eq!(line(AttemptKind::Queued), format!("{start} queued"));
+        assert_eq!(line(AttemptKind::Replay), format!("{start} replay"));
+        assert_eq!(
+            line(AttemptKind::LocalReplay),
+            format!("{start} replay (from here, not recorded on the relay)")
+        );
+    }
+
+    #[test]
+    fn long_paths_are_cut_in_the_delivery_line() {
+        let long = format!("/{}", "\u{e9}".repeat(60 * 1024));
+        let line = delivery_line(&delivery(&long, AttemptKind::Live));
+        let path = line.split(' ').nth(2).expect("path field");
+        assert_eq!(path.chars().count(), MAX_SHOWN_PATH);
+        assert!(path.ends_with("..."), "{path}");
+        assert!(long.starts_with(path.trim_end_matches("...")));
+        let exact = format!("/{}", "a".repeat(MAX_SHOWN_PATH - 1));
+        assert!(delivery_line(&delivery(&exact, AttemptKind::Live)).contains(&exact));
+    }
+
+    #[test]
+    fn disconnected_lines_name_the_relay_and_say_what_happened() {
+        let half = std::time::Duration::from_millis(500);
+        let server = "http://127.0.0.1:8080/";
+        let line = |why: Disconnect| disconnected_line(server, &why, half);
+        assert_eq!(
+            line(Disconnect::Closed {
+                code: 1001,
+                reason: "server shutting down".to_owned()
+            }),
+            "Disconnected: the relay at http://127.0.0.1:8080 is shutting down (1001); reconnecting in 0.5s"
+        );
+        assert_eq!(
+            line(Disconnect::Refused {
+                status: 429,
+                message: "too many wrong tokens from this address; try again in 60 s".to_owned()
+            }),
+            "The relay at http://127.0.0.1:8080 refused the connection with 429 Too Many Requests: too many wrong tokens from this address; try again in 60 s; retrying in 0.5s"
+        );
+        assert_eq!(
+            line(Disconnect::Unreachable("connection refused".to_owned())),
+            "Cannot reach the relay at http://127.0.0.1:8080 (connection refused); retrying in 0.5s"
         );
     }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::agent::{Ctx, Event, SessionEnd, Started, Ws, closed, refusal};
+use crate::agent::{Ctx, Disconnect, Event, SessionEnd, Started, Ws, closed, refusal};
 use crate::error::Error;
 use crate::forward;
 
@@ -57,7 +57,8 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
             msg = stream.next() => msg,
             _ = ping.tick() => {
                 if last_seen.elapsed() >= ctx.config.peer_timeout {
-                    break SessionEnd::Lost(format!("no message from the server for {:?}", ctx.config.peer_timeout));
+                    let why = format!("no message from it for {}s", ctx.config.peer_timeout.as_secs());
+                    break SessionEnd::Lost(Disconnect::Lost(why));
                 }
                 let _ = outbox.try_send(Message::Ping(bytes::Bytes::new()));
                 continue;
@@ -65,24 +66,26 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
             () = shutdown.cancelled(), if !draining => {
                 draining = true;
                 tracker.close();
+                ctx.emit(Event::Draining { in_flight: tracker.len(), grace: ctx.config.shutdown_grace });
                 drain_deadline.as_mut().reset(tokio::time::Instant::now() + ctx.config.shutdown_grace);
                 continue;
             }
-            () = tracker.wait(), if draining => break SessionEnd::Shutdown,
+            () = tracker.wait(), if draining => break SessionEnd::Shutdown { unfinished: 0 },
             () = &mut drain_deadline, if draining => {
                 warn!("deliveries still in flight at the end of the shutdown grace period");
-                break SessionEnd::Shutdown;
+                break SessionEnd::Shutdown { unfinished: tracker.len() };
             }
         };
         last_seen = tokio::time::Instant::now();
+        let lost = |why: &str| SessionEnd::Lost(Disconnect::Lost(why.to_owned()));
         let bytes = match msg {
-            None => break SessionEnd::Lost("connection closed".to_owned()),
-            Some(Err(e)) => break SessionEnd::Lost(e.to_string()),
+            None => break lost("the connection closed"),
+            Some(Err(e)) => break lost(&e.to_string()),
             Some(Ok(Message::Binary(bytes))) => bytes,
             Some(Ok(Message::Close(frame))) => {
-                break match closed(frame) {
+                break match closed(&ctx.config.server, frame) {
                     e @ Error::Refused(_) => SessionEnd::Fatal(e),
-                    e => SessionEnd::Lost(e.to_string()),
+                    e => SessionEnd::Lost(Disconnect::of(&e)),
                 };
             }
             Some(Ok(_)) => continue,
@@ -92,7 +95,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
             Err(e) => {
                 warn!(error = %e, "undecodable frame from server");
                 let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, &e.to_string()));
-                break SessionEnd::Lost(format!("server sent an undecodable frame: {e}"));
+                break lost(&format!("it sent an undecodable frame: {e}"));
             }
         };
         match frame {
@@ -157,7 +160,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                 stop_delivery(&mut bodies, &cancels, &abort.id);
             }
             Frame::Error(e) => {
-                let err = refusal(e.code, e.message);
+                let err = refusal(&ctx.config.server, e.code, e.message);
                 if err.is_fatal() {
                     break SessionEnd::Fatal(err);
                 }
@@ -165,12 +168,12 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
             }
             Frame::Hello(_) | Frame::Welcome(_) | Frame::Response(_) => {
                 let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, "unexpected frame type"));
-                break SessionEnd::Lost("server sent an unexpected frame".to_owned());
+                break lost("it sent an unexpected frame");
             }
         }
     };
 
-    if matches!(end, SessionEnd::Shutdown) {
+    if matches!(end, SessionEnd::Shutdown { .. }) {
         let _ = outbox.try_send(close_msg(close::NORMAL, "agent shutting down"));
     }
     // Deliveries still running have lost their way back: the server already answered 502.

@@ -148,3 +148,132 @@ async fn refused_token_exits_with_an_error() {
     assert!(error.contains("missing or wrong agent token"), "{error}");
     assert!(!wait_exit(&mut child).success());
 }
+
+/// A target on a std thread that reports each request on `got` and answers it 200 only once
+/// `release` says so, to hold a delivery in flight.
+fn start_holding_target() -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
+    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (got_tx, got) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = got_tx.send(());
+            if release_rx.recv_timeout(DEADLINE).is_err() {
+                break;
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        }
+    });
+    (addr, got, release)
+}
+
+fn sigint(child: &Child) {
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_says_it_drains_the_deliveries_in_flight_then_that_it_stopped() {
+    let (addr, _server) = start_server(relay_server::Config::default()).await;
+    let (target, got, release) = start_holding_target();
+    let (mut child, lines) = agent(addr, target, "draining", &[]);
+    line_matching(&lines, |l| l.starts_with("Forwarding"));
+
+    let post = tokio::task::spawn_blocking(move || post(&addr.to_string(), "/h/draining/slow"));
+    got.recv_timeout(DEADLINE)
+        .expect("the target has the delivery");
+    sigint(&child);
+    let draining = line_matching(&lines, |l| l.starts_with("Stopping"));
+    assert_eq!(
+        draining,
+        "Stopping: waiting for 1 delivery in flight (up to 30s)"
+    );
+    release.send(()).expect("target waits");
+    let delivered = line_matching(&lines, |l| l.contains(" POST "));
+    assert!(delivered.contains(" /slow 200 "), "{delivered}");
+    assert_eq!(
+        line_matching(&lines, |l| l.starts_with("Stopped")),
+        "Stopped"
+    );
+    assert!(wait_exit(&mut child).success());
+    assert_eq!(post.await.expect("post"), "HTTP/1.1 200 OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_shutdown_is_told_in_plain_words_with_the_relays_address() {
+    let (addr, server) = start_server(relay_server::Config::default()).await;
+    let target = start_target();
+    let (mut child, lines) = agent(addr, target, "restarted", &[]);
+    line_matching(&lines, |l| l.starts_with("Forwarding"));
+    server.cancel();
+    let gone = line_matching(&lines, |l| l.starts_with("Disconnected"));
+    let prefix = format!(
+        "Disconnected: the relay at http://{addr} is shutting down (1001); reconnecting in "
+    );
+    assert!(gone.starts_with(&prefix), "{gone}");
+    let retry = line_matching(&lines, |l| l.starts_with("Cannot reach"));
+    assert!(
+        retry.starts_with(&format!("Cannot reach the relay at http://{addr} (")),
+        "{retry}"
+    );
+    sigint(&child);
+    assert_eq!(
+        line_matching(&lines, |l| l.starts_with("Stopped")),
+        "Stopped"
+    );
+    assert!(wait_exit(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_refusal_before_the_upgrade_shows_the_servers_reason() {
+    let config = relay_server::Config {
+        agent_token: Some("right".to_owned()),
+        auth_failures: 1,
+        ..relay_server::Config::default()
+    };
+    let (addr, _server) = start_server(config).await;
+    // One wrong token locks 127.0.0.1 out for the window.
+    let url = format!("http://{addr}/api/channels/locked/events");
+    let (status, _, _) = send("GET", &url, &[("authorization", b"Bearer wrong")], b"").await;
+    assert_eq!(status, 401);
+    let target = start_target();
+    let (mut child, lines) = agent(addr, target, "locked", &["--token", "right"]);
+    let refused = line_matching(&lines, |l| l.contains("refused the connection"));
+    let prefix = format!(
+        "The relay at http://{addr} refused the connection with 429 Too Many Requests: too many wrong tokens from this address; try again in "
+    );
+    assert!(refused.starts_with(&prefix), "{refused}");
+    interrupt(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_deliveries_are_marked_and_long_paths_cut_in_their_lines() {
+    let (addr, _server) = start_server(relay_server::Config::default()).await;
+    let long = format!("/{}", "p".repeat(10 * 1024));
+    let path = format!("/h/marked{long}");
+    let status = tokio::task::spawn_blocking(move || post(&addr.to_string(), &path))
+        .await
+        .expect("post");
+    assert_eq!(status, "HTTP/1.1 202 Accepted", "no agent: queued");
+    let target = start_target();
+    let (mut child, lines) = agent(addr, target, "marked", &[]);
+    let delivery = line_matching(&lines, |l| l.contains(" POST "));
+    let fields: Vec<&str> = delivery.split_whitespace().collect();
+    assert_eq!(fields.len(), 7, "{delivery}");
+    assert_eq!(fields[2], format!("{}...", &long[..77]));
+    assert_eq!(fields[3], "202");
+    assert_eq!(fields[6], "queued");
+    interrupt(&mut child);
+}

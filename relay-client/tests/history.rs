@@ -109,11 +109,12 @@ async fn replay_delivers_the_event_again_through_the_agent() {
     .await;
     assert!(run.success, "{run:?}");
     let fields: Vec<&str> = run.stdout.split_whitespace().collect();
-    assert_eq!(fields.len(), 6, "one result line: {}", run.stdout);
+    assert_eq!(fields.len(), 7, "one result line: {}", run.stdout);
     assert!(fields[0].ends_with('Z'), "{}", run.stdout);
     assert_eq!(fields[1..4], ["POST", "/github?x=1", "201"]);
     assert!(fields[4].ends_with("ms"), "{}", run.stdout);
     assert_eq!(fields[5], id);
+    assert_eq!(fields[6], "replay");
 
     let again = target.next().await;
     assert_eq!(again.method, "POST");
@@ -121,6 +122,7 @@ async fn replay_delivers_the_event_again_through_the_agent() {
     assert_eq!(again.body, original.body);
     assert_eq!(again.header("x-github-event"), [b"push"]);
     assert_eq!(again.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    assert_eq!(again.header("x-hookrelay-attempt"), [b"replay"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,6 +164,12 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
         run.stdout
     );
     assert_eq!(fields[5], id);
+    assert!(
+        run.stdout
+            .ends_with(" replay (from here, not recorded on the relay)\n"),
+        "{}",
+        run.stdout
+    );
 
     let seen = local.next().await;
     assert_eq!(seen.method, "PATCH");
@@ -171,6 +179,7 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
     assert_eq!(seen.header("x-signature"), [b"t=1,v1=\xfe\xff"]);
     assert_eq!(seen.header("x-dup"), [b"1", b"2"]);
     assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    assert_eq!(seen.header("x-hookrelay-attempt"), [b"replay"]);
     let host = local.url.trim_start_matches("http://");
     assert_eq!(seen.header("host"), [host.as_bytes()]);
     let length = BINARY_BODY.len().to_string();
