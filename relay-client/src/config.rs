@@ -63,7 +63,8 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_INSPECT", value_name = "ADDR")]
     pub inspect: Option<std::net::SocketAddr>,
 
-    /// Token the server requires from agents (also sent to its API as a bearer token).
+    /// Token the server requires from agents (also sent to its API as a bearer token). A
+    /// registered channel's token (hrt_...) alone also names its channel.
     #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
@@ -128,8 +129,9 @@ pub enum Command {
     /// The server sends the stored request to an agent serving the channel and records the
     /// attempt in the event's history. With --forward, this command fetches the stored
     /// request and sends it from here to URL instead (with the same method, path, query,
-    /// headers and body, plus x-hookrelay-delivery: ID); that local replay is not recorded
-    /// on the server.
+    /// headers and body, plus x-hookrelay-delivery: ID and x-hookrelay-attempt: replay); that
+    /// local replay is not recorded on the server: the event's history and the inspector do
+    /// not show it.
     Replay {
         /// Event id, as `relay-client events` and the agent's delivery lines show it.
         id: uuid::Uuid,

@@ -378,6 +378,18 @@ async fn events_and_replay_need_a_channel() {
 }
 
 #[tokio::test]
+async fn replay_help_says_a_local_replay_is_not_recorded() {
+    let run = run_client(&["replay", "--help"]).await;
+    assert!(run.success, "{run:?}");
+    let help = run.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        help.contains("that local replay is not recorded on the server"),
+        "{help}"
+    );
+    assert!(help.contains("(not recorded on the server)"), "{help}");
+}
+
+#[tokio::test]
 async fn the_agent_still_needs_forward() {
     let run = run_client(&["--server", "http://127.0.0.1:9", "--channel", "c"]).await;
     assert!(!run.success, "{run:?}");
