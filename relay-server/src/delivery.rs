@@ -61,7 +61,14 @@ impl Outgoing {
             method: event.summary.method.clone(),
             path: event.summary.path.clone(),
             query: event.summary.query.clone(),
-            headers: forwarded_headers(state, event.summary.id, kind, &event.headers, source),
+            headers: forwarded_headers(
+                state,
+                event.summary.id,
+                kind,
+                &event.headers,
+                event.body.len(),
+                source,
+            ),
             body: event.body.clone(),
         }
     }
@@ -421,15 +428,18 @@ fn response_stream(first: Bytes, rest: mpsc::Receiver<BodyEvent>, tee: Tee) -> B
 }
 
 /// The end-to-end headers of the sender's request, plus the ones the relay adds for the target
-/// (`x-forwarded-*`, the delivery id and the kind of attempt).
+/// (`x-forwarded-*`, the delivery id and the kind of attempt), with a `content-length` of
+/// `body_len` (see [`set_content_length`]).
 pub fn forwarded_headers(
     state: &AppState,
     id: DeliveryId,
     kind: AttemptKind,
     headers: &Headers,
+    body_len: usize,
     peer: Option<SocketAddr>,
 ) -> Headers {
     let mut out = protocol::end_to_end(headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
+    set_content_length(&mut out, body_len);
     let mut forwarded_for: Vec<u8> = Vec::new();
     out.retain(|(name, value)| {
         if name == "x-forwarded-for" {
@@ -470,6 +480,32 @@ pub fn forwarded_headers(
     out
 }
 
+/// Makes `headers` say the body is `len` bytes. The body is stored whole, so its length is
+/// known before it is sent, but a sender's chunked body comes without one, and a target that
+/// does not read chunked bodies (Python's `http.server`) would take it as empty; with the
+/// length the agent sends it with `Content-Length`. Transfer-Encoding is hop-by-hop, so no
+/// byte of the body changes. A sender's own single, right `content-length` stays where it
+/// was; a wrong or repeated one is replaced. An empty body gets none it did not have, so a
+/// GET stays as it came.
+fn set_content_length(headers: &mut Headers, len: usize) {
+    let len = len.to_string();
+    let given: Vec<&Bytes> = headers
+        .iter()
+        .filter(|(name, _)| name == header::CONTENT_LENGTH.as_str())
+        .map(|(_, value)| value)
+        .collect();
+    if let [only] = given.as_slice() {
+        if only.as_ref() == len.as_bytes() {
+            return;
+        }
+    }
+    let had = !given.is_empty();
+    headers.retain(|(name, _)| name != header::CONTENT_LENGTH.as_str());
+    if had || len != "0" {
+        headers.push((header::CONTENT_LENGTH.as_str().to_owned(), Bytes::from(len)));
+    }
+}
+
 /// Copies the agent's response headers, skipping any that are not valid HTTP (the agent is a
 /// peer, not trusted to be well-formed) and hop-by-hop ones it should not have sent.
 fn copy_headers(headers: &Headers, into: &mut axum::http::HeaderMap) {
@@ -486,5 +522,39 @@ fn copy_headers(headers: &Headers, into: &mut axum::http::HeaderMap) {
             }
             _ => warn!(header = %name, "invalid response header from agent dropped"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> Headers {
+        pairs
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn content_length_is_kept_when_right_and_replaced_or_added_otherwise() {
+        let mut right = headers(&[("content-length", "3"), ("x-a", "1")]);
+        set_content_length(&mut right, 3);
+        assert_eq!(right, headers(&[("content-length", "3"), ("x-a", "1")]));
+
+        let mut chunked = headers(&[("x-a", "1")]);
+        set_content_length(&mut chunked, 70_000);
+        assert_eq!(
+            chunked,
+            headers(&[("x-a", "1"), ("content-length", "70000")])
+        );
+
+        let mut twice = headers(&[("content-length", "3"), ("content-length", "3")]);
+        set_content_length(&mut twice, 3);
+        assert_eq!(twice, headers(&[("content-length", "3")]));
+
+        let mut get = headers(&[("x-a", "1")]);
+        set_content_length(&mut get, 0);
+        assert_eq!(get, headers(&[("x-a", "1")]), "an empty body gets none");
     }
 }

@@ -484,3 +484,44 @@ async fn agent_shutdown_finishes_in_flight_deliveries() {
         .expect("no panic")
         .expect("no error");
 }
+
+#[tokio::test]
+async fn a_chunked_webhook_reaches_the_target_with_content_length() {
+    let (_server, mut target, agent, client) = relay().await;
+    // One frame's worth, and a body over several 64 KiB frames.
+    for len in [1_000, 200 * 1024 + 7] {
+        let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let chunks: Vec<_> = body
+            .chunks(10_000)
+            .map(|c| {
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::copy_from_slice(c)))
+            })
+            .collect();
+        let chunked = http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed();
+        let url = format!("{}/chunked", agent.public_url);
+        let answer = send_body(&client, "POST", &url, &[], chunked).await;
+        assert_eq!(answer.status, 201, "{len}: {:?}", answer.body);
+        let seen = next_seen(&mut target).await;
+        assert_eq!(seen.body, body, "{len}: body byte for byte");
+        assert_eq!(
+            seen.header("content-length"),
+            [len.to_string().as_bytes()],
+            "{len}"
+        );
+        assert!(seen.header("transfer-encoding").is_empty(), "{len}");
+    }
+
+    // A sender's own Content-Length stays where it was, once.
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/sized", agent.public_url),
+        &[("x-before", b"1")],
+        vec![b'z'; 100 * 1024],
+    )
+    .await;
+    assert_eq!(answer.status, 201);
+    let seen = next_seen(&mut target).await;
+    assert_eq!(seen.header("content-length"), [b"102400"]);
+    assert!(seen.header("transfer-encoding").is_empty());
+}

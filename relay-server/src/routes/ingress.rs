@@ -225,7 +225,14 @@ async fn deliver(
         method: event.method.clone(),
         path: event.path.clone(),
         query: event.query.clone(),
-        headers: forwarded_headers(state, id, AttemptKind::Live, &event.headers, peer),
+        headers: forwarded_headers(
+            state,
+            id,
+            AttemptKind::Live,
+            &event.headers,
+            event.body.len(),
+            peer,
+        ),
         body: event.body.clone(),
     };
     state.store.insert(event).await?;
