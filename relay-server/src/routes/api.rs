@@ -105,12 +105,12 @@ pub async fn token_channel(
     parts: axum::http::request::Parts,
 ) -> Result<Json<Value>, Error> {
     let peer = state.client_ip(&parts.extensions, &parts.headers);
-    state.lockout(peer)?;
     let record = crate::auth::bearer(&parts.headers)
         .filter(|token| !token.is_empty())
         .and_then(|token| state.channels.find_by_token(token));
     let Some(record) = record else {
-        state.token_refused(peer, "token names no channel");
+        // A right token always passes; wrong ones name no channel, so they share one count.
+        state.token_refused(peer, &crate::auth::Scope::Unnamed, "token names no channel")?;
         return Err(Error::Unauthorized);
     };
     Ok(Json(json!({
