@@ -12,14 +12,6 @@ async fn post(url: &str) -> Answer {
     send(&client(), "POST", url, &[], "payload").await
 }
 
-fn retry_after(answer: &Answer) -> u64 {
-    answer.headers["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds")
-}
-
 #[tokio::test]
 async fn a_channel_takes_at_most_max_agents() {
     let server = start_server(Config {

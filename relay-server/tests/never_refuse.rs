@@ -19,14 +19,6 @@ use serde_json::json;
 /// Concurrent senders in the burst tests.
 const SENDERS: usize = 16;
 
-fn retry_after(answer: &Answer) -> u64 {
-    answer.headers["retry-after"]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds")
-}
-
 /// A client whose connections leave from `ip` (a loopback address other than 127.0.0.1).
 fn client_from(ip: &str) -> TestClient {
     let mut connector = HttpConnector::new();

@@ -258,6 +258,15 @@ impl Answer {
     }
 }
 
+/// The seconds of an answer's `Retry-After`.
+pub fn retry_after(answer: &Answer) -> u64 {
+    answer.headers["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds")
+}
+
 /// Sends one request and reads the whole answer, over any connector (plain or HTTPS).
 pub async fn send<C: Connect + Clone + Send + Sync + 'static>(
     client: &Client<C, BoxBody<Bytes, Infallible>>,
