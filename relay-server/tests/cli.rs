@@ -8,31 +8,23 @@ use common::*;
 
 #[tokio::test]
 async fn binary_serves_health_and_exits_cleanly_on_sigterm() {
-    let ServerProcess {
-        mut child,
-        addr,
-        data: _data,
-        ..
-    } = spawn_server(&["--listen", "127.0.0.1:0"], &[]);
+    let mut server = spawn_server(&["--listen", "127.0.0.1:0"], &[]);
+    let (addr, child) = (server.addr.clone(), &mut server.child);
     let health = send(&client(), "GET", &format!("http://{addr}/healthz"), &[], "").await;
     assert_eq!(health.status, 200);
-    assert!(terminate(&mut child).success());
+    assert!(terminate(child).success());
 }
 
 #[tokio::test]
 async fn listen_address_comes_from_the_environment() {
-    let ServerProcess {
-        mut child,
-        addr,
-        data: _data,
-        ..
-    } = spawn_server(
+    let mut server = spawn_server(
         &[],
         &[
             ("HOOKRELAY_LISTEN", "127.0.0.1:0"),
             ("HOOKRELAY_OFFLINE_STATUS", "503"),
         ],
     );
+    let addr = server.addr.clone();
     assert!(
         addr.starts_with("127.0.0.1:") && !addr.ends_with(":8080"),
         "{addr}"
@@ -46,7 +38,7 @@ async fn listen_address_comes_from_the_environment() {
     )
     .await;
     assert_eq!(answer.status, 503);
-    assert!(terminate(&mut child).success());
+    assert!(terminate(&mut server.child).success());
 }
 
 #[test]

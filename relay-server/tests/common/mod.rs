@@ -431,6 +431,16 @@ pub struct ServerProcess {
     pub data: tempfile::TempDir,
 }
 
+/// A test that ends early (or forgets) leaves no server behind.
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts the binary, with its data dir in a fresh temporary directory, and returns once it
 /// has logged the address it bound.
 pub fn spawn_server(args: &[&str], env: &[(&str, &str)]) -> ServerProcess {
