@@ -5,6 +5,7 @@
 //! and [`decode`] and never configure bincode themselves. See `docs/protocol.md` for the frame
 //! table, the delivery life cycle and the versioning rules.
 
+pub mod api;
 mod codec;
 mod error;
 mod frame;

@@ -111,8 +111,7 @@ pub enum AttemptKind {
     LocalReplay,
 }
 
-/// The request header naming the kind of attempt.
-pub const ATTEMPT_HEADER: &str = "x-hookrelay-attempt";
+pub use protocol::api::ATTEMPT_HEADER;
 
 impl AttemptKind {
     /// The kind `headers` name; [`AttemptKind::Live`] when they name none we know.
@@ -121,10 +120,13 @@ impl AttemptKind {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(ATTEMPT_HEADER))
             .map(|(_, value)| value.as_ref());
-        match value {
-            Some(b"queued") => AttemptKind::Queued,
-            Some(b"replay") => AttemptKind::Replay,
-            _ => AttemptKind::Live,
+        let named = value
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(protocol::api::AttemptKind::parse);
+        match named {
+            Some(protocol::api::AttemptKind::Queued) => AttemptKind::Queued,
+            Some(protocol::api::AttemptKind::Replay) => AttemptKind::Replay,
+            Some(protocol::api::AttemptKind::Live) | None => AttemptKind::Live,
         }
     }
 }

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use http::HeaderValue;
+pub use protocol::api::EventStatus;
 use protocol::{ChannelId, DeliveryId};
 
 use runtime::config_file::{FileErrors, Settings, apply, clap_reason};
@@ -120,8 +121,8 @@ pub enum Command {
         /// How many events to show.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
-        /// Show only events in this state.
-        #[arg(long)]
+        /// Show only events in this state: queued, delivering, delivered, failed or rejected.
+        #[arg(long, value_parser = parse_status)]
         status: Option<EventStatus>,
     },
     /// Deliver a stored webhook again: through the channel's agent, or with --forward from here.
@@ -142,32 +143,9 @@ pub enum Command {
     },
 }
 
-/// Where an event stands, as `relay-client events --status` filters it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum EventStatus {
-    /// Waiting for an agent or for its next retry.
-    Queued,
-    /// An agent is delivering it now.
-    Delivering,
-    /// The target accepted it.
-    Delivered,
-    /// Given up on.
-    Failed,
-    /// Refused at the server: its signature did not verify.
-    Rejected,
-}
-
-impl EventStatus {
-    /// The name the server's API uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Queued => "queued",
-            EventStatus::Delivering => "delivering",
-            EventStatus::Delivered => "delivered",
-            EventStatus::Failed => "failed",
-            EventStatus::Rejected => "rejected",
-        }
-    }
+/// `events --status`, with the server's names of the statuses.
+fn parse_status(s: &str) -> Result<EventStatus, String> {
+    s.parse()
 }
 
 /// A validated command line.

@@ -19,13 +19,11 @@ use crate::config::{
 use crate::error::{Error, chain};
 use crate::forward::{self, HttpClient, Outcome, RequestBody, Target};
 use crate::output::shown_path;
+use protocol::api::DELIVERY_HEADER;
 
 /// Largest API answer read. An event's detail carries its body (up to the server's
 /// `--max-body`, a third more in base64) and each attempt's response body.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
-
-/// The header that names the event to the target, as on a live delivery.
-const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
 
 /// One page of `GET /events`, newest first.
 #[derive(Debug, Clone, Deserialize)]

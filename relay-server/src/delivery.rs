@@ -19,14 +19,9 @@ use crate::error::Error;
 use crate::registry::{AgentHandle, BodyEvent, DeliveryGuard, HeadReply};
 use crate::store::{self, Attempt, AttemptKind, Event, MAX_RECORDED_BODY, Millis};
 
-/// Response header naming the delivery, so a sender can find it in our logs; also sent to the
-/// target, so it can recognise a delivery it has already seen.
-pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
-
-/// Request header telling the agent and the target which kind of attempt this is: `live`
-/// (the sender is waiting), `queued` (from the queue, or a retry) or `replay` (asked for
-/// through the replay API).
-pub const ATTEMPT_HEADER: &str = "x-hookrelay-attempt";
+/// The delivery id (answered to the sender, sent to the target so it can recognise a delivery
+/// it has seen) and the kind of attempt (`live`, `queued`, `replay`), as the API defines them.
+pub use protocol::api::{ATTEMPT_HEADER, DELIVERY_HEADER};
 
 /// Headers the relay sets itself; copies from the sender are replaced.
 const RELAY_SET: [&str; 5] = [

@@ -27,6 +27,7 @@ mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use protocol::api::{AttemptKind, EventStatus};
 pub use sqlite::{SqliteStore, WriteStats};
 
 /// Opens the store `config` names, holding each channel to `quota`. For SQLite this creates
@@ -76,83 +77,10 @@ pub fn from_ms(ms: Millis) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-/// Where an event stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventStatus {
-    /// Waiting for an agent, or for its next retry.
-    Queued,
-    /// An agent is delivering it now.
-    Delivering,
-    /// The target accepted it (see [`accepted`]).
-    Delivered,
-    /// Given up on: a live delivery that failed (the sender was told), or retries exhausted.
-    Failed,
-    /// Refused at the edge (its signature did not verify): kept for inspection, never
-    /// forwarded or replayed.
-    Rejected,
-}
-
-impl EventStatus {
-    pub const ALL: [EventStatus; 5] = [
-        EventStatus::Queued,
-        EventStatus::Delivering,
-        EventStatus::Delivered,
-        EventStatus::Failed,
-        EventStatus::Rejected,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Queued => "queued",
-            EventStatus::Delivering => "delivering",
-            EventStatus::Delivered => "delivered",
-            EventStatus::Failed => "failed",
-            EventStatus::Rejected => "rejected",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == s)
-    }
-}
-
-impl fmt::Display for EventStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// Whether a target's status code means it took the webhook. 408, 429 and 5xx ask to be tried
 /// again; anything else is the target's final word.
 pub fn accepted(status: u16) -> bool {
     !(status == 408 || status == 429 || status >= 500)
-}
-
-/// Why an attempt was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
-    /// While the sender waited for the answer.
-    Live,
-    /// From the queue: the event arrived while no agent was connected, or is being retried.
-    Queued,
-    /// Asked for through the replay API.
-    Replay,
-}
-
-impl AttemptKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptKind::Live => "live",
-            AttemptKind::Queued => "queued",
-            AttemptKind::Replay => "replay",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [AttemptKind::Live, AttemptKind::Queued, AttemptKind::Replay]
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-    }
 }
 
 /// A webhook as the sender sent it, ready to be stored.
