@@ -25,8 +25,6 @@ pub enum Error {
     BodyTimeout,
     #[error("could not read request body")]
     BodyRead,
-    #[error("agent queue is full")]
-    Overloaded,
     #[error("the webhook could not be stored")]
     Store(#[source] crate::store::StoreError),
     #[error("missing or wrong token")]
@@ -110,9 +108,7 @@ impl Error {
             Error::Busy | Error::DiskLow(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::SourceNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::AdminDisabled => StatusCode::FORBIDDEN,
-            Error::NoAgent(_) | Error::Overloaded | Error::Store(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Error::NoAgent(_) | Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Unauthorized | Error::Signature(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::ClientCertRequired => StatusCode::FORBIDDEN,

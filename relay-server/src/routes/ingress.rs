@@ -315,10 +315,10 @@ async fn fanout(
                     }
                 });
                 let (response, recorded) = inflight.stream(head);
-                let state2 = Arc::clone(state);
+                let recorder = Arc::clone(state);
                 state.tracker.spawn(async move {
                     if let Ok(attempt) = recorded.await {
-                        record_live(&state2, id, attempt);
+                        record_live(&recorder, id, attempt);
                     }
                 });
                 return Ok(Answer::Target(response));
@@ -357,13 +357,11 @@ async fn live(
             match early {
                 Ok(head) => head,
                 Err(_) => {
-                    let state2 = Arc::clone(state);
-                    let channel = channel.clone();
+                    let (owner, channel) = (Arc::clone(state), channel.clone());
                     state.tracker.spawn(async move {
-                        let state = state2;
-                        let (mut attempt, gone) = inflight.complete(&state, deadline).await;
+                        let (mut attempt, gone) = inflight.complete(&owner, deadline).await;
                         attempt.kind = AttemptKind::Live;
-                        crate::dispatch::record_queued(&state, &channel, id, attempt, 0, gone)
+                        crate::dispatch::record_queued(&owner, &channel, id, attempt, 0, gone)
                             .await;
                     });
                     let body = json!({ "id": id.to_string(), "status": "pending" });
@@ -381,10 +379,10 @@ async fn live(
         }
         Ok(head) => {
             let (response, recorded) = inflight.stream(head);
-            let state2 = Arc::clone(state);
+            let recorder = Arc::clone(state);
             state.tracker.spawn(async move {
                 if let Ok(attempt) = recorded.await {
-                    record_live(&state2, id, attempt);
+                    record_live(&recorder, id, attempt);
                 }
             });
             Ok(Answer::Target(response))
