@@ -79,8 +79,6 @@ pub struct ServerState {
     pub feed: Arc<feed::Feed>,
     /// Whether agents may take channels nobody registered (see [`auth`]).
     pub open: bool,
-    /// Whether others can reach the server (see [`Reach`]).
-    pub public: bool,
     /// Wrong tokens per source address.
     pub auth_failures: auth::FailureLimiter,
     /// The delivery pace of each channel.
@@ -128,7 +126,6 @@ impl ServerState {
                 config.source_rate_limit.filter(|_| reach.public),
             ),
             disk: disk::DiskGuard::new(data_dir, config.min_free_space),
-            public: reach.public,
             metrics: metrics::Metrics::default(),
             ingress_slots: tokio::sync::Semaphore::new(config.max_in_flight),
             channels: channels::Directory::default(),
@@ -295,7 +292,7 @@ fn open_mode(
     match configured {
         Some(open) => (open, "as --open says"),
         None if !addr.ip().is_loopback() => (false, "listening on a non-loopback address"),
-        None if public_url.is_some_and(|url| !is_loopback_url(url)) => (
+        None if is_public(addr, public_url) => (
             false,
             "--public-url names a public host (a reverse proxy in front)",
         ),

@@ -151,9 +151,9 @@ async fn deliver(
     if let Some(free) = state.disk.low() {
         return Err(Error::DiskLow(free));
     }
-    if registered.is_none() && state.public {
-        // Open mode on a public relay: the name is the only secret, so one address may not
-        // flood the server with channels of its own.
+    if registered.is_none() {
+        // Open mode: the name is the only secret, so one address may not flood the server
+        // with channels of its own (on a public relay; see `limits::SourceLimits`).
         limit_source(state, client, "open channel")?;
     }
     let mode = settings.map_or(Mode::Balance, |s| s.mode);
@@ -195,9 +195,7 @@ async fn deliver(
     if let Some(verify) = settings.and_then(|s| s.verify.as_ref()) {
         let now = event.received_at.div_euclid(1000);
         if let Err(e) = verify.check(&event.headers, &event.body, now) {
-            if state.public {
-                limit_source(state, client, "signature failed")?;
-            }
+            limit_source(state, client, "signature failed")?;
             reject(state, event, &e).await?;
             return Err(Error::Signature(e));
         }
@@ -413,7 +411,8 @@ fn record(state: &AppState, id: DeliveryId, mut attempt: store::Attempt, then: T
     });
 }
 
-/// Counts an untrusted webhook (`what`) against its source's limit.
+/// Counts an untrusted webhook (`what`) against its source's limit, which only a public relay
+/// has.
 fn limit_source(
     state: &AppState,
     client: Option<std::net::IpAddr>,
