@@ -152,9 +152,8 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             if let Err(e) = state.store.begin(id).await {
                 warn!(delivery_id = %id, error = %e, "cannot mark the event delivering");
             }
-            let kind = AttemptKind::Queued;
-            let (mut attempt, agent_gone) = attempt(&state, Arc::clone(&agent), &event, kind).await;
-            attempt.kind = kind;
+            let (attempt, agent_gone) =
+                attempt(&state, Arc::clone(&agent), &event, AttemptKind::Queued).await;
             record_queued(&state, &channel, id, attempt, failures, agent_gone).await;
             if agent_gone {
                 // Its session is ending; wait until it has left the registry rather than pick
@@ -166,8 +165,8 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
     }
 }
 
-/// One attempt of kind `kind` at a stored event through `agent`: the attempt record, and
-/// whether it failed because the agent went away (not the target's fault).
+/// One attempt of kind `kind` at a stored event through `agent`: the attempt record (of that
+/// kind), and whether it failed because the agent went away (not the target's fault).
 async fn attempt(
     state: &AppState,
     agent: Arc<crate::registry::AgentHandle>,
@@ -177,13 +176,15 @@ async fn attempt(
     let deadline = Deadline::now() + state.config.timeout;
     let out = Outgoing::from_event(state, event, kind);
     let mut inflight = InFlight::begin(agent, out.id);
-    match inflight.send(state, &out, deadline).await {
+    let (mut attempt, gone) = match inflight.send(state, &out, deadline).await {
         Ok(()) => inflight.complete(state, deadline).await,
         Err(e) => {
             let gone = matches!(e, Error::AgentGone);
             (inflight.failed(&e), gone)
         }
-    }
+    };
+    attempt.kind = kind;
+    (attempt, gone)
 }
 
 /// Delivers a stored event now, for the replay API, and records the attempt. A replay that
@@ -195,9 +196,7 @@ pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventSt
         .registry
         .pick(channel)
         .ok_or_else(|| Error::NoAgent(channel.clone()))?;
-    let kind = AttemptKind::Replay;
-    let (mut attempt, _) = attempt(state, agent, event, kind).await;
-    attempt.kind = kind;
+    let (mut attempt, _) = attempt(state, agent, event, AttemptKind::Replay).await;
     let (then, status) = if attempt.status.is_some_and(store::accepted) {
         (Transition::Delivered, EventStatus::Delivered)
     } else {
