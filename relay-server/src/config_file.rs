@@ -233,11 +233,11 @@ fn weak_secret(key: &str, value: &str, min_chars: usize) -> Option<String> {
              `openssl rand -hex 32`"
         ));
     }
-    if key.contains("token") && value.chars().count() < min_chars {
+    let chars = value.chars().count();
+    if key.contains("token") && chars < min_chars {
         return Some(format!(
-            "only {} characters: a token this short can be guessed; use at least {min_chars} \
-             random ones, e.g. `openssl rand -hex 32`",
-            value.chars().count()
+            "only {chars} characters: a token this short can be guessed; use at least \
+             {min_chars} random ones, e.g. `openssl rand -hex 32`"
         ));
     }
     None

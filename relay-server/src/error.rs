@@ -122,39 +122,34 @@ impl Error {
     }
 }
 
+impl Error {
+    /// The `Retry-After` of a refusal that says when to come back.
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::TooManyFailures(wait) | Error::SourceRateLimited { wait, .. } => {
+                Some(retry_secs(*wait))
+            }
+            Error::ChannelFull(_) => Some(FULL_RETRY_AFTER_SECS),
+            Error::DiskLow(_) => Some(DISK_RETRY_AFTER_SECS),
+            Error::Busy => Some(1),
+            _ => None,
+        }
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = (self.status(), Json(body)).into_response();
-        match self {
-            Error::Unauthorized => {
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            Error::TooManyFailures(wait) | Error::SourceRateLimited { wait, .. } => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_secs(wait)));
-            }
-            Error::ChannelFull(_) => {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(FULL_RETRY_AFTER_SECS),
-                );
-            }
-            Error::DiskLow(_) => {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(DISK_RETRY_AFTER_SECS),
-                );
-            }
-            Error::Busy => {
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
+        if matches!(self, Error::Unauthorized) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -140,7 +140,7 @@ pub async fn update(
     Path(name): Path<String>,
     body: Result<Json<UpdateChannel>, JsonRejection>,
 ) -> Result<Json<Value>, Error> {
-    let name = ChannelId::parse(&name).map_err(|_| Error::NotFound)?;
+    let name = Error::channel_in_path(&name)?;
     let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     if let Some(Some(verify)) = &body.verify {
         verify
