@@ -26,3 +26,4 @@ pub use config::{
     AgentConfig, ApiConfig, Args, Command, EventsQuery, Identity, Invocation, TlsConfig,
 };
 pub use error::Error;
+pub use history::Api;

@@ -35,7 +35,8 @@ pub mod tls;
 pub mod verify;
 mod ws;
 
-pub use config::{Args, Config, StoreConfig};
+pub use config::{Args, Config, StoreConfig, TlsConfig};
+pub use http::HttpLimits;
 pub use routes::app;
 pub use store::Store;
 

@@ -105,7 +105,7 @@ async fn raw_exchange(server: &TestServer, head: &[u8]) -> String {
 
 fn http_limits(config: Config) -> Config {
     Config {
-        http: relay_server::http::HttpLimits {
+        http: relay_server::HttpLimits {
             header_timeout: std::time::Duration::from_millis(300),
             max_headers: 20,
             max_head_bytes: 16 * 1024,
@@ -210,9 +210,9 @@ async fn the_head_limit_holds_at_its_value_and_refusals_are_json() {
 #[tokio::test]
 async fn a_uri_over_hypers_limit_gets_414_in_json() {
     let server = start_server(Config {
-        http: relay_server::http::HttpLimits {
+        http: relay_server::HttpLimits {
             max_head_bytes: 128 * 1024,
-            ..relay_server::http::HttpLimits::default()
+            ..relay_server::HttpLimits::default()
         },
         ..closed()
     })

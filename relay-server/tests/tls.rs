@@ -22,7 +22,7 @@ use rcgen::{
 };
 use relay_client::{Agent, Identity};
 use relay_server::Config;
-use relay_server::config::TlsConfig;
+use relay_server::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -264,7 +264,7 @@ async fn webhook_over_https_reaches_the_target_through_a_wss_agent() {
         identity: None,
     };
     let api = relay_client::ApiConfig::new(&server.https_url(), channel, None, tls).expect("api");
-    let page = relay_client::history::Api::new(api)
+    let page = relay_client::Api::new(api)
         .expect("api client")
         .events(&relay_client::EventsQuery {
             limit: 5,
@@ -300,7 +300,7 @@ async fn agent_without_the_private_ca_stops_with_a_certificate_error() {
     let channel = protocol::ChannelId::parse("c").expect("channel");
     let api = relay_client::ApiConfig::new(&server.https_url(), channel, None, Default::default())
         .expect("api");
-    let error = relay_client::history::Api::new(api)
+    let error = relay_client::Api::new(api)
         .expect("api client")
         .events(&relay_client::EventsQuery {
             limit: 5,
@@ -598,7 +598,7 @@ async fn the_servers_own_self_signed_certificate_given_with_ca_is_pinned() {
         let channel = protocol::ChannelId::parse(&agent.channel).expect("channel");
         let api =
             relay_client::ApiConfig::new(&server.https_url(), channel, None, tls).expect("api");
-        let page = relay_client::history::Api::new(api)
+        let page = relay_client::Api::new(api)
             .expect("api client")
             .events(&relay_client::EventsQuery {
                 limit: 5,
