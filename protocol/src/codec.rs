@@ -5,18 +5,24 @@
 
 use bincode::config::{Config, standard};
 
+use crate::direction::FrameRef;
 use crate::{DecodeError, EncodeError, Frame, Headers, MAX_FRAME_LEN};
 
 fn config() -> impl Config {
     standard().with_limit::<MAX_FRAME_LEN>()
 }
 
-/// Encodes one frame into the bytes of one WebSocket binary message.
+/// Encodes one frame into the bytes of one WebSocket binary message. Each side sends through
+/// [`crate::ToAgent::encode`] or [`crate::FromAgent::encode`], which write the same bytes.
 pub fn encode(frame: &Frame) -> Result<Vec<u8>, EncodeError> {
+    encode_ref(frame.as_ref())
+}
+
+pub(crate) fn encode_ref(frame: FrameRef<'_>) -> Result<Vec<u8>, EncodeError> {
     // Sized up front: growing from empty would reallocate and copy about ten times for a frame
     // carrying a kilobyte of body, on every delivery.
-    let mut bytes = Vec::with_capacity(size_hint(frame));
-    bincode::serde::encode_into_std_write(frame, &mut bytes, config())
+    let mut bytes = Vec::with_capacity(size_hint(&frame));
+    bincode::serde::encode_into_std_write(&frame, &mut bytes, config())
         .map_err(|e| EncodeError::Other(e.to_string()))?;
     if bytes.len() > MAX_FRAME_LEN {
         return Err(EncodeError::TooLarge { max: MAX_FRAME_LEN });
@@ -26,21 +32,23 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, EncodeError> {
 
 /// An upper estimate of a frame's encoded size: its variable-length parts plus room for ids,
 /// length prefixes and flags.
-fn size_hint(frame: &Frame) -> usize {
+fn size_hint(frame: &FrameRef<'_>) -> usize {
     const FIXED: usize = 64;
     let headers = |h: &Headers| h.iter().map(|(n, v)| n.len() + v.len() + 18).sum::<usize>();
     FIXED
         + match frame {
-            Frame::Request(r) => {
+            FrameRef::Request(r) => {
                 r.method.len()
                     + r.path.len()
                     + r.query.as_ref().map_or(0, String::len)
                     + headers(&r.headers)
                     + r.body.len()
             }
-            Frame::Response(r) => headers(&r.headers) + r.body.len(),
-            Frame::Body(b) => b.data.len(),
-            Frame::Hello(_) | Frame::Welcome(_) | Frame::Abort(_) | Frame::Error(_) => FIXED,
+            FrameRef::Response(r) => headers(&r.headers) + r.body.len(),
+            FrameRef::Body(b) => b.data.len(),
+            FrameRef::Hello(_) | FrameRef::Welcome(_) | FrameRef::Abort(_) | FrameRef::Error(_) => {
+                FIXED
+            }
         }
 }
 

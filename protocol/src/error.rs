@@ -13,6 +13,13 @@ pub enum DecodeError {
     /// A frame decoded but bytes were left over, so the peer and we disagree on the format.
     #[error("{0} unexpected bytes after the frame")]
     TrailingBytes(usize),
+    /// A valid frame of a kind that only the receiving side sends (an agent sending `request`,
+    /// a server sending `hello`).
+    #[error("unexpected {kind} frame from the {from}")]
+    WrongDirection {
+        kind: &'static str,
+        from: &'static str,
+    },
 }
 
 /// Why a frame could not be encoded; only a frame built against the limits fails.

@@ -1,16 +1,20 @@
 //! The hookrelay wire protocol: the frames a relay server and its agents exchange, one frame per
 //! WebSocket binary message, and their encoding.
 //!
-//! This crate does no I/O and knows nothing about tokio or sockets; both sides call [`encode`]
-//! and [`decode`] and never configure bincode themselves. See `docs/protocol.md` for the frame
-//! table, the delivery life cycle and the versioning rules.
+//! This crate does no I/O and knows nothing about tokio or sockets. The server sends
+//! [`ToAgent`] and receives [`FromAgent`], the agent the other way round, through their
+//! `encode` and `decode`; [`Frame`] is the union both are written as on the wire. Nobody else
+//! configures bincode. See `docs/protocol.md` for the frame table, the delivery life cycle
+//! and the versioning rules.
 
 pub mod api;
 mod codec;
+mod direction;
 mod error;
 mod frame;
 
 pub use codec::{decode, encode};
+pub use direction::{FromAgent, ToAgent};
 pub use error::{DecodeError, EncodeError, InvalidChannel};
 pub use frame::{
     Abort, BodyChunk, ChannelId, DeliveryId, ErrorCode, ErrorFrame, Frame, Headers, Hello,

@@ -297,3 +297,49 @@ proptest! {
         let _ = decode(&bytes);
     }
 }
+
+/// Splits a frame by who sends it: `Ok` what the server sends, `Err` what an agent sends.
+fn by_sender(frame: Frame) -> Result<ToAgent, FromAgent> {
+    match frame {
+        Frame::Welcome(v) => Ok(ToAgent::Welcome(v)),
+        Frame::Request(v) => Ok(ToAgent::Request(v)),
+        Frame::Hello(v) => Err(FromAgent::Hello(v)),
+        Frame::Response(v) => Err(FromAgent::Response(v)),
+        // Both sides send these; the server's copy is checked here, the agent's below.
+        Frame::Body(v) => Ok(ToAgent::Body(v)),
+        Frame::Abort(v) => Ok(ToAgent::Abort(v)),
+        Frame::Error(v) => Ok(ToAgent::Error(v)),
+    }
+}
+
+#[test]
+fn typed_messages_write_the_bytes_of_their_frame() {
+    for frame in samples() {
+        let bytes = encode(&frame).expect("encodes");
+        match by_sender(frame.clone()) {
+            Ok(to_agent) => {
+                assert_eq!(to_agent.encode().expect("encodes"), bytes, "{frame:?}");
+                assert_eq!(ToAgent::decode(&bytes).expect("decodes"), to_agent);
+                let err = FromAgent::decode(&bytes);
+                let shared = matches!(frame, Frame::Body(_) | Frame::Abort(_) | Frame::Error(_));
+                assert_eq!(err.is_ok(), shared, "{frame:?}: {err:?}");
+            }
+            Err(from_agent) => {
+                assert_eq!(from_agent.encode().expect("encodes"), bytes, "{frame:?}");
+                assert_eq!(FromAgent::decode(&bytes).expect("decodes"), from_agent);
+                let err = ToAgent::decode(&bytes).expect_err("only an agent sends it");
+                assert!(matches!(
+                    err,
+                    DecodeError::WrongDirection {
+                        from: "relay server",
+                        ..
+                    }
+                ));
+            }
+        }
+        let back: Frame = by_sender(frame.clone()).map_or_else(Frame::from, Frame::from);
+        assert_eq!(back, frame);
+    }
+    let err = FromAgent::decode(&encode(&samples()[2]).expect("encodes")).expect_err("a request");
+    assert_eq!(err.to_string(), "unexpected request frame from the agent");
+}
