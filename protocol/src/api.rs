@@ -1,8 +1,27 @@
-//! The HTTP API contract both sides share: the headers the relay adds to every delivery, and
-//! the names the API gives an event's status and an attempt's kind. One definition each, so
-//! the server that writes them and the agent that reads them cannot drift apart.
+//! The HTTP API contract both sides share: the headers the relay adds to every delivery, the
+//! API's paths, and the JSON of every answer, as serde types. The server serialises these
+//! types and the agent deserialises the same ones, so the two cannot drift apart.
+//!
+//! The JSON is part of the contract (scripts, the inspector page and older agents read it):
+//! field names, whether a field is `null` or absent, and the order of fields stay as they
+//! are. Unlike frames, these types are never bincode-encoded, so `skip_serializing_if` is
+//! fine here.
 
-use std::fmt;
+use serde::{Deserialize, Serialize};
+
+mod channels;
+mod events;
+mod names;
+pub mod path;
+
+pub use channels::{AdminChannel, AdminChannels, AgentStatus, ChannelStatus, TokenChannel};
+pub use events::{
+    Attempt, AttemptSummary, BodyEncoding, ContentError, EventDetail, EventPage, EventSummary,
+    Header, LiveAttempt, LiveReload, Replayed, decode_body, encode_body, encode_headers,
+};
+pub use names::{AttemptKind, EventStatus, Open};
+
+use crate::DeliveryId;
 
 /// The delivery's id, on the request the target gets and on the answer the sender gets.
 pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
@@ -10,117 +29,98 @@ pub const DELIVERY_HEADER: &str = "x-hookrelay-delivery";
 /// Which [`AttemptKind`] a delivery is, on the request the target gets.
 pub const ATTEMPT_HEADER: &str = "x-hookrelay-attempt";
 
-/// Where an event stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EventStatus {
-    /// Waiting for an agent, or for its next retry.
+/// The body of every error the server answers (and of the 502/504 an agent answers for a
+/// target that failed): `{"error": "..."}`, the message for a human.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+impl ErrorBody {
+    pub fn new(error: impl Into<String>) -> Self {
+        Self {
+            error: error.into(),
+        }
+    }
+}
+
+/// The answer to a webhook the relay took but has not delivered yet: `202 {"id", "status"}`,
+/// or with `--offline-status 503` the same with an `error` saying no agent is connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub id: DeliveryId,
+    pub status: AcceptedStatus,
+}
+
+/// What became of an [`Accepted`] webhook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptedStatus {
+    /// Stored, to be delivered when an agent can take it.
     Queued,
-    /// An agent is delivering it now.
-    Delivering,
-    /// The target accepted it (anything but 408, 429 or 5xx).
-    Delivered,
-    /// Given up on: a live delivery that failed (the sender was told), or retries exhausted.
-    Failed,
-    /// Refused at the edge (its signature did not verify): kept for inspection, never
-    /// forwarded or replayed.
-    Rejected,
+    /// An agent has it, but did not answer within `--ack-after`; the answer is recorded.
+    Pending,
 }
 
-impl EventStatus {
-    pub const ALL: [EventStatus; 5] = [
-        EventStatus::Queued,
-        EventStatus::Delivering,
-        EventStatus::Delivered,
-        EventStatus::Failed,
-        EventStatus::Rejected,
-    ];
-
-    /// The name the API uses.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Queued => "queued",
-            EventStatus::Delivering => "delivering",
-            EventStatus::Delivered => "delivered",
-            EventStatus::Failed => "failed",
-            EventStatus::Rejected => "rejected",
+impl Accepted {
+    pub fn queued(id: DeliveryId) -> Self {
+        Self {
+            error: None,
+            id,
+            status: AcceptedStatus::Queued,
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    pub fn pending(id: DeliveryId) -> Self {
+        Self {
+            error: None,
+            id,
+            status: AcceptedStatus::Pending,
+        }
     }
 }
 
-impl fmt::Display for EventStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// `GET /healthz` and `GET /readyz`: `{"status"}`, and the `reason` when not ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub status: HealthStatus,
 }
 
-impl std::str::FromStr for EventStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::parse(s).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|status| status.as_str()).collect();
-            format!(
-                "{s:?} is not an event status: use one of {}",
-                names.join(", ")
-            )
-        })
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthStatus {
+    /// `/healthz`: the server is serving.
+    #[serde(rename = "ok")]
+    Ok,
+    /// `/readyz`: the store takes writes and the server is not shutting down.
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "not ready")]
+    NotReady,
 }
 
-/// Why an attempt was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AttemptKind {
-    /// While the sender waited for the answer.
-    Live,
-    /// From the queue: the event arrived while no agent was connected, or is being retried.
-    Queued,
-    /// Asked for through the replay API.
-    Replay,
-}
-
-impl AttemptKind {
-    pub const ALL: [AttemptKind; 3] = [AttemptKind::Live, AttemptKind::Queued, AttemptKind::Replay];
-
-    /// The name the API and [`ATTEMPT_HEADER`] use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttemptKind::Live => "live",
-            AttemptKind::Queued => "queued",
-            AttemptKind::Replay => "replay",
+impl Health {
+    pub fn ok() -> Self {
+        Self {
+            reason: None,
+            status: HealthStatus::Ok,
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.as_str() == s)
-    }
-}
-
-impl fmt::Display for AttemptKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip() {
-        for status in EventStatus::ALL {
-            assert_eq!(status.as_str().parse::<EventStatus>(), Ok(status));
+    pub fn ready() -> Self {
+        Self {
+            reason: None,
+            status: HealthStatus::Ready,
         }
-        for kind in AttemptKind::ALL {
-            assert_eq!(AttemptKind::parse(kind.as_str()), Some(kind));
+    }
+
+    pub fn not_ready(reason: impl Into<String>) -> Self {
+        Self {
+            reason: Some(reason.into()),
+            status: HealthStatus::NotReady,
         }
-        let err = "done".parse::<EventStatus>().expect_err("not a status");
-        assert!(
-            err.contains("queued, delivering, delivered, failed, rejected"),
-            "{err}"
-        );
     }
 }
