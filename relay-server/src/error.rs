@@ -139,7 +139,7 @@ impl Error {
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": self.to_string() });
+        let body = protocol::api::ErrorBody::new(self.to_string());
         let mut response = (self.status(), Json(body)).into_response();
         if matches!(self, Error::Unauthorized) {
             response

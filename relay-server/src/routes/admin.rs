@@ -8,8 +8,8 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use protocol::ChannelId;
+use protocol::api::{self, AdminChannel, AdminChannels};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use tracing::info;
 
 use crate::AppState;
@@ -76,17 +76,16 @@ where
 }
 
 /// `GET /api/admin/channels`: every registered channel, without tokens.
-pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<Value>, Error> {
+pub async fn list(State(state): State<AppState>, _: Admin) -> Result<Json<AdminChannels>, Error> {
     let (_, records) = state.store.channels().await?;
-    let channels: Vec<Value> = records
+    let channels = records
         .iter()
-        .map(|record| {
-            let mut doc = channel_json(&state, record);
-            doc["agent_count"] = json!(state.registry.agent_count(&record.name));
-            doc
+        .map(|record| AdminChannel {
+            agent_count: Some(state.registry.agent_count(&record.name)),
+            ..channel(&state, record)
         })
         .collect();
-    Ok(Json(json!({ "channels": channels })))
+    Ok(Json(AdminChannels { channels }))
 }
 
 /// `POST /api/admin/channels` with `{"name", "mode"?}`: 201 with the channel and its token,
@@ -95,7 +94,7 @@ pub async fn create(
     State(state): State<AppState>,
     _: Admin,
     body: Result<Json<CreateChannel>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), Error> {
+) -> Result<(StatusCode, Json<AdminChannel>), Error> {
     let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     let name = ChannelId::parse(&body.name).map_err(|e| Error::BadRequest(e.to_string()))?;
     if let Some(verify) = &body.verify {
@@ -112,8 +111,10 @@ pub async fn create(
     let issued = channels::create(state.store.as_ref(), name, settings).await?;
     channels::reload(&state).await?;
     info!(channel = %issued.record.name, "channel created through the admin API");
-    let mut doc = channel_json(&state, &issued.record);
-    doc["token"] = json!(issued.token);
+    let doc = AdminChannel {
+        token: Some(issued.token),
+        ..channel(&state, &issued.record)
+    };
     Ok((StatusCode::CREATED, Json(doc)))
 }
 
@@ -123,13 +124,14 @@ pub async fn rotate(
     State(state): State<AppState>,
     _: Admin,
     Path(name): Path<String>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<AdminChannel>, Error> {
     let name = Error::channel_in_path(&name)?;
     let issued = channels::rotate(state.store.as_ref(), &name).await?;
     channels::reload(&state).await?;
-    let mut doc = channel_json(&state, &issued.record);
-    doc["token"] = json!(issued.token);
-    Ok(Json(doc))
+    Ok(Json(AdminChannel {
+        token: Some(issued.token),
+        ..channel(&state, &issued.record)
+    }))
 }
 
 /// `PATCH /api/admin/channels/{name}`: changes the settings given; the token and the agents
@@ -139,7 +141,7 @@ pub async fn update(
     _: Admin,
     Path(name): Path<String>,
     body: Result<Json<UpdateChannel>, JsonRejection>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<AdminChannel>, Error> {
     let name = Error::channel_in_path(&name)?;
     let Json(body) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
     if let Some(Some(verify)) = &body.verify {
@@ -156,7 +158,7 @@ pub async fn update(
     let record = channels::update(state.store.as_ref(), &name, change).await?;
     channels::reload(&state).await?;
     info!(channel = %name, "channel updated through the admin API");
-    Ok(Json(channel_json(&state, &record)))
+    Ok(Json(channel(&state, &record)))
 }
 
 /// `DELETE /api/admin/channels/{name}`: 204; its agents are disconnected, its events stay
@@ -174,14 +176,22 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn channel_json(state: &AppState, record: &ChannelRecord) -> Value {
-    json!({
-        "name": record.name.as_str(),
-        "url": format!("{}/h/{}", state.public_url, record.name),
-        "mode": record.settings.mode.as_str(),
-        "rate_limit": record.settings.rate_limit.map(|r| r.to_string()),
-        "allow_from": record.settings.allow_from,
-        "verify": record.settings.verify.as_ref().map(Verify::kind),
-        "created_at": crate::routes::events::time_json(record.created_at),
-    })
+/// `record` as the admin API shows it, without its agent count or token.
+fn channel(state: &AppState, record: &ChannelRecord) -> AdminChannel {
+    let settings = &record.settings;
+    AdminChannel {
+        agent_count: None,
+        allow_from: settings
+            .allow_from
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        created_at: crate::routes::events::time_json(record.created_at),
+        mode: settings.mode.as_str().to_owned(),
+        name: record.name.to_string(),
+        rate_limit: settings.rate_limit.map(|r| r.to_string()),
+        token: None,
+        url: format!("{}{}", state.public_url, api::path::webhooks(&record.name)),
+        verify: settings.verify.as_ref().map(|v| v.kind().to_owned()),
+    }
 }

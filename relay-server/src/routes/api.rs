@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use protocol::api::{self, Health};
 use tracing::warn;
 
 use crate::AppState;
@@ -12,31 +12,34 @@ use crate::error::Error;
 use crate::routes::ChannelAccess;
 
 /// `GET /healthz`: 200 while the server is serving.
-pub async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+pub async fn healthz() -> Json<Health> {
+    Json(Health::ok())
 }
 
 /// `GET /readyz`: 200 while the store takes writes and the server is not shutting down, else
 /// 503 with the reason, so a load balancer stops sending webhooks here.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
+    let not_ready = |reason| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health::not_ready(reason)),
+        )
+    };
     if state.shutdown.is_cancelled() {
-        let body = json!({ "status": "not ready", "reason": "shutting down" });
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+        return not_ready("shutting down".to_owned());
     }
     if let Some(free) = state.disk.low() {
         let reason = format!(
             "data dir low on space: {free} bytes free, under --min-free-space {}",
             state.disk.min_free()
         );
-        let body = json!({ "status": "not ready", "reason": reason });
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+        return not_ready(reason);
     }
     match state.store.ready().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(()) => (StatusCode::OK, Json(Health::ready())),
         Err(e) => {
             warn!(error = %e, "not ready: the store cannot take writes");
-            let body = json!({ "status": "not ready", "reason": format!("store: {e}") });
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body))
+            not_ready(format!("store: {e}"))
         }
     }
 }
@@ -69,31 +72,33 @@ pub async fn metrics_open(State(state): State<AppState>) -> Result<Response, Err
 pub async fn channel(
     State(state): State<AppState>,
     ChannelAccess(channel): ChannelAccess,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<api::ChannelStatus>, Error> {
     let record = state.channels.get(&channel);
-    let agents: Vec<Value> = state
+    let agents: Vec<api::AgentStatus> = state
         .registry
         .agents(&channel)
         .iter()
         .map(|agent| {
             let info = agent.info();
-            json!({
-                "id": agent.id().to_string(),
-                "peer": info.peer.to_string(),
-                "client": info.client,
-                "connected_at": crate::routes::events::time_json(info.connected_at),
-                "in_flight": agent.in_flight(),
-            })
+            api::AgentStatus {
+                client: info.client.clone(),
+                connected_at: crate::routes::events::time_json(info.connected_at),
+                id: agent.id().to_string(),
+                in_flight: agent.in_flight(),
+                peer: info.peer.to_string(),
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "channel": channel.as_str(),
-        "url": format!("{}/h/{}", state.public_url, channel),
-        "registered": record.is_some(),
-        "mode": record.map_or(crate::channels::Mode::Balance, |r| r.settings.mode).as_str(),
-        "agent_count": agents.len(),
-        "agents": agents,
-    })))
+    let registered = record.is_some();
+    let mode = record.map_or(crate::channels::Mode::Balance, |r| r.settings.mode);
+    Ok(Json(api::ChannelStatus {
+        agent_count: agents.len(),
+        agents,
+        channel: channel.to_string(),
+        mode: mode.as_str().to_owned(),
+        registered,
+        url: format!("{}{}", state.public_url, api::path::webhooks(&channel)),
+    }))
 }
 
 /// `GET /api/token/channel`: the registered channel whose token is the bearer token, so a
@@ -103,7 +108,7 @@ pub async fn channel(
 pub async fn token_channel(
     State(state): State<AppState>,
     parts: axum::http::request::Parts,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<api::TokenChannel>, Error> {
     let peer = state.client_ip(&parts.extensions, &parts.headers);
     let record = crate::auth::bearer(&parts.headers)
         .filter(|token| !token.is_empty())
@@ -113,10 +118,10 @@ pub async fn token_channel(
         state.token_refused(peer, &crate::auth::Scope::Unnamed, "token names no channel")?;
         return Err(Error::Unauthorized);
     };
-    Ok(Json(json!({
-        "channel": record.name.as_str(),
-        "url": format!("{}/h/{}", state.public_url, record.name),
-    })))
+    Ok(Json(api::TokenChannel {
+        channel: record.name.to_string(),
+        url: format!("{}{}", state.public_url, api::path::webhooks(&record.name)),
+    }))
 }
 
 #[cfg(test)]
@@ -148,6 +153,6 @@ mod tests {
         shutdown.cancel();
         let (status, body) = super::readyz(State(state)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(body.0["reason"], "shutting down");
+        assert_eq!(body.0.reason.as_deref(), Some("shutting down"));
     }
 }

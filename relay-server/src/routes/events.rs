@@ -6,11 +6,9 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
-use protocol::{ChannelId, DeliveryId, Headers};
+use protocol::api;
+use protocol::{ChannelId, DeliveryId};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
 use tracing::info;
 
 use crate::AppState;
@@ -36,7 +34,7 @@ pub async fn list(
     State(state): State<AppState>,
     ChannelAccess(channel): ChannelAccess,
     params: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<api::EventPage>, Error> {
     let Query(params) = params.map_err(|e| Error::BadRequest(e.body_text()))?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -66,11 +64,11 @@ pub async fn list(
         events.truncate(limit);
         events.last().map(|e| e.id.to_string())
     });
-    Ok(Json(json!({
-        "channel": channel.as_str(),
-        "events": events.iter().map(summary_json).collect::<Vec<_>>(),
-        "next_before": next_before.flatten(),
-    })))
+    Ok(Json(api::EventPage {
+        channel: channel.to_string(),
+        events: events.iter().map(summary).collect(),
+        next_before: next_before.flatten(),
+    }))
 }
 
 /// `GET /api/channels/{channel}/events/{id}`: the whole request and every attempt.
@@ -78,9 +76,9 @@ pub async fn get(
     State(state): State<AppState>,
     ChannelAccess(channel): ChannelAccess,
     Path((_, id)): Path<(String, String)>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<api::EventDetail>, Error> {
     let event = load(&state, &channel, &id).await?;
-    Ok(Json(event_json(&event)))
+    Ok(Json(detail(&event)))
 }
 
 /// `POST /api/channels/{channel}/events/{id}/replay`: delivers the event again now, through
@@ -89,7 +87,7 @@ pub async fn replay(
     State(state): State<AppState>,
     ChannelAccess(channel): ChannelAccess,
     Path((_, id)): Path<(String, String)>,
-) -> Result<Json<Value>, Error> {
+) -> Result<Json<api::Replayed>, Error> {
     let event = load(&state, &channel, &id).await?;
     if event.summary.status == EventStatus::Rejected {
         return Err(Error::Conflict(format!(
@@ -99,14 +97,15 @@ pub async fn replay(
     }
     let (attempt, status) = crate::dispatch::replay(&state, &event).await?;
     info!(delivery_id = %event.summary.id, channel = %event.summary.channel, status = attempt.status, "replayed");
-    Ok(Json(json!({
-        "id": event.summary.id.to_string(),
-        "method": event.summary.method,
-        "path": event.summary.path,
-        "query": event.summary.query,
-        "status": status.as_str(),
-        "attempt": attempt_json(&attempt),
-    })))
+    let answer = api::Replayed {
+        attempt: self::attempt(&attempt),
+        id: event.summary.id,
+        method: event.summary.method,
+        path: event.summary.path,
+        query: event.summary.query,
+        status: status.into(),
+    };
+    Ok(Json(answer))
 }
 
 fn parse_id(id: &str) -> Result<DeliveryId, Error> {
@@ -128,79 +127,74 @@ pub fn time_json(ms: Millis) -> String {
     humantime::format_rfc3339_millis(store::from_ms(ms)).to_string()
 }
 
-pub(crate) fn summary_json(e: &EventSummary) -> Value {
-    json!({
-        "id": e.id.to_string(),
-        "received_at": time_json(e.received_at),
-        "method": e.method,
-        "path": e.path,
-        "query": e.query,
-        "status": e.status.as_str(),
-        "attempts": e.attempts,
-        "response_status": e.response_status,
-        "body_bytes": e.body_len,
-        "next_attempt_at": e.next_attempt_at.filter(|_| e.status == EventStatus::Queued).map(time_json),
-    })
-}
-
-fn event_json(event: &Event) -> Value {
-    let mut out = summary_json(&event.summary);
-    if let Value::Object(map) = &mut out {
-        map.insert("channel".into(), json!(event.summary.channel.as_str()));
-        map.insert("source".into(), json!(event.source));
-        map.insert("headers".into(), headers_json(&event.headers));
-        insert_body(map, &event.body);
-        map.insert(
-            "attempts".into(),
-            Value::Array(event.attempts.iter().map(attempt_json).collect()),
-        );
+/// An event as the history lists it.
+pub(crate) fn summary(e: &EventSummary) -> api::EventSummary {
+    api::EventSummary {
+        attempts: e.attempts,
+        body_bytes: e.body_len,
+        id: e.id,
+        method: e.method.clone(),
+        next_attempt_at: e
+            .next_attempt_at
+            .filter(|_| e.status == EventStatus::Queued)
+            .map(time_json),
+        path: e.path.clone(),
+        query: e.query.clone(),
+        received_at: time_json(e.received_at),
+        response_status: e.response_status,
+        status: e.status.into(),
     }
-    out
 }
 
-fn attempt_json(a: &Attempt) -> Value {
-    let mut out = attempt_summary_json(&AttemptSummary::from(a));
-    if let Value::Object(map) = &mut out {
-        map.insert("headers".into(), headers_json(&a.headers));
-        insert_body(map, &a.body);
+fn detail(event: &Event) -> api::EventDetail {
+    let api::EventSummary {
+        id,
+        method,
+        next_attempt_at,
+        path,
+        query,
+        received_at,
+        response_status,
+        status,
+        ..
+    } = summary(&event.summary);
+    let (body, body_encoding) = api::encode_body(&event.body);
+    api::EventDetail {
+        attempts: event.attempts.iter().map(attempt).collect(),
+        body,
+        body_bytes: event.body.len() as u64,
+        body_encoding,
+        channel: event.summary.channel.to_string(),
+        headers: api::encode_headers(&event.headers),
+        id,
+        method,
+        next_attempt_at,
+        path,
+        query,
+        received_at,
+        response_status,
+        source: event.source.clone(),
+        status,
     }
-    out
 }
 
-/// An attempt as [`attempt_json`] shows it, without the response headers and body.
-pub(crate) fn attempt_summary_json(a: &AttemptSummary) -> Value {
-    json!({
-        "n": a.n,
-        "kind": a.kind.as_str(),
-        "started_at": time_json(a.started_at),
-        "duration_ms": a.duration_ms,
-        "agent": a.agent,
-        "status": a.status,
-        "error": a.error,
-    })
-}
-
-/// Headers as `[{"name", "value"}]`, or `value_base64` for a value that is not UTF-8, so
-/// every byte survives the trip through JSON.
-fn headers_json(headers: &Headers) -> Value {
-    Value::Array(
-        headers
-            .iter()
-            .map(|(name, value)| match std::str::from_utf8(value) {
-                Ok(text) => json!({ "name": name, "value": text }),
-                Err(_) => json!({ "name": name, "value_base64": BASE64.encode(value) }),
-            })
-            .collect(),
+fn attempt(a: &Attempt) -> api::Attempt {
+    api::Attempt::new(
+        attempt_summary(&AttemptSummary::from(a)),
+        &a.headers,
+        &a.body,
     )
 }
 
-/// `body` as text when it is UTF-8, base64 otherwise, named by `body_encoding`.
-fn insert_body(map: &mut Map<String, Value>, body: &[u8]) {
-    let (text, encoding) = match std::str::from_utf8(body) {
-        Ok(text) => (text.to_owned(), "utf8"),
-        Err(_) => (BASE64.encode(body), "base64"),
-    };
-    map.insert("body".into(), json!(text));
-    map.insert("body_encoding".into(), json!(encoding));
-    map.insert("body_bytes".into(), json!(body.len()));
+/// An attempt as [`attempt`] shows it, without the response headers and body.
+pub(crate) fn attempt_summary(a: &AttemptSummary) -> api::AttemptSummary {
+    api::AttemptSummary {
+        agent: a.agent.clone(),
+        duration_ms: a.duration_ms,
+        error: a.error.clone(),
+        kind: a.kind.into(),
+        n: a.n,
+        started_at: time_json(a.started_at),
+        status: a.status,
+    }
 }

@@ -17,6 +17,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use protocol::ChannelId;
+use protocol::api::{LiveAttempt, LiveReload};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
@@ -26,7 +27,7 @@ use crate::AppState;
 use crate::error::Error;
 use crate::feed::Change;
 use crate::routes::ChannelAccess;
-use crate::routes::events::{attempt_summary_json, summary_json};
+use crate::routes::events::{attempt_summary, summary};
 
 /// Interval of the keep-alive comments on an idle live stream: below the idle timeouts of
 /// common proxies (nginx's `proxy_read_timeout` is 60 s).
@@ -111,21 +112,25 @@ impl LiveFeed {
             };
             let (name, data) = match change {
                 Ok(change) if change.channel() != &self.channel => continue,
-                Ok(Change::Received(summary)) => ("received", summary_json(&summary)),
+                Ok(Change::Received(event)) => ("received", json!(summary(&event))),
                 Ok(Change::Attempted {
                     id,
                     status,
                     attempt,
                     ..
-                }) => (
-                    "attempt",
-                    json!({
-                        "id": id.to_string(),
-                        "status": status.as_str(),
-                        "attempt": attempt_summary_json(&attempt),
-                    }),
-                ),
-                Err(RecvError::Lagged(missed)) => ("reload", json!({ "missed": missed })),
+                }) => {
+                    let attempt = attempt_summary(&attempt);
+                    let status = status.into();
+                    (
+                        "attempt",
+                        json!(LiveAttempt {
+                            attempt,
+                            id,
+                            status
+                        }),
+                    )
+                }
+                Err(RecvError::Lagged(missed)) => ("reload", json!(LiveReload { missed })),
                 Err(RecvError::Closed) => return None,
             };
             return Some((name, data));
