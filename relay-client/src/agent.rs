@@ -2,171 +2,23 @@
 //! with jittered backoff when it is lost, stop on shutdown or a refusal.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use protocol::{
-    ChannelId, DeliveryId, ErrorCode, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, RequestHead,
-    Welcome, close,
-};
-use tokio::net::TcpStream;
+use futures_util::SinkExt;
+use protocol::api::ErrorBody;
+use protocol::{ChannelId, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Welcome};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::AgentConfig;
 use crate::error::Error;
-use crate::forward::{self, HttpClient, Outcome};
-
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The code a close frame without one stands for (RFC 6455, section 7.1.5).
-const NO_STATUS: u16 = 1005;
-
-/// What the agent reports for a human to read (see `output.rs`).
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// Connected (or reconnected) and serving `public_url`.
-    Connected { public_url: String, target: String },
-    /// Not connected to the relay at `server` (as given with `--server`) because of `why`;
-    /// the next attempt is in `retry_in`.
-    Disconnected {
-        server: String,
-        why: Disconnect,
-        retry_in: Duration,
-    },
-    /// Shutdown began: `in_flight` deliveries may take up to `grace` to finish.
-    Draining { in_flight: usize, grace: Duration },
-    /// The agent stopped; `unfinished` deliveries were cut off at the end of the grace period.
-    Stopped { unfinished: usize },
-    /// One delivery finished.
-    Delivered(Delivery),
-}
-
-/// Why the agent is not connected, for the line that says so.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disconnect {
-    /// The relay closed the connection with `code` (1001: it is shutting down).
-    Closed { code: u16, reason: String },
-    /// The relay answered the WebSocket request with an HTTP error and this reason.
-    Refused { status: u16, message: String },
-    /// The relay could not be reached at all.
-    Unreachable(String),
-    /// The connection broke, or the handshake did not complete.
-    Lost(String),
-}
-
-impl Disconnect {
-    /// Why `e`, an error that reconnecting may get past, kept us from the relay.
-    pub fn of(e: &Error) -> Self {
-        match e {
-            Error::Closed { code, reason, .. } => Disconnect::Closed {
-                code: *code,
-                reason: reason.clone(),
-            },
-            Error::HttpRefused {
-                status, message, ..
-            } => Disconnect::Refused {
-                status: status.as_u16(),
-                message: message.clone(),
-            },
-            Error::Connect { reason, .. } => Disconnect::Unreachable(reason.clone()),
-            Error::Handshake { reason, .. } => {
-                Disconnect::Lost(format!("handshake failed: {reason}"))
-            }
-            other => Disconnect::Lost(other.to_string()),
-        }
-    }
-}
-
-/// One finished delivery, as the output line shows it.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub at: SystemTime,
-    pub id: DeliveryId,
-    pub method: String,
-    /// Path below the channel, with `?query` when there was one.
-    pub path: String,
-    /// Status sent back to the sender; `None` when no answer could be sent.
-    pub status: Option<u16>,
-    pub duration: Duration,
-    pub error: Option<String>,
-    pub kind: AttemptKind,
-}
-
-/// Which kind of attempt a delivery was, as the server's `x-hookrelay-attempt` header says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
-    /// The sender is waiting for the answer (also what a server without the header sends).
-    Live,
-    /// From the server's queue: it came while no agent was connected, or is a retry.
-    Queued,
-    /// Asked for through the server's replay API.
-    Replay,
-    /// `relay-client replay ID --forward URL`: sent from here, not recorded on the server.
-    LocalReplay,
-}
-
-pub use protocol::api::ATTEMPT_HEADER;
-
-impl AttemptKind {
-    /// The kind `headers` name; [`AttemptKind::Live`] when they name none we know.
-    fn of(headers: &protocol::Headers) -> Self {
-        let value = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(ATTEMPT_HEADER))
-            .map(|(_, value)| value.as_ref());
-        let named = value
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(protocol::api::AttemptKind::parse);
-        match named {
-            Some(protocol::api::AttemptKind::Queued) => AttemptKind::Queued,
-            Some(protocol::api::AttemptKind::Replay) => AttemptKind::Replay,
-            Some(protocol::api::AttemptKind::Live) | None => AttemptKind::Live,
-        }
-    }
-}
-
-/// A delivery under way: what its [`Delivery`] line will say besides the outcome.
-pub(crate) struct Started {
-    at: SystemTime,
-    clock: Instant,
-    id: DeliveryId,
-    method: String,
-    path: String,
-    kind: AttemptKind,
-}
-
-impl Started {
-    /// Starts the clock for `head`, before it goes to the target.
-    pub(crate) fn now(head: &RequestHead) -> Self {
-        Self {
-            at: SystemTime::now(),
-            clock: Instant::now(),
-            id: head.id,
-            method: head.method.clone(),
-            path: crate::output::shown_path(&head.path, head.query.as_deref()),
-            kind: AttemptKind::of(&head.headers),
-        }
-    }
-
-    pub(crate) fn finish(self, outcome: Outcome) -> Delivery {
-        Delivery {
-            at: self.at,
-            id: self.id,
-            method: self.method,
-            path: self.path,
-            status: outcome.status,
-            duration: self.clock.elapsed(),
-            error: outcome.error,
-            kind: self.kind,
-        }
-    }
-}
+use crate::event::{Disconnect, Event};
+use crate::forward;
+use crate::session::{Ctx, SessionEnd};
+use crate::wire::{self, Received, Ws};
 
 /// A connected agent. [`Agent::connect`] returns once the server has welcomed it;
 /// [`Agent::run`] serves deliveries until shutdown, reconnecting as needed.
@@ -174,33 +26,6 @@ pub struct Agent {
     ctx: Arc<Ctx>,
     ws: Ws,
     welcome: Welcome,
-}
-
-pub(crate) struct Ctx {
-    pub(crate) config: AgentConfig,
-    pub(crate) client: HttpClient,
-    /// TLS towards the server, read from `config.tls` once for every (re)connection.
-    tls: Arc<rustls::ClientConfig>,
-    events: Option<mpsc::Sender<Event>>,
-}
-
-impl Ctx {
-    pub(crate) fn emit(&self, event: Event) {
-        if let Some(events) = &self.events {
-            // Output is best effort: a full queue drops a line rather than stall deliveries.
-            let _ = events.try_send(event);
-        }
-    }
-}
-
-/// How one connection ended.
-pub(crate) enum SessionEnd {
-    /// Shutdown; `unfinished` deliveries were still running at the end of the grace period.
-    Shutdown {
-        unfinished: usize,
-    },
-    Lost(Disconnect),
-    Fatal(Error),
 }
 
 impl Agent {
@@ -353,24 +178,19 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
             url: url.clone(),
             reason,
         };
-        let bytes = protocol::encode(&hello).map_err(|e| hs(e.to_string()))?;
-        ws.send(Message::Binary(bytes.into()))
-            .await
-            .map_err(|e| hs(e.to_string()))?;
+        let hello = wire::message(&hello).map_err(|e| hs(e.to_string()))?;
+        ws.send(hello).await.map_err(|e| hs(e.to_string()))?;
         loop {
-            match ws.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    return match protocol::decode(&bytes).map_err(|e| hs(e.to_string()))? {
-                        Frame::Welcome(welcome) => Ok((ws, welcome)),
-                        Frame::Error(e) => Err(refusal(url, e.code, e.message)),
-                        _ => Err(hs("unexpected frame before welcome".to_owned())),
-                    };
-                }
-                Some(Ok(Message::Close(frame))) => return Err(closed(url, frame)),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(hs(e.to_string())),
-                None => return Err(hs("connection closed".to_owned())),
-            }
+            return match wire::recv(&mut ws, url).await {
+                Received::Frame(Frame::Welcome(welcome)) => Ok((ws, welcome)),
+                Received::Frame(Frame::Error(e)) => Err(wire::refusal(url, e.code, e.message)),
+                Received::Frame(_) => Err(hs("unexpected frame before welcome".to_owned())),
+                Received::Other => continue,
+                Received::Undecodable(e) => Err(hs(e.to_string())),
+                Received::Closed(e) => Err(e),
+                Received::Broken(e) => Err(hs(e.to_string())),
+                Received::Ended => Err(hs("connection closed".to_owned())),
+            };
         }
     };
     tokio::time::timeout(config.connect_timeout, attempt)
@@ -393,8 +213,8 @@ fn connect_error(url: &str, e: &tokio_tungstenite::tungstenite::Error) -> Error 
         let message = response
             .body()
             .as_deref()
-            .and_then(|body| serde_json::from_slice::<serde_json::Value>(body).ok())
-            .and_then(|json| json["error"].as_str().map(str::to_owned));
+            .and_then(|body| serde_json::from_slice::<ErrorBody>(body).ok())
+            .map(|body| body.error);
         if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
             let message = message.unwrap_or_else(|| format!("HTTP {status} on {url}"));
             let hint = if message.contains("client certificate") {
@@ -414,41 +234,6 @@ fn connect_error(url: &str, e: &tokio_tungstenite::tungstenite::Error) -> Error 
     Error::Connect {
         url: url.to_owned(),
         reason: crate::error::chain(e),
-    }
-}
-
-/// The error for an `Error` frame from the server at `url`: shutting down and protocol
-/// errors may pass on reconnecting, the rest are refusals.
-pub(crate) fn refusal(url: &str, code: ErrorCode, message: String) -> Error {
-    match code {
-        ErrorCode::ShuttingDown => Error::Closed {
-            url: url.to_owned(),
-            code: close::GOING_AWAY,
-            reason: message,
-        },
-        ErrorCode::ProtocolError => Error::Handshake {
-            url: url.to_owned(),
-            reason: message,
-        },
-        _ => Error::Refused(message),
-    }
-}
-
-/// The error for a close frame from the server at `url`: 4xxx codes are refusals retrying
-/// cannot fix.
-pub(crate) fn closed(url: &str, frame: Option<CloseFrame>) -> Error {
-    match frame {
-        Some(f) if u16::from(f.code) >= 4000 => Error::Refused(f.reason.to_string()),
-        Some(f) => Error::Closed {
-            url: url.to_owned(),
-            code: u16::from(f.code),
-            reason: f.reason.to_string(),
-        },
-        None => Error::Closed {
-            url: url.to_owned(),
-            code: NO_STATUS,
-            reason: "no reason given".to_owned(),
-        },
     }
 }
 

@@ -345,7 +345,11 @@ impl ApiConfig {
     ) -> Result<Self, Error> {
         let authorization = token.as_deref().map(bearer).transpose()?;
         Ok(Self {
-            base_url: format!("{}/api/channels/{channel}", http_url(server)?),
+            base_url: format!(
+                "{}{}",
+                http_url(server)?,
+                protocol::api::path::channel(&channel)
+            ),
             channel,
             authorization,
             timeout: DEFAULT_API_TIMEOUT,

@@ -1,5 +1,6 @@
 //! Replays one delivery against the local target and streams the target's answer back as
-//! frames.
+//! frames. A target that fails is a [`TargetError`], which also decides the status the sender
+//! gets instead of an answer.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -11,12 +12,14 @@ use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use protocol::api::ErrorBody;
 use protocol::{Abort, BodyChunk, Chunked, DeliveryId, Frame, RequestHead, ResponseHead};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
 use tracing::warn;
 
 use crate::error::Error;
+use crate::event::Outcome;
+use crate::wire::{Outbox, send};
 
 /// Request body slices arriving from the server after the head: `(data, fin)`.
 pub type BodyRx = mpsc::Receiver<(Bytes, bool)>;
@@ -105,13 +108,39 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// What became of one delivery, for the output line.
-#[derive(Debug)]
-pub struct Outcome {
-    /// Status sent back to the server, if a response head was sent.
-    pub status: Option<u16>,
-    /// Why the target's answer is not what the sender gets, when it is not.
-    pub error: Option<String>,
+/// Why the target gave no answer to pass on. The message is what the sender reads in the
+/// `{"error"}` body and what the delivery line shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The delivery's method is not one HTTP accepts.
+    #[error("invalid method {0:?}")]
+    InvalidMethod(String),
+    /// The delivery's path does not make a URL with the target's.
+    #[error("invalid path {0:?}")]
+    InvalidPath(String),
+    /// No connection, or the request failed before an answer came (the error's chain).
+    #[error("target unreachable: {0}")]
+    Unreachable(String),
+    /// No response head within the target timeout.
+    #[error("target did not answer within {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// The response body broke off.
+    #[error("target response body failed: {0}")]
+    ResponseBody(String),
+}
+
+impl TargetError {
+    /// The status the sender gets instead of the target's: 504 when the target was too slow,
+    /// 502 for every other failure.
+    pub fn status(&self) -> u16 {
+        match self {
+            TargetError::Timeout(_) => 504,
+            TargetError::InvalidMethod(_)
+            | TargetError::InvalidPath(_)
+            | TargetError::Unreachable(_)
+            | TargetError::ResponseBody(_) => 502,
+        }
+    }
 }
 
 /// Replays `head` (and the body slices on `body`) against `target`, and sends the response
@@ -122,13 +151,13 @@ pub async fn deliver(
     target: &Target,
     head: RequestHead,
     body: Option<BodyRx>,
-    outbox: &mpsc::Sender<Message>,
+    outbox: &Outbox,
     timeout: Duration,
 ) -> Outcome {
     let id = head.id;
     let response = match request(client, target, head, body, timeout).await {
         Ok(response) => response,
-        Err((status, reason)) => return fail(outbox, id, status, reason).await,
+        Err(e) => return fail(outbox, id, e.status(), e.to_string()).await,
     };
     let (parts, body) = response.into_parts();
     let status = parts.status.as_u16();
@@ -142,8 +171,8 @@ pub async fn deliver(
     let (first, mut fin) = match body.next_chunk().await {
         Ok(chunk) => chunk,
         Err(e) => {
-            let reason = format!("target response body failed: {e}");
-            return fail(outbox, id, 502, reason).await;
+            let e = TargetError::ResponseBody(e.to_string());
+            return fail(outbox, id, e.status(), e.to_string()).await;
         }
     };
     let head = Frame::Response(ResponseHead {
@@ -163,7 +192,7 @@ pub async fn deliver(
         let (data, last) = match body.next_chunk().await {
             Ok(chunk) => chunk,
             Err(e) => {
-                let reason = format!("target response body failed: {e}");
+                let reason = TargetError::ResponseBody(e.to_string()).to_string();
                 send(
                     outbox,
                     &Frame::Abort(Abort {
@@ -190,40 +219,33 @@ pub async fn deliver(
 }
 
 /// Sends `head` (and the body slices on `body`) to `target` and waits up to `timeout` for the
-/// response head. `Err` holds the status the sender should get instead (502: the request
-/// cannot be built or the target is unreachable; 504: no answer in time) and why.
+/// response head.
 pub(crate) async fn request(
     client: &HttpClient,
     target: &Target,
     head: RequestHead,
     body: Option<BodyRx>,
     timeout: Duration,
-) -> Result<http::Response<hyper::body::Incoming>, (u16, String)> {
-    let request = build_request(target, head, body).map_err(|reason| (502, reason))?;
+) -> Result<http::Response<hyper::body::Incoming>, TargetError> {
+    let request = build_request(target, head, body)?;
     match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
-        Ok(Err(e)) => Err((
-            502,
-            format!("target unreachable: {}", crate::error::chain(&e)),
-        )),
-        Err(_) => Err((
-            504,
-            format!("target did not answer within {} s", timeout.as_secs()),
-        )),
+        Ok(Err(e)) => Err(TargetError::Unreachable(crate::error::chain(&e))),
+        Err(_) => Err(TargetError::Timeout(timeout)),
     }
 }
 
-/// The request for `head` to `target`; `Err` says why it cannot be built.
+/// The request for `head` to `target`, unless the delivery makes no valid request.
 pub(crate) fn build_request(
     target: &Target,
     head: RequestHead,
     body_rx: Option<BodyRx>,
-) -> Result<Request<RequestBody>, String> {
+) -> Result<Request<RequestBody>, TargetError> {
     let method = Method::from_bytes(head.method.as_bytes())
-        .map_err(|_| format!("invalid method {:?}", head.method))?;
+        .map_err(|_| TargetError::InvalidMethod(head.method.clone()))?;
     let uri = target
         .uri_for(&head.path, head.query.as_deref())
-        .ok_or_else(|| format!("invalid path {:?}", head.path))?;
+        .ok_or_else(|| TargetError::InvalidPath(head.path.clone()))?;
     let body: RequestBody = match body_rx {
         None => Full::new(head.body)
             .map_err(|e: Infallible| match e {})
@@ -273,24 +295,16 @@ fn streamed_body(first: Bytes, rx: BodyRx) -> RequestBody {
     BodyExt::boxed(StreamBody::new(stream))
 }
 
-async fn send(outbox: &mpsc::Sender<Message>, frame: &Frame) -> bool {
-    match protocol::encode(frame) {
-        Ok(bytes) => outbox.send(Message::Binary(bytes.into())).await.is_ok(),
-        Err(e) => {
-            warn!(error = %e, "frame could not be encoded");
-            false
-        }
-    }
+/// Answers a delivery that arrived while the agent drains: 503, so the relay can deliver it
+/// through another agent or later.
+pub(crate) async fn shutting_down(outbox: &Outbox, id: DeliveryId) {
+    fail(outbox, id, 503, "agent is shutting down".to_owned()).await;
 }
 
 /// Answers the delivery with `status` and `{"error": reason}`.
-pub(crate) async fn fail(
-    outbox: &mpsc::Sender<Message>,
-    id: DeliveryId,
-    status: u16,
-    reason: String,
-) -> Outcome {
-    let body = serde_json::json!({ "error": reason }).to_string();
+async fn fail(outbox: &Outbox, id: DeliveryId, status: u16, reason: String) -> Outcome {
+    let answer = ErrorBody { error: reason };
+    let body = serde_json::to_vec(&answer).expect("a struct of one string always serialises");
     let head = Frame::Response(ResponseHead {
         id,
         status,
@@ -304,7 +318,7 @@ pub(crate) async fn fail(
     let sent = send(outbox, &head).await;
     Outcome {
         status: sent.then_some(status),
-        error: Some(reason),
+        error: Some(answer.error),
     }
 }
 

@@ -22,9 +22,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::api::Api;
 use crate::config::ApiConfig;
 use crate::error::Error;
-use crate::history::Api;
 
 /// Largest request body passed on (replay requests carry none).
 const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -78,7 +78,7 @@ impl Inspector {
         let channel = self.api.channel().as_str();
         let path = req.uri().path().to_owned();
         let page = format!("/c/{channel}");
-        let api = format!("/api/channels/{channel}");
+        let api = protocol::api::path::channel(channel);
         match path.as_str() {
             "/" => redirect(&page),
             p if p == page => asset(PAGE, "text/html; charset=utf-8"),
@@ -165,7 +165,8 @@ fn redirect(to: &str) -> Response<Body> {
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": message }).to_string();
+    let body = serde_json::to_vec(&protocol::api::ErrorBody::new(message))
+        .expect("a struct of one string always serialises");
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

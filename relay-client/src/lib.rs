@@ -1,5 +1,5 @@
 //! hookrelay's agent: holds a WebSocket to a relay server, replays each webhook it receives
-//! against a local target, and sends the target's answer back. [`history`] reads a channel's
+//! against a local target, and sends the target's answer back. [`api`] reads a channel's
 //! past webhooks from the server and replays them.
 //!
 //! ```no_run
@@ -11,19 +11,32 @@
 //! # }
 //! ```
 
+//!
+//! The modules form a tree, leaves first: [`error`]; `event` (the vocabulary the others share:
+//! [`Event`], [`Delivery`], [`Disconnect`]) and `wire` (frames on the WebSocket); [`forward`]
+//! (one delivery against the target); `session` (one connection) and `agent` (connecting,
+//! reconnecting); [`api`] (the server's HTTP API) and [`inspect`]; [`report`] (what lines say)
+//! and [`output`] (where they go).
+
 mod agent;
+pub mod api;
 pub mod config;
 pub mod error;
+mod event;
 pub mod forward;
-pub mod history;
 pub mod inspect;
 pub mod output;
+pub mod report;
 mod session;
 pub mod tls;
+mod wire;
 
-pub use agent::{ATTEMPT_HEADER, Agent, AttemptKind, Delivery, Disconnect, Event, backoff};
+pub use agent::{Agent, backoff};
+pub use api::Api;
 pub use config::{
     AgentConfig, ApiConfig, Args, Command, EventsQuery, Identity, Invocation, TlsConfig,
 };
 pub use error::Error;
-pub use history::Api;
+pub use event::{Delivery, Disconnect, Event, Outcome, Via, shown_path};
+pub use forward::TargetError;
+pub use protocol::api::{ATTEMPT_HEADER, AttemptKind};

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
-use relay_client::history::Api;
-use relay_client::{Agent, AgentConfig, Args, Disconnect, Event, Invocation, output};
+use relay_client::{Agent, AgentConfig, Api, Args, Disconnect, Event, Invocation, output};
 use tokio_util::sync::CancellationToken;
 
 /// One thread: the agent mostly moves bytes between two local sockets, and on a shared

@@ -1,5 +1,6 @@
 //! One WebSocket connection to the server: read frames, run each delivery on its own task,
-//! answer pings, drain on shutdown.
+//! ping the server, drain on shutdown. How the connection is opened, and what happens after
+//! it ends, is `agent.rs`'s.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,16 +9,15 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use protocol::{Abort, DeliveryId, Frame, RequestHead, close};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::agent::{Ctx, Disconnect, Event, SessionEnd, Started, Ws, closed, refusal};
+use crate::config::AgentConfig;
 use crate::error::Error;
-use crate::forward;
+use crate::event::{Disconnect, Event, Outcome, Started};
+use crate::forward::{self, HttpClient};
+use crate::wire::{self, Outbox, Received, Ws};
 
 /// Frames queued for the server before delivery tasks wait.
 const OUTBOX_CAPACITY: usize = 256;
@@ -27,14 +27,46 @@ const BODY_QUEUE: usize = 16;
 /// delivery, so one stalled target request cannot hold up the connection's other deliveries.
 const BODY_STALL: Duration = Duration::from_secs(10);
 
+/// What every session of one agent shares.
+pub(crate) struct Ctx {
+    pub(crate) config: AgentConfig,
+    /// Replays deliveries against the target.
+    pub(crate) client: HttpClient,
+    /// TLS towards the server, read from `config.tls` once for every (re)connection.
+    pub(crate) tls: Arc<rustls::ClientConfig>,
+    pub(crate) events: Option<mpsc::Sender<Event>>,
+}
+
+impl Ctx {
+    pub(crate) fn emit(&self, event: Event) {
+        if let Some(events) = &self.events {
+            // Output is best effort: a full queue drops a line rather than stall deliveries.
+            let _ = events.try_send(event);
+        }
+    }
+}
+
+/// How one connection ended.
+pub(crate) enum SessionEnd {
+    /// Shutdown; `unfinished` deliveries were still running at the end of the grace period.
+    Shutdown {
+        unfinished: usize,
+    },
+    Lost(Disconnect),
+    Fatal(Error),
+}
+
 /// Serves one connection until it is lost, the server refuses us, or shutdown.
 pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) -> SessionEnd {
     let (sink, mut stream) = ws.split();
     let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(runtime::write_batched(sink, rx, writer_stop.clone(), |m| {
-        matches!(m, Message::Close(_))
-    }));
+    let writer = tokio::spawn(runtime::write_batched(
+        sink,
+        rx,
+        writer_stop.clone(),
+        wire::is_close,
+    ));
     let connection = CancellationToken::new();
     // If this future is dropped (the agent task aborted), the writer and the deliveries stop
     // too, so the socket closes and the server fails the deliveries in flight at once.
@@ -52,15 +84,16 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
     let drain_deadline = tokio::time::sleep(ctx.config.shutdown_grace);
     tokio::pin!(drain_deadline);
 
+    let server = ctx.config.server.as_str();
     let end = loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
+        let received = tokio::select! {
+            received = wire::recv(&mut stream, server) => received,
             _ = ping.tick() => {
                 if last_seen.elapsed() >= ctx.config.peer_timeout {
                     let why = format!("no message from it for {}s", ctx.config.peer_timeout.as_secs());
                     break SessionEnd::Lost(Disconnect::Lost(why));
                 }
-                let _ = outbox.try_send(Message::Ping(bytes::Bytes::new()));
+                let _ = outbox.try_send(wire::ping());
                 continue;
             }
             () = shutdown.cancelled(), if !draining => {
@@ -78,25 +111,18 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
         };
         last_seen = tokio::time::Instant::now();
         let lost = |why: &str| SessionEnd::Lost(Disconnect::Lost(why.to_owned()));
-        let bytes = match msg {
-            None => break lost("the connection closed"),
-            Some(Err(e)) => break lost(&e.to_string()),
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(Message::Close(frame))) => {
-                break match closed(&ctx.config.server, frame) {
-                    e @ Error::Refused(_) => SessionEnd::Fatal(e),
-                    e => SessionEnd::Lost(Disconnect::of(&e)),
-                };
-            }
-            Some(Ok(_)) => continue,
-        };
-        let frame = match protocol::decode(&bytes) {
-            Ok(frame) => frame,
-            Err(e) => {
+        let frame = match received {
+            Received::Frame(frame) => frame,
+            Received::Other => continue,
+            Received::Undecodable(e) => {
                 warn!(error = %e, "undecodable frame from server");
-                let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, &e.to_string()));
+                let _ = outbox.try_send(wire::close(close::PROTOCOL_ERROR, &e.to_string()));
                 break lost(&format!("it sent an undecodable frame: {e}"));
             }
+            Received::Closed(e @ Error::Refused(_)) => break SessionEnd::Fatal(e),
+            Received::Closed(e) => break SessionEnd::Lost(Disconnect::of(&e)),
+            Received::Broken(e) => break lost(&e.to_string()),
+            Received::Ended => break lost("the connection closed"),
         };
         match frame {
             Frame::Request(head) => {
@@ -104,10 +130,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                     let id = head.id;
                     let outbox = outbox.clone();
                     // On its own task: the reader must not wait on the outbox.
-                    tracker.spawn(async move {
-                        let reason = "agent is shutting down".to_owned();
-                        forward::fail(&outbox, id, 503, reason).await;
-                    });
+                    tracker.spawn(async move { forward::shutting_down(&outbox, id).await });
                     continue;
                 }
                 let body_rx = if head.fin {
@@ -150,9 +173,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                         id: chunk.id,
                         reason: "target stopped reading the request body".to_owned(),
                     });
-                    if let Ok(bytes) = protocol::encode(&abort) {
-                        let _ = outbox.try_send(Message::Binary(bytes.into()));
-                    }
+                    wire::try_send(&outbox, &abort);
                 }
             }
             Frame::Abort(abort) => {
@@ -160,21 +181,22 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                 stop_delivery(&mut bodies, &cancels, &abort.id);
             }
             Frame::Error(e) => {
-                let err = refusal(&ctx.config.server, e.code, e.message);
+                let err = wire::refusal(server, e.code, e.message);
                 if err.is_fatal() {
                     break SessionEnd::Fatal(err);
                 }
                 warn!(error = %err, "server reported an error");
             }
             Frame::Hello(_) | Frame::Welcome(_) | Frame::Response(_) => {
-                let _ = outbox.try_send(close_msg(close::PROTOCOL_ERROR, "unexpected frame type"));
+                let _ =
+                    outbox.try_send(wire::close(close::PROTOCOL_ERROR, "unexpected frame type"));
                 break lost("it sent an unexpected frame");
             }
         }
     };
 
     if matches!(end, SessionEnd::Shutdown { .. }) {
-        let _ = outbox.try_send(close_msg(close::NORMAL, "agent shutting down"));
+        let _ = outbox.try_send(wire::close(close::NORMAL, "agent shutting down"));
     }
     // Deliveries still running have lost their way back: the server already answered 502.
     connection.cancel();
@@ -196,16 +218,9 @@ fn stop_delivery(bodies: &mut BodySenders, cancels: &Cancels, id: &DeliveryId) {
     }
 }
 
-fn close_msg(code: u16, reason: &str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    }))
-}
-
 async fn run_delivery(
     ctx: Arc<Ctx>,
-    outbox: mpsc::Sender<Message>,
+    outbox: Outbox,
     head: RequestHead,
     body_rx: Option<forward::BodyRx>,
     cancel: CancellationToken,
@@ -215,7 +230,7 @@ async fn run_delivery(
     let id = head.id;
     let outcome = tokio::select! {
         outcome = forward::deliver(&ctx.client, &ctx.config.target, head, body_rx, &outbox, ctx.config.target_timeout) => outcome,
-        () = cancel.cancelled() => forward::Outcome { status: None, error: Some("aborted by the server".to_owned()) },
+        () = cancel.cancelled() => Outcome { status: None, error: Some("aborted by the server".to_owned()) },
     };
     if let Ok(mut map) = cancels.lock() {
         map.remove(&id);

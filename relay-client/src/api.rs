@@ -1,114 +1,30 @@
-//! The server's history API, as `relay-client events` and `relay-client replay` use it: list a
-//! channel's events, replay one through the server, or fetch one and send it from here.
+//! The server's HTTP API as the agent's commands use it, on the `protocol::api` types: a
+//! channel's events (`relay-client events`), replaying one through the server or fetching one
+//! and sending it from here (`relay-client replay`), and passing calls on for the local
+//! inspector (`inspect.rs`).
 
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Limited};
+use protocol::api::{
+    self, ATTEMPT_HEADER, AttemptKind, DELIVERY_HEADER, ErrorBody, EventDetail, EventPage,
+    Replayed, TokenChannel, path,
+};
 use protocol::{ChannelId, DeliveryId, Headers, RequestHead};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::agent::{ATTEMPT_HEADER, AttemptKind, Delivery, Started};
 use crate::config::{
     ApiConfig, ApiTarget, DEFAULT_API_TIMEOUT, DEFAULT_TARGET_TIMEOUT, EventsQuery,
 };
 use crate::error::{Error, chain};
-use crate::forward::{self, HttpClient, Outcome, RequestBody, Target};
-use crate::output::shown_path;
-use protocol::api::DELIVERY_HEADER;
+use crate::event::{Delivery, Outcome, Started, Via, shown_path};
+use crate::forward::{self, HttpClient, RequestBody, Target, TargetError};
 
 /// Largest API answer read. An event's detail carries its body (up to the server's
 /// `--max-body`, a third more in base64) and each attempt's response body.
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
-
-/// One page of `GET /events`, newest first.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EventPage {
-    pub events: Vec<EventSummary>,
-    /// Where the next, older page starts; `None` on the last page.
-    #[serde(default)]
-    pub next_before: Option<String>,
-}
-
-/// One event in a listing. Only the fields `relay-client events` shows; others are ignored.
-#[derive(Debug, Clone, Deserialize)]
-pub struct EventSummary {
-    pub id: DeliveryId,
-    /// RFC 3339, as the server gives it.
-    pub received_at: String,
-    pub method: String,
-    /// Path below the channel, as received.
-    pub path: String,
-    pub query: Option<String>,
-    /// `queued`, `delivering`, `delivered` or `failed`; kept as text so states a newer server
-    /// adds still show.
-    pub status: String,
-    /// Status of the target's latest answer, if there was one.
-    pub response_status: Option<u16>,
-    pub attempts: u32,
-}
-
-/// `GET /events/{id}`: the stored request.
-#[derive(Debug, Deserialize)]
-struct StoredEvent {
-    id: DeliveryId,
-    method: String,
-    path: String,
-    query: Option<String>,
-    headers: Vec<StoredHeader>,
-    body: String,
-    body_encoding: BodyEncoding,
-    body_bytes: u64,
-}
-
-/// A header as the API shows it: `value` when it is UTF-8, `value_base64` otherwise.
-#[derive(Debug, Deserialize)]
-struct StoredHeader {
-    name: String,
-    value: Option<String>,
-    value_base64: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum BodyEncoding {
-    Utf8,
-    Base64,
-}
-
-/// `POST /events/{id}/replay`: the event and the attempt the replay made.
-#[derive(Debug, Deserialize)]
-struct Replayed {
-    id: DeliveryId,
-    method: String,
-    path: String,
-    query: Option<String>,
-    attempt: Attempt,
-}
-
-#[derive(Debug, Deserialize)]
-struct Attempt {
-    started_at: String,
-    duration_ms: u64,
-    status: Option<u16>,
-    error: Option<String>,
-}
-
-/// The body of every API error.
-#[derive(Debug, Deserialize)]
-struct ApiError {
-    error: String,
-}
-
-/// `GET /api/token/channel`: the channel a token belongs to.
-#[derive(Debug, Deserialize)]
-struct TokenChannel {
-    channel: String,
-}
 
 /// What a call was about, to turn a 404 or 503 into an error that says what to do.
 #[derive(Debug, Clone, Copy)]
@@ -144,7 +60,7 @@ impl Api {
             (Some(channel), _) => channel,
             (None, Some(token)) => {
                 let server = crate::config::http_url(&target.server)?;
-                let url = format!("{server}/api/token/channel");
+                let url = format!("{server}{}", path::TOKEN_CHANNEL);
                 let authorization = crate::config::bearer(token)?;
                 let found: TokenChannel = fetch(
                     &client,
@@ -177,7 +93,7 @@ impl Api {
 
     /// The channel's most recent events, newest first, as the server orders them.
     pub async fn events(&self, query: &EventsQuery) -> Result<EventPage, Error> {
-        let mut path = format!("/events?limit={}", query.limit);
+        let mut path = format!("{}?limit={}", path::EVENTS, query.limit);
         if let Some(status) = query.status {
             path.push_str("&status=");
             path.push_str(status.as_str());
@@ -189,7 +105,7 @@ impl Api {
     /// server records the attempt. The result's status is `None`, with the error, when the
     /// agent could not deliver it.
     pub async fn replay(&self, id: DeliveryId) -> Result<Delivery, Error> {
-        let path = format!("/events/{id}/replay");
+        let path = path::replay(id);
         let answer: Replayed = self.call(Method::POST, &path, Subject::Replay(id)).await?;
         let at = humantime::parse_rfc3339(&answer.attempt.started_at)
             .unwrap_or_else(|_| SystemTime::now());
@@ -201,7 +117,7 @@ impl Api {
             status: answer.attempt.status,
             duration: Duration::from_millis(answer.attempt.duration_ms),
             error: answer.attempt.error,
-            kind: AttemptKind::Replay,
+            via: Via::Relay(AttemptKind::Replay),
         })
     }
 
@@ -209,13 +125,13 @@ impl Api {
     /// path, query and body bytes, the stored end-to-end headers, and `x-hookrelay-delivery`.
     /// The server does not learn of it. A target that fails shows in the result, not as `Err`.
     pub async fn replay_to(&self, id: DeliveryId, target: &Target) -> Result<Delivery, Error> {
-        let path = format!("/events/{id}");
-        let event: StoredEvent = self.call(Method::GET, &path, Subject::Event(id)).await?;
-        let head = event.into_request_head()?;
+        let path = path::event(id);
+        let event: EventDetail = self.call(Method::GET, &path, Subject::Event(id)).await?;
+        let head = request_head(event)?;
         // The target is local and no concern of the server's TLS settings: the agent's client.
         let client = forward::http_client()?;
         let mut delivery = send_to(&client, target, head, DEFAULT_TARGET_TIMEOUT).await;
-        delivery.kind = AttemptKind::LocalReplay;
+        delivery.via = Via::Local;
         Ok(delivery)
     }
 
@@ -276,7 +192,7 @@ impl Api {
     /// The error for a non-2xx answer, with the server's `{"error": ...}` message.
     fn error_for(&self, status: StatusCode, body: &[u8], subject: Subject) -> Error {
         let channel = self.config.channel.clone();
-        let message = serde_json::from_slice::<ApiError>(body)
+        let message = serde_json::from_slice::<ErrorBody>(body)
             .map(|e| e.error)
             .ok();
         match (status, subject) {
@@ -388,7 +304,7 @@ fn parse_answer<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, Error>
 
 /// The error for a non-2xx answer with nothing more specific to say: the server's `error`.
 fn api_error(status: StatusCode, body: &[u8]) -> Error {
-    let message = serde_json::from_slice::<ApiError>(body)
+    let message = serde_json::from_slice::<ErrorBody>(body)
         .map(|e| e.error)
         .unwrap_or_else(|_| plain_message(status, body));
     Error::Api { status, message }
@@ -413,55 +329,30 @@ fn plain_message(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
-impl StoredEvent {
-    /// The request to send again, byte for byte as stored.
-    fn into_request_head(self) -> Result<RequestHead, Error> {
-        let id = self.id;
-        let unusable = |reason: String| Error::StoredEvent { id, reason };
-        let body = match self.body_encoding {
-            BodyEncoding::Utf8 => Bytes::from(self.body),
-            BodyEncoding::Base64 => BASE64
-                .decode(&self.body)
-                .map(Bytes::from)
-                .map_err(|e| unusable(format!("its body is not valid base64 ({e})")))?,
-        };
-        if body.len() as u64 != self.body_bytes {
-            return Err(unusable(format!(
-                "the server sent {} of its {} body bytes",
-                body.len(),
-                self.body_bytes
-            )));
-        }
-        let stored = self
-            .headers
-            .into_iter()
-            .map(StoredHeader::decode)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(unusable)?;
-        Ok(RequestHead {
-            id,
-            method: self.method,
-            path: self.path,
-            query: self.query,
-            headers: replay_headers(id, &stored),
-            body,
-            fin: true,
-        })
-    }
-}
-
-impl StoredHeader {
-    fn decode(self) -> Result<(String, Bytes), String> {
-        let value = match (self.value, self.value_base64) {
-            (Some(value), _) => Bytes::from(value),
-            (None, Some(encoded)) => BASE64
-                .decode(&encoded)
-                .map(Bytes::from)
-                .map_err(|e| format!("header {} is not valid base64 ({e})", self.name))?,
-            (None, None) => return Err(format!("header {} has no value", self.name)),
-        };
-        Ok((self.name, value))
-    }
+/// The request `event` records, to send again byte for byte as it was received.
+fn request_head(event: EventDetail) -> Result<RequestHead, Error> {
+    let id = event.id;
+    let unusable = |e: api::ContentError| Error::StoredEvent {
+        id,
+        reason: e.to_string(),
+    };
+    let body =
+        api::decode_body(event.body, event.body_encoding, event.body_bytes).map_err(unusable)?;
+    let stored = event
+        .headers
+        .into_iter()
+        .map(api::Header::decode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(unusable)?;
+    Ok(RequestHead {
+        id,
+        method: event.method,
+        path: event.path,
+        query: event.query,
+        headers: replay_headers(id, &stored),
+        body,
+        fin: true,
+    })
 }
 
 /// The headers a local replay sends: the stored ones without hop-by-hop headers, `host` and
@@ -492,10 +383,10 @@ async fn send_to(
     let exchange = async {
         let response = match forward::request(client, target, head, None, timeout).await {
             Ok(response) => response,
-            Err((_, reason)) => {
+            Err(e) => {
                 return Outcome {
                     status: None,
-                    error: Some(reason),
+                    error: Some(e.to_string()),
                 };
             }
         };
@@ -505,10 +396,7 @@ async fn send_to(
         .await
         .unwrap_or_else(|_| Outcome {
             status: None,
-            error: Some(format!(
-                "target did not answer within {} s",
-                timeout.as_secs()
-            )),
+            error: Some(TargetError::Timeout(timeout).to_string()),
         });
     started.finish(outcome)
 }
@@ -522,7 +410,7 @@ async fn read_to_end(response: http::Response<hyper::body::Incoming>) -> Outcome
         if let Err(e) = frame {
             return Outcome {
                 status,
-                error: Some(format!("target response body failed: {e}")),
+                error: Some(TargetError::ResponseBody(e.to_string()).to_string()),
             };
         }
     }
@@ -581,6 +469,7 @@ mod tests {
         let json = serde_json::json!({
             "id": "00000000-0000-0000-0000-000000000000",
             "channel": "c",
+            "received_at": "2026-11-23T10:00:00.123Z",
             "method": "POST",
             "path": "/x",
             "query": "a=1",
@@ -594,8 +483,8 @@ mod tests {
             "body_bytes": 3,
             "attempts": []
         });
-        let event: StoredEvent = serde_json::from_value(json).expect("valid event");
-        let head = event.into_request_head().expect("replayable");
+        let event: EventDetail = serde_json::from_value(json).expect("valid event");
+        let head = request_head(event).expect("replayable");
         assert_eq!(head.body, Bytes::from_static(b"\xff\x00\xfe"));
         assert_eq!(head.query.as_deref(), Some("a=1"));
         assert_eq!(
@@ -608,16 +497,20 @@ mod tests {
     fn stored_event_with_a_short_body_is_not_replayed() {
         let json = serde_json::json!({
             "id": "00000000-0000-0000-0000-000000000000",
+            "channel": "c",
+            "received_at": "2026-11-23T10:00:00.123Z",
             "method": "POST",
             "path": "/x",
             "query": null,
+            "status": "delivered",
             "headers": [],
             "body": "abc",
             "body_encoding": "utf8",
-            "body_bytes": 10
+            "body_bytes": 10,
+            "attempts": []
         });
-        let event: StoredEvent = serde_json::from_value(json).expect("valid event");
-        let err = event.into_request_head().expect_err("short body");
+        let event: EventDetail = serde_json::from_value(json).expect("valid event");
+        let err = request_head(event).expect_err("short body");
         assert!(err.to_string().contains("3 of its 10 body bytes"), "{err}");
     }
 }

@@ -1,0 +1,161 @@
+//! What the agent tells a human about, as data: [`Event`] and its parts ([`Delivery`],
+//! [`Disconnect`]), and the bookkeeping of a delivery under way ([`Started`], [`Outcome`]).
+//!
+//! Every other module speaks this vocabulary and this module imports none of them (only the
+//! error type), so the agent, its sessions, the API client and the output form a tree.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use protocol::api::{ATTEMPT_HEADER, AttemptKind};
+use protocol::{DeliveryId, Headers, RequestHead};
+
+use crate::error::Error;
+
+/// What the agent reports for a human to read (see `report.rs` and `output.rs`).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Connected (or reconnected) and serving `public_url`.
+    Connected { public_url: String, target: String },
+    /// Not connected to the relay at `server` (as given with `--server`) because of `why`;
+    /// the next attempt is in `retry_in`.
+    Disconnected {
+        server: String,
+        why: Disconnect,
+        retry_in: Duration,
+    },
+    /// Shutdown began: `in_flight` deliveries may take up to `grace` to finish.
+    Draining { in_flight: usize, grace: Duration },
+    /// The agent stopped; `unfinished` deliveries were cut off at the end of the grace period.
+    Stopped { unfinished: usize },
+    /// One delivery finished.
+    Delivered(Delivery),
+}
+
+/// Why the agent is not connected, for the line that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The relay closed the connection with `code` (1001: it is shutting down).
+    Closed { code: u16, reason: String },
+    /// The relay answered the WebSocket request with an HTTP error and this reason.
+    Refused { status: u16, message: String },
+    /// The relay could not be reached at all.
+    Unreachable(String),
+    /// The connection broke, or the handshake did not complete.
+    Lost(String),
+}
+
+impl Disconnect {
+    /// Why `e`, an error that reconnecting may get past, kept us from the relay.
+    pub fn of(e: &Error) -> Self {
+        match e {
+            Error::Closed { code, reason, .. } => Disconnect::Closed {
+                code: *code,
+                reason: reason.clone(),
+            },
+            Error::HttpRefused {
+                status, message, ..
+            } => Disconnect::Refused {
+                status: status.as_u16(),
+                message: message.clone(),
+            },
+            Error::Connect { reason, .. } => Disconnect::Unreachable(reason.clone()),
+            Error::Handshake { reason, .. } => {
+                Disconnect::Lost(format!("handshake failed: {reason}"))
+            }
+            other => Disconnect::Lost(other.to_string()),
+        }
+    }
+}
+
+/// One finished delivery, as the output line shows it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub at: SystemTime,
+    pub id: DeliveryId,
+    pub method: String,
+    /// Path below the channel, with `?query` when there was one (see [`shown_path`]).
+    pub path: String,
+    /// Status sent back to the sender; `None` when no answer could be sent.
+    pub status: Option<u16>,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub via: Via,
+}
+
+/// Who sent a [`Delivery`] to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The relay, as an attempt of this kind (its `x-hookrelay-attempt` header).
+    Relay(AttemptKind),
+    /// `relay-client replay ID --forward URL`: sent from here, not recorded on the relay.
+    Local,
+}
+
+impl Via {
+    /// The relay's attempt that `headers` name; a live one when they name none we know
+    /// (a server from before the header sends none, and its deliveries were all live).
+    pub(crate) fn of(headers: &Headers) -> Self {
+        let named = headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(ATTEMPT_HEADER))
+            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+            .and_then(AttemptKind::parse);
+        Via::Relay(named.unwrap_or(AttemptKind::Live))
+    }
+}
+
+/// What became of one delivery, for the output line.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Status sent back to the server, if a response head was sent.
+    pub status: Option<u16>,
+    /// Why the target's answer is not what the sender gets, when it is not.
+    pub error: Option<String>,
+}
+
+/// A delivery under way: what its [`Delivery`] line will say besides the outcome.
+pub(crate) struct Started {
+    at: SystemTime,
+    clock: Instant,
+    id: DeliveryId,
+    method: String,
+    path: String,
+    via: Via,
+}
+
+impl Started {
+    /// Starts the clock for `head`, before it goes to the target.
+    pub(crate) fn now(head: &RequestHead) -> Self {
+        Self {
+            at: SystemTime::now(),
+            clock: Instant::now(),
+            id: head.id,
+            method: head.method.clone(),
+            path: shown_path(&head.path, head.query.as_deref()),
+            via: Via::of(&head.headers),
+        }
+    }
+
+    pub(crate) fn finish(self, outcome: Outcome) -> Delivery {
+        Delivery {
+            at: self.at,
+            id: self.id,
+            method: self.method,
+            path: self.path,
+            status: outcome.status,
+            duration: self.clock.elapsed(),
+            error: outcome.error,
+            via: self.via,
+        }
+    }
+}
+
+/// A delivery's path below the channel as lines and tables show it: with `?query` when there
+/// was one, always starting with `/`.
+pub fn shown_path(path: &str, query: Option<&str>) -> String {
+    let slash = if path.starts_with('/') { "" } else { "/" };
+    match query {
+        Some(q) => format!("{slash}{path}?{q}"),
+        None => format!("{slash}{path}"),
+    }
+}

@@ -1,0 +1,301 @@
+//! What the lines a developer watches say: one per connection change and per delivery, and
+//! the `relay-client events` table. Text only; where it goes is `output.rs`'s.
+
+use std::io::Write;
+
+use protocol::api::{AttemptKind, EventPage};
+
+use crate::config::EventsQuery;
+use crate::event::{Delivery, Disconnect, Event, Via, shown_path};
+
+/// Longest path (with its query) a delivery line shows; longer ones are cut with `...`. The
+/// history keeps them whole.
+const MAX_SHOWN_PATH: usize = 80;
+
+/// Writes the line `event` shows on stdout; [`Event::Disconnected`] shows none there (it goes
+/// to stderr as [`disconnected_line`]).
+pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
+    match event {
+        Event::Connected { public_url, target } => {
+            writeln!(out, "Forwarding {public_url} -> {target}")
+        }
+        Event::Disconnected { .. } => Ok(()),
+        Event::Draining { in_flight: 0, .. } => writeln!(out, "Stopping: no deliveries in flight"),
+        Event::Draining { in_flight, grace } => writeln!(
+            out,
+            "Stopping: waiting for {} in flight (up to {}s)",
+            deliveries(*in_flight),
+            grace.as_secs()
+        ),
+        Event::Stopped { unfinished: 0 } => writeln!(out, "Stopped"),
+        Event::Stopped { unfinished } => writeln!(
+            out,
+            "Stopped: {} cut off at the end of the grace period",
+            deliveries(*unfinished)
+        ),
+        Event::Delivered(delivery) => writeln!(out, "{}", delivery_line(delivery)),
+    }
+}
+
+fn deliveries(n: usize) -> String {
+    if n == 1 {
+        "1 delivery".to_owned()
+    } else {
+        format!("{n} deliveries")
+    }
+}
+
+/// `Disconnected: the relay at http://host:8080 is shutting down (1001); reconnecting in
+/// 0.5s`: why the agent is not connected to `server`, and when it tries again.
+pub fn disconnected_line(server: &str, why: &Disconnect, retry_in: std::time::Duration) -> String {
+    let server = server.trim_end_matches('/');
+    let secs = retry_in.as_secs_f64();
+    match why {
+        Disconnect::Closed { code: 1001, .. } => format!(
+            "Disconnected: the relay at {server} is shutting down (1001); reconnecting in {secs:.1}s"
+        ),
+        Disconnect::Closed { code, reason } => format!(
+            "Disconnected: the relay at {server} closed the connection ({code}: {reason}); reconnecting in {secs:.1}s"
+        ),
+        Disconnect::Refused { status, message } => {
+            let status = http::StatusCode::from_u16(*status)
+                .map_or_else(|_| status.to_string(), |s| s.to_string());
+            format!(
+                "The relay at {server} refused the connection with {status}: {message}; retrying in {secs:.1}s"
+            )
+        }
+        Disconnect::Unreachable(reason) => {
+            format!("Cannot reach the relay at {server} ({reason}); retrying in {secs:.1}s")
+        }
+        Disconnect::Lost(reason) => format!(
+            "Disconnected from the relay at {server} ({reason}); reconnecting in {secs:.1}s"
+        ),
+    }
+}
+
+/// `2026-11-23T09:41:02Z POST /github?x=1 200 12ms 5f0c...`: time, method, path (cut to
+/// [`MAX_SHOWN_PATH`]), status, duration, delivery id, then `queued` or `replay` for those
+/// kinds of attempt, and the error when there was one.
+pub fn delivery_line(d: &Delivery) -> String {
+    let status = d.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
+    let mut line = format!(
+        "{} {} {} {} {}ms {}",
+        humantime::format_rfc3339_seconds(d.at),
+        d.method,
+        shortened(&d.path),
+        status,
+        d.duration.as_millis(),
+        d.id
+    );
+    match d.via {
+        Via::Relay(AttemptKind::Live) => {}
+        Via::Relay(AttemptKind::Queued) => line.push_str(" queued"),
+        Via::Relay(AttemptKind::Replay) => line.push_str(" replay"),
+        Via::Local => line.push_str(" replay (from here, not recorded on the relay)"),
+    }
+    if let Some(error) = &d.error {
+        line.push_str(" (");
+        line.push_str(error);
+        line.push(')');
+    }
+    line
+}
+
+/// `path` whole when it has at most [`MAX_SHOWN_PATH`] characters, else its start and `...`.
+fn shortened(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.chars().count() <= MAX_SHOWN_PATH {
+        return path.into();
+    }
+    let mut short: String = path.chars().take(MAX_SHOWN_PATH - 3).collect();
+    short.push_str("...");
+    short.into()
+}
+
+/// Writes `relay-client events`: the table, a line saying there is nothing to show, and a hint
+/// when older events were left out.
+pub fn write_event_page(
+    out: &mut impl Write,
+    channel: &str,
+    query: &EventsQuery,
+    page: &EventPage,
+) -> std::io::Result<()> {
+    if page.events.is_empty() {
+        let which = query.status.map_or("", |s| s.as_str());
+        let space = if which.is_empty() { "" } else { " " };
+        return writeln!(out, "No {which}{space}events in channel {channel}");
+    }
+    out.write_all(event_table(page).as_bytes())?;
+    if page.next_before.is_some() {
+        writeln!(
+            out,
+            "Older events not shown; use --limit to see more than {}",
+            query.limit
+        )?;
+    }
+    Ok(())
+}
+
+/// The events as a table, one line per event in the order given, columns padded to fit.
+pub fn event_table(page: &EventPage) -> String {
+    const HEADERS: [&str; 7] = [
+        "ID", "RECEIVED", "METHOD", "PATH", "STATUS", "CODE", "ATTEMPTS",
+    ];
+    let rows: Vec<[String; 7]> = page
+        .events
+        .iter()
+        .map(|e| {
+            [
+                e.id.to_string(),
+                e.received_at.clone(),
+                e.method.clone(),
+                shown_path(&e.path, e.query.as_deref()),
+                e.status.to_string(),
+                e.response_status
+                    .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                e.attempts.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths = HEADERS.map(str::len);
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    let header = HEADERS.map(str::to_owned);
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EventStatus;
+
+    fn page(json: serde_json::Value) -> EventPage {
+        serde_json::from_value(json).expect("valid page")
+    }
+
+    #[test]
+    fn event_table_has_one_padded_row_per_event() {
+        let page = page(serde_json::json!({
+            "channel": "abc",
+            "events": [
+                {"id": "5f0c1a2b-0000-4000-8000-000000000001", "received_at": "2026-11-23T10:00:00.123Z",
+                 "method": "POST", "path": "/github", "query": "x=1", "status": "delivered",
+                 "attempts": 2, "response_status": 201, "body_bytes": 12, "next_attempt_at": null},
+                {"id": "5f0c1a2b-0000-4000-8000-000000000002", "received_at": "2026-11-23T09:59:00.000Z",
+                 "method": "DELETE", "path": "", "query": null, "status": "queued",
+                 "attempts": 0, "response_status": null, "body_bytes": 0, "next_attempt_at": null}
+            ],
+            "next_before": null
+        }));
+        let table = event_table(&page);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "ID                                    RECEIVED                  METHOD  PATH         STATUS     CODE  ATTEMPTS",
+                "5f0c1a2b-0000-4000-8000-000000000001  2026-11-23T10:00:00.123Z  POST    /github?x=1  delivered  201   2",
+                "5f0c1a2b-0000-4000-8000-000000000002  2026-11-23T09:59:00.000Z  DELETE  /            queued     -     0",
+            ]
+        );
+    }
+
+    fn delivery(path: &str, via: Via) -> Delivery {
+        Delivery {
+            at: std::time::UNIX_EPOCH,
+            id: protocol::DeliveryId::from_uuid(uuid::Uuid::nil()),
+            method: "POST".to_owned(),
+            path: path.to_owned(),
+            status: Some(200),
+            duration: std::time::Duration::from_millis(3),
+            error: None,
+            via,
+        }
+    }
+
+    #[test]
+    fn delivery_lines_mark_queued_and_replayed_deliveries() {
+        let id = "00000000-0000-0000-0000-000000000000";
+        let line = |via| delivery_line(&delivery("/gh", via));
+        let start = format!("1970-01-01T00:00:00Z POST /gh 200 3ms {id}");
+        assert_eq!(line(Via::Relay(AttemptKind::Live)), start);
+        assert_eq!(
+            line(Via::Relay(AttemptKind::Queued)),
+            format!("{start} queued")
+        );
+        assert_eq!(
+            line(Via::Relay(AttemptKind::Replay)),
+            format!("{start} replay")
+        );
+        assert_eq!(
+            line(Via::Local),
+            format!("{start} replay (from here, not recorded on the relay)")
+        );
+    }
+
+    #[test]
+    fn long_paths_are_cut_in_the_delivery_line() {
+        let long = format!("/{}", "\u{e9}".repeat(60 * 1024));
+        let line = delivery_line(&delivery(&long, Via::Relay(AttemptKind::Live)));
+        let path = line.split(' ').nth(2).expect("path field");
+        assert_eq!(path.chars().count(), MAX_SHOWN_PATH);
+        assert!(path.ends_with("..."), "{path}");
+        assert!(long.starts_with(path.trim_end_matches("...")));
+        let exact = format!("/{}", "a".repeat(MAX_SHOWN_PATH - 1));
+        assert!(delivery_line(&delivery(&exact, Via::Relay(AttemptKind::Live))).contains(&exact));
+    }
+
+    #[test]
+    fn disconnected_lines_name_the_relay_and_say_what_happened() {
+        let half = std::time::Duration::from_millis(500);
+        let server = "http://127.0.0.1:8080/";
+        let line = |why: Disconnect| disconnected_line(server, &why, half);
+        assert_eq!(
+            line(Disconnect::Closed {
+                code: 1001,
+                reason: "server shutting down".to_owned()
+            }),
+            "Disconnected: the relay at http://127.0.0.1:8080 is shutting down (1001); reconnecting in 0.5s"
+        );
+        assert_eq!(
+            line(Disconnect::Refused {
+                status: 429,
+                message: "too many wrong tokens from this address; try again in 60 s".to_owned()
+            }),
+            "The relay at http://127.0.0.1:8080 refused the connection with 429 Too Many Requests: too many wrong tokens from this address; try again in 60 s; retrying in 0.5s"
+        );
+        assert_eq!(
+            line(Disconnect::Unreachable("connection refused".to_owned())),
+            "Cannot reach the relay at http://127.0.0.1:8080 (connection refused); retrying in 0.5s"
+        );
+    }
+
+    #[test]
+    fn empty_page_says_so_and_names_the_status_asked_for() {
+        let empty = page(serde_json::json!({"channel": "abc", "events": [], "next_before": null}));
+        let mut out = Vec::new();
+        let query = EventsQuery {
+            limit: 20,
+            status: Some(EventStatus::Failed),
+        };
+        write_event_page(&mut out, "abc", &query, &empty).expect("written");
+        assert_eq!(out, b"No failed events in channel abc\n");
+        let mut out = Vec::new();
+        let query = EventsQuery {
+            limit: 20,
+            status: None,
+        };
+        write_event_page(&mut out, "abc", &query, &empty).expect("written");
+        assert_eq!(out, b"No events in channel abc\n");
+    }
+}
