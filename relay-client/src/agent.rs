@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use protocol::api::ErrorBody;
-use protocol::{ChannelId, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Welcome};
+use protocol::{ChannelId, FromAgent, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, ToAgent, Welcome};
 use tokio::sync::mpsc;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -168,7 +168,7 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
         )
         .await
         .map_err(|e| connect_error(url, &e))?;
-        let hello = Frame::Hello(Hello {
+        let hello = FromAgent::Hello(Hello {
             version: PROTOCOL_VERSION,
             channel: channel.map(|c| c.to_string()),
             token: config.token.clone(),
@@ -182,9 +182,11 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
         ws.send(hello).await.map_err(|e| hs(e.to_string()))?;
         loop {
             return match wire::recv(&mut ws, url).await {
-                Received::Frame(Frame::Welcome(welcome)) => Ok((ws, welcome)),
-                Received::Frame(Frame::Error(e)) => Err(wire::refusal(url, e.code, e.message)),
-                Received::Frame(_) => Err(hs("unexpected frame before welcome".to_owned())),
+                Received::Frame(ToAgent::Welcome(welcome)) => Ok((ws, welcome)),
+                Received::Frame(ToAgent::Error(e)) => Err(wire::refusal(url, e.code, e.message)),
+                Received::Frame(_) | Received::Unexpected => {
+                    Err(hs("unexpected frame before welcome".to_owned()))
+                }
                 Received::Other => continue,
                 Received::Undecodable(e) => Err(hs(e.to_string())),
                 Received::Closed(e) => Err(e),

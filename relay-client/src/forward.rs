@@ -13,7 +13,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use protocol::api::ErrorBody;
-use protocol::{Abort, BodyChunk, Chunked, DeliveryId, Frame, RequestHead, ResponseHead};
+use protocol::{Abort, BodyChunk, Chunked, DeliveryId, FromAgent, RequestHead, ResponseHead};
 use tokio::sync::mpsc;
 use tracing::warn;
 
@@ -175,7 +175,7 @@ pub async fn deliver(
             return fail(outbox, id, e.status(), e.to_string()).await;
         }
     };
-    let head = Frame::Response(ResponseHead {
+    let head = FromAgent::Response(ResponseHead {
         id,
         status,
         headers,
@@ -195,7 +195,7 @@ pub async fn deliver(
                 let reason = TargetError::ResponseBody(e.to_string()).to_string();
                 send(
                     outbox,
-                    &Frame::Abort(Abort {
+                    &FromAgent::Abort(Abort {
                         id,
                         reason: reason.clone(),
                     }),
@@ -208,7 +208,7 @@ pub async fn deliver(
             }
         };
         fin = last;
-        if !send(outbox, &Frame::Body(BodyChunk { id, data, fin })).await {
+        if !send(outbox, &FromAgent::Body(BodyChunk { id, data, fin })).await {
             break;
         }
     }
@@ -305,7 +305,7 @@ pub(crate) async fn shutting_down(outbox: &Outbox, id: DeliveryId) {
 async fn fail(outbox: &Outbox, id: DeliveryId, status: u16, reason: String) -> Outcome {
     let answer = ErrorBody { error: reason };
     let body = serde_json::to_vec(&answer).expect("a struct of one string always serialises");
-    let head = Frame::Response(ResponseHead {
+    let head = FromAgent::Response(ResponseHead {
         id,
         status,
         headers: vec![(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use protocol::{Abort, DeliveryId, Frame, RequestHead, close};
+use protocol::{Abort, DeliveryId, FromAgent, RequestHead, ToAgent, close};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -114,6 +114,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
         let frame = match received {
             Received::Frame(frame) => frame,
             Received::Other => continue,
+            Received::Unexpected => break unexpected(&outbox),
             Received::Undecodable(e) => {
                 warn!(error = %e, "undecodable frame from server");
                 let _ = outbox.try_send(wire::close(close::PROTOCOL_ERROR, &e.to_string()));
@@ -125,7 +126,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
             Received::Ended => break lost("the connection closed"),
         };
         match frame {
-            Frame::Request(head) => {
+            ToAgent::Request(head) => {
                 if draining {
                     let id = head.id;
                     let outbox = outbox.clone();
@@ -153,7 +154,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                     Arc::clone(&cancels),
                 ));
             }
-            Frame::Body(chunk) => {
+            ToAgent::Body(chunk) => {
                 let Some(tx) = bodies.get(&chunk.id) else {
                     debug!(delivery_id = %chunk.id, "body for an unknown delivery ignored");
                     continue;
@@ -169,29 +170,25 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                     warn!(delivery_id = %chunk.id, "target not reading the request body; delivery dropped");
                     stop_delivery(&mut bodies, &cancels, &chunk.id);
                     // Tell the server, so the sender gets a 502 now rather than a 504 later.
-                    let abort = Frame::Abort(Abort {
+                    let abort = FromAgent::Abort(Abort {
                         id: chunk.id,
                         reason: "target stopped reading the request body".to_owned(),
                     });
                     wire::try_send(&outbox, &abort);
                 }
             }
-            Frame::Abort(abort) => {
+            ToAgent::Abort(abort) => {
                 debug!(delivery_id = %abort.id, reason = %abort.reason, "server aborted delivery");
                 stop_delivery(&mut bodies, &cancels, &abort.id);
             }
-            Frame::Error(e) => {
+            ToAgent::Error(e) => {
                 let err = wire::refusal(server, e.code, e.message);
                 if err.is_fatal() {
                     break SessionEnd::Fatal(err);
                 }
                 warn!(error = %err, "server reported an error");
             }
-            Frame::Hello(_) | Frame::Welcome(_) | Frame::Response(_) => {
-                let _ =
-                    outbox.try_send(wire::close(close::PROTOCOL_ERROR, "unexpected frame type"));
-                break lost("it sent an unexpected frame");
-            }
+            ToAgent::Welcome(_) => break unexpected(&outbox),
         }
     };
 
@@ -204,6 +201,13 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     writer_stop.cancel();
     end
+}
+
+/// Ends the session on a frame the server should not send now (a second welcome) or ever (one
+/// only agents send).
+fn unexpected(outbox: &Outbox) -> SessionEnd {
+    let _ = outbox.try_send(wire::close(close::PROTOCOL_ERROR, "unexpected frame type"));
+    SessionEnd::Lost(Disconnect::Lost("it sent an unexpected frame".to_owned()))
 }
 
 type BodySenders = HashMap<DeliveryId, mpsc::Sender<(bytes::Bytes, bool)>>;

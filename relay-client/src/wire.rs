@@ -1,10 +1,11 @@
-//! The WebSocket as frames: the only place the agent encodes or decodes them. [`recv`] turns
-//! the next message into a frame or the end of the connection; [`message`], [`send`] and
-//! [`try_send`] turn frames into messages for the socket or the session's outbox; [`close`]
-//! and [`closed`] are close frames both ways, [`refusal`] what the server's error frames mean.
+//! The WebSocket as frames: the only place the agent encodes or decodes them, as
+//! [`FromAgent`] out and [`ToAgent`] in. [`recv`] turns the next message into a frame or the
+//! end of the connection; [`message`], [`send`] and [`try_send`] turn frames into messages for
+//! the socket or the session's outbox; [`close`] and `closed` are close frames both ways,
+//! [`refusal`] what the server's error frames mean.
 
 use futures_util::{Stream, StreamExt};
-use protocol::{DecodeError, ErrorCode, Frame, close};
+use protocol::{DecodeError, ErrorCode, FromAgent, ToAgent, close};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
@@ -26,7 +27,10 @@ const NO_STATUS: u16 = 1005;
 
 /// The next thing the server sent.
 pub(crate) enum Received {
-    Frame(Frame),
+    Frame(ToAgent),
+    /// A frame only an agent sends (`hello`, `response`): whatever answered is confused, or
+    /// no relay.
+    Unexpected,
     /// A ping, pong or text message: a sign of life, with nothing in it to act on.
     Other,
     /// A binary message that is not a frame.
@@ -48,8 +52,9 @@ where
     match stream.next().await {
         None => Received::Ended,
         Some(Err(e)) => Received::Broken(e),
-        Some(Ok(Message::Binary(bytes))) => match protocol::decode(&bytes) {
+        Some(Ok(Message::Binary(bytes))) => match ToAgent::decode(&bytes) {
             Ok(frame) => Received::Frame(frame),
+            Err(DecodeError::WrongDirection { .. }) => Received::Unexpected,
             Err(e) => Received::Undecodable(e),
         },
         Some(Ok(Message::Close(frame))) => Received::Closed(closed(url, frame)),
@@ -58,13 +63,13 @@ where
 }
 
 /// `frame` as one WebSocket message.
-pub(crate) fn message(frame: &Frame) -> Result<Message, protocol::EncodeError> {
-    protocol::encode(frame).map(|bytes| Message::Binary(bytes.into()))
+pub(crate) fn message(frame: &FromAgent) -> Result<Message, protocol::EncodeError> {
+    frame.encode().map(|bytes| Message::Binary(bytes.into()))
 }
 
 /// Queues `frame` for the server, waiting while the outbox is full; false once the
 /// connection is gone (or the frame cannot be encoded, which is logged).
-pub(crate) async fn send(outbox: &Outbox, frame: &Frame) -> bool {
+pub(crate) async fn send(outbox: &Outbox, frame: &FromAgent) -> bool {
     match message(frame) {
         Ok(message) => outbox.send(message).await.is_ok(),
         Err(e) => {
@@ -76,7 +81,7 @@ pub(crate) async fn send(outbox: &Outbox, frame: &Frame) -> bool {
 
 /// Queues `frame` if there is room now, for a caller that must not wait on the outbox (the
 /// session's reader); dropped otherwise.
-pub(crate) fn try_send(outbox: &Outbox, frame: &Frame) {
+pub(crate) fn try_send(outbox: &Outbox, frame: &FromAgent) {
     if let Ok(message) = message(frame) {
         let _ = outbox.try_send(message);
     }
