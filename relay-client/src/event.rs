@@ -159,3 +159,23 @@ pub fn shown_path(path: &str, query: Option<&str>) -> String {
         None => format!("{slash}{path}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn the_attempt_header_names_the_relays_attempt_and_defaults_to_live() {
+        let via = |value: &'static [u8]| {
+            Via::of(&vec![(
+                "X-Hookrelay-Attempt".to_owned(),
+                Bytes::from_static(value),
+            )])
+        };
+        assert_eq!(via(b"queued"), Via::Relay(AttemptKind::Queued));
+        assert_eq!(via(b"replay"), Via::Relay(AttemptKind::Replay));
+        assert_eq!(via(b"someday"), Via::Relay(AttemptKind::Live));
+        assert_eq!(Via::of(&Vec::new()), Via::Relay(AttemptKind::Live));
+    }
+}

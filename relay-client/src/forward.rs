@@ -335,6 +335,43 @@ mod tests {
     }
 
     #[test]
+    fn target_errors_give_the_sender_502_or_504_and_say_why() {
+        let cases = [
+            (
+                TargetError::InvalidMethod("G T".to_owned()),
+                502,
+                "invalid method \"G T\"",
+            ),
+            (
+                TargetError::InvalidPath("x y".to_owned()),
+                502,
+                "invalid path \"x y\"",
+            ),
+            (
+                TargetError::Unreachable("connection refused".to_owned()),
+                502,
+                "target unreachable: connection refused",
+            ),
+            (
+                TargetError::Timeout(Duration::from_secs(30)),
+                504,
+                "target did not answer within 30 s",
+            ),
+            (
+                TargetError::ResponseBody("reset".to_owned()),
+                502,
+                "target response body failed: reset",
+            ),
+        ];
+        for (error, status, message) in cases {
+            assert_eq!(
+                (error.status(), error.to_string().as_str()),
+                (status, message)
+            );
+        }
+    }
+
+    #[test]
     fn target_joins_prefix_path_and_query() {
         assert_eq!(
             join("http://localhost:3000", "", None),
