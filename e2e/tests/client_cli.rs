@@ -1,45 +1,10 @@
 //! The `relay-client` binary as a developer runs it: the forwarding line, one line per
 //! delivery, a clean exit on SIGINT, and a clear error for a refused token.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
-use common::{DEADLINE, line_matching, send, spawn_client, start_server};
-
-/// A one-shot target on a std thread: answers every request with 202 and `ok`.
-fn start_target() -> SocketAddr {
-    let listener = StdListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut buf = [0u8; 4096];
-            let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-            );
-        }
-    });
-    addr
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay-client did not exit in time"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+use hookrelay_e2e::*;
 
 /// Sends a raw HTTP/1.1 POST and returns the status line.
 fn post(url_addr: &str, path: &str) -> String {
@@ -55,9 +20,10 @@ fn post(url_addr: &str, path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prints_the_public_url_and_one_line_per_delivery() {
-    let (addr, _server) = start_server(relay_server::Config::default()).await;
-    let target = start_target();
-    let (mut child, lines) = agent(addr, target, "cli-test", &[]);
+    let relay = start_server(relay_server::Config::default()).await;
+    let addr = relay.addr;
+    let target = start_std_target();
+    let (mut child, lines) = spawn_agent(addr, target, "cli-test", &[]);
     let forwarding = line_matching(&lines, |l| l.starts_with("Forwarding"));
     assert_eq!(
         forwarding,
@@ -81,51 +47,21 @@ async fn prints_the_public_url_and_one_line_per_delivery() {
     interrupt(&mut child);
 }
 
-/// SIGINT, then a clean exit.
-fn interrupt(child: &mut Child) {
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-    assert!(wait_exit(child).success());
-}
-
-/// An agent for channel `channel` on the relay at `addr`, forwarding to `target`, with `extra`.
-fn agent(
-    addr: SocketAddr,
-    target: SocketAddr,
-    channel: &str,
-    extra: &[&str],
-) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let server = format!("http://{addr}");
-    let forward = format!("http://{target}");
-    let mut args = vec![
-        "--server",
-        &server,
-        "--forward",
-        &forward,
-        "--channel",
-        channel,
-    ];
-    args.extend_from_slice(extra);
-    spawn_client(&args)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspect_serves_the_page_on_the_address_it_prints() {
-    let (addr, _server) = start_server(relay_server::Config::default()).await;
-    let target = start_target();
-    let (mut child, lines) = agent(addr, target, "inspected", &["--inspect", "127.0.0.1:0"]);
+    let relay = start_server(relay_server::Config::default()).await;
+    let addr = relay.addr;
+    let target = start_std_target();
+    let (mut child, lines) = spawn_agent(addr, target, "inspected", &["--inspect", "127.0.0.1:0"]);
     let line = line_matching(&lines, |l| l.starts_with("Inspect deliveries at "));
     let url = line
         .strip_prefix("Inspect deliveries at ")
         .expect("prefix")
         .to_owned();
     assert!(url.ends_with("/c/inspected"), "{line}");
-    let (status, _, body) = send("GET", &url, &[], b"").await;
-    assert_eq!(status, 200);
-    assert!(String::from_utf8_lossy(&body).contains("inspector"));
+    let page = send(&client(), "GET", &url, &[], "").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("inspector"));
     interrupt(&mut child);
 }
 
@@ -135,7 +71,8 @@ async fn refused_token_exits_with_an_error() {
         agent_token: Some("right".to_owned()),
         ..relay_server::Config::default()
     };
-    let (addr, _server) = start_server(config).await;
+    let relay = start_server(config).await;
+    let addr = relay.addr;
     let (mut child, lines) = spawn_client(&[
         "--server",
         &format!("http://{addr}"),
@@ -176,25 +113,18 @@ fn start_holding_target() -> (
     (addr, got, release)
 }
 
-fn sigint(child: &Child) {
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_says_it_drains_the_deliveries_in_flight_then_that_it_stopped() {
-    let (addr, _server) = start_server(relay_server::Config::default()).await;
+    let relay = start_server(relay_server::Config::default()).await;
+    let addr = relay.addr;
     let (target, got, release) = start_holding_target();
-    let (mut child, lines) = agent(addr, target, "draining", &[]);
+    let (mut child, lines) = spawn_agent(addr, target, "draining", &[]);
     line_matching(&lines, |l| l.starts_with("Forwarding"));
 
     let post = tokio::task::spawn_blocking(move || post(&addr.to_string(), "/h/draining/slow"));
     got.recv_timeout(DEADLINE)
         .expect("the target has the delivery");
-    sigint(&child);
+    signal(&child, "INT");
     let draining = line_matching(&lines, |l| l.starts_with("Stopping"));
     assert_eq!(
         draining,
@@ -213,11 +143,12 @@ async fn ctrl_c_says_it_drains_the_deliveries_in_flight_then_that_it_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_shutdown_is_told_in_plain_words_with_the_relays_address() {
-    let (addr, server) = start_server(relay_server::Config::default()).await;
-    let target = start_target();
-    let (mut child, lines) = agent(addr, target, "restarted", &[]);
+    let relay = start_server(relay_server::Config::default()).await;
+    let addr = relay.addr;
+    let target = start_std_target();
+    let (mut child, lines) = spawn_agent(addr, target, "restarted", &[]);
     line_matching(&lines, |l| l.starts_with("Forwarding"));
-    server.cancel();
+    relay.shutdown.cancel();
     let gone = line_matching(&lines, |l| l.starts_with("Disconnected"));
     let prefix = format!(
         "Disconnected: the relay at http://{addr} is shutting down (1001); reconnecting in "
@@ -228,12 +159,33 @@ async fn a_server_shutdown_is_told_in_plain_words_with_the_relays_address() {
         retry.starts_with(&format!("Cannot reach the relay at http://{addr} (")),
         "{retry}"
     );
-    sigint(&child);
+    signal(&child, "INT");
     assert_eq!(
         line_matching(&lines, |l| l.starts_with("Stopped")),
         "Stopped"
     );
     assert!(wait_exit(&mut child).success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_deliveries_are_marked_and_long_paths_cut_in_their_lines() {
+    let relay = start_server(relay_server::Config::default()).await;
+    let addr = relay.addr;
+    let long = format!("/{}", "p".repeat(10 * 1024));
+    let path = format!("/h/marked{long}");
+    let status = tokio::task::spawn_blocking(move || post(&addr.to_string(), &path))
+        .await
+        .expect("post");
+    assert_eq!(status, "HTTP/1.1 202 Accepted", "no agent: queued");
+    let target = start_std_target();
+    let (mut child, lines) = spawn_agent(addr, target, "marked", &[]);
+    let delivery = line_matching(&lines, |l| l.contains(" POST "));
+    let fields: Vec<&str> = delivery.split_whitespace().collect();
+    assert_eq!(fields.len(), 7, "{delivery}");
+    assert_eq!(fields[2], format!("{}...", &long[..77]));
+    assert_eq!(fields[3], "202");
+    assert_eq!(fields[6], "queued");
+    interrupt(&mut child);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,32 +210,12 @@ async fn an_http_refusal_before_the_upgrade_shows_the_servers_reason() {
             let _ = stream.write_all(body);
         }
     });
-    let target = start_target();
-    let (mut child, lines) = agent(addr, target, "behind", &[]);
+    let target = start_std_target();
+    let (mut child, lines) = spawn_agent(addr, target, "behind", &[]);
     let refused = line_matching(&lines, |l| l.contains("refused the connection"));
     let prefix = format!(
         "The relay at http://{addr} refused the connection with 503 Service Unavailable: down for maintenance until 10:00; retrying in "
     );
     assert!(refused.starts_with(&prefix), "{refused}");
-    interrupt(&mut child);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_deliveries_are_marked_and_long_paths_cut_in_their_lines() {
-    let (addr, _server) = start_server(relay_server::Config::default()).await;
-    let long = format!("/{}", "p".repeat(10 * 1024));
-    let path = format!("/h/marked{long}");
-    let status = tokio::task::spawn_blocking(move || post(&addr.to_string(), &path))
-        .await
-        .expect("post");
-    assert_eq!(status, "HTTP/1.1 202 Accepted", "no agent: queued");
-    let target = start_target();
-    let (mut child, lines) = agent(addr, target, "marked", &[]);
-    let delivery = line_matching(&lines, |l| l.contains(" POST "));
-    let fields: Vec<&str> = delivery.split_whitespace().collect();
-    assert_eq!(fields.len(), 7, "{delivery}");
-    assert_eq!(fields[2], format!("{}...", &long[..77]));
-    assert_eq!(fields[3], "202");
-    assert_eq!(fields[6], "queued");
     interrupt(&mut child);
 }

@@ -2,10 +2,8 @@
 //! signature holds over the exact bytes received; the rest get 401, are kept as `rejected`
 //! and never reach the target.
 
-mod common;
-
-use common::*;
 use hmac::{Hmac, Mac};
+use hookrelay_e2e::*;
 use serde_json::json;
 use sha2::Sha256;
 

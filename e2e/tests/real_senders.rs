@@ -9,14 +9,12 @@
 //! Node must be installed: its absence fails the test rather than skipping it, so the
 //! guarantee cannot silently go unchecked.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{agent_config, start_agent, start_server};
+use hookrelay_e2e::{agent_config, start_agent, start_server};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout, timeout_at};
 

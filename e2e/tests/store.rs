@@ -2,42 +2,15 @@
 //! in order once one is; retries; replay; history; `--ack-after`. Real server, agent and
 //! target in-process on 127.0.0.1, the SQLite store in a temporary directory.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
+use hookrelay_e2e::*;
 use relay_server::Config;
 
 fn pinned(server: &TestServer, target: &str, channel: &str) -> relay_client::AgentConfig {
-    let mut config = agent_config(server, target);
-    config.channel = Some(protocol::ChannelId::parse(channel).expect("valid channel"));
-    config
-}
-
-/// A body unique to `i`, with bytes that are not UTF-8, so byte-exactness is checked.
-fn body_for(i: usize) -> Bytes {
-    let mut body = format!("event {i} ").into_bytes();
-    body.extend_from_slice(&[0xff, 0x00, (i % 251) as u8, 0xc3]);
-    Bytes::from(body)
-}
-
-/// The delivery id the relay put on its answer.
-fn delivery_id(answer: &Answer) -> String {
-    answer.headers["x-hookrelay-delivery"]
-        .to_str()
-        .expect("ascii")
-        .to_owned()
-}
-
-async fn post_queued(client: &TestClient, url: &str, body: Bytes) -> String {
-    let answer = send(client, "POST", url, &[("x-sig", b"abc")], body).await;
-    assert_eq!(answer.status, 202, "{:?}", answer.body);
-    let json = answer.json();
-    assert_eq!(json["status"], "queued");
-    json["id"].as_str().expect("id").to_owned()
+    pinned_agent(&server.url(), channel, target)
 }
 
 #[tokio::test]
@@ -212,7 +185,7 @@ async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     )
     .await;
     assert_eq!(answer.status, 201);
-    let id = delivery_id(&answer);
+    let id = answer.delivery().expect("delivery id");
     let first = next_seen(&mut target).await;
     // The live attempt is recorded after the sender has its answer; replay what the history
     // shows, as a user would.
@@ -270,6 +243,135 @@ async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
             .status,
         404
     );
+}
+
+#[tokio::test]
+async fn ack_after_answers_202_and_records_the_late_response() {
+    let config = Config {
+        ack_after: Some(Duration::from_millis(300)),
+        timeout: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let server = start_server(config).await;
+    let mut target = start_target().await;
+    let client = client();
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/hold", agent.public_url),
+        &[],
+        "slow",
+    )
+    .await;
+    assert_eq!(answer.status, 202);
+    let doc = answer.json();
+    assert_eq!(doc["status"], "pending");
+    let id = doc["id"].as_str().expect("id").to_owned();
+    next_seen(&mut target).await;
+
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    let doc = get_json(&client, &url).await;
+    assert_eq!(doc["status"], "delivering");
+    target.release();
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
+    assert_eq!(doc["attempts"][0]["status"], 200);
+    assert_eq!(doc["attempts"][0]["body"], "released");
+
+    // A fast answer still goes straight back to the sender.
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/fast", agent.public_url),
+        &[],
+        "quick",
+    )
+    .await;
+    assert_eq!(answer.status, 201);
+    assert_eq!(answer.body, "quick");
+}
+
+#[tokio::test]
+async fn live_delivery_is_recorded_with_request_and_response() {
+    let server = start_server(Config::default()).await;
+    let target = start_target().await;
+    let client = client();
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/gh?x=1", agent.public_url),
+        &[
+            ("x-hub-signature-256", b"sha256=00"),
+            ("x-bin", b"\xff\xfe"),
+        ],
+        "{\"a\":1}",
+    )
+    .await;
+    assert_eq!(answer.status, 201);
+    let id = answer.delivery().expect("delivery id");
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
+    assert_eq!(doc["method"], "POST");
+    assert_eq!(doc["path"], "/gh");
+    assert_eq!(doc["query"], "x=1");
+    assert_eq!(doc["body"], "{\"a\":1}");
+    assert_eq!(doc["body_encoding"], "utf8");
+    let headers = doc["headers"].as_array().expect("headers");
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["name"] == "x-hub-signature-256" && h["value"] == "sha256=00")
+    );
+    assert!(
+        headers
+            .iter()
+            .any(|h| h["name"] == "x-bin" && h["value_base64"] == "//4=")
+    );
+    assert!(
+        doc["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:"))
+    );
+    let attempt = &doc["attempts"][0];
+    assert_eq!(attempt["kind"], "live");
+    assert_eq!(attempt["status"], 201);
+    assert_eq!(attempt["body"], "{\"a\":1}");
+    assert!(
+        attempt["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .any(|h| h["name"] == "x-echo-method")
+    );
+
+    // A target error is passed to the sender and recorded as a failed live delivery, not
+    // retried by the relay.
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{}/status/500", agent.public_url),
+        &[],
+        "x",
+    )
+    .await;
+    assert_eq!(answer.status, 500);
+    let id = answer.delivery().expect("delivery id");
+    let url = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    let doc = poll_json(&client, &url, |doc| doc["status"] == "failed").await;
+    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(1));
 }
 
 #[tokio::test]
@@ -381,133 +483,4 @@ async fn history_needs_the_agent_token_when_the_server_has_one() {
     .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["events"].as_array().map(Vec::len), Some(1));
-}
-
-#[tokio::test]
-async fn ack_after_answers_202_and_records_the_late_response() {
-    let config = Config {
-        ack_after: Some(Duration::from_millis(300)),
-        timeout: Duration::from_secs(20),
-        ..Config::default()
-    };
-    let server = start_server(config).await;
-    let mut target = start_target().await;
-    let client = client();
-    let agent = start_agent(agent_config(&server, &target.url)).await;
-    let answer = send(
-        &client,
-        "POST",
-        &format!("{}/hold", agent.public_url),
-        &[],
-        "slow",
-    )
-    .await;
-    assert_eq!(answer.status, 202);
-    let doc = answer.json();
-    assert_eq!(doc["status"], "pending");
-    let id = doc["id"].as_str().expect("id").to_owned();
-    next_seen(&mut target).await;
-
-    let url = format!(
-        "{}/api/channels/{}/events/{id}",
-        server.url(),
-        agent.channel
-    );
-    let doc = get_json(&client, &url).await;
-    assert_eq!(doc["status"], "delivering");
-    target.release();
-    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
-    assert_eq!(doc["attempts"][0]["status"], 200);
-    assert_eq!(doc["attempts"][0]["body"], "released");
-
-    // A fast answer still goes straight back to the sender.
-    let answer = send(
-        &client,
-        "POST",
-        &format!("{}/fast", agent.public_url),
-        &[],
-        "quick",
-    )
-    .await;
-    assert_eq!(answer.status, 201);
-    assert_eq!(answer.body, "quick");
-}
-
-#[tokio::test]
-async fn live_delivery_is_recorded_with_request_and_response() {
-    let server = start_server(Config::default()).await;
-    let target = start_target().await;
-    let client = client();
-    let agent = start_agent(agent_config(&server, &target.url)).await;
-    let answer = send(
-        &client,
-        "POST",
-        &format!("{}/gh?x=1", agent.public_url),
-        &[
-            ("x-hub-signature-256", b"sha256=00"),
-            ("x-bin", b"\xff\xfe"),
-        ],
-        "{\"a\":1}",
-    )
-    .await;
-    assert_eq!(answer.status, 201);
-    let id = delivery_id(&answer);
-    let url = format!(
-        "{}/api/channels/{}/events/{id}",
-        server.url(),
-        agent.channel
-    );
-    let doc = poll_json(&client, &url, |doc| doc["status"] == "delivered").await;
-    assert_eq!(doc["method"], "POST");
-    assert_eq!(doc["path"], "/gh");
-    assert_eq!(doc["query"], "x=1");
-    assert_eq!(doc["body"], "{\"a\":1}");
-    assert_eq!(doc["body_encoding"], "utf8");
-    let headers = doc["headers"].as_array().expect("headers");
-    assert!(
-        headers
-            .iter()
-            .any(|h| h["name"] == "x-hub-signature-256" && h["value"] == "sha256=00")
-    );
-    assert!(
-        headers
-            .iter()
-            .any(|h| h["name"] == "x-bin" && h["value_base64"] == "//4=")
-    );
-    assert!(
-        doc["source"]
-            .as_str()
-            .is_some_and(|s| s.starts_with("127.0.0.1:"))
-    );
-    let attempt = &doc["attempts"][0];
-    assert_eq!(attempt["kind"], "live");
-    assert_eq!(attempt["status"], 201);
-    assert_eq!(attempt["body"], "{\"a\":1}");
-    assert!(
-        attempt["headers"]
-            .as_array()
-            .expect("headers")
-            .iter()
-            .any(|h| h["name"] == "x-echo-method")
-    );
-
-    // A target error is passed to the sender and recorded as a failed live delivery, not
-    // retried by the relay.
-    let answer = send(
-        &client,
-        "POST",
-        &format!("{}/status/500", agent.public_url),
-        &[],
-        "x",
-    )
-    .await;
-    assert_eq!(answer.status, 500);
-    let id = delivery_id(&answer);
-    let url = format!(
-        "{}/api/channels/{}/events/{id}",
-        server.url(),
-        agent.channel
-    );
-    let doc = poll_json(&client, &url, |doc| doc["status"] == "failed").await;
-    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(1));
 }

@@ -1,9 +1,7 @@
 //! `relay-client events` and `relay-client replay` as a developer runs them: the real binary
 //! against the real server, with webhooks sent through the relay to a real agent and target.
 
-mod common;
-
-use common::*;
+use hookrelay_e2e::*;
 use relay_server::Config;
 
 const BINARY_BODY: &[u8] = b"\xff\x00signed \xfe\x80 payload";
@@ -15,16 +13,25 @@ fn rows_with<'a>(stdout: &'a str, id: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_lists_relayed_webhooks_newest_first() {
-    let (addr, _server) = start_server(Config::default()).await;
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
     let mut target = start_target().await;
-    let _agent = start_agent(addr, "hist-events", &target.url).await;
+    let _agent = start_agent(pinned_agent(
+        &format!("http://{addr}"),
+        "hist-events",
+        &target.url,
+    ))
+    .await;
     let base = format!("http://{addr}/h/hist-events");
-    let (status, first, _) = send("POST", &format!("{base}/first"), &[], b"one").await;
-    assert_eq!(status, 201);
-    let (_, second, _) = send("PUT", &format!("{base}/second?x=1"), &[], b"two").await;
-    let (first, second) = (first.expect("delivery id"), second.expect("delivery id"));
-    target.next().await;
-    target.next().await;
+    let first = send(&client(), "POST", &format!("{base}/first"), &[], "one").await;
+    assert_eq!(first.status, 201);
+    let second = send(&client(), "PUT", &format!("{base}/second?x=1"), &[], "two").await;
+    let (first, second) = (
+        first.delivery().expect("delivery id"),
+        second.delivery().expect("delivery id"),
+    );
+    next_seen(&mut target).await;
+    next_seen(&mut target).await;
 
     let server = format!("http://{addr}");
     // Options after the subcommand here, before it in the other tests.
@@ -88,14 +95,20 @@ async fn events_lists_relayed_webhooks_newest_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_delivers_the_event_again_through_the_agent() {
-    let (addr, _server) = start_server(Config::default()).await;
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
     let mut target = start_target().await;
-    let _agent = start_agent(addr, "hist-replay", &target.url).await;
+    let _agent = start_agent(pinned_agent(
+        &format!("http://{addr}"),
+        "hist-replay",
+        &target.url,
+    ))
+    .await;
     let url = format!("http://{addr}/h/hist-replay/github?x=1");
     let headers: [(&str, &[u8]); 1] = [("x-github-event", b"push")];
-    let (_, id, _) = send("POST", &url, &headers, b"{\"zen\":1}").await;
-    let id = id.expect("delivery id");
-    let original = target.next().await;
+    let answer = send(&client(), "POST", &url, &headers, "{\"zen\":1}").await;
+    let id = answer.delivery().expect("delivery id");
+    let original = next_seen(&mut target).await;
 
     let server = format!("http://{addr}");
     let run = run_client(&[
@@ -116,7 +129,7 @@ async fn replay_delivers_the_event_again_through_the_agent() {
     assert_eq!(fields[5], id);
     assert_eq!(fields[6], "replay");
 
-    let again = target.next().await;
+    let again = next_seen(&mut target).await;
     assert_eq!(again.method, "POST");
     assert_eq!(again.uri, "/github?x=1");
     assert_eq!(again.body, original.body);
@@ -127,10 +140,16 @@ async fn replay_delivers_the_event_again_through_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() {
-    let (addr, _server) = start_server(Config::default()).await;
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
     let mut relayed = start_target().await;
     let mut local = start_target().await;
-    let _agent = start_agent(addr, "hist-local", &relayed.url).await;
+    let _agent = start_agent(pinned_agent(
+        &format!("http://{addr}"),
+        "hist-local",
+        &relayed.url,
+    ))
+    .await;
     let url = format!("http://{addr}/h/hist-local/stripe?a=1&b=%20");
     let headers: [(&str, &[u8]); 4] = [
         ("content-type", b"application/octet-stream"),
@@ -138,9 +157,9 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
         ("x-dup", b"1"),
         ("x-dup", b"2"),
     ];
-    let (_, id, _) = send("PATCH", &url, &headers, BINARY_BODY).await;
-    let id = id.expect("delivery id");
-    assert_eq!(relayed.next().await.body, BINARY_BODY);
+    let answer = send(&client(), "PATCH", &url, &headers, BINARY_BODY).await;
+    let id = answer.delivery().expect("delivery id");
+    assert_eq!(next_seen(&mut relayed).await.body, BINARY_BODY);
 
     let server = format!("http://{addr}");
     let forward = format!("{}/local", local.url);
@@ -171,7 +190,7 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
         run.stdout
     );
 
-    let seen = local.next().await;
+    let seen = next_seen(&mut local).await;
     assert_eq!(seen.method, "PATCH");
     assert_eq!(seen.uri, "/local/stripe?a=1&b=%20");
     assert_eq!(seen.body, BINARY_BODY);
@@ -186,15 +205,11 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
     assert_eq!(seen.header("content-length"), [length.as_bytes()]);
 
     // Not recorded: the server still knows only the live attempt.
-    let (status, _, detail) = send(
-        "GET",
+    let detail = get_json(
+        &client(),
         &format!("{server}/api/channels/hist-local/events/{id}"),
-        &[],
-        b"",
     )
     .await;
-    assert_eq!(status, 200);
-    let detail: serde_json::Value = serde_json::from_slice(&detail).expect("JSON");
     assert_eq!(
         detail["attempts"].as_array().map(Vec::len),
         Some(1),
@@ -204,14 +219,29 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_without_an_agent_says_so_and_suggests_forward() {
-    let (addr, _server) = start_server(Config::default()).await;
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
     let mut target = start_target().await;
-    let (agent, task) = start_agent(addr, "hist-gone", &target.url).await;
-    let (_, id, _) = send("POST", &format!("http://{addr}/h/hist-gone"), &[], b"x").await;
-    let id = id.expect("delivery id");
-    target.next().await;
-    agent.cancel();
-    task.await
+    let agent = start_agent(pinned_agent(
+        &format!("http://{addr}"),
+        "hist-gone",
+        &target.url,
+    ))
+    .await;
+    let answer = send(
+        &client(),
+        "POST",
+        &format!("http://{addr}/h/hist-gone"),
+        &[],
+        "x",
+    )
+    .await;
+    let id = answer.delivery().expect("delivery id");
+    next_seen(&mut target).await;
+    agent.shutdown.cancel();
+    agent
+        .task
+        .await
         .expect("agent task not panicked")
         .expect("agent stops cleanly");
 
@@ -232,7 +262,8 @@ async fn replay_without_an_agent_says_so_and_suggests_forward() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_event_and_bad_query_are_errors_with_the_servers_reason() {
-    let (addr, _server) = start_server(Config::default()).await;
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
     let server = format!("http://{addr}");
     let id = "5f0c1a2b-0000-4000-8000-000000000001";
     let run = run_client(&["replay", id, "--server", &server, "--channel", "nothing"]).await;
@@ -272,7 +303,8 @@ async fn wrong_or_missing_token_is_an_error_and_the_right_one_works() {
         agent_token: Some("right".to_owned()),
         ..Config::default()
     };
-    let (addr, _server) = start_server(config).await;
+    let relay = start_server(config).await;
+    let addr = relay.addr;
     let server = format!("http://{addr}");
     for token in [&["--token", "wrong"][..], &[]] {
         let mut args = vec!["events", "--server", &server, "--channel", "locked"];
@@ -301,32 +333,20 @@ async fn wrong_or_missing_token_is_an_error_and_the_right_one_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_and_replay_find_the_channel_from_its_token_alone() {
-    const ADMIN: &str = "admin-token-0123456789";
-    let config = Config {
-        open: Some(false),
-        admin_token: Some(ADMIN.to_owned()),
-        ..Config::default()
-    };
-    let (addr, _server) = start_server(config).await;
-    let server = format!("http://{addr}");
-    let bearer = format!("Bearer {ADMIN}");
-    let (status, _, created) = send(
+    let relay = start_server(closed()).await;
+    let token = create_channel(&relay, "by-token", serde_json::json!({})).await;
+    let server = relay.url();
+    // No agent: the webhook is stored and queued.
+    let answer = send(
+        &client(),
         "POST",
-        &format!("{server}/api/admin/channels"),
-        &[
-            ("authorization", bearer.as_bytes()),
-            ("content-type", b"application/json"),
-        ],
-        b"{\"name\": \"by-token\"}",
+        &format!("{server}/h/by-token/x"),
+        &[],
+        "queued",
     )
     .await;
-    assert_eq!(status, 201, "{created:?}");
-    let created: serde_json::Value = serde_json::from_slice(&created).expect("JSON");
-    let token = created["token"].as_str().expect("token").to_owned();
-    // No agent: the webhook is stored and queued.
-    let (status, id, _) = send("POST", &format!("{server}/h/by-token/x"), &[], b"queued").await;
-    assert_eq!(status, 202);
-    let id = id.expect("delivery id");
+    assert_eq!(answer.status, 202);
+    let id = answer.delivery().expect("delivery id");
 
     let run = run_client(&["events", "--server", &server, "--token", &token]).await;
     assert!(run.success, "{run:?}");
@@ -347,7 +367,7 @@ async fn events_and_replay_find_the_channel_from_its_token_alone() {
     ])
     .await;
     assert!(run.success, "{run:?}");
-    assert_eq!(local.next().await.body, "queued");
+    assert_eq!(next_seen(&mut local).await.body, "queued");
 
     let run = run_client(&["events", "--server", &server, "--token", "hrt_wrong"]).await;
     assert!(!run.success, "{run:?}");

@@ -2,119 +2,21 @@
 //! private CA), optional client certificates for agents, certificate reload on SIGHUP. The
 //! CAs and certificates are made here with rcgen and written to a temporary directory.
 
-mod common;
-
-use std::convert::Infallible;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::*;
-use http_body_util::combinators::BoxBody;
+use hookrelay_e2e::tls::*;
+use hookrelay_e2e::*;
 use http_body_util::{BodyExt, Empty};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use relay_client::{Agent, Identity};
-use relay_server::Config;
-use relay_server::TlsConfig;
+use relay_server::{Config, TlsConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A certificate authority for one test.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("no names");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let pem = params.self_signed(&key).expect("CA certificate").pem();
-        Self {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A server certificate for 127.0.0.1 and localhost.
-    fn server(&self, name: &str) -> Leaf {
-        self.leaf(
-            vec!["127.0.0.1".into(), "localhost".into()],
-            name,
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
-    }
-
-    /// A client certificate, as an agent presents it.
-    fn client(&self, name: &str) -> Leaf {
-        self.leaf(Vec::new(), name, ExtendedKeyUsagePurpose::ClientAuth)
-    }
-
-    fn leaf(&self, names: Vec<String>, name: &str, usage: ExtendedKeyUsagePurpose) -> Leaf {
-        let mut params = CertificateParams::new(names).expect("valid names");
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-/// A temporary directory of PEM files.
-struct Files(tempfile::TempDir);
-
-impl Files {
-    fn new() -> Self {
-        Self(tempfile::tempdir().expect("tempdir"))
-    }
-
-    /// Writes `pem` to `name` by renaming a finished file over it, as certbot's symlink swap
-    /// would: a reader never sees half a file.
-    fn write(&self, name: &str, pem: &str) -> PathBuf {
-        let path = self.0.path().join(name);
-        let partial = self.0.path().join(format!("{name}.partial"));
-        std::fs::write(&partial, pem).expect("write PEM");
-        std::fs::rename(&partial, &path).expect("rename PEM");
-        path
-    }
-}
-
-/// Server TLS settings with `leaf`, optionally requiring agents' certificates from `client_ca`.
-fn tls_config(files: &Files, leaf: &Leaf, client_ca: Option<&Ca>) -> Config {
-    Config {
-        tls: Some(TlsConfig {
-            cert: files.write("server.pem", &leaf.cert),
-            key: files.write("server.key", &leaf.key),
-            client_ca: client_ca.map(|ca| files.write("agents-ca.pem", &ca.pem)),
-        }),
-        ..Config::default()
-    }
-}
 
 /// An agent for `server` over wss://, trusting `ca` if given.
 fn wss_agent(server: &TestServer, target: &str, ca: Option<&Path>) -> relay_client::AgentConfig {
@@ -122,65 +24,6 @@ fn wss_agent(server: &TestServer, target: &str, ca: Option<&Path>) -> relay_clie
     config.ws_url = format!("wss://{}/ws", server.addr);
     config.tls.ca = ca.map(Path::to_owned);
     config
-}
-
-type HttpsClient = Client<HttpsConnector<HttpConnector>, BoxBody<Bytes, Infallible>>;
-
-fn roots(cas: &[&Ca]) -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
-        roots
-            .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA PEM"))
-            .expect("CA accepted");
-    }
-    roots
-}
-
-/// A webhook sender: HTTPS trusting `ca`, no client certificate.
-fn https_client(ca: &Ca) -> HttpsClient {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots(&[ca]))
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .build();
-    Client::builder(TokioExecutor::new()).build(https)
-}
-
-/// Opens a TLS connection to `addr` trusting `cas`; returns it with the certificate the server
-/// presented.
-async fn tls_connect(
-    addr: &str,
-    cas: &[&Ca],
-) -> (
-    tokio_rustls::client::TlsStream<TcpStream>,
-    CertificateDer<'static>,
-) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots(cas))
-        .with_no_client_auth();
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from("127.0.0.1").expect("IP name");
-    let stream = tokio::time::timeout(
-        DEADLINE,
-        tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp),
-    )
-    .await
-    .expect("handshake within the deadline")
-    .expect("TLS handshake");
-    let presented = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .expect("server presented a certificate")
-        .clone()
-        .into_owned();
-    (stream, presented)
 }
 
 /// A self-signed server certificate for `names`, as `openssl req -x509` makes one (`ca`: with
@@ -221,10 +64,6 @@ async fn refused(config: relay_client::AgentConfig) -> relay_client::Error {
         .expect("refused");
     assert!(error.is_fatal(), "reconnecting cannot fix it: {error}");
     error
-}
-
-fn der(pem: &str) -> CertificateDer<'static> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate PEM")
 }
 
 #[tokio::test]
@@ -384,185 +223,6 @@ async fn client_ca_admits_agents_with_a_certificate_and_senders_without() {
 }
 
 #[tokio::test]
-async fn unusable_certificate_files_fail_start_up_naming_the_file() {
-    let files = Files::new();
-    let ca = Ca::new("relay CA");
-    let good = ca.server("relay");
-    let other = ca.server("other");
-    let missing = files.0.path().join("missing.pem");
-    let cases = [
-        (
-            TlsConfig {
-                cert: missing.clone(),
-                key: files.write("k.pem", &good.key),
-                client_ca: None,
-            },
-            format!("cannot use --tls-cert {}", missing.display()),
-        ),
-        (
-            TlsConfig {
-                cert: files.write("c.pem", &good.cert),
-                key: files.write("junk.key", "not a key"),
-                client_ca: None,
-            },
-            "no private key found".to_owned(),
-        ),
-        (
-            TlsConfig {
-                cert: files.write("c.pem", &good.cert),
-                key: files.write("other.key", &other.key),
-                client_ca: None,
-            },
-            "cannot use --tls-key".to_owned(),
-        ),
-    ];
-    for (tls, expected) in cases {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let config = Config {
-            tls: Some(tls),
-            ..Config::default()
-        };
-        let error = relay_server::serve(listener, config, Default::default())
-            .await
-            .expect_err("refused at start-up");
-        assert!(error.to_string().contains(&expected), "{error}");
-    }
-}
-
-#[tokio::test]
-async fn plain_http_on_the_tls_port_gets_400_and_the_server_keeps_serving() {
-    let files = Files::new();
-    let ca = Ca::new("relay CA");
-    let server = start_server(tls_config(&files, &ca.server("relay"), None)).await;
-
-    // A client that says nothing does not hold up the others.
-    let _silent = TcpStream::connect(server.addr).await.expect("connect");
-
-    let mut plain = TcpStream::connect(server.addr).await.expect("connect");
-    plain
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
-        .await
-        .expect("write");
-    let mut answer = String::new();
-    tokio::time::timeout(DEADLINE, plain.read_to_string(&mut answer))
-        .await
-        .expect("answered within the deadline")
-        .expect("read");
-    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
-    assert!(answer.contains("use https://"), "{answer}");
-
-    let health = send(
-        &https_client(&ca),
-        "GET",
-        &format!("{}/healthz", server.https_url()),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(health.status, 200);
-    server.stop().await;
-}
-
-/// GET /healthz on an open HTTP/1.1 connection.
-async fn healthz(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>) -> u16 {
-    let request = http::Request::get("/healthz")
-        .header("host", "127.0.0.1")
-        .body(Empty::new())
-        .expect("request");
-    let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
-        .await
-        .expect("answer within the deadline")
-        .expect("answer");
-    let status = response.status().as_u16();
-    response.into_body().collect().await.expect("body");
-    status
-}
-
-/// Waits for a log line containing `needle`.
-fn wait_for_log(server: &ServerProcess, needle: &str) {
-    let deadline = std::time::Instant::now() + DEADLINE;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = server
-            .logs
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-        if line.contains(needle) {
-            return;
-        }
-    }
-}
-
-#[tokio::test]
-async fn sighup_reloads_the_certificate_and_open_connections_go_on() {
-    let files = Files::new();
-    let old_ca = Ca::new("old CA");
-    let new_ca = Ca::new("new CA");
-    let old = old_ca.server("old");
-    let new = new_ca.server("new");
-    let cert = files.write("cert.pem", &old.cert);
-    let key = files.write("key.pem", &old.key);
-    let mut server = spawn_server(
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--store",
-            "memory",
-            "--tls-cert",
-            cert.to_str().expect("UTF-8 path"),
-            "--tls-key",
-            key.to_str().expect("UTF-8 path"),
-        ],
-        &[],
-    );
-    let addr = server.addr.clone();
-    let both = [&old_ca, &new_ca];
-
-    let (stream, presented) = tls_connect(&addr, &both).await;
-    assert_eq!(presented, der(&old.cert));
-    let (mut kept, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP/1.1 over TLS");
-    let connection = tokio::spawn(connection);
-    assert_eq!(healthz(&mut kept).await, 200);
-
-    files.write("cert.pem", &new.cert);
-    files.write("key.pem", &new.key);
-    signal(&server.child, "HUP");
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (_, presented) = tls_connect(&addr, &both).await;
-        if presented == der(&new.cert) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "new certificate not served after SIGHUP"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        healthz(&mut kept).await,
-        200,
-        "the connection opened before the reload still works"
-    );
-
-    // A broken file on reload keeps the certificate that works.
-    files.write("cert.pem", "not a certificate");
-    signal(&server.child, "HUP");
-    wait_for_log(&server, "TLS reload failed");
-    let (_, presented) = tls_connect(&addr, &both).await;
-    assert_eq!(presented, der(&new.cert));
-    assert_eq!(healthz(&mut kept).await, 200);
-
-    drop(kept);
-    let _ = connection.await;
-    assert!(terminate(&mut server.child).success());
-}
-
-#[tokio::test]
 async fn the_servers_own_self_signed_certificate_given_with_ca_is_pinned() {
     // CA:TRUE is what `openssl req -x509` writes by default, and what webpki refuses as a
     // server's certificate (CaUsedAsEndEntity); rcgen's default has no constraints.
@@ -675,4 +335,205 @@ async fn a_pinned_certificate_for_another_name_or_out_of_date_is_refused_saying_
         )
     );
     server.stop().await;
+}
+
+/// Opens a TLS connection to `addr` trusting `cas`; returns it with the certificate the server
+/// presented.
+async fn tls_connect(
+    addr: &str,
+    cas: &[&Ca],
+) -> (
+    tokio_rustls::client::TlsStream<TcpStream>,
+    CertificateDer<'static>,
+) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots(cas))
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("127.0.0.1").expect("IP name");
+    let stream = tokio::time::timeout(
+        DEADLINE,
+        tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp),
+    )
+    .await
+    .expect("handshake within the deadline")
+    .expect("TLS handshake");
+    let presented = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("server presented a certificate")
+        .clone()
+        .into_owned();
+    (stream, presented)
+}
+
+fn der(pem: &str) -> CertificateDer<'static> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).expect("certificate PEM")
+}
+
+#[tokio::test]
+async fn unusable_certificate_files_fail_start_up_naming_the_file() {
+    let files = Files::new();
+    let ca = Ca::new("relay CA");
+    let good = ca.server("relay");
+    let other = ca.server("other");
+    let missing = files.0.path().join("missing.pem");
+    let cases = [
+        (
+            TlsConfig {
+                cert: missing.clone(),
+                key: files.write("k.pem", &good.key),
+                client_ca: None,
+            },
+            format!("cannot use --tls-cert {}", missing.display()),
+        ),
+        (
+            TlsConfig {
+                cert: files.write("c.pem", &good.cert),
+                key: files.write("junk.key", "not a key"),
+                client_ca: None,
+            },
+            "no private key found".to_owned(),
+        ),
+        (
+            TlsConfig {
+                cert: files.write("c.pem", &good.cert),
+                key: files.write("other.key", &other.key),
+                client_ca: None,
+            },
+            "cannot use --tls-key".to_owned(),
+        ),
+    ];
+    for (tls, expected) in cases {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let config = Config {
+            tls: Some(tls),
+            ..Config::default()
+        };
+        let error = relay_server::serve(listener, config, Default::default())
+            .await
+            .expect_err("refused at start-up");
+        assert!(error.to_string().contains(&expected), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_400_and_the_server_keeps_serving() {
+    let files = Files::new();
+    let ca = Ca::new("relay CA");
+    let server = start_server(tls_config(&files, &ca.server("relay"), None)).await;
+
+    // A client that says nothing does not hold up the others.
+    let _silent = TcpStream::connect(server.addr).await.expect("connect");
+
+    let mut plain = TcpStream::connect(server.addr).await.expect("connect");
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: relay\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, plain.read_to_string(&mut answer))
+        .await
+        .expect("answered within the deadline")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(answer.contains("use https://"), "{answer}");
+
+    let health = send(
+        &https_client(&ca),
+        "GET",
+        &format!("{}/healthz", server.https_url()),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(health.status, 200);
+    server.stop().await;
+}
+
+/// GET /healthz on an open HTTP/1.1 connection.
+async fn healthz(sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>) -> u16 {
+    let request = http::Request::get("/healthz")
+        .header("host", "127.0.0.1")
+        .body(Empty::new())
+        .expect("request");
+    let response = tokio::time::timeout(DEADLINE, sender.send_request(request))
+        .await
+        .expect("answer within the deadline")
+        .expect("answer");
+    let status = response.status().as_u16();
+    response.into_body().collect().await.expect("body");
+    status
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_open_connections_go_on() {
+    let files = Files::new();
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let old = old_ca.server("old");
+    let new = new_ca.server("new");
+    let cert = files.write("cert.pem", &old.cert);
+    let key = files.write("key.pem", &old.key);
+    let mut server = spawn_server(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--tls-cert",
+            cert.to_str().expect("UTF-8 path"),
+            "--tls-key",
+            key.to_str().expect("UTF-8 path"),
+        ],
+        &[],
+    );
+    let addr = server.addr.clone();
+    let both = [&old_ca, &new_ca];
+
+    let (stream, presented) = tls_connect(&addr, &both).await;
+    assert_eq!(presented, der(&old.cert));
+    let (mut kept, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1.1 over TLS");
+    let connection = tokio::spawn(connection);
+    assert_eq!(healthz(&mut kept).await, 200);
+
+    files.write("cert.pem", &new.cert);
+    files.write("key.pem", &new.key);
+    signal(&server.child, "HUP");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let (_, presented) = tls_connect(&addr, &both).await;
+        if presented == der(&new.cert) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new certificate not served after SIGHUP"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        healthz(&mut kept).await,
+        200,
+        "the connection opened before the reload still works"
+    );
+
+    // A broken file on reload keeps the certificate that works.
+    files.write("cert.pem", "not a certificate");
+    signal(&server.child, "HUP");
+    server.wait_for_log("TLS reload failed");
+    let (_, presented) = tls_connect(&addr, &both).await;
+    assert_eq!(presented, der(&new.cert));
+    assert_eq!(healthz(&mut kept).await, 200);
+
+    drop(kept);
+    let _ = connection.await;
+    assert!(terminate(&mut server.child).success());
 }

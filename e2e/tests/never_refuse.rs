@@ -3,13 +3,11 @@
 //! channel whose store quota is full, one source address flooding what nobody vouches for,
 //! a disk running out.
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use hookrelay_e2e::*;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;

@@ -6,12 +6,8 @@
 //! The server runs as a real process (a crash is a crash of the process, not a dropped
 //! future); agents and targets run in-process, on 127.0.0.1.
 
-mod common;
-
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{BufRead, BufReader, Read};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,136 +16,23 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
-use common::*;
+use hookrelay_e2e::rng::Rng;
+use hookrelay_e2e::*;
 use http_body_util::{BodyExt, Full};
-use protocol::ChannelId;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// Lines of a server's log kept to show when a test fails.
-const LOG_TAIL: usize = 400;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
 
 /// Bound on one request of a sender; a request to a killed server fails long before.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The `relay-server` binary, SIGKILLed when dropped, so no test leaves one behind.
-struct ServerProcess {
-    child: Child,
-    /// `http://127.0.0.1:PORT`, as the server logged it.
-    url: String,
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl ServerProcess {
-    /// Starts the binary on a fresh port with its store in `data_dir`; returns once it has
-    /// logged that it listens (after the store is open).
-    async fn start(data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("relay-server starts");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(VecDeque::with_capacity(LOG_TAIL)));
-        let (addr_tx, addr_rx) = oneshot::channel();
-        let tail = Arc::clone(&log);
-        // Reads until the process is gone, so the server never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut addr_tx = Some(addr_tx);
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("relay server listening") {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|rest| rest.split_whitespace().next());
-                    if let (Some(addr), Some(tx)) = (addr, addr_tx.take()) {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                }
-                let mut tail = tail.lock().expect("log lock");
-                if tail.len() == LOG_TAIL {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-        let mut server = ServerProcess {
-            child,
-            url: String::new(),
-            log,
-        };
-        match tokio::time::timeout(DEADLINE, addr_rx).await {
-            Ok(Ok(addr)) => server.url = format!("http://{addr}"),
-            _ => panic!(
-                "relay-server did not log its address; its log:\n{}",
-                server.log_tail()
-            ),
-        }
-        server
-    }
-
-    fn log_tail(&self) -> String {
-        let tail = self.log.lock().expect("log lock");
-        tail.iter().cloned().collect::<Vec<_>>().join("\n")
-    }
-
-    /// SIGKILL: no shutdown, no flush, nothing the server can do about it.
-    fn sigkill(mut self) {
-        self.child.kill().expect("SIGKILL sent");
-        let status = self.child.wait().expect("killed server reaped");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "the server was killed by SIGKILL, not gone on its own: {status}"
-        );
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- last lines of relay-server {} ---\n{}",
-                self.url,
-                self.log_tail()
-            );
-        }
-    }
-}
-
-/// An in-process agent. Dropping it aborts its task: the socket closes without a goodbye, as
-/// when an agent process crashes.
-struct CrashableAgent(JoinHandle<Result<(), relay_client::Error>>);
-
-impl Drop for CrashableAgent {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn pinned_agent(server_url: &str, channel: &str, target: &str) -> relay_client::AgentConfig {
-    let mut config =
-        relay_client::AgentConfig::new(server_url, target).expect("valid agent config");
-    config.channel = Some(ChannelId::parse(channel).expect("valid channel"));
-    config.backoff_min = Duration::from_millis(20);
-    config.backoff_max = Duration::from_millis(200);
-    config
-}
-
-/// Connects an agent; returns once the server has welcomed it.
-async fn start_crashable_agent(config: relay_client::AgentConfig) -> CrashableAgent {
-    let agent = tokio::time::timeout(DEADLINE, relay_client::Agent::connect(config, None))
-        .await
-        .expect("agent connects within the deadline")
-        .expect("agent connects");
-    CrashableAgent(tokio::spawn(agent.run(CancellationToken::new())))
+/// Starts the binary on a fresh port with its store in `data_dir`; returns once it has
+/// logged that it listens (after the store is open). The wait blocks this worker thread only:
+/// the senders and agents go on on the other.
+fn start_process(data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
+    let dir = data_dir.to_str().expect("UTF-8 data dir");
+    let mut args = vec!["--listen", "127.0.0.1:0", "--data-dir", dir];
+    args.extend_from_slice(extra_args);
+    tokio::task::block_in_place(|| spawn_server(&args, &[]))
 }
 
 /// POSTs `body` and reads the whole answer; `Err` when no whole answer came (the server was
@@ -160,32 +43,15 @@ async fn post(
     headers: &[(&str, &[u8])],
     body: Bytes,
 ) -> Result<Answer, String> {
-    let mut req = axum::http::Request::builder().method("POST").uri(url);
-    for (name, value) in headers {
-        req = req.header(*name, *value);
-    }
-    let req = req.body(Full::new(body).boxed()).expect("valid request");
-    let exchange = async {
-        let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.map_err(|e| format!("{e:?}"))?;
-        Ok(Answer {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: body.to_bytes(),
-        })
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-        .await
-        .map_err(|_| "no answer in time".to_owned())?
-}
-
-fn delivery_header(answer: &Answer) -> Option<String> {
-    answer
-        .headers
-        .get("x-hookrelay-delivery")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+    try_send_body(
+        client,
+        "POST",
+        url,
+        headers,
+        Full::new(body).boxed(),
+        REQUEST_TIMEOUT,
+    )
+    .await
 }
 
 fn seen_id(seen: &Seen) -> String {
@@ -251,14 +117,14 @@ async fn crash_with_sigkill_loses_nothing_accepted() {
     let args = ["--retry-min", "50ms", "--retry-max", "200ms"];
     let channel = "crash-test";
     let client = client();
-    let server = ServerProcess::start(dir.path(), &args).await;
+    let server = start_process(dir.path(), &args);
 
     // (id, path and query, body) of every webhook that must arrive, in arrival order.
     let mut expected: Vec<(String, String, Bytes)> = Vec::new();
     for i in 0..QUEUED {
         let uri = format!("/hold/{i}?n={i}");
         let body = crash_body(i);
-        let url = format!("{}/h/{channel}{uri}", server.url);
+        let url = format!("{}/h/{channel}{uri}", server.url());
         let seq = i.to_string();
         let headers: [(&str, &[u8]); 2] = [
             ("content-type", b"application/octet-stream"),
@@ -271,11 +137,7 @@ async fn crash_with_sigkill_loses_nothing_accepted() {
         let json = answer.json();
         assert_eq!(json["status"], "queued", "#{i}");
         let id = json["id"].as_str().expect("id").to_owned();
-        assert_eq!(
-            delivery_header(&answer).as_deref(),
-            Some(id.as_str()),
-            "#{i}"
-        );
+        assert_eq!(answer.delivery().as_deref(), Some(id.as_str()), "#{i}");
         expected.push((id, uri, body));
     }
     let distinct: HashSet<_> = expected.iter().map(|(_, _, body)| body).collect();
@@ -284,14 +146,14 @@ async fn crash_with_sigkill_loses_nothing_accepted() {
     // An agent connects; its target holds every request. The dispatcher takes the oldest
     // queued webhook and waits on it; one more webhook goes out live and waits too.
     let mut held = start_target().await;
-    let first_agent = start_crashable_agent(pinned_agent(&server.url, channel, &held.url)).await;
+    let first_agent = start_crashable_agent(pinned_agent(&server.url(), channel, &held.url)).await;
     let oldest = next_seen(&mut held).await;
     assert_eq!(seen_id(&oldest), expected[0].0, "the oldest goes first");
     let live_uri = "/hold/live?n=live".to_owned();
     let live_body = Bytes::from_static(b"\x00live\xff webhook in flight at the crash");
     let live = tokio::spawn({
         let client = client.clone();
-        let url = format!("{}/h/{channel}{live_uri}", server.url);
+        let url = format!("{}/h/{channel}{live_uri}", server.url());
         let body = live_body.clone();
         async move { post(&client, &url, &[], body).await }
     });
@@ -300,7 +162,7 @@ async fn crash_with_sigkill_loses_nothing_accepted() {
     assert_eq!(in_flight.body, live_body);
     let live_event = get_json(
         &client,
-        &format!("{}/api/channels/{channel}/events/{live_id}", server.url),
+        &format!("{}/api/channels/{channel}/events/{live_id}", server.url()),
     )
     .await;
     assert_eq!(live_event["status"], "delivering", "{live_event}");
@@ -315,10 +177,10 @@ async fn crash_with_sigkill_loses_nothing_accepted() {
     );
 
     // Same data dir, new port, a target that answers at once.
-    let server = ServerProcess::start(dir.path(), &args).await;
+    let server = start_process(dir.path(), &args);
     let mut target = start_target().await;
     target.release();
-    let _agent = start_crashable_agent(pinned_agent(&server.url, channel, &target.url)).await;
+    let _agent = start_crashable_agent(pinned_agent(&server.url(), channel, &target.url)).await;
     for (n, (id, uri, body)) in expected.iter().enumerate() {
         let seen = next_seen(&mut target).await;
         assert_eq!(&seen_id(&seen), id, "#{n} in arrival order");
@@ -330,47 +192,17 @@ async fn crash_with_sigkill_loses_nothing_accepted() {
         }
     }
 
-    let events = format!("{}/api/channels/{channel}/events", server.url);
+    let events = format!("{}/api/channels/{channel}/events", server.url());
     poll_json(
         &client,
         &format!("{events}?status=delivered&limit=500"),
         |doc| doc["events"].as_array().map_or(0, Vec::len) == expected.len(),
     )
     .await;
-    let all = history(&client, &server.url, channel, None).await;
+    let all = history(&client, &server.url(), channel, None).await;
     assert_eq!(all.len(), expected.len(), "{all:?}");
     for (id, _, _) in &expected {
         assert_eq!(all[id], "delivered", "{id}");
-    }
-}
-
-/// xorshift64: small, seedable, good enough to pick pauses and victims.
-struct Rng(u64);
-
-impl Rng {
-    /// A generator for stream `stream` of `seed` (splitmix64 of both, never zero).
-    fn new(seed: u64, stream: u64) -> Rng {
-        let mut z = seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn millis(&mut self, from: u64, to: u64) -> Duration {
-        Duration::from_millis(from + self.below(to - from + 1))
     }
 }
 
@@ -424,7 +256,7 @@ async fn start_counting_target() -> (String, Arrivals) {
     let app = Router::new()
         .fallback(handler)
         .with_state(Arc::clone(&arrivals));
-    let addr = common::serve_local(app).await;
+    let addr = serve_local(app).await;
     (format!("http://{addr}"), arrivals)
 }
 
@@ -457,13 +289,13 @@ struct Cluster {
 impl Cluster {
     async fn start_server(&mut self) {
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let server = ServerProcess::start(&self.data_dir, &args).await;
-        *self.url.lock().expect("url lock") = server.url.clone();
+        let server = start_process(&self.data_dir, &args);
+        *self.url.lock().expect("url lock") = server.url();
         self.server = Some(server);
     }
 
     fn server_url(&self) -> String {
-        self.server.as_ref().expect("server running").url.clone()
+        self.server.as_ref().expect("server running").url()
     }
 
     async fn add_agent(&mut self, channel: usize) {
@@ -516,7 +348,7 @@ async fn run_sender(
     for i in 0..events {
         let channel = &channels[rng.below(channels.len() as u64) as usize];
         let mut body = format!("sender {sender} event {i} ").into_bytes();
-        body.extend((0..rng.below(600)).map(|_| rng.next() as u8));
+        body.extend((0..rng.below(600)).map(|_| rng.next_u64() as u8));
         let body = Bytes::from(body);
         let base = url.lock().expect("url lock").clone();
         let answer = post(
@@ -531,7 +363,7 @@ async fn run_sender(
             match answer {
                 Ok(answer) => {
                     *outcomes.statuses.entry(answer.status).or_default() += 1;
-                    let id = delivery_header(&answer);
+                    let id = answer.delivery();
                     if (200..300).contains(&answer.status) {
                         let id = id.expect("a 2xx answer names its delivery id");
                         if answer.status == 202 {
@@ -740,7 +572,7 @@ async fn chaos_every_accepted_event_reaches_the_target() {
 
 /// Runs the binary on `data_dir`, which must make it fail; returns its exit status and stderr.
 fn run_expecting_failure(data_dir: &Path) -> (ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay-server"))
+    let mut child = Command::new(server_binary())
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::null())
@@ -785,7 +617,7 @@ fn corrupt_data_dir_fails_at_startup_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("events.db");
     let mut rng = Rng::new(0x5eed, 3);
-    let garbage: Vec<u8> = (0..8192).map(|_| rng.next() as u8).collect();
+    let garbage: Vec<u8> = (0..8192).map(|_| rng.next_u64() as u8).collect();
     std::fs::write(&db, &garbage).expect("write garbage events.db");
     let (status, stderr) = run_expecting_failure(dir.path());
     assert_clear_startup_error(status, &stderr, dir.path(), "not a database");

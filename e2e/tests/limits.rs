@@ -2,9 +2,7 @@
 //! networks (the pace and quotas of a channel are in `never_refuse.rs`). Each refusal is checked for its answer, and that the server
 //! goes on serving within the limits.
 
-mod common;
-
-use common::*;
+use hookrelay_e2e::*;
 use relay_server::Config;
 use serde_json::json;
 
@@ -87,33 +85,6 @@ async fn only_allowed_source_networks_may_send_to_a_channel() {
     assert_eq!(post(&format!("{}/h/local", server.url())).await.status, 201);
 }
 
-/// Writes `head` raw on a fresh connection and reads until the server closes it; returns
-/// what came back.
-async fn raw_exchange(server: &TestServer, head: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::net::TcpStream::connect(server.addr)
-        .await
-        .expect("connect");
-    tcp.write_all(head).await.expect("write head");
-    let mut answer = Vec::new();
-    tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut answer))
-        .await
-        .expect("server closes the connection in time")
-        .ok();
-    String::from_utf8_lossy(&answer).into_owned()
-}
-
-fn http_limits(config: Config) -> Config {
-    Config {
-        http: relay_server::HttpLimits {
-            header_timeout: std::time::Duration::from_millis(300),
-            max_headers: 20,
-            max_head_bytes: 16 * 1024,
-        },
-        ..config
-    }
-}
-
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let server = start_server(http_limits(Config::default())).await;
@@ -130,33 +101,6 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         "{answer:?}"
     );
     assert_eq!(normal.status, 201, "others are served meanwhile");
-}
-
-/// A request head of exactly `len` bytes on the wire (request line, headers, the empty line)
-/// for `path`, padded with one `X-Pad` header, and `extra` header lines before it.
-fn head_of_len(path: &str, extra: &str, len: usize) -> String {
-    let fixed = format!(
-        "POST {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\nContent-Length: 0\r\n{extra}X-Pad: \r\n\r\n"
-    );
-    let pad = len
-        .checked_sub(fixed.len())
-        .expect("len leaves room for the fixed part");
-    let head = fixed.replace("X-Pad: ", &format!("X-Pad: {}", "a".repeat(pad)));
-    assert_eq!(head.len(), len);
-    head
-}
-
-/// The status and JSON `error` of a raw answer; panics unless it is JSON.
-fn json_refusal(answer: &str) -> (u16, String) {
-    let (head, body) = answer.split_once("\r\n\r\n").expect("a whole answer");
-    let status = head[9..12].parse().expect("status");
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: application/json"),
-        "{head}"
-    );
-    let doc: serde_json::Value = serde_json::from_str(body).expect("JSON body");
-    (status, doc["error"].as_str().expect("error").to_owned())
 }
 
 #[tokio::test]
@@ -205,33 +149,6 @@ async fn the_head_limit_holds_at_its_value_and_refusals_are_json() {
         "{text}"
     );
     assert_eq!(post(&format!("{}/ok", agent.public_url)).await.status, 201);
-}
-
-#[tokio::test]
-async fn a_uri_over_hypers_limit_gets_414_in_json() {
-    let server = start_server(Config {
-        http: relay_server::HttpLimits {
-            max_head_bytes: 128 * 1024,
-            ..relay_server::HttpLimits::default()
-        },
-        ..closed()
-    })
-    .await;
-    let long = format!("/h/x/{}", "a".repeat(70_000));
-    let answer = raw_exchange(&server, head_of_len(&long, "", 71_000).as_bytes()).await;
-    let (status, error) = json_refusal(&answer);
-    assert_eq!(status, 414, "{answer:?}");
-    assert!(error.contains("URI"), "{error}");
-    let answer = get_with(&format!("{}/metrics", server.url()), Some(ADMIN)).await;
-    let text = String::from_utf8_lossy(&answer.body);
-    assert!(
-        text.contains(r#"hookrelay_rejected_total{reason="uri_too_long"} 1"#),
-        "{text}"
-    );
-    // Under the default head limit the same request is a head too large.
-    let server = start_server(Config::default()).await;
-    let answer = raw_exchange(&server, head_of_len(&long, "", 71_000).as_bytes()).await;
-    assert_eq!(json_refusal(&answer).0, 431, "{answer:?}");
 }
 
 #[tokio::test]
@@ -285,32 +202,6 @@ async fn a_target_answer_that_looks_like_a_refusal_goes_through_untouched() {
         assert_eq!(answer.status, 201);
         assert_eq!(answer.body, echo.as_bytes());
     }
-}
-
-#[tokio::test]
-async fn the_routers_own_400_is_not_mistaken_for_hyper_s() {
-    // hyper buffers a small response whole and drops its body before writing any of it.
-    let server = start_server(Config::default()).await;
-    let client = client();
-    let url = format!("{}/api/channels/nothing/events?limit=100000", server.url());
-    for _ in 0..3 {
-        let answer = send(&client, "GET", &url, &[], "").await;
-        assert_eq!(answer.status, 400);
-        let error = answer.json()["error"].as_str().map(str::to_owned);
-        assert!(
-            error.as_deref().is_some_and(|e| e.contains("limit")),
-            "{error:?}"
-        );
-    }
-}
-
-#[tokio::test]
-async fn bytes_that_are_not_http_get_400_in_json() {
-    let server = start_server(Config::default()).await;
-    let answer = raw_exchange(&server, b"NOT HTTP AT ALL\r\n\r\n").await;
-    let (status, error) = json_refusal(&answer);
-    assert_eq!(status, 400, "{answer:?}");
-    assert_eq!(error, "malformed HTTP request");
 }
 
 #[tokio::test]
@@ -375,4 +266,57 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_checked() {
 async fn forwarded_post(url: &str, xff: &str) -> Answer {
     let headers: &[(&str, &[u8])] = &[("x-forwarded-for", xff.as_bytes())];
     send(&client(), "POST", url, headers, "b").await
+}
+
+#[tokio::test]
+async fn a_uri_over_hypers_limit_gets_414_in_json() {
+    let server = start_server(Config {
+        http: relay_server::HttpLimits {
+            max_head_bytes: 128 * 1024,
+            ..relay_server::HttpLimits::default()
+        },
+        ..closed()
+    })
+    .await;
+    let long = format!("/h/x/{}", "a".repeat(70_000));
+    let answer = raw_exchange(&server, head_of_len(&long, "", 71_000).as_bytes()).await;
+    let (status, error) = json_refusal(&answer);
+    assert_eq!(status, 414, "{answer:?}");
+    assert!(error.contains("URI"), "{error}");
+    let answer = get_with(&format!("{}/metrics", server.url()), Some(ADMIN)).await;
+    let text = String::from_utf8_lossy(&answer.body);
+    assert!(
+        text.contains(r#"hookrelay_rejected_total{reason="uri_too_long"} 1"#),
+        "{text}"
+    );
+    // Under the default head limit the same request is a head too large.
+    let server = start_server(Config::default()).await;
+    let answer = raw_exchange(&server, head_of_len(&long, "", 71_000).as_bytes()).await;
+    assert_eq!(json_refusal(&answer).0, 431, "{answer:?}");
+}
+
+#[tokio::test]
+async fn the_routers_own_400_is_not_mistaken_for_hyper_s() {
+    // hyper buffers a small response whole and drops its body before writing any of it.
+    let server = start_server(Config::default()).await;
+    let client = client();
+    let url = format!("{}/api/channels/nothing/events?limit=100000", server.url());
+    for _ in 0..3 {
+        let answer = send(&client, "GET", &url, &[], "").await;
+        assert_eq!(answer.status, 400);
+        let error = answer.json()["error"].as_str().map(str::to_owned);
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains("limit")),
+            "{error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn bytes_that_are_not_http_get_400_in_json() {
+    let server = start_server(Config::default()).await;
+    let answer = raw_exchange(&server, b"NOT HTTP AT ALL\r\n\r\n").await;
+    let (status, error) = json_refusal(&answer);
+    assert_eq!(status, 400, "{answer:?}");
+    assert_eq!(error, "malformed HTTP request");
 }
