@@ -1,11 +1,9 @@
 //! The agent against a server that misbehaves: here one that goes silent after its welcome.
 //! The "server" is a bare WebSocket listener, so these tests need no relay-server.
 
-mod common;
-
 use std::time::Duration;
 
-use common::DEADLINE;
+use crate::common::DEADLINE;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Frame, PROTOCOL_VERSION};
 use tokio_tungstenite::tungstenite::Message;

@@ -2,12 +2,10 @@
 //! refusal by what stands in front of the relay. (The binary against a real server is in
 //! e2e's `client_cli`.)
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener as StdListener;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_refusal_before_the_upgrade_shows_the_servers_reason() {

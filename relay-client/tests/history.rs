@@ -1,9 +1,7 @@
 //! `relay-client events` and `relay-client replay` refusing what they cannot do, before they
 //! ask any server. (The commands against a real server are in e2e's `client_history`.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn events_and_replay_need_a_channel() {

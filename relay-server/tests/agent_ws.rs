@@ -2,12 +2,10 @@
 //! WebSocket: each gets a precise close code. (That a real agent is still served meanwhile is
 //! checked in e2e's `agent_ws`.)
 
-mod common;
-
 use std::time::Duration;
 
-use common::ws::*;
-use common::*;
+use crate::common::ws::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use protocol::{Frame, PROTOCOL_VERSION, close};
 use relay_server::Config;

@@ -1,9 +1,7 @@
 //! Registered channels, their tokens and the admin API, as readers and administrators see
 //! them. (What agents may do with those tokens is checked in e2e's `channels`.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use relay_server::Config;
 use serde_json::json;
 

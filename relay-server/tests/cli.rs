@@ -1,10 +1,8 @@
 //! The `relay-server` binary as an operator runs it: flags and env, health, SIGTERM.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 #[tokio::test]
 async fn binary_serves_health_and_exits_cleanly_on_sigterm() {

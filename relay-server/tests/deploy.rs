@@ -1,13 +1,11 @@
 //! What an operator deploys: the binary as a systemd `Type=notify` service with a watchdog.
 
-mod common;
-
 use std::fs::File;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{DEADLINE, terminate};
+use crate::common::{DEADLINE, terminate};
 
 /// The next datagram on `socket` (whose read timeout is the deadline); on timeout, fails with
 /// the server's log.
@@ -139,8 +137,8 @@ fn the_example_config_passes_check_config() {
 
 #[tokio::test]
 async fn sighup_reloads_and_does_not_stop_a_plain_http_server() {
-    let mut process = common::spawn_server(&["--listen", "127.0.0.1:0"], &[]);
-    common::signal(&process.child, "HUP");
+    let mut process = crate::common::spawn_server(&["--listen", "127.0.0.1:0"], &[]);
+    crate::common::signal(&process.child, "HUP");
     loop {
         let line = process
             .logs
@@ -150,8 +148,8 @@ async fn sighup_reloads_and_does_not_stop_a_plain_http_server() {
             break;
         }
     }
-    let health = common::send(
-        &common::client(),
+    let health = crate::common::send(
+        &crate::common::client(),
         "GET",
         &format!("http://{}/healthz", process.addr),
         &[],

@@ -1,14 +1,12 @@
 //! A data dir the server cannot use stops it at start-up with a message, not a panic. (The
 //! crash and chaos tests, which need agents, are in e2e's `durability`.)
 
-mod common;
-
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rng::Rng;
+use crate::common::rng::Rng;
 
 /// Runs the binary on `data_dir`, which must make it fail; returns its exit status and stderr.
 fn run_expecting_failure(data_dir: &Path) -> (ExitStatus, String) {

@@ -2,10 +2,8 @@
 //! would, and its page's headers. (Webhooks on the stream, and the page in a real Chromium,
 //! are in e2e's `inspector`.)
 
-mod common;
-
-use common::live::*;
-use common::*;
+use crate::common::live::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]

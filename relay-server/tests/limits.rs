@@ -2,9 +2,7 @@
 //! refusals, answered in JSON like every other refusal. (Limits with an agent on the channel
 //! are in e2e's `limits`.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use relay_server::Config;
 
 #[tokio::test]

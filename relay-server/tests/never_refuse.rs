@@ -2,9 +2,7 @@
 //! to a cap, and a full disk said plainly. (Bursts and floods delivered to agents are in e2e's
 //! `never_refuse`.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use relay_server::Config;
 use serde_json::json;
 

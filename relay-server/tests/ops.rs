@@ -1,8 +1,6 @@
 //! What an operator watches: readiness and Prometheus metrics.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use relay_server::Config;
 use serde_json::json;
 

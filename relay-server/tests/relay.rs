@@ -1,9 +1,7 @@
 //! The relay's ingress with no agent connected: queueing, unknown routes and invalid channel
 //! names. (Webhooks relayed through an agent are in e2e's `relay`.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use relay_server::Config;
 
 #[tokio::test]

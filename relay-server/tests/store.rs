@@ -1,10 +1,8 @@
 //! The durable store's history API without an agent: paging, filters and who may read it.
 //! (Queued webhooks delivered, retried and replayed through agents are in e2e's `store`.)
 
-mod common;
-
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use relay_server::Config;
 
 #[tokio::test]

@@ -2,13 +2,11 @@
 //! plain HTTP on the TLS port is refused, SIGHUP reloads the certificate. (wss:// agents,
 //! client certificates and pinning are in e2e's `tls`.)
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::tls::*;
+use crate::common::*;
 use bytes::Bytes;
-use common::tls::*;
-use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use relay_server::{Config, TlsConfig};

@@ -1,9 +1,7 @@
 //! Signature checks at the edge, as the admin API takes them. (Signed webhooks checked on
 //! their way to an agent are in e2e's `verify`.)
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 #[tokio::test]
