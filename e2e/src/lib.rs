@@ -11,15 +11,17 @@
 //! | module | uses of our crates | also compiled by |
 //! | --- | --- | --- |
 //! | [`requests`], [`process`] | none | relay-server's and relay-client's tests |
+//! | [`rng`] | none | relay-server's tests |
 //! | [`server`], [`ws`], [`tls`], [`live`] | relay-server | relay-server's tests |
 //! | [`client_process`] | none (the `relay-client` binary) | relay-client's tests |
 //! | [`target`], [`agent`] | relay-client too | e2e only |
 //!
-//! So a module of the first three rows names its siblings as `super::...`, not `crate::...`,
+//! So a module of every row but the last names its siblings as `super::...`, not `crate::...`,
 //! and uses no crate its row does not list. Binaries: [`process::binary`] finds
 //! `relay-server` and `relay-client` next to the test binary, where `cargo test --workspace`
 //! builds them; run alone, `cargo test -p hookrelay-e2e` does not build them (Cargo builds a
-//! binary only for the tests of its own package), hence `cargo build` first.
+//! binary only for the tests of its own package), so `cargo build` first, or an older build
+//! there is what runs.
 
 pub mod agent;
 pub mod client_process;
