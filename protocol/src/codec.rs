@@ -4,12 +4,43 @@
 //! so a hostile length prefix is refused before anything is allocated for it.
 
 use bincode::config::{Config, standard};
+use serde::Serialize;
 
-use crate::direction::FrameRef;
-use crate::{DecodeError, EncodeError, Frame, Headers, MAX_FRAME_LEN};
+use crate::{
+    Abort, BodyChunk, DecodeError, EncodeError, ErrorFrame, Frame, Headers, Hello, MAX_FRAME_LEN,
+    RequestHead, ResponseHead, Welcome,
+};
 
 fn config() -> impl Config {
     standard().with_limit::<MAX_FRAME_LEN>()
+}
+
+/// [`Frame`] by reference, variants in [`Frame`]'s order, so serde gives each the index
+/// [`Frame`] gives it. A test pins the bytes of both against each other.
+#[derive(Serialize)]
+#[serde(rename = "Frame")]
+pub(crate) enum FrameRef<'a> {
+    Hello(&'a Hello),
+    Welcome(&'a Welcome),
+    Request(&'a RequestHead),
+    Response(&'a ResponseHead),
+    Body(&'a BodyChunk),
+    Abort(&'a Abort),
+    Error(&'a ErrorFrame),
+}
+
+impl Frame {
+    pub(crate) fn as_ref(&self) -> FrameRef<'_> {
+        match self {
+            Frame::Hello(v) => FrameRef::Hello(v),
+            Frame::Welcome(v) => FrameRef::Welcome(v),
+            Frame::Request(v) => FrameRef::Request(v),
+            Frame::Response(v) => FrameRef::Response(v),
+            Frame::Body(v) => FrameRef::Body(v),
+            Frame::Abort(v) => FrameRef::Abort(v),
+            Frame::Error(v) => FrameRef::Error(v),
+        }
+    }
 }
 
 /// Encodes one frame into the bytes of one WebSocket binary message. Each side sends through

@@ -3,12 +3,11 @@
 //! server cannot build a `Hello` for an agent and a session loop has no arm for a frame that
 //! cannot come its way.
 //!
-//! On the wire nothing changes: both are written with [`Frame`]'s variant indices (through
-//! [`FrameRef`], a borrowed mirror of [`Frame`] in the same order), and decoding reads a
-//! [`Frame`] and refuses one that travels the other way with [`DecodeError::WrongDirection`].
+//! On the wire nothing changes: both are written with [`Frame`]'s variant indices (the codec
+//! writes a borrowed mirror of [`Frame`]), and decoding reads a [`Frame`] and refuses one that
+//! travels the other way with [`DecodeError::WrongDirection`].
 
-use serde::Serialize;
-
+use crate::codec::FrameRef;
 use crate::{
     Abort, BodyChunk, DecodeError, EncodeError, ErrorFrame, Frame, Hello, RequestHead,
     ResponseHead, Welcome, codec,
@@ -34,20 +33,6 @@ pub enum FromAgent {
     Error(ErrorFrame),
 }
 
-/// [`Frame`] by reference, variants in [`Frame`]'s order, so serde gives each the index
-/// [`Frame`] gives it. A test pins the bytes of both against each other.
-#[derive(Serialize)]
-#[serde(rename = "Frame")]
-pub(crate) enum FrameRef<'a> {
-    Hello(&'a Hello),
-    Welcome(&'a Welcome),
-    Request(&'a RequestHead),
-    Response(&'a ResponseHead),
-    Body(&'a BodyChunk),
-    Abort(&'a Abort),
-    Error(&'a ErrorFrame),
-}
-
 impl Frame {
     /// The variant's name, for logs and [`DecodeError::WrongDirection`].
     pub fn kind(&self) -> &'static str {
@@ -59,18 +44,6 @@ impl Frame {
             Frame::Body(_) => "body",
             Frame::Abort(_) => "abort",
             Frame::Error(_) => "error",
-        }
-    }
-
-    pub(crate) fn as_ref(&self) -> FrameRef<'_> {
-        match self {
-            Frame::Hello(v) => FrameRef::Hello(v),
-            Frame::Welcome(v) => FrameRef::Welcome(v),
-            Frame::Request(v) => FrameRef::Request(v),
-            Frame::Response(v) => FrameRef::Response(v),
-            Frame::Body(v) => FrameRef::Body(v),
-            Frame::Abort(v) => FrameRef::Abort(v),
-            Frame::Error(v) => FrameRef::Error(v),
         }
     }
 }

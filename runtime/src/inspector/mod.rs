@@ -2,9 +2,9 @@
 //! agent on `--inspect ADDR`. The page is static: the channel comes from its URL, and every
 //! byte of webhook data reaches it through the channel's API (`/api/channels/{channel}/...`).
 
-pub const PAGE: &str = include_str!("inspector/index.html");
-pub const SCRIPT: &str = include_str!("inspector/inspector.js");
-pub const STYLE: &str = include_str!("inspector/inspector.css");
+pub const PAGE: &str = include_str!("index.html");
+pub const SCRIPT: &str = include_str!("inspector.js");
+pub const STYLE: &str = include_str!("inspector.css");
 
 /// Where the page's assets are served.
 pub const SCRIPT_PATH: &str = "/c/assets/inspector.js";
