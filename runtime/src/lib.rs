@@ -1,5 +1,7 @@
 //! What `relay-server` and `relay-client` both run on: the batched WebSocket writer, logging
-//! set-up, shutdown signals and reading PEM files. Kept apart from `protocol`, which does no I/O.
+//! set-up, shutdown signals, reading PEM files ([`pem`]), layering a config file under flags
+//! and environment ([`config_file`]) and the inspector page's assets ([`inspector`]). Kept
+//! apart from `protocol`, which does no I/O.
 
 pub mod config_file;
 pub mod inspector;
