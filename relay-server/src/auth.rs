@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::AppState;
-use crate::channels::ChannelRecord;
+use crate::channel::ChannelRecord;
 use crate::error::Error;
 
 /// Bytes of randomness in a server-assigned channel name.
@@ -227,7 +227,7 @@ impl crate::ServerState {
         extensions: &axum::http::Extensions,
         headers: &axum::http::HeaderMap,
     ) -> Option<IpAddr> {
-        let peer = crate::tls::Peer::of(extensions)?.addr.ip();
+        let peer = crate::net::http::Peer::of(extensions)?.addr.ip();
         Some(forwarded_client(
             peer,
             headers,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use protocol::{ChannelId, DeliveryId};
 use tokio::sync::broadcast;
 
-use crate::channels::ChannelRecord;
+use crate::channel::ChannelRecord;
 use crate::store::{
     Attempt, AttemptKind, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Recorded,
     Store, StoreError, Transition,

@@ -3,6 +3,13 @@
 //! returns to the sender.
 //!
 //! [`serve`] runs the server on a bound listener until a shutdown token fires, then drains.
+//!
+//! Where things are, outside in: `net` (the accept loop, TLS, a connection's peer), `routes`
+//! (each HTTP request translated for the part that does the work, and its answer back),
+//! `relay` (the delivery engine: what happens to a webhook and to every attempt at it),
+//! `agents` (WebSocket sessions, who serves which channel, the frames on the wire), `store`
+//! (every webhook and attempt), `channel` (the channel model) and `channels` (the registered
+//! ones), `config`; and beside them `auth`, `limits`, `disk`, `verify`, `feed` and `metrics`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,31 +21,31 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-pub mod auth;
-pub mod channels;
-pub mod cli;
+mod agents;
+mod auth;
+mod channel;
+mod channels;
+mod clock;
 pub mod config;
-pub mod config_file;
-mod delivery;
-pub mod disk;
-mod dispatch;
-pub mod error;
-pub mod feed;
-pub mod http;
-pub mod limits;
-pub mod metrics;
-pub mod registry;
-pub mod routes;
+mod disk;
+mod error;
+mod feed;
+mod limits;
+mod metrics;
+mod net;
+mod relay;
+mod routes;
 pub mod store;
-pub mod systemd;
-pub mod tls;
-pub mod verify;
-mod ws;
+mod systemd;
+mod verify;
 
-pub use config::{Args, Config, StoreConfig, TlsConfig};
-pub use http::HttpLimits;
+pub use channels::command::run as channels_command;
+pub use config::Config;
+pub use config::args::Args;
+pub use net::http::HttpLimits;
+pub use net::tls::TlsConfig;
 pub use routes::app;
-pub use store::Store;
+pub use store::{Store, StoreConfig};
 
 /// Why the server could not run.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +55,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] net::tls::TlsError),
     #[error("cannot listen on {addr} for --metrics-listen: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -59,38 +66,38 @@ pub enum ServeError {
 /// Everything a handler needs, shared by all of them.
 #[derive(Debug)]
 pub struct ServerState {
-    pub config: Config,
+    pub(crate) config: Config,
     /// Base of the webhook URLs handed to agents, without a trailing slash.
-    pub public_url: String,
-    pub registry: registry::Registry,
+    pub(crate) public_url: String,
+    pub(crate) registry: agents::registry::Registry,
     /// Every webhook accepted and every attempt to deliver it.
-    pub store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     /// Drains the queue of each channel an agent serves.
-    pub dispatcher: dispatch::Dispatcher,
+    pub(crate) dispatcher: relay::dispatch::Dispatcher,
     /// Cancelled when shutdown begins. Streams with no natural end (the live feed) end on it,
     /// so draining waits only for webhooks in flight, and `/readyz` answers 503 from then on.
-    pub shutdown: CancellationToken,
+    pub(crate) shutdown: CancellationToken,
     /// Cancelled after the HTTP side has drained: agent sessions then close with 1001.
-    pub agents_shutdown: CancellationToken,
+    pub(crate) agents_shutdown: CancellationToken,
     /// Agent sessions, queue drains and attempt records, awaited (with a bound) at shutdown.
-    pub tracker: TaskTracker,
+    pub(crate) tracker: TaskTracker,
     /// Registered channels, as last read from the store.
-    pub channels: channels::Directory,
+    pub(crate) channels: channels::Directory,
     /// Every webhook stored and attempt recorded, as it happens (the store publishes here).
-    pub feed: Arc<feed::Feed>,
+    pub(crate) feed: Arc<feed::Feed>,
     /// Whether agents may take channels nobody registered (see [`auth`]).
-    pub open: bool,
+    pub(crate) open: bool,
     /// Wrong tokens per source address.
-    pub auth_failures: auth::FailureLimiter,
+    pub(crate) auth_failures: auth::FailureLimiter,
     /// The delivery pace of each channel.
-    pub paces: limits::Paces,
+    pub(crate) paces: limits::Paces,
     /// Webhooks nobody vouches for, per source address (on a public relay only).
-    pub source_limits: limits::SourceLimits,
+    pub(crate) source_limits: limits::SourceLimits,
     /// Free space in the data dir.
-    pub disk: disk::DiskGuard,
+    pub(crate) disk: disk::DiskGuard,
     /// One permit per webhook being handled (`--max-in-flight`).
-    pub ingress_slots: tokio::sync::Semaphore,
-    pub metrics: metrics::Metrics,
+    pub(crate) ingress_slots: tokio::sync::Semaphore,
+    pub(crate) metrics: metrics::Metrics,
 }
 
 pub type AppState = Arc<ServerState>;
@@ -133,9 +140,9 @@ impl ServerState {
             open: reach.open,
             config,
             public_url,
-            registry: registry::Registry::default(),
+            registry: agents::registry::Registry::default(),
             store,
-            dispatcher: dispatch::Dispatcher::default(),
+            dispatcher: relay::dispatch::Dispatcher::default(),
             shutdown,
             agents_shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -151,7 +158,7 @@ impl ServerState {
 ///
 /// With `config.tls` the listener speaks HTTPS and re-reads the certificate and key on SIGHUP
 /// (connections already open are not affected). Handlers see the peer as
-/// `ConnectInfo<tls::Peer>` either way.
+/// `ConnectInfo<net::http::Peer>` either way.
 pub async fn serve(
     listener: TcpListener,
     config: Config,
@@ -161,7 +168,7 @@ pub async fn serve(
     let certs = config
         .tls
         .clone()
-        .map(tls::Certificates::load)
+        .map(net::tls::Certificates::load)
         .transpose()?;
     // Registered before the "listening" line, so a SIGHUP sent once that line is logged
     // reloads instead of killing the process (`systemctl reload` sends one, TLS or not).
@@ -214,8 +221,8 @@ pub async fn serve(
             .map_err(|source| ServeError::MetricsListen { addr, source })?;
         let bound = metrics.local_addr()?;
         info!(metrics_addr = %bound, "metrics at /metrics on this address, without a token");
-        state.tracker.spawn(http::serve(
-            tls::PlainListener(metrics),
+        state.tracker.spawn(net::http::serve(
+            net::http::PlainListener(metrics),
             routes::metrics_app(Arc::clone(&state)),
             state.config.http,
             count_refusals(&state),
@@ -239,15 +246,15 @@ pub async fn serve(
     let router = app(Arc::clone(&state));
     let limits = state.config.http;
     let server: Pin<Box<dyn Future<Output = ()> + Send>> = match certs {
-        Some(certs) => Box::pin(http::serve(
-            tls::TlsListener::new(listener, certs),
+        Some(certs) => Box::pin(net::http::serve(
+            net::tls::TlsListener::new(listener, certs),
             router,
             limits,
             count_refusals(&state),
             shutdown.clone(),
         )),
-        None => Box::pin(http::serve(
-            tls::PlainListener(listener),
+        None => Box::pin(net::http::serve(
+            net::http::PlainListener(listener),
             router,
             limits,
             count_refusals(&state),
@@ -280,9 +287,9 @@ pub async fn serve(
 /// loopback behind a reverse proxy is public all the same). Secure by default.
 /// Counts the requests hyper refused before routing (head too large, URI too long, not HTTP)
 /// in `hookrelay_rejected_total`.
-fn count_refusals(state: &AppState) -> http::OnRefusal {
+fn count_refusals(state: &AppState) -> net::http::OnRefusal {
     let state = Arc::clone(state);
-    Arc::new(move |refusal: http::Refusal| state.metrics.rejected(refusal.reason()))
+    Arc::new(move |refusal: net::http::Refusal| state.metrics.rejected(refusal.reason()))
 }
 
 fn open_mode(
@@ -328,7 +335,7 @@ fn is_loopback_url(url: &str) -> bool {
 #[cfg(unix)]
 async fn reload_on_hangup(
     state: AppState,
-    certs: Option<tls::Certificates>,
+    certs: Option<net::tls::Certificates>,
     mut hangup: tokio::signal::unix::Signal,
 ) {
     loop {
@@ -341,7 +348,7 @@ async fn reload_on_hangup(
             warn!(error = %e, "cannot reload channels");
         }
         if let Some(certs) = &certs {
-            tls::reload_certificates(certs).await;
+            net::tls::reload_certificates(certs).await;
         }
     }
 }

@@ -17,7 +17,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use protocol::ChannelId;
 
-use crate::channels::{Directory, Period, RateLimit};
+use crate::channel::{Period, RateLimit};
+use crate::channels::Directory;
 
 fn quota(rate: RateLimit) -> Quota {
     match rate.period {

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
-use relay_server::config::Command;
-use relay_server::config_file::{self, LoadError};
+use relay_server::config::args::Command;
+use relay_server::config::file::{self as config_file, LoadError};
 use tokio_util::sync::CancellationToken;
 
 /// Exit code of a usage error (a bad flag or setting), as clap uses for its own.
@@ -10,7 +10,7 @@ const USAGE: u8 = 2;
 /// A user's mistake, as opposed to a failure while running: exits with [`USAGE`].
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-struct Usage(#[from] relay_server::config::ConfigError);
+struct Usage(#[from] relay_server::config::args::ConfigError);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -52,7 +52,7 @@ async fn run() -> anyhow::Result<ExitCode> {
         Some(Command::CheckConfig { file }) => return Ok(check_config(file, loaded)),
         Some(Command::Channels(command)) => {
             let config = loaded.args.validate().map_err(Usage)?;
-            relay_server::cli::channels(command, &config, &mut std::io::stdout().lock()).await?;
+            relay_server::channels_command(command, &config, &mut std::io::stdout().lock()).await?;
             return Ok(ExitCode::SUCCESS);
         }
         None => {}

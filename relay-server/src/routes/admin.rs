@@ -13,7 +13,8 @@ use serde::Deserialize;
 use tracing::info;
 
 use crate::AppState;
-use crate::channels::{self, ChannelRecord, ChannelSettings, Mode, RateLimit};
+use crate::channel::{ChannelRecord, ChannelSettings, Mode, RateLimit, SettingsChange};
+use crate::channels;
 use crate::error::Error;
 use crate::verify::Verify;
 
@@ -149,7 +150,7 @@ pub async fn update(
             .validate()
             .map_err(|e| Error::BadRequest(format!("verify: {e}")))?;
     }
-    let change = channels::SettingsChange {
+    let change = SettingsChange {
         mode: body.mode,
         rate_limit: body.rate_limit,
         allow_from: body.allow_from,

@@ -9,7 +9,7 @@ use tracing::warn;
 
 use crate::AppState;
 use crate::error::Error;
-use crate::routes::ChannelAccess;
+use crate::routes::access::ChannelAccess;
 
 /// `GET /healthz`: 200 while the server is serving.
 pub async fn healthz() -> Json<Health> {
@@ -90,7 +90,7 @@ pub async fn channel(
         })
         .collect();
     let registered = record.is_some();
-    let mode = record.map_or(crate::channels::Mode::Balance, |r| r.settings.mode);
+    let mode = record.map_or(crate::channel::Mode::Balance, |r| r.settings.mode);
     Ok(Json(api::ChannelStatus {
         agent_count: agents.len(),
         agents,

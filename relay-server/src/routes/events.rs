@@ -14,7 +14,7 @@ use tracing::info;
 use crate::AppState;
 use crate::error::Error;
 use crate::feed::AttemptSummary;
-use crate::routes::ChannelAccess;
+use crate::routes::access::ChannelAccess;
 use crate::store::{self, Attempt, Event, EventStatus, EventSummary, ListQuery, Millis};
 
 /// Page size when the request names none, and the largest one allowed.
@@ -95,7 +95,7 @@ pub async fn replay(
              for inspection and cannot be replayed"
         )));
     }
-    let (attempt, status) = crate::dispatch::replay(&state, &event).await?;
+    let (attempt, status) = crate::relay::dispatch::replay(&state, &event).await?;
     info!(delivery_id = %event.summary.id, channel = %event.summary.channel, status = attempt.status, "replayed");
     let answer = api::Replayed {
         attempt: self::attempt(&attempt),

@@ -1,5 +1,6 @@
-//! `ANY /h/{channel}/{*path}`: a webhook comes in, goes to one of the channel's agents, and the
-//! target's answer goes back to the sender.
+//! `ANY /h/{channel}/{*path}`: the webhook's request translated for the delivery engine
+//! ([`crate::relay`]), and the engine's [`Answer`] translated into the sender's response, with
+//! the log line and the metrics of each.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -7,40 +8,23 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use http_body_util::BodyExt as _;
+use protocol::api::{Accepted, DELIVERY_HEADER};
 use protocol::{ChannelId, DeliveryId, Headers};
-use serde_json::json;
 use tokio::time::{Instant as Deadline, timeout_at};
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::AppState;
-use crate::channels::{ChannelRecord, Mode};
-use crate::delivery::{InFlight, Outgoing, forwarded_headers};
+use crate::channel::ChannelRecord;
 use crate::error::Error;
-use crate::registry::AgentHandle;
-use crate::store::{self, AttemptKind, EventStatus, NewEvent, Transition};
-use crate::tls::Peer;
-
-pub use crate::delivery::DELIVERY_HEADER;
-
-/// Deliveries one agent may have in flight; past this new webhooks are queued rather than the
-/// server piling work on an agent that cannot keep up.
-const MAX_IN_FLIGHT_PER_AGENT: usize = 1024;
-
-/// How a webhook was answered, for the log line.
-enum Answer {
-    /// The target's own response.
-    Target(Response),
-    /// No agent could take it now: stored for later.
-    Queued(Response),
-    /// `--ack-after` passed: the sender got 202 and the delivery goes on.
-    Pending(Response),
-}
+use crate::net::http::Peer;
+use crate::relay::Answer;
+use crate::relay::accept::{self, Source, Webhook};
+use crate::relay::attempt::Reply;
 
 pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
     let id = DeliveryId::random();
@@ -60,14 +44,20 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
     let label = crate::metrics::label(&channel, registered.is_some());
     let span = info_span!("delivery", delivery_id = %id, %channel, %method);
     let mut response = async {
-        let result = deliver(&state, id, channel, registered, suffix, req).await;
+        let result = handle(&state, id, &channel, registered, suffix, req).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         match result {
             Ok(answer) => {
                 let (response, outcome, live) = match answer {
-                    Answer::Target(r) => (r, "delivered", Some(started.elapsed())),
-                    Answer::Queued(r) => (r, "queued", None),
-                    Answer::Pending(r) => (r, "acknowledged, delivery goes on", None),
+                    Answer::Target(reply) => {
+                        (target_response(reply), "delivered", Some(started.elapsed()))
+                    }
+                    Answer::Queued { offline } => {
+                        (queued_response(id, &channel, offline), "queued", None)
+                    }
+                    Answer::Pending => {
+                        (pending_response(id), "acknowledged, delivery goes on", None)
+                    }
                 };
                 let status = response.status().as_u16();
                 state.metrics.answered(label, status, live);
@@ -121,44 +111,22 @@ pub fn split_path(path: &str) -> Result<(ChannelId, &str), Error> {
     Ok((channel, &rest[end..]))
 }
 
-/// Reads the webhook, stores it, then either delivers it live (an agent is connected) or
-/// leaves it queued for the dispatcher. Stored first: the target never sees a webhook the
-/// store does not have.
-async fn deliver(
+/// The request as the engine takes it: who sent it and the checks that need no body
+/// ([`accept::admit`]), then its body, read whole within the delivery's deadline, then the
+/// rest ([`accept::accept`]).
+async fn handle(
     state: &AppState,
     id: DeliveryId,
-    channel: ChannelId,
+    channel: &ChannelId,
     registered: Option<Arc<ChannelRecord>>,
     suffix: String,
     req: Request,
 ) -> Result<Answer, Error> {
-    let _slot = state.ingress_slots.try_acquire().map_err(|_| Error::Busy)?;
-    if registered.is_none() && !state.open {
-        return Err(Error::UnknownChannel(channel));
-    }
-    let settings = registered.as_ref().map(|r| &r.settings);
-    let peer = Peer::of(req.extensions()).map(|p| p.addr);
-    let client = state.client_ip(req.extensions(), req.headers());
-    if let Some(allowed) = settings
-        .map(|s| &s.allow_from)
-        .filter(|nets| !nets.is_empty())
-    {
-        if !client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
-            let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-            return Err(Error::SourceNotAllowed(ip));
-        }
-    }
-    if let Some(free) = state.disk.low() {
-        return Err(Error::DiskLow(free));
-    }
-    if registered.is_none() {
-        // Open mode: the name is the only secret, so one address may not flood the server
-        // with channels of its own (on a public relay; see `limits::SourceLimits`).
-        limit_source(state, client, "open channel")?;
-    }
-    let mode = settings.map_or(Mode::Balance, |s| s.mode);
-    let started = Deadline::now();
-    let deadline = started + state.config.timeout;
+    let source = Source {
+        peer: Peer::of(req.extensions()).map(|p| p.addr),
+        client: state.client_ip(req.extensions(), req.headers()),
+    };
+    let admitted = accept::admit(state, channel, registered, source)?;
     let max = state.config.max_body_bytes;
     let (parts, body) = req.into_parts();
     let declared = parts
@@ -169,277 +137,71 @@ async fn deliver(
     if declared.is_some_and(|len| len > max) {
         return Err(Error::BodyTooLarge(max));
     }
-    let body = read_body(body, max, deadline).await?;
+    let body = read_body(body, max, admitted.deadline).await?;
     state.metrics.bytes_in(body.len());
     let headers: Headers = parts
         .headers
         .iter()
         .map(|(n, v)| (n.as_str().to_owned(), Bytes::copy_from_slice(v.as_bytes())))
         .collect();
-    let mut event = NewEvent {
-        id,
-        channel: channel.clone(),
-        received_at: store::now_ms(),
-        // The sender: the connection's peer, or the client behind a trusted proxy.
-        source: match (peer, client) {
-            (Some(peer), Some(client)) if client != peer.ip() => Some(client.to_string()),
-            (peer, _) => peer.map(|p| p.to_string()),
-        },
+    let webhook = Webhook {
         method: parts.method.as_str().to_owned(),
         path: suffix,
         query: parts.uri.query().map(str::to_owned),
         headers,
         body,
-        status: EventStatus::Queued,
     };
-    if let Some(verify) = settings.and_then(|s| s.verify.as_ref()) {
-        let now = event.received_at.div_euclid(1000);
-        if let Err(e) = verify.check(&event.headers, &event.body, now) {
-            limit_source(state, client, "signature failed")?;
-            reject(state, event, &e).await?;
-            return Err(Error::Signature(e));
-        }
-    }
-    let pace = settings.and_then(|s| s.rate_limit);
-    let mut agents: Vec<Arc<AgentHandle>> = Vec::new();
-    if state.paces.admit(&channel, pace) {
-        agents = match mode {
-            Mode::Balance => state.registry.pick(&channel).into_iter().collect(),
-            Mode::Fanout => state.registry.agents(&channel),
-        };
-        agents.retain(|agent| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT);
-    }
-    if agents.is_empty() {
-        state.store.insert(event).await?;
-        if state.paces.is_paced(pace) {
-            state.paces.queued(&channel);
-        }
-        state.dispatcher.kick(state, &channel);
-        return Ok(Answer::Queued(queued_answer(state, id, &channel)));
-    }
-    event.status = EventStatus::Delivering;
-    let out = Outgoing {
-        id,
-        method: event.method.clone(),
-        path: event.path.clone(),
-        query: event.query.clone(),
-        headers: forwarded_headers(
-            state,
-            id,
-            AttemptKind::Live,
-            &event.headers,
-            event.body.len(),
-            peer,
-        ),
-        body: event.body.clone(),
-    };
-    state.store.insert(event).await?;
-    match <[_; 1]>::try_from(agents) {
-        Ok([agent]) => live(state, &channel, agent, &out, started, deadline).await,
-        Err(agents) => fanout(state, agents, &out, deadline).await,
-    }
+    accept::accept(state, admitted, id, webhook).await
 }
 
-/// Stores a webhook that failed its signature check as `rejected`, with the relay's 401 as
-/// its only attempt, so the history shows what came and why it went no further.
-async fn reject(
-    state: &AppState,
-    mut event: NewEvent,
-    why: &crate::verify::VerifyError,
-) -> Result<(), Error> {
-    let id = event.id;
-    event.status = EventStatus::Rejected;
-    let received_at = event.received_at;
-    state.store.insert(event).await?;
-    let attempt = store::Attempt {
-        n: 0,
-        kind: AttemptKind::Live,
-        started_at: received_at,
-        duration_ms: 0,
-        agent: None,
-        status: Some(StatusCode::UNAUTHORIZED.as_u16()),
-        headers: Vec::new(),
-        body: Bytes::new(),
-        error: Some(format!("not forwarded: signature check failed: {why}")),
-    };
-    state.store.record(id, attempt, Transition::Keep).await?;
-    Ok(())
+/// The target's answer as the sender gets it: its status, its headers (see [`copy_headers`])
+/// and its body as it streams.
+fn target_response(reply: Reply) -> Response {
+    let mut response = Response::new(reply.body);
+    if let Ok(status) = StatusCode::from_u16(reply.status) {
+        *response.status_mut() = status;
+    }
+    copy_headers(&reply.headers, response.headers_mut());
+    response
 }
 
-/// Fanout: every agent gets a copy at once. The first answer that accepts the webhook (see
-/// [`store::accepted`]) goes back to the sender, and its attempt decides the event's status;
-/// when none does, the last answer or error does. One developer's target being down does not
-/// fail the sender while another's took the webhook. Every other copy finishes in the
-/// background and is recorded as an attempt of its own.
-async fn fanout(
-    state: &AppState,
-    agents: Vec<Arc<AgentHandle>>,
-    out: &Outgoing,
-    deadline: Deadline,
-) -> Result<Answer, Error> {
-    let id = out.id;
-    let mut copies: FuturesUnordered<_> = agents
-        .into_iter()
-        .map(|agent| {
-            let (state, out) = (Arc::clone(state), out.clone());
-            async move {
-                let mut inflight = InFlight::begin(agent, out.id);
-                let head = match inflight.send(&state, &out, deadline).await {
-                    Ok(()) => inflight.head(&state, deadline).await,
-                    Err(e) => Err(e),
-                };
-                (inflight, head)
+/// Copies the agent's response headers, skipping any that are not valid HTTP (the agent is a
+/// peer, not trusted to be well-formed) and hop-by-hop ones it should not have sent.
+fn copy_headers(headers: &Headers, into: &mut HeaderMap) {
+    for (name, value) in headers {
+        if protocol::is_hop_by_hop(name) {
+            continue;
+        }
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(value),
+        ) {
+            (Ok(name), Ok(value)) => {
+                into.append(name, value);
             }
-        })
-        .collect();
-    while let Some((inflight, head)) = copies.next().await {
-        match head {
-            Ok(head) if !store::accepted(head.0.status) && !copies.is_empty() => {
-                let rest = Arc::clone(state);
-                state.tracker.spawn(async move {
-                    let attempt = inflight.read_body(head, deadline).await;
-                    record(&rest, id, attempt, Transition::Keep);
-                });
-            }
-            Ok(head) => {
-                let rest = Arc::clone(state);
-                state.tracker.spawn(async move {
-                    while let Some((inflight, head)) = copies.next().await {
-                        let attempt = match head {
-                            Ok(head) => inflight.read_body(head, deadline).await,
-                            Err(e) => inflight.failed(&e),
-                        };
-                        record(&rest, id, attempt, Transition::Keep);
-                    }
-                });
-                let (response, recorded) = inflight.stream(head);
-                let recorder = Arc::clone(state);
-                state.tracker.spawn(async move {
-                    if let Ok(attempt) = recorded.await {
-                        record_live(&recorder, id, attempt);
-                    }
-                });
-                return Ok(Answer::Target(response));
-            }
-            Err(e) if copies.is_empty() => {
-                record_live(state, id, inflight.failed(&e));
-                return Err(e);
-            }
-            Err(e) => record(state, id, inflight.failed(&e), Transition::Keep),
+            _ => warn!(header = %name, "invalid response header from agent dropped"),
         }
     }
-    Err(Error::AgentGone)
-}
-
-/// Delivers while the sender waits, and records the attempt once the response is done. With
-/// `--ack-after`, a slow target gets the sender a 202 and the delivery goes on in the
-/// background; from then on the event is ours to retry.
-async fn live(
-    state: &AppState,
-    channel: &ChannelId,
-    agent: Arc<AgentHandle>,
-    out: &Outgoing,
-    started: Deadline,
-    deadline: Deadline,
-) -> Result<Answer, Error> {
-    let id = out.id;
-    let mut inflight = InFlight::begin(agent, id);
-    if let Err(e) = inflight.send(state, out, deadline).await {
-        record_live(state, id, inflight.failed(&e));
-        return Err(e);
-    }
-    let head = match state.config.ack_after {
-        None => inflight.head(state, deadline).await,
-        Some(ack) => {
-            let early = timeout_at(started + ack, inflight.head(state, deadline)).await;
-            match early {
-                Ok(head) => head,
-                Err(_) => {
-                    let (owner, channel) = (Arc::clone(state), channel.clone());
-                    state.tracker.spawn(async move {
-                        let (mut attempt, gone) = inflight.complete(&owner, deadline).await;
-                        attempt.kind = AttemptKind::Live;
-                        crate::dispatch::record_queued(&owner, &channel, id, attempt, 0, gone)
-                            .await;
-                    });
-                    let body = json!({ "id": id.to_string(), "status": "pending" });
-                    return Ok(Answer::Pending(
-                        (StatusCode::ACCEPTED, Json(body)).into_response(),
-                    ));
-                }
-            }
-        }
-    };
-    match head {
-        Err(e) => {
-            record_live(state, id, inflight.failed(&e));
-            Err(e)
-        }
-        Ok(head) => {
-            let (response, recorded) = inflight.stream(head);
-            let recorder = Arc::clone(state);
-            state.tracker.spawn(async move {
-                if let Ok(attempt) = recorded.await {
-                    record_live(&recorder, id, attempt);
-                }
-            });
-            Ok(Answer::Target(response))
-        }
-    }
-}
-
-/// Records a live attempt without making anyone wait for it: the sender has its answer
-/// (or is getting it), and the retry logic does not apply. The target's status decides
-/// whether the event counts as delivered.
-fn record_live(state: &AppState, id: DeliveryId, attempt: store::Attempt) {
-    let then = if attempt.status.is_some_and(store::accepted) {
-        Transition::Delivered
-    } else {
-        Transition::Failed
-    };
-    record(state, id, attempt, then);
-}
-
-/// Records a live attempt in the background, with the transition `then`.
-fn record(state: &AppState, id: DeliveryId, mut attempt: store::Attempt, then: Transition) {
-    attempt.kind = AttemptKind::Live;
-    let store = Arc::clone(&state.store);
-    state.tracker.spawn(async move {
-        if let Err(e) = store.record(id, attempt, then).await {
-            warn!(delivery_id = %id, error = %e, "attempt not recorded");
-        }
-    });
-}
-
-/// Counts an untrusted webhook (`what`) against its source's limit, which only a public relay
-/// has.
-fn limit_source(
-    state: &AppState,
-    client: Option<std::net::IpAddr>,
-    what: &'static str,
-) -> Result<(), Error> {
-    state.source_limits.check(client).map_err(|wait| {
-        let ip = client.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
-        Error::SourceRateLimited { ip, what, wait }
-    })
 }
 
 /// The answer for a webhook stored to be delivered later: `202 {"id", "status": "queued"}`,
-/// or with `--offline-status 503` that when no agent is connected.
-fn queued_answer(state: &AppState, id: DeliveryId, channel: &ChannelId) -> Response {
-    let id = id.to_string();
-    if state.config.offline_status == StatusCode::SERVICE_UNAVAILABLE.as_u16()
-        && state.registry.agent_count(channel) == 0
-    {
-        let body = json!({
-            "error": format!("no agent connected to channel {channel}; the webhook is queued"),
-            "id": id,
-            "status": "queued",
-        });
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+/// or, `offline` (`--offline-status 503` and no agent connected), 503 saying so.
+fn queued_response(id: DeliveryId, channel: &ChannelId, offline: bool) -> Response {
+    if offline {
+        let answer = Accepted {
+            error: Some(format!(
+                "no agent connected to channel {channel}; the webhook is queued"
+            )),
+            ..Accepted::queued(id)
+        };
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(answer)).into_response();
     }
-    let body = json!({ "id": id, "status": "queued" });
-    (StatusCode::ACCEPTED, Json(body)).into_response()
+    (StatusCode::ACCEPTED, Json(Accepted::queued(id))).into_response()
+}
+
+/// The answer once `--ack-after` has passed: `202 {"id", "status": "pending"}`.
+fn pending_response(id: DeliveryId) -> Response {
+    (StatusCode::ACCEPTED, Json(Accepted::pending(id))).into_response()
 }
 
 /// The sender's whole body, which must arrive before `deadline` and fit in `max` bytes.

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::AppState;
 use crate::error::Error;
 use crate::feed::Change;
-use crate::routes::ChannelAccess;
+use crate::routes::access::ChannelAccess;
 use crate::routes::events::{attempt_summary, summary};
 
 /// Interval of the keep-alive comments on an idle live stream: below the idle timeouts of

@@ -1,40 +1,19 @@
-//! Router assembly.
-
-use std::collections::HashMap;
+//! Router assembly: which handler answers which path. Each handler translates its request for
+//! the part of the server that does the work, and the answer back.
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, delete, get, post};
-use protocol::ChannelId;
 
 use crate::AppState;
 use crate::error::Error;
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod events;
 pub mod ingress;
 pub mod inspector;
-
-/// A channel from the `{channel}` path parameter whose API the request may use, as
-/// [`crate::auth::api_access`] decides from its bearer token and source address.
-pub struct ChannelAccess(pub ChannelId);
-
-impl FromRequestParts<AppState> for ChannelAccess {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| Error::NotFound)?;
-        let name = params.get("channel").ok_or(Error::NotFound)?;
-        let channel = Error::channel_in_path(name)?;
-        let peer = state.client_ip(&parts.extensions, &parts.headers);
-        crate::auth::api_access(state, peer, &channel, crate::auth::bearer(&parts.headers))?;
-        Ok(Self(channel))
-    }
-}
 
 /// The router of `--metrics-listen`: `/metrics` without a token, and nothing else.
 pub fn metrics_app(state: AppState) -> Router {
@@ -64,7 +43,7 @@ const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/h/{*rest}", any(ingress::ingress))
-        .route("/ws", get(crate::ws::upgrade))
+        .route("/ws", get(crate::agents::ws::upgrade))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))

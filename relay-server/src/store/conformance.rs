@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use protocol::{ChannelId, DeliveryId, Headers};
 
-use crate::channels::{ChannelRecord, ChannelSettings, Mode, TokenHash};
+use crate::channel::{ChannelRecord, ChannelSettings, Mode, TokenHash};
 
 use super::{
     Attempt, AttemptKind, EventStatus, Full, ListQuery, Millis, NewEvent, Quota, Store, StoreError,

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use protocol::{ChannelId, DeliveryId};
 
-use crate::channels::ChannelRecord;
+use crate::channel::ChannelRecord;
 
 use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,

@@ -13,13 +13,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use protocol::{ChannelId, DeliveryId, Headers};
 
-use crate::channels::ChannelRecord;
-use crate::config::StoreConfig;
+use crate::channel::ChannelRecord;
 
 #[cfg(test)]
 mod conformance;
@@ -29,6 +27,37 @@ mod sqlite;
 pub use memory::MemoryStore;
 pub use protocol::api::{AttemptKind, EventStatus};
 pub use sqlite::{SqliteStore, WriteStats};
+
+/// How the store keeps time: milliseconds since the Unix epoch (defined in a leaf module the
+/// channel model uses too).
+pub use crate::clock::{Millis, from_ms, now_ms, to_ms};
+
+/// The event store to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// SQLite under `dir`; `fsync` flushes each group commit to disk.
+    Sqlite {
+        dir: std::path::PathBuf,
+        fsync: bool,
+    },
+    Memory,
+}
+
+impl fmt::Display for StoreConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreConfig::Sqlite { dir, fsync } => {
+                write!(
+                    f,
+                    "sqlite:{} (fsync {})",
+                    dir.display(),
+                    if *fsync { "on" } else { "off" }
+                )
+            }
+            StoreConfig::Memory => f.write_str("memory (not durable)"),
+        }
+    }
+}
 
 /// Opens the store `config` names, holding each channel to `quota`. For SQLite this creates
 /// the data dir if needed, checks it is writable and brings its schema up to date, so a bad
@@ -58,23 +87,6 @@ async fn open_blocking(
         .await
         .map_err(|e| StoreError::Backend(e.to_string()))??;
     Ok(Arc::new(store))
-}
-
-/// Milliseconds since the Unix epoch: how the store keeps time.
-pub type Millis = i64;
-
-/// Now, in [`Millis`].
-pub fn now_ms() -> Millis {
-    to_ms(SystemTime::now())
-}
-
-pub fn to_ms(t: SystemTime) -> Millis {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-pub fn from_ms(ms: Millis) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// Whether a target's status code means it took the webhook. 408, 429 and 5xx ask to be tried

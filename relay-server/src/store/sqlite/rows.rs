@@ -5,7 +5,7 @@ use protocol::{ChannelId, DeliveryId};
 use rusqlite::Row;
 use rusqlite::types::Type;
 
-use crate::channels::{ChannelRecord, TokenHash};
+use crate::channel::{ChannelRecord, TokenHash};
 use crate::store::{
     Attempt, AttemptKind, Event, EventStatus, EventSummary, StoreError, decode_headers,
 };

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use super::rows::db_error;
-use crate::channels::ChannelRecord;
+use crate::channel::ChannelRecord;
 use crate::store::{
     Attempt, EventStatus, MAX_RECORDED_BODY, Millis, NewEvent, Quota, Recorded, StoreError,
     Transition, Usage, encode_headers, stored_size,

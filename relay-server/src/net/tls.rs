@@ -1,12 +1,12 @@
 //! Serving HTTPS without a proxy: the certificate and key (reloaded on SIGHUP), optional client
-//! certificates for agents, the listener that runs TLS handshakes, and what a connection tells
-//! handlers about its peer ([`Peer`]).
+//! certificates for agents, and the listener that runs TLS handshakes.
 //!
 //! Handshakes run on their own tasks with a timeout, so a slow or silent client cannot hold up
 //! the accept loop; axum only ever sees connections whose handshake has finished.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -20,8 +20,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
-use crate::config::TlsConfig;
 use runtime::pem::{self, PemError};
+
+use crate::net::http::{PeerIo, set_nodelay};
 
 /// Bound on one TLS handshake, from accepting the TCP connection to its end.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,56 +47,15 @@ pub enum TlsError {
     ClientCa { path: String, reason: String },
 }
 
-/// Who is at the other end of a connection, as handlers see it through
-/// `ConnectInfo<Peer>` (set by [`crate::http::serve`]), over plain HTTP and over TLS alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    /// The peer presented a client certificate, and it chains to `--client-ca` (rustls fails
-    /// the handshake otherwise). Always false over plain HTTP and without `--client-ca`.
-    pub client_cert: bool,
-}
-
-impl Peer {
-    /// The peer of a request, from the `ConnectInfo` the server attaches to every request.
-    /// The one place that names the type, so no handler can look for the wrong one.
-    pub fn of(extensions: &axum::http::Extensions) -> Option<Peer> {
-        extensions
-            .get::<axum::extract::ConnectInfo<Peer>>()
-            .map(|info| info.0)
-    }
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.addr.fmt(f)
-    }
-}
-
-/// The plain-HTTP listener: TCP with `TCP_NODELAY` on every connection, since deliveries are
-/// small messages on long-lived connections and Nagle's algorithm would hold each one back
-/// waiting for an ACK.
-pub struct PlainListener(pub TcpListener);
-
-impl Listener for PlainListener {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (tcp, addr) = Listener::accept(&mut self.0).await;
-        set_nodelay(&tcp);
-        (tcp, addr)
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.0.local_addr()
-    }
-}
-
-fn set_nodelay(tcp: &TcpStream) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        debug!(error = %e, "cannot set TCP_NODELAY");
-    }
+/// Where the server's TLS material is; read at start-up and again on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Private key of the leaf (PEM).
+    pub key: PathBuf,
+    /// CA (PEM) that agents' client certificates must chain to; `None`: agents need none.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The server's TLS configuration, replaced whole by [`Certificates::reload`]. Clones share
@@ -136,6 +96,13 @@ impl Certificates {
     }
 }
 
+impl PeerIo for TlsStream<TcpStream> {
+    fn client_cert(&self) -> bool {
+        let (_, session) = self.get_ref();
+        session.peer_certificates().is_some_and(|c| !c.is_empty())
+    }
+}
+
 /// Builds the rustls configuration for `files`. Installs ring as the process's crypto provider
 /// first if none is yet, so in-process callers (tests) need no set-up of their own.
 fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
@@ -155,7 +122,7 @@ fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
                 roots.add(cert).map_err(|e| error(e.to_string()))?;
             }
             // Webhook senders have no certificates: the handshake lets them through, and
-            // `/ws` refuses an agent without one (see `ws::upgrade`).
+            // `/ws` refuses an agent without one (see `agents::ws::upgrade`).
             let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
                 .allow_unauthenticated()
                 .build()

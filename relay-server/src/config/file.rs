@@ -14,22 +14,14 @@ use protocol::ChannelId;
 use runtime::config_file::{FileErrors, Settings, apply, clap_reason, given};
 use serde::Deserialize;
 
-use crate::channels::{ChannelSettings, Mode, RateLimit, TokenHash};
-use crate::config::Args;
+use crate::channel::{ChannelSettings, DeclaredChannel, Mode, RateLimit, TokenHash};
+use crate::config::args::Args;
 use crate::verify::Verify;
 
 pub use runtime::config_file::{FileError, Source};
 
 /// Read when no `--config` is given and the file exists.
 pub const DEFAULT_PATH: &str = "/etc/hookrelay/server.toml";
-
-/// A channel the file declares; the server creates or updates it at start-up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeclaredChannel {
-    pub name: ChannelId,
-    pub token_hash: TokenHash,
-    pub settings: ChannelSettings,
-}
 
 /// The command line with the file applied.
 #[derive(Debug)]

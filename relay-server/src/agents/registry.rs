@@ -1,4 +1,4 @@
-//! Who serves which channel, and which deliveries each agent owes an answer for.
+//! Who serves which channel, and which attempts each agent owes an answer for.
 //!
 //! The only module that holds shared maps. No guard is ever held across an `.await`: callers get
 //! clones (`Arc<AgentHandle>`, `mpsc::Sender`) and await on those.
@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use axum::extract::ws::Message;
 use bytes::Bytes;
 use dashmap::DashMap;
-use protocol::{Abort, ChannelId, DeliveryId, Frame, ResponseHead};
+use protocol::{Abort, ChannelId, DeliveryId, ResponseHead, ToAgent};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::agents::wire::{Outbox, SendError};
 
 /// Capacity of one streamed response body's queue, in frames (each at most `MAX_CHUNK_LEN`):
 /// how far the agent may run ahead of a slow sender before backpressure applies.
@@ -40,7 +41,7 @@ pub enum BodyEvent {
     Abort(String),
 }
 
-/// The server's side of one delivery in flight on an agent: first a one-shot for the head
+/// The server's side of one attempt in flight on an agent: first a one-shot for the head
 /// (no queue is allocated for the common single-frame answer), then, for a streamed body, a
 /// bounded queue for its chunks.
 #[derive(Debug)]
@@ -58,14 +59,13 @@ pub struct AgentInfo {
     pub connected_at: crate::store::Millis,
 }
 
-/// One connected agent, shared between its session task and the ingress handlers that send it
-/// deliveries.
+/// One connected agent, shared between its session task and the attempts sent through it.
 #[derive(Debug)]
 pub struct AgentHandle {
     id: AgentId,
     channel: ChannelId,
     info: AgentInfo,
-    outbox: mpsc::Sender<Message>,
+    outbox: Outbox,
     pending: DashMap<DeliveryId, Pending>,
     closed: CancellationToken,
     /// Cancelled when the agent must leave (its channel revoked or its token rotated), with
@@ -75,7 +75,7 @@ pub struct AgentHandle {
 }
 
 impl AgentHandle {
-    pub fn new(channel: ChannelId, info: AgentInfo, outbox: mpsc::Sender<Message>) -> Self {
+    pub fn new(channel: ChannelId, info: AgentInfo, outbox: Outbox) -> Self {
         Self {
             id: AgentId(Uuid::new_v4()),
             channel,
@@ -117,34 +117,27 @@ impl AgentHandle {
         &self.closed
     }
 
-    /// Queues an encoded frame for the agent's writer task. Waits while the queue is full
+    /// Queues a frame for the agent's writer task. Waits while the queue is full
     /// (backpressure); fails once the session has ended.
-    pub async fn send(&self, frame: &Frame) -> Result<(), SendError> {
-        let bytes = protocol::encode(frame).map_err(|_| SendError::Encode)?;
-        self.outbox
-            .send(Message::Binary(Bytes::from(bytes)))
-            .await
-            .map_err(|_| SendError::Closed)
+    pub async fn send(&self, message: &ToAgent) -> Result<(), SendError> {
+        self.outbox.send(message).await
     }
 
-    /// Starts tracking a delivery: the agent's answer for `id` arrives on the returned
-    /// receiver. The entry lives until the answer completes or the [`DeliveryGuard`] is dropped.
-    pub fn begin(
-        self: &Arc<Self>,
-        id: DeliveryId,
-    ) -> (DeliveryGuard, oneshot::Receiver<HeadReply>) {
+    /// Starts tracking an attempt at delivery `id`: the agent's answer arrives on the returned
+    /// receiver. The entry lives until the answer completes or the [`AttemptGuard`] is dropped.
+    pub fn begin(self: &Arc<Self>, id: DeliveryId) -> (AttemptGuard, oneshot::Receiver<HeadReply>) {
         let (tx, rx) = oneshot::channel();
         self.pending.insert(id, Pending::AwaitingHead(tx));
-        let guard = DeliveryGuard {
+        let guard = AttemptGuard {
             agent: Arc::clone(self),
             id,
         };
         (guard, rx)
     }
 
-    /// Hands a response head to its delivery, without waiting. A head for an unknown delivery
+    /// Hands a response head to its attempt, without waiting. A head for an unknown delivery
     /// (finished, timed out) is dropped; a second head is out of order, which ends the session.
-    pub fn deliver_head(&self, head: ResponseHead) -> Route<()> {
+    pub fn route_head(&self, head: ResponseHead) -> Route<()> {
         let id = head.id;
         let head_tx = match self.pending.remove(&id) {
             None => return Route::Unknown,
@@ -157,12 +150,12 @@ impl AgentHandle {
             rx
         });
         let _ = head_tx.send(Ok((head, body_rx)));
-        Route::Deliver(())
+        Route::Found(())
     }
 
     /// The queue a body chunk for `id` goes to (the caller awaits on it, so no map guard is
     /// held across the wait). A chunk before its head is out of order.
-    pub fn body_sender(&self, id: &DeliveryId, fin: bool) -> Route<mpsc::Sender<BodyEvent>> {
+    pub fn route_body(&self, id: &DeliveryId, fin: bool) -> Route<mpsc::Sender<BodyEvent>> {
         let tx = match self.pending.get(id).as_deref() {
             None => return Route::Unknown,
             Some(Pending::AwaitingHead(_)) => return Route::OutOfOrder,
@@ -171,10 +164,10 @@ impl AgentHandle {
         if fin {
             self.pending.remove(id);
         }
-        Route::Deliver(tx)
+        Route::Found(tx)
     }
 
-    /// Ends a delivery the agent aborted, telling its ingress handler why.
+    /// Ends an attempt the agent aborted, telling whoever waits on it why.
     pub fn abort(&self, id: &DeliveryId, reason: String) {
         match self.pending.remove(id) {
             Some((_, Pending::AwaitingHead(tx))) => {
@@ -187,28 +180,25 @@ impl AgentHandle {
         }
     }
 
-    /// Gives up on a delivery from the server's side. If it was still in flight, the agent is
+    /// Gives up on an attempt from the server's side. If it was still in flight, the agent is
     /// told to abort it, without waiting: a full queue means the agent is busy, and its late
     /// frames for `id` are discarded anyway.
     pub fn cancel(&self, id: &DeliveryId, reason: &str) {
         if self.pending.remove(id).is_none() {
             return;
         }
-        let frame = Frame::Abort(Abort {
+        self.outbox.try_send(&ToAgent::Abort(Abort {
             id: *id,
             reason: reason.to_owned(),
-        });
-        if let Ok(bytes) = protocol::encode(&frame) {
-            let _ = self.outbox.try_send(Message::Binary(Bytes::from(bytes)));
-        }
+        }));
     }
 
-    /// Number of deliveries waiting on this agent.
+    /// Number of attempts waiting on this agent.
     pub fn in_flight(&self) -> usize {
         self.pending.len()
     }
 
-    /// Ends every delivery in flight: their receivers see the queue close and answer 502.
+    /// Ends every attempt in flight: their receivers see the queue close and answer 502.
     pub fn close(&self) {
         self.closed.cancel();
         self.pending.clear();
@@ -218,7 +208,8 @@ impl AgentHandle {
 /// Where a reply frame goes.
 #[derive(Debug)]
 pub enum Route<T> {
-    Deliver(T),
+    /// To the attempt waiting for it.
+    Found(T),
     /// No such delivery: it finished, timed out or was never sent. Late frames are expected
     /// after an abort and are dropped.
     Unknown,
@@ -226,23 +217,15 @@ pub enum Route<T> {
     OutOfOrder,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error("agent disconnected")]
-    Closed,
-    #[error("frame could not be encoded")]
-    Encode,
-}
-
-/// Removes a delivery from its agent when dropped; if it was still in flight (the sender hung
-/// up, the ingress timed out), the agent is told to abort it ([`AgentHandle::cancel`]).
+/// Removes an attempt from its agent when dropped; if it was still in flight (the sender hung
+/// up, the attempt timed out), the agent is told to abort it ([`AgentHandle::cancel`]).
 #[derive(Debug)]
-pub struct DeliveryGuard {
+pub struct AttemptGuard {
     agent: Arc<AgentHandle>,
     id: DeliveryId,
 }
 
-impl Drop for DeliveryGuard {
+impl Drop for AttemptGuard {
     fn drop(&mut self) {
         self.agent.cancel(&self.id, "sender went away");
     }
@@ -279,7 +262,7 @@ impl Registry {
         });
     }
 
-    /// The agent to send the next delivery of `channel` to, round robin among its agents.
+    /// The agent to send the next attempt for `channel` to, round robin among its agents.
     pub fn pick(&self, channel: &ChannelId) -> Option<Arc<AgentHandle>> {
         let entry = self.channels.get(channel)?;
         let n = entry.agents.len();

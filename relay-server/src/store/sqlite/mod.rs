@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use crate::channels::ChannelRecord;
+use crate::channel::ChannelRecord;
 
 use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Quota, Recorded, Store,

@@ -1,27 +1,25 @@
-//! One attempt to deliver a webhook through an agent, shared by live deliveries (the sender
-//! waiting for the answer), queued ones (the dispatcher) and replays: build the request the
-//! target sees, send it, wait for the answer, and turn what happened into a store record.
+//! One attempt: a webhook sent to the target through one agent, the same for every kind
+//! (`live` while the sender waits, `queued` from the dispatcher, `replay` from the API). Build
+//! the request the target sees ([`Outgoing`], which fixes the attempt's kind), send it, wait
+//! for the answer ([`InFlight`]), and turn what happened into the attempt's record. What the
+//! record then does to its event is [`super::record`]'s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::header;
 use bytes::{Bytes, BytesMut};
-use protocol::{BodyChunk, DeliveryId, Frame, Headers, MAX_CHUNK_LEN, RequestHead, ResponseHead};
+use protocol::api::{ATTEMPT_HEADER, DELIVERY_HEADER};
+use protocol::{BodyChunk, DeliveryId, Headers, MAX_CHUNK_LEN, RequestHead, ResponseHead, ToAgent};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant as Deadline, timeout_at};
-use tracing::warn;
 
 use crate::AppState;
+use crate::agents::registry::{AgentHandle, AttemptGuard, BodyEvent, HeadReply};
 use crate::error::Error;
-use crate::registry::{AgentHandle, BodyEvent, DeliveryGuard, HeadReply};
-use crate::store::{self, Attempt, AttemptKind, Event, MAX_RECORDED_BODY, Millis};
-
-/// The delivery id (answered to the sender, sent to the target so it can recognise a delivery
-/// it has seen) and the kind of attempt (`live`, `queued`, `replay`), as the API defines them.
-pub use protocol::api::{ATTEMPT_HEADER, DELIVERY_HEADER};
+use crate::store::{self, Attempt, AttemptKind, Event, MAX_RECORDED_BODY, Millis, NewEvent};
 
 /// Headers the relay sets itself; copies from the sender are replaced.
 const RELAY_SET: [&str; 5] = [
@@ -32,27 +30,56 @@ const RELAY_SET: [&str; 5] = [
     ATTEMPT_HEADER,
 ];
 
-/// The request an attempt sends to the agent.
+/// The request an attempt sends to the agent, and so the attempt's kind: it is in the
+/// headers the target sees ([`ATTEMPT_HEADER`]) and in the record, fixed here once.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
-    pub id: DeliveryId,
-    pub method: String,
-    pub path: String,
-    pub query: Option<String>,
+    id: DeliveryId,
+    kind: AttemptKind,
+    method: String,
+    path: String,
+    query: Option<String>,
     /// What the target sees: the sender's end-to-end headers plus the relay's own.
-    pub headers: Headers,
-    pub body: Bytes,
+    headers: Headers,
+    body: Bytes,
 }
 
 impl Outgoing {
+    /// The delivery it is an attempt at.
+    pub fn id(&self) -> DeliveryId {
+        self.id
+    }
+
+    /// The request for the live attempt at `event`, which has just come from `peer`.
+    pub fn live(state: &AppState, event: &NewEvent, peer: Option<SocketAddr>) -> Self {
+        let kind = AttemptKind::Live;
+        Self {
+            id: event.id,
+            kind,
+            method: event.method.clone(),
+            path: event.path.clone(),
+            query: event.query.clone(),
+            headers: forwarded_headers(
+                state,
+                event.id,
+                kind,
+                &event.headers,
+                event.body.len(),
+                peer,
+            ),
+            body: event.body.clone(),
+        }
+    }
+
     /// The request for an attempt of kind `kind` at a stored event.
-    pub fn from_event(state: &AppState, event: &Event, kind: AttemptKind) -> Self {
+    pub fn stored(state: &AppState, event: &Event, kind: AttemptKind) -> Self {
         let source = event
             .source
             .as_deref()
             .and_then(|s| s.parse::<SocketAddr>().ok());
         Self {
             id: event.summary.id,
+            kind,
             method: event.summary.method.clone(),
             path: event.summary.path.clone(),
             query: event.summary.query.clone(),
@@ -69,23 +96,25 @@ impl Outgoing {
     }
 }
 
-/// An attempt in flight: the request is with the agent, its answer not yet in.
+/// An attempt in flight: the request is with the agent, its answer not yet in. Its kind is
+/// its request's, from [`InFlight::begin`] to the record.
 #[derive(Debug)]
 pub struct InFlight {
     agent: Arc<AgentHandle>,
-    guard: DeliveryGuard,
+    guard: AttemptGuard,
     head: oneshot::Receiver<HeadReply>,
-    pub started_at: Millis,
+    kind: AttemptKind,
+    started_at: Millis,
     started: Instant,
 }
 
 async fn send(
     state: &AppState,
     agent: &AgentHandle,
-    frame: &Frame,
+    message: &ToAgent,
     deadline: Deadline,
 ) -> Result<(), Error> {
-    match timeout_at(deadline, agent.send(frame)).await {
+    match timeout_at(deadline, agent.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Error::AgentGone),
         Err(_) => Err(Error::Timeout(state.config.timeout.as_secs())),
@@ -95,14 +124,24 @@ async fn send(
 /// The agent's response head and, for a long body, the queue the rest arrives on.
 pub type Head = (ResponseHead, Option<mpsc::Receiver<BodyEvent>>);
 
+/// The target's answer as the waiting sender gets it: the status and headers the agent sent
+/// (still to be checked as HTTP) and the body, streaming from the agent.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: Body,
+}
+
 impl InFlight {
-    /// Starts tracking an attempt of delivery `id` on `agent`; nothing is sent yet.
-    pub fn begin(agent: Arc<AgentHandle>, id: DeliveryId) -> Self {
-        let (guard, head) = agent.begin(id);
+    /// Starts tracking the attempt that sends `out` to `agent`; nothing is sent yet.
+    pub fn begin(agent: Arc<AgentHandle>, out: &Outgoing) -> Self {
+        let (guard, head) = agent.begin(out.id);
         Self {
             agent,
             guard,
             head,
+            kind: out.kind,
             started_at: store::now_ms(),
             started: Instant::now(),
         }
@@ -114,24 +153,24 @@ impl InFlight {
     pub async fn send(
         &mut self,
         state: &AppState,
-        out: &Outgoing,
+        out: Outgoing,
         deadline: Deadline,
     ) -> Result<(), Error> {
-        let mut rest = out.body.clone();
+        let mut rest = out.body;
         let first = rest.split_to(rest.len().min(MAX_CHUNK_LEN));
-        let head = Frame::Request(RequestHead {
+        let head = ToAgent::Request(RequestHead {
             id: out.id,
-            method: out.method.clone(),
-            path: out.path.clone(),
-            query: out.query.clone(),
-            headers: out.headers.clone(),
+            method: out.method,
+            path: out.path,
+            query: out.query,
+            headers: out.headers,
             body: first,
             fin: rest.is_empty(),
         });
         send(state, &self.agent, &head, deadline).await?;
         while !rest.is_empty() {
             let data = rest.split_to(rest.len().min(MAX_CHUNK_LEN));
-            let chunk = Frame::Body(BodyChunk {
+            let chunk = ToAgent::Body(BodyChunk {
                 id: out.id,
                 data,
                 fin: rest.is_empty(),
@@ -204,15 +243,12 @@ impl InFlight {
         self.finish(outcome)
     }
 
-    /// The response for the waiting sender: its body streams from the agent, and the
-    /// recorded attempt arrives on the returned receiver once the body has ended (or the
-    /// sender has gone).
-    pub fn stream(
-        self,
-        (head, rest): Head,
-    ) -> (axum::response::Response, oneshot::Receiver<Attempt>) {
+    /// The answer for the waiting sender: its body streams from the agent, and the recorded
+    /// attempt arrives on the returned receiver once the body has ended (or the sender has
+    /// gone).
+    pub fn stream(self, (head, rest): Head) -> (Reply, oneshot::Receiver<Attempt>) {
         let (tx, rx) = oneshot::channel();
-        let mut response = match rest {
+        let body = match rest {
             None => {
                 let answered = Outcome {
                     status: Some(head.status),
@@ -221,7 +257,7 @@ impl InFlight {
                     error: None,
                 };
                 let _ = tx.send(self.finish(answered));
-                axum::response::Response::new(Body::from(head.body))
+                Body::from(head.body)
             }
             Some(rest) => {
                 let tee = Tee {
@@ -231,14 +267,15 @@ impl InFlight {
                     inflight: Some(self),
                     done: Some(tx),
                 };
-                axum::response::Response::new(response_stream(head.body, rest, tee))
+                response_stream(head.body, rest, tee)
             }
         };
-        if let Ok(status) = axum::http::StatusCode::from_u16(head.status) {
-            *response.status_mut() = status;
-        }
-        copy_headers(&head.headers, response.headers_mut());
-        (response, rx)
+        let reply = Reply {
+            status: head.status,
+            headers: head.headers,
+            body,
+        };
+        (reply, rx)
     }
 
     /// The attempt's record for an error before any answer.
@@ -258,48 +295,41 @@ impl InFlight {
         }
     }
 
+    /// The attempt's record: its kind, when it started and how long it took, the agent, and
+    /// `outcome`. Ends the attempt on the agent.
     fn finish(self, outcome: Outcome) -> Attempt {
         let agent = self.agent.id().to_string();
         drop(self.guard);
-        outcome.into_attempt(self.started_at, self.started, Some(agent))
+        Attempt {
+            n: 0,
+            kind: self.kind,
+            started_at: self.started_at,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            agent: Some(agent),
+            status: outcome.status,
+            headers: outcome.headers,
+            body: outcome.body,
+            error: outcome.error,
+        }
     }
 }
 
-/// The result of an attempt, before it becomes an [`Attempt`] record.
+/// What came back from an attempt, before it becomes the attempt's record.
 #[derive(Debug)]
-pub struct Outcome {
-    pub status: Option<u16>,
-    pub headers: Headers,
-    pub body: Bytes,
-    pub error: Option<String>,
+struct Outcome {
+    status: Option<u16>,
+    headers: Headers,
+    body: Bytes,
+    error: Option<String>,
 }
 
 impl Outcome {
-    pub fn error(error: &Error) -> Self {
+    fn error(error: &Error) -> Self {
         Self {
             status: None,
             headers: Vec::new(),
             body: Bytes::new(),
             error: Some(error.to_string()),
-        }
-    }
-
-    pub fn into_attempt(
-        self,
-        started_at: Millis,
-        started: Instant,
-        agent: Option<String>,
-    ) -> Attempt {
-        Attempt {
-            n: 0,
-            kind: AttemptKind::Live,
-            started_at,
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            agent,
-            status: self.status,
-            headers: self.headers,
-            body: self.body,
-            error: self.error,
         }
     }
 }
@@ -498,25 +528,6 @@ fn set_content_length(headers: &mut Headers, len: usize) {
     headers.retain(|(name, _)| name != header::CONTENT_LENGTH.as_str());
     if had || len != "0" {
         headers.push((header::CONTENT_LENGTH.as_str().to_owned(), Bytes::from(len)));
-    }
-}
-
-/// Copies the agent's response headers, skipping any that are not valid HTTP (the agent is a
-/// peer, not trusted to be well-formed) and hop-by-hop ones it should not have sent.
-fn copy_headers(headers: &Headers, into: &mut axum::http::HeaderMap) {
-    for (name, value) in headers {
-        if protocol::is_hop_by_hop(name) {
-            continue;
-        }
-        match (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            (Ok(name), Ok(value)) => {
-                into.append(name, value);
-            }
-            _ => warn!(header = %name, "invalid response header from agent dropped"),
-        }
     }
 }
 

@@ -1,6 +1,6 @@
-//! The HTTP/1.1 server loop: accepts connections from a listener (plain TCP or TLS) and serves
-//! the router on each, with the limits a public server needs against slow or oversized
-//! requests.
+//! The HTTP/1.1 server loop: accepts connections from a listener (plain TCP, or TLS from
+//! [`super::tls`]) and serves the router on each, with the limits a public server needs against
+//! slow or oversized requests; every request carries its connection's [`Peer`].
 //!
 //! `axum::serve` gives no access to hyper's connection settings, and its defaults have no
 //! header-read timeout (hyper's needs a timer, which `axum::serve` does not set): a client that
@@ -9,6 +9,7 @@
 //! header count and on the bytes of the request head. Over either cap hyper answers 431, which
 //! [`refusal`] turns into a JSON answer like the router's.
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,13 +21,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 use tracing::{debug, info};
-
-use crate::tls::Peer;
 
 pub mod refusal;
 
@@ -62,6 +61,58 @@ impl Default for HttpLimits {
 /// Hyper's smallest read buffer, and the smallest head limit we accept.
 pub const MIN_HEAD_BYTES: usize = 8192;
 
+/// Who is at the other end of a connection, as handlers see it through
+/// `ConnectInfo<Peer>` (set by [`serve`]), over plain HTTP and over TLS alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The peer presented a client certificate, and it chains to `--client-ca` (rustls fails
+    /// the handshake otherwise). Always false over plain HTTP and without `--client-ca`.
+    pub client_cert: bool,
+}
+
+impl Peer {
+    /// The peer of a request, from the `ConnectInfo` the server attaches to every request.
+    /// The one place that names the type, so no handler can look for the wrong one.
+    pub fn of(extensions: &axum::http::Extensions) -> Option<Peer> {
+        extensions
+            .get::<axum::extract::ConnectInfo<Peer>>()
+            .map(|info| info.0)
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
+/// The plain-HTTP listener: TCP with `TCP_NODELAY` on every connection, since deliveries are
+/// small messages on long-lived connections and Nagle's algorithm would hold each one back
+/// waiting for an ACK.
+pub struct PlainListener(pub TcpListener);
+
+impl Listener for PlainListener {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (tcp, addr) = Listener::accept(&mut self.0).await;
+        set_nodelay(&tcp);
+        (tcp, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+pub(crate) fn set_nodelay(tcp: &TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
 /// A connection that knows whether its peer presented a verified client certificate.
 pub trait PeerIo {
     fn client_cert(&self) -> bool;
@@ -70,13 +121,6 @@ pub trait PeerIo {
 impl PeerIo for TcpStream {
     fn client_cert(&self) -> bool {
         false
-    }
-}
-
-impl PeerIo for tokio_rustls::server::TlsStream<TcpStream> {
-    fn client_cert(&self) -> bool {
-        let (_, session) = self.get_ref();
-        session.peer_certificates().is_some_and(|c| !c.is_empty())
     }
 }
 

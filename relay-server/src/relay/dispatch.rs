@@ -1,5 +1,5 @@
 //! Delivers queued events: the ones that arrived while no agent was connected, and the ones
-//! waiting for a retry.
+//! waiting for a retry; and replays, for the API.
 //!
 //! One drain task per channel, alive while an agent serves the channel and its queue is not
 //! empty. It delivers the due events one at a time in arrival order, each in its turn when
@@ -14,15 +14,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use protocol::{ChannelId, DeliveryId};
+use protocol::ChannelId;
 use tokio::sync::Notify;
 use tokio::time::Instant as Deadline;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use crate::AppState;
-use crate::delivery::{InFlight, Outgoing};
+use crate::agents::registry::AgentHandle;
 use crate::error::Error;
-use crate::store::{self, Attempt, AttemptKind, Event, EventStatus, Transition};
+use crate::relay::attempt::{InFlight, Outgoing};
+use crate::relay::record;
+use crate::store::{self, Attempt, AttemptKind, Event, EventStatus};
 
 /// Events fetched from the store per query.
 const BATCH: usize = 32;
@@ -154,7 +156,7 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             }
             let (attempt, agent_gone) =
                 attempt(&state, Arc::clone(&agent), &event, AttemptKind::Queued).await;
-            record_queued(&state, &channel, id, attempt, failures, agent_gone).await;
+            record::retryable(&state, &channel, id, attempt, failures, agent_gone).await;
             if agent_gone {
                 // Its session is ending; wait until it has left the registry rather than pick
                 // it again and record one failed attempt after another.
@@ -169,101 +171,30 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
 /// kind), and whether it failed because the agent went away (not the target's fault).
 async fn attempt(
     state: &AppState,
-    agent: Arc<crate::registry::AgentHandle>,
+    agent: Arc<AgentHandle>,
     event: &Event,
     kind: AttemptKind,
 ) -> (Attempt, bool) {
     let deadline = Deadline::now() + state.config.timeout;
-    let out = Outgoing::from_event(state, event, kind);
-    let mut inflight = InFlight::begin(agent, out.id);
-    let (mut attempt, gone) = match inflight.send(state, &out, deadline).await {
+    let out = Outgoing::stored(state, event, kind);
+    let mut inflight = InFlight::begin(agent, &out);
+    match inflight.send(state, out, deadline).await {
         Ok(()) => inflight.complete(state, deadline).await,
         Err(e) => {
             let gone = matches!(e, Error::AgentGone);
             (inflight.failed(&e), gone)
         }
-    };
-    attempt.kind = kind;
-    (attempt, gone)
+    }
 }
 
-/// Delivers a stored event now, for the replay API, and records the attempt. A replay that
-/// the target accepts marks the event delivered; one that fails leaves it as it was. Returns
-/// the attempt and the status it leaves the event in.
+/// Delivers a stored event now, for the replay API, and records the attempt (see
+/// [`record::replayed`]). Returns the attempt and the status it leaves the event in.
 pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventStatus), Error> {
     let channel = &event.summary.channel;
     let agent = state
         .registry
         .pick(channel)
         .ok_or_else(|| Error::NoAgent(channel.clone()))?;
-    let (mut attempt, _) = attempt(state, agent, event, AttemptKind::Replay).await;
-    let (then, status) = if attempt.status.is_some_and(store::accepted) {
-        (Transition::Delivered, EventStatus::Delivered)
-    } else {
-        (Transition::Keep, event.summary.status)
-    };
-    attempt.n = state
-        .store
-        .record(event.summary.id, attempt.clone(), then)
-        .await?
-        .n;
-    Ok((attempt, status))
-}
-
-/// Records an attempt at an event of `channel` that is ours to retry, and decides what comes
-/// next: the target accepted it (delivered), or it is retried on the schedule, or given up
-/// on. An attempt cut short by the agent going away is retried as soon as an agent is back,
-/// without counting against the schedule.
-pub async fn record_queued(
-    state: &AppState,
-    channel: &ChannelId,
-    id: DeliveryId,
-    attempt: Attempt,
-    failures: u32,
-    agent_gone: bool,
-) {
-    let now = store::now_ms();
-    let then = if attempt.status.is_some_and(store::accepted) {
-        Transition::Delivered
-    } else if agent_gone {
-        Transition::Retry { at: now, failures }
-    } else {
-        let failures = failures.saturating_add(1);
-        match state.config.retry.delay(failures, jitter()) {
-            Some(delay) => Transition::Retry {
-                at: now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-                failures,
-            },
-            None => Transition::Failed,
-        }
-    };
-    match then {
-        Transition::Failed => {
-            warn!(delivery_id = %id, failures, "delivery failed; no more retries");
-        }
-        Transition::Retry { at, failures } => info!(
-            delivery_id = %id,
-            failures,
-            retry_in_ms = at - now,
-            status = attempt.status,
-            error = attempt.error.as_deref(),
-            "delivery will be retried"
-        ),
-        Transition::Delivered | Transition::Keep => {}
-    }
-    if let Err(e) = state.store.record(id, attempt, then).await {
-        warn!(delivery_id = %id, error = %e, "attempt not recorded");
-    }
-    if matches!(then, Transition::Retry { .. }) {
-        state.dispatcher.kick(state, channel);
-    }
-}
-
-/// A random number in `[0, 1)` for retry jitter.
-fn jitter() -> f64 {
-    let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
-        return 0.5;
-    }
-    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+    let (attempt, _) = attempt(state, agent, event, AttemptKind::Replay).await;
+    record::replayed(state, event.summary.id, event.summary.status, attempt).await
 }

@@ -1,47 +1,34 @@
-//! Agent sessions on `GET /ws`: handshake, the reader loop, the writer task and heartbeats.
+//! Agent sessions on `GET /ws`: handshake, the reader loop and heartbeats.
 //!
-//! Each session is one task that owns the socket's read half; a writer task owns the write half
-//! and drains the agent's outbox, batching whatever is queued into one flush. When either ends,
-//! the other is cancelled and every delivery still waiting on the agent fails with 502.
+//! Each session is one task that reads the agent's inbox; a writer task drains its outbox (see
+//! [`super::wire`], which owns the socket and the frames on it). When either ends, the other
+//! is cancelled and every attempt still waiting on the agent fails with 502.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
-use futures_util::stream::SplitStream;
 use protocol::{
-    DecodeError, ErrorCode, ErrorFrame, Frame, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Welcome,
-    close,
+    DecodeError, ErrorCode, ErrorFrame, FromAgent, Hello, PROTOCOL_VERSION, ToAgent, Welcome, close,
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::AppState;
+use crate::agents::registry::{AgentHandle, AgentInfo, BodyEvent, Route};
+use crate::agents::wire::{self, Inbox, Outbox, Received, RecvError};
 use crate::auth::AgentGrant;
 use crate::error::Error;
-use crate::registry::{AgentHandle, AgentInfo, BodyEvent, Route};
-use crate::tls::Peer;
-use std::net::{IpAddr, SocketAddr};
+use crate::net::http::Peer;
 
-/// Frames queued for one agent before senders wait.
-const OUTBOX_CAPACITY: usize = 256;
-/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
-/// connection up front and dominates the memory of an idle agent.
-const READ_BUFFER: usize = 8 * 1024;
-/// Bytes tungstenite gathers before writing to the socket; the writer flushes each batch, so
-/// this lets a batch of frames leave in one write. The buffer only grows when used.
-const WRITE_BUFFER: usize = 64 * 1024;
 /// How long the reader waits for a slow sender to take a reply frame before abandoning that
 /// delivery, so one stalled sender cannot hold up the agent's other deliveries.
 const REPLY_STALL: Duration = Duration::from_secs(10);
 
-/// `GET /ws`: upgrades to an agent session. Message and frame sizes are capped at
-/// [`MAX_FRAME_LEN`] so an oversize message is refused before it is buffered.
+/// `GET /ws`: upgrades to an agent session, on a socket set up by [`wire::configure`].
 ///
 /// With `--client-ca`, a connection without a verified client certificate is refused with 403
 /// before anything else: the TLS layer lets such connections through for webhook senders.
@@ -66,21 +53,17 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    ws.max_message_size(MAX_FRAME_LEN)
-        .max_frame_size(MAX_FRAME_LEN)
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| {
-            let tracker = state.tracker.clone();
-            async move {
-                tracker
-                    .track_future(
-                        session(state, socket, peer.addr, client)
-                            .instrument(info_span!("agent", %peer)),
-                    )
-                    .await
-            }
-        })
+    wire::configure(ws).on_upgrade(move |socket| {
+        let tracker = state.tracker.clone();
+        async move {
+            tracker
+                .track_future(
+                    session(state, socket, peer.addr, client)
+                        .instrument(info_span!("agent", %peer)),
+                )
+                .await
+        }
+    })
 }
 
 /// Why a session ended, mapped to the close frame the agent receives in [`close_for`].
@@ -104,13 +87,24 @@ enum SessionEnd {
     Socket(axum::Error),
 }
 
+impl From<RecvError> for SessionEnd {
+    fn from(e: RecvError) -> Self {
+        match e {
+            RecvError::Closed => SessionEnd::PeerClosed,
+            RecvError::Socket(e) => SessionEnd::Socket(e),
+            RecvError::Text => SessionEnd::Protocol("text message"),
+            RecvError::Decode(e) => SessionEnd::Decode(e),
+        }
+    }
+}
+
 /// The close code and reason for each way a session ends; `None` when the socket is already
 /// gone.
 fn close_for(end: &SessionEnd) -> Option<(u16, String)> {
     match end {
-        // tungstenite refuses a message over `max_message_size` with a capacity error and
-        // leaves the close to us; other socket errors mean the connection is gone.
-        SessionEnd::Socket(e) if e.to_string().contains("Message too long") => {
+        // A message over the size limit leaves the close to us; other socket errors mean the
+        // connection is gone.
+        SessionEnd::Socket(e) if wire::message_too_long(e) => {
             Some((close::TOO_BIG, end.to_string()))
         }
         SessionEnd::PeerClosed | SessionEnd::Socket(_) => None,
@@ -139,14 +133,9 @@ fn close_for(end: &SessionEnd) -> Option<(u16, String)> {
 /// One agent's session; `client` is its address (behind a trusted proxy, the one it
 /// forwarded for), which wrong tokens count against.
 async fn session(state: AppState, socket: WebSocket, peer: SocketAddr, client: IpAddr) {
-    let (sink, mut stream) = socket.split();
-    let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let stop_writer = CancellationToken::new();
-    let writer = tokio::spawn(runtime::write_batched(sink, rx, stop_writer.clone(), |m| {
-        matches!(m, Message::Close(_))
-    }));
+    let (mut inbox, outbox, writer) = wire::split(socket);
 
-    let end = match handshake(&state, &mut stream, client).await {
+    let end = match handshake(&state, &mut inbox, client).await {
         Ok((hello, grant)) => {
             let info = AgentInfo {
                 peer,
@@ -159,7 +148,7 @@ async fn session(state: AppState, socket: WebSocket, peer: SocketAddr, client: I
                 outbox.clone(),
             ));
             let span = info_span!("session", agent_id = %agent.id(), channel = %agent.channel());
-            serve_agent(&state, &agent, hello, &grant, &outbox, &mut stream)
+            serve_agent(&state, &agent, hello, &grant, &outbox, &mut inbox)
                 .instrument(span)
                 .await
         }
@@ -171,64 +160,43 @@ async fn session(state: AppState, socket: WebSocket, peer: SocketAddr, client: I
         _ => warn!(reason = %end, "agent disconnected"),
     }
     if let SessionEnd::Refused(code, message) = &end {
-        let frame = Frame::Error(ErrorFrame {
+        outbox.try_send(&ToAgent::Error(ErrorFrame {
             code: *code,
             message: message.clone(),
-        });
-        if let Ok(bytes) = protocol::encode(&frame) {
-            let _ = outbox.try_send(Message::Binary(bytes.into()));
-        }
+        }));
     }
     if let Some((code, reason)) = close_for(&end) {
-        let _ = outbox.try_send(Message::Close(Some(CloseFrame {
-            code,
-            reason: truncate_reason(reason).into(),
-        })));
+        outbox.close(code, reason);
     }
     drop(outbox);
-    // The writer ends once it has flushed the close frame or the outbox closes; bound the wait
-    // so a peer that stopped reading cannot keep the task alive.
-    let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    stop_writer.cancel();
-}
-
-/// Close reasons are limited to 123 bytes by RFC 6455.
-fn truncate_reason(mut reason: String) -> String {
-    if reason.len() > 123 {
-        let mut cut = 123;
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        reason.truncate(cut);
-    }
-    reason
+    writer.finish().await;
 }
 
 /// Waits for the agent's `Hello` and checks its version, then whether it may hold the channel
 /// it asks for ([`crate::auth::agent_access`]).
 async fn handshake(
     state: &AppState,
-    stream: &mut SplitStream<WebSocket>,
+    inbox: &mut Inbox,
     client: IpAddr,
 ) -> Result<(Hello, AgentGrant), SessionEnd> {
+    const NOT_HELLO: SessionEnd = SessionEnd::Protocol("first frame must be hello");
     let timeout = state.config.handshake_timeout;
     let frame = loop {
-        let msg = tokio::select! {
-            msg = tokio::time::timeout(timeout, stream.next()) => {
-                msg.map_err(|_| SessionEnd::HandshakeTimeout(timeout))?
+        let received = tokio::select! {
+            received = tokio::time::timeout(timeout, inbox.recv()) => {
+                received.map_err(|_| SessionEnd::HandshakeTimeout(timeout))?
             }
             () = state.agents_shutdown.cancelled() => return Err(SessionEnd::Shutdown),
         };
-        match msg {
-            None | Some(Ok(Message::Close(_))) => return Err(SessionEnd::PeerClosed),
-            Some(Err(e)) => return Err(SessionEnd::Socket(e)),
-            Some(Ok(Message::Binary(bytes))) => break protocol::decode(&bytes)?,
-            Some(Ok(Message::Text(_))) => return Err(SessionEnd::Protocol("text message")),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        match received {
+            Ok(Received::Frame(frame)) => break frame,
+            Ok(Received::Heartbeat) => continue,
+            Err(RecvError::Decode(DecodeError::WrongDirection { .. })) => return Err(NOT_HELLO),
+            Err(e) => return Err(e.into()),
         }
     };
-    let Frame::Hello(hello) = frame else {
-        return Err(SessionEnd::Protocol("first frame must be hello"));
+    let FromAgent::Hello(hello) = frame else {
+        return Err(NOT_HELLO);
     };
     if hello.version != PROTOCOL_VERSION {
         let side = if hello.version < PROTOCOL_VERSION {
@@ -259,8 +227,8 @@ async fn serve_agent(
     agent: &Arc<AgentHandle>,
     hello: Hello,
     grant: &AgentGrant,
-    outbox: &mpsc::Sender<Message>,
-    stream: &mut SplitStream<WebSocket>,
+    outbox: &Outbox,
+    inbox: &mut Inbox,
 ) -> SessionEnd {
     // Checked before the welcome, so a refused agent is not told it is connected; `add`
     // checks again, atomically, for agents racing in.
@@ -269,7 +237,7 @@ async fn serve_agent(
     if n >= max_agents {
         return too_many_agents(agent, n);
     }
-    let welcome = Frame::Welcome(Welcome {
+    let welcome = ToAgent::Welcome(Welcome {
         version: PROTOCOL_VERSION,
         channel: agent.channel().to_string(),
         public_url: format!("{}/h/{}", state.public_url, agent.channel()),
@@ -296,7 +264,7 @@ async fn serve_agent(
     }
     info!(client = %hello.client, registered = matches!(grant, AgentGrant::Registered(_)), "agent connected");
     state.dispatcher.kick(state, agent.channel());
-    let end = read_loop(state, agent, outbox, stream).await;
+    let end = read_loop(state, agent, outbox, inbox).await;
     state.registry.remove(agent);
     let abandoned = agent.in_flight();
     agent.close();
@@ -319,21 +287,22 @@ fn too_many_agents(agent: &AgentHandle, n: usize) -> SessionEnd {
 async fn read_loop(
     state: &AppState,
     agent: &AgentHandle,
-    outbox: &mpsc::Sender<Message>,
-    stream: &mut SplitStream<WebSocket>,
+    outbox: &Outbox,
+    inbox: &mut Inbox,
 ) -> SessionEnd {
+    const UNEXPECTED: SessionEnd = SessionEnd::Protocol("unexpected frame type from agent");
     let peer_timeout = state.config.peer_timeout;
     let mut ping = tokio::time::interval(state.config.ping_interval);
     ping.tick().await;
     let mut last_seen = tokio::time::Instant::now();
     loop {
-        let msg = tokio::select! {
-            msg = stream.next() => msg,
+        let received = tokio::select! {
+            received = inbox.recv() => received,
             _ = ping.tick() => {
                 if last_seen.elapsed() >= peer_timeout {
                     return SessionEnd::PeerTimeout(peer_timeout);
                 }
-                let _ = outbox.try_send(Message::Ping(bytes::Bytes::new()));
+                outbox.ping();
                 continue;
             }
             () = state.agents_shutdown.cancelled() => return SessionEnd::Shutdown,
@@ -342,25 +311,20 @@ async fn read_loop(
             }
         };
         last_seen = tokio::time::Instant::now();
-        let bytes = match msg {
-            None | Some(Ok(Message::Close(_))) => return SessionEnd::PeerClosed,
-            Some(Err(e)) => return SessionEnd::Socket(e),
-            Some(Ok(Message::Binary(bytes))) => bytes,
-            Some(Ok(Message::Text(_))) => return SessionEnd::Protocol("text message"),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-        };
-        let frame = match protocol::decode(&bytes) {
-            Ok(frame) => frame,
-            Err(e) => return SessionEnd::Decode(e),
+        let frame = match received {
+            Ok(Received::Frame(frame)) => frame,
+            Ok(Received::Heartbeat) => continue,
+            Err(RecvError::Decode(DecodeError::WrongDirection { .. })) => return UNEXPECTED,
+            Err(e) => return e.into(),
         };
         match frame {
-            Frame::Response(head) => match agent.deliver_head(head) {
-                Route::Deliver(()) => {}
+            FromAgent::Response(head) => match agent.route_head(head) {
+                Route::Found(()) => {}
                 Route::Unknown => debug!("response for a finished delivery ignored"),
                 Route::OutOfOrder => return SessionEnd::Protocol("second response head"),
             },
-            Frame::Body(chunk) => match agent.body_sender(&chunk.id, chunk.fin) {
-                Route::Deliver(tx) => {
+            FromAgent::Body(chunk) => match agent.route_body(&chunk.id, chunk.fin) {
+                Route::Found(tx) => {
                     let id = chunk.id;
                     let event = BodyEvent::Chunk {
                         data: chunk.data,
@@ -381,16 +345,14 @@ async fn read_loop(
                 }
                 Route::OutOfOrder => return SessionEnd::Protocol("response body before its head"),
             },
-            Frame::Abort(abort) => {
+            FromAgent::Abort(abort) => {
                 debug!(delivery_id = %abort.id, reason = %abort.reason, "agent aborted delivery");
                 agent.abort(&abort.id, abort.reason);
             }
-            Frame::Error(e) => {
+            FromAgent::Error(e) => {
                 warn!(code = ?e.code, message = %e.message, "agent reported an error")
             }
-            Frame::Hello(_) | Frame::Welcome(_) | Frame::Request(_) => {
-                return SessionEnd::Protocol("unexpected frame type from agent");
-            }
+            FromAgent::Hello(_) => return UNEXPECTED,
         }
     }
 }

@@ -6,12 +6,14 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use protocol::ChannelId;
 
-use crate::channels::{self, ChannelRecord, Issued};
-use crate::config::{ChannelsCommand, Config, StoreConfig, derive_public_url};
-use crate::store;
+use crate::channel::ChannelRecord;
+use crate::channels::{self, Issued};
+use crate::config::args::ChannelsCommand;
+use crate::config::{Config, derive_public_url};
+use crate::store::{self, StoreConfig};
 
 /// Runs one `channels` subcommand, printing to `out`.
-pub async fn channels(
+pub async fn run(
     command: ChannelsCommand,
     config: &Config,
     out: &mut impl Write,

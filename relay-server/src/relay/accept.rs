@@ -1,0 +1,192 @@
+//! Letting a webhook in: the checks that come before its body is read ([`admit`]), then, with
+//! the body, its signature, the store, and the choice of agents ([`accept`]): live now, or
+//! queued for the dispatcher. Stored first: the target never sees a webhook the store does not
+//! have.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use protocol::{ChannelId, DeliveryId, Headers};
+use tokio::sync::SemaphorePermit;
+use tokio::time::Instant as Deadline;
+
+use crate::AppState;
+use crate::agents::registry::AgentHandle;
+use crate::channel::{ChannelRecord, ChannelSettings, Mode};
+use crate::error::Error;
+use crate::relay::Answer;
+use crate::relay::attempt::Outgoing;
+use crate::relay::{live, record};
+use crate::store::{self, EventStatus, NewEvent};
+
+/// Deliveries one agent may have in flight; past this new webhooks are queued rather than the
+/// server piling work on an agent that cannot keep up.
+const MAX_IN_FLIGHT_PER_AGENT: usize = 1024;
+
+/// Where a webhook comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Source {
+    /// The connection's peer.
+    pub peer: Option<SocketAddr>,
+    /// The sender: the peer, or the client behind a trusted proxy.
+    pub client: Option<IpAddr>,
+}
+
+/// A webhook let in, its body still to come. It holds one of `--max-in-flight` slots until
+/// [`accept`] has the sender's answer.
+#[derive(Debug)]
+pub struct Admitted<'a> {
+    slot: SemaphorePermit<'a>,
+    channel: &'a ChannelId,
+    registered: Option<Arc<ChannelRecord>>,
+    source: Source,
+    started: Deadline,
+    /// When the sender's body must have arrived, and the target's answer after it.
+    pub deadline: Deadline,
+}
+
+/// The checks a webhook for `channel` (`registered`, or `None` in open mode) from `source`
+/// passes before its body is read: a free slot, a channel it may use, an allowed source, room
+/// on disk, and, when nobody vouches for it, its source's rate. The delivery's time starts now.
+pub fn admit<'a>(
+    state: &'a AppState,
+    channel: &'a ChannelId,
+    registered: Option<Arc<ChannelRecord>>,
+    source: Source,
+) -> Result<Admitted<'a>, Error> {
+    let slot = state.ingress_slots.try_acquire().map_err(|_| Error::Busy)?;
+    if registered.is_none() && !state.open {
+        return Err(Error::UnknownChannel(channel.clone()));
+    }
+    if let Some(allowed) = (registered.as_ref())
+        .map(|r| &r.settings.allow_from)
+        .filter(|nets| !nets.is_empty())
+    {
+        let client = source.client;
+        if !client.is_some_and(|ip| allowed.iter().any(|net| net.contains(&ip))) {
+            let ip = client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+            return Err(Error::SourceNotAllowed(ip));
+        }
+    }
+    if let Some(free) = state.disk.low() {
+        return Err(Error::DiskLow(free));
+    }
+    if registered.is_none() {
+        // Open mode: the name is the only secret, so one address may not flood the server
+        // with channels of its own (on a public relay; see `limits::SourceLimits`).
+        limit_source(state, source.client, "open channel")?;
+    }
+    let started = Deadline::now();
+    Ok(Admitted {
+        slot,
+        channel,
+        registered,
+        source,
+        started,
+        deadline: started + state.config.timeout,
+    })
+}
+
+/// A webhook as its sender sent it: the request's method, the path after `/h/{channel}`
+/// (still percent-encoded), the query, every header in order, and the whole body.
+#[derive(Debug)]
+pub struct Webhook {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: Headers,
+    pub body: Bytes,
+}
+
+/// Takes in the admitted webhook `id`: checks its signature, stores it, and delivers it live
+/// when an agent can take it now, or leaves it queued for the dispatcher.
+pub async fn accept(
+    state: &AppState,
+    admitted: Admitted<'_>,
+    id: DeliveryId,
+    webhook: Webhook,
+) -> Result<Answer, Error> {
+    let Admitted {
+        slot: _slot,
+        channel,
+        registered,
+        source,
+        started,
+        deadline,
+    } = admitted;
+    let settings = registered.as_ref().map(|r| &r.settings);
+    let mut event = NewEvent {
+        id,
+        channel: channel.clone(),
+        received_at: store::now_ms(),
+        // The sender: the connection's peer, or the client behind a trusted proxy.
+        source: match (source.peer, source.client) {
+            (Some(peer), Some(client)) if client != peer.ip() => Some(client.to_string()),
+            (peer, _) => peer.map(|p| p.to_string()),
+        },
+        method: webhook.method,
+        path: webhook.path,
+        query: webhook.query,
+        headers: webhook.headers,
+        body: webhook.body,
+        status: EventStatus::Queued,
+    };
+    if let Some(verify) = settings.and_then(|s| s.verify.as_ref()) {
+        let now = event.received_at.div_euclid(1000);
+        if let Err(e) = verify.check(&event.headers, &event.body, now) {
+            limit_source(state, source.client, "signature failed")?;
+            record::rejected(state, event, &e).await?;
+            return Err(Error::Signature(e));
+        }
+    }
+    let agents = choose(state, channel, settings);
+    if agents.is_empty() {
+        state.store.insert(event).await?;
+        if state.paces.is_paced(settings.and_then(|s| s.rate_limit)) {
+            state.paces.queued(channel);
+        }
+        state.dispatcher.kick(state, channel);
+        let offline =
+            state.config.offline_status == 503 && state.registry.agent_count(channel) == 0;
+        return Ok(Answer::Queued { offline });
+    }
+    event.status = EventStatus::Delivering;
+    let out = Outgoing::live(state, &event, source.peer);
+    state.store.insert(event).await?;
+    match <[_; 1]>::try_from(agents) {
+        Ok([agent]) => live::single(state, channel, agent, out, started, deadline).await,
+        Err(agents) => live::fanout(state, agents, out, deadline).await,
+    }
+}
+
+/// The agents to deliver to now: by the channel's mode, one (round robin) or all, leaving out
+/// those with [`MAX_IN_FLIGHT_PER_AGENT`] deliveries; none when the channel's pace says this
+/// one must wait its turn in the queue.
+fn choose(
+    state: &AppState,
+    channel: &ChannelId,
+    settings: Option<&ChannelSettings>,
+) -> Vec<Arc<AgentHandle>> {
+    if !state
+        .paces
+        .admit(channel, settings.and_then(|s| s.rate_limit))
+    {
+        return Vec::new();
+    }
+    let mut agents: Vec<Arc<AgentHandle>> = match settings.map_or(Mode::Balance, |s| s.mode) {
+        Mode::Balance => state.registry.pick(channel).into_iter().collect(),
+        Mode::Fanout => state.registry.agents(channel),
+    };
+    agents.retain(|agent| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT);
+    agents
+}
+
+/// Counts an untrusted webhook (`what`) against its source's limit, which only a public relay
+/// has.
+fn limit_source(state: &AppState, client: Option<IpAddr>, what: &'static str) -> Result<(), Error> {
+    state.source_limits.check(client).map_err(|wait| {
+        let ip = client.unwrap_or(Ipv4Addr::UNSPECIFIED.into());
+        Error::SourceRateLimited { ip, what, wait }
+    })
+}
