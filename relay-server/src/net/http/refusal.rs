@@ -28,6 +28,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
+use protocol::api::ErrorBody;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// hyper's fixed limit on a request URI (`MAX_URI_LEN` in its h1 parser).
@@ -95,7 +96,8 @@ impl Limits {
     /// The whole answer for `refusal`, as bytes on the wire; the connection closes after it,
     /// as it does after hyper's.
     fn answer(self, refusal: Refusal) -> Bytes {
-        let body = serde_json::json!({ "error": self.message(refusal) }).to_string();
+        let body = serde_json::to_string(&ErrorBody::new(self.message(refusal)))
+            .unwrap_or_else(|_| r#"{"error":"refused"}"#.to_owned());
         let status = refusal.status();
         let head = format!(
             "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
