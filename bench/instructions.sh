@@ -25,6 +25,7 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 export RUST_LOG=${RUST_LOG:-warn}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 WORK=$(mktemp -d)
 PIDS=()
@@ -66,16 +67,7 @@ free_port() {
 
 command -v curl >/dev/null || die "curl is required"
 command -v python3 >/dev/null || die "python3 is required (to find free ports)"
-if ! command -v valgrind >/dev/null; then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "installing valgrind with apt-get..." >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null ||
-            { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; } ||
-            die "apt-get could not install valgrind"
-    else
-        die "valgrind is required (Debian/Ubuntu: sudo apt-get install valgrind)"
-    fi
-fi
+need_tool valgrind
 
 if [[ $SKIP_BUILD != 1 ]]; then
     echo "building release binaries..." >&2

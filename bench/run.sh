@@ -31,6 +31,7 @@ NO_BORE=${NO_BORE:-0}
 export RUST_LOG=${RUST_LOG:-warn}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/lib.sh"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 LUA=$ROOT/bench/post1k.lua
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hookrelay-bench.XXXXXX")
@@ -117,16 +118,7 @@ hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 
 command -v curl >/dev/null || die "curl is required"
 command -v ss >/dev/null || die "ss (iproute2) is required"
-if ! command -v wrk >/dev/null; then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-        echo "installing wrk with apt-get..." >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null ||
-            { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } ||
-            die "apt-get could not install wrk"
-    else
-        die "wrk is required: install it (Debian/Ubuntu: sudo apt-get install wrk) and run again"
-    fi
-fi
+need_tool wrk
 
 # Each idle agent is one descriptor on the server and one in idle-agents.
 hard=$(ulimit -Hn)
