@@ -50,23 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds.
-wait_until() {
-    local limit=$1 what=$2
-    shift 2
-    local deadline=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        ((SECONDS < deadline)) || die "timed out after ${limit}s waiting for $what"
-        sleep 0.1
-    done
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 command -v curl >/dev/null || die "curl is required"
-command -v python3 >/dev/null || die "python3 is required (to find free ports)"
 need_tool valgrind
 
 if [[ $SKIP_BUILD != 1 ]]; then

@@ -14,3 +14,33 @@ need_tool() {
         die "$tool is required: install it (Debian/Ubuntu: sudo apt-get install $package) and run again"
     fi
 }
+
+now_ms() { date +%s%3N; }
+
+# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 50 ms until it succeeds;
+# fails the run after SECONDS.
+wait_until() {
+    local limit=$1 what=$2
+    shift 2
+    local deadline=$(($(now_ms) + limit * 1000))
+    until "$@" >/dev/null; do
+        (($(now_ms) < deadline)) || die "timed out after ${limit}s waiting for $what (logs: KEEP_WORK=1)"
+        sleep 0.05
+    done
+}
+
+# free_port: a TCP port on 127.0.0.1 that nothing listens on now.
+free_port() {
+    if command -v python3 >/dev/null; then
+        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    else
+        local p
+        while :; do
+            p=$((20000 + RANDOM % 12000))
+            port_free "$p" && echo "$p" && return
+        done
+    fi
+}
+
+port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+port_listening() { ! port_free "$1"; }

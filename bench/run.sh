@@ -76,36 +76,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-now_ms() { date +%s%3N; }
-
-# wait_until SECONDS DESCRIPTION COMMAND...: polls COMMAND every 50 ms until it succeeds;
-# fails the run after SECONDS.
-wait_until() {
-    local limit=$1 what=$2
-    shift 2
-    local deadline=$(($(now_ms) + limit * 1000))
-    until "$@" >/dev/null; do
-        (($(now_ms) < deadline)) || die "timed out after ${limit}s waiting for $what (logs: KEEP_WORK=1)"
-        sleep 0.05
-    done
-}
-
 alive() { kill -0 "$1" 2>/dev/null || die "$2 exited early; its log: $(tail -5 "$3" 2>/dev/null)"; }
 
-free_port() {
-    if command -v python3 >/dev/null; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-    else
-        local p
-        while :; do
-            p=$((20000 + RANDOM % 12000))
-            port_free "$p" && echo "$p" && return
-        done
-    fi
-}
-
-port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
-port_listening() { ! port_free "$1"; }
 
 # CPU time (user + system) of a process so far, in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
