@@ -154,8 +154,9 @@ pub fn backoff(config: &AgentConfig, attempt: u32) -> Duration {
 
 /// Bytes tungstenite reads from the socket at a time. It zero-fills that much of its buffer
 /// before every read, so its default (128 KiB) cost the agent more instructions per webhook
-/// than everything else it does together; the server reads 8 KiB at a time for the same reason.
-/// A 64 KiB body chunk then takes a few reads, each a cheap one.
+/// than everything else it does together (bench/instructions.sh). A 64 KiB body chunk now
+/// takes a few reads, each a cheap one. (The server reads 8 KiB at a time, chosen to keep an
+/// idle agent's memory small.)
 const READ_BUFFER: usize = 16 * 1024;
 
 /// Opens the WebSocket and exchanges hello/welcome.
