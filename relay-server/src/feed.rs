@@ -106,6 +106,32 @@ impl Observed {
     pub fn new(inner: Arc<dyn Store>, feed: Arc<Feed>) -> Self {
         Self { inner, feed }
     }
+
+    /// Records through the inner store (lazily or not) and tells the feed's watchers.
+    async fn publish_attempt(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+        lazily: bool,
+    ) -> Result<Recorded, StoreError> {
+        let summary = (self.feed.tx.receiver_count() > 0).then(|| AttemptSummary::from(&attempt));
+        let recorded = if lazily {
+            self.inner.record_lazily(id, attempt, then).await?
+        } else {
+            self.inner.record(id, attempt, then).await?
+        };
+        if let Some(mut attempt) = summary {
+            attempt.n = recorded.n;
+            self.feed.publish(|| Change::Attempted {
+                channel: recorded.channel.clone(),
+                id,
+                status: recorded.status,
+                attempt,
+            });
+        }
+        Ok(recorded)
+    }
 }
 
 #[async_trait::async_trait]
@@ -138,18 +164,16 @@ impl Store for Observed {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        let summary = (self.feed.tx.receiver_count() > 0).then(|| AttemptSummary::from(&attempt));
-        let recorded = self.inner.record(id, attempt, then).await?;
-        if let Some(mut attempt) = summary {
-            attempt.n = recorded.n;
-            self.feed.publish(|| Change::Attempted {
-                channel: recorded.channel.clone(),
-                id,
-                status: recorded.status,
-                attempt,
-            });
-        }
-        Ok(recorded)
+        self.publish_attempt(id, attempt, then, false).await
+    }
+
+    async fn record_lazily(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    ) -> Result<Recorded, StoreError> {
+        self.publish_attempt(id, attempt, then, true).await
     }
 
     async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {

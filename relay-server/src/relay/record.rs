@@ -78,19 +78,26 @@ pub fn spawn(state: &AppState, id: DeliveryId, attempt: Attempt, role: Role) {
     let store = Arc::clone(&state.store);
     state
         .tracker
-        .spawn(async move { save(store.as_ref(), id, attempt, then).await });
+        .spawn(async move { save(store.as_ref(), id, attempt, then, true).await });
 }
 
 /// Records an attempt whose sender has (or is getting) its answer, from a task of its own.
 /// `role` is [`Role::Answered`] or [`Role::Copy`].
 pub async fn write(state: &AppState, id: DeliveryId, attempt: Attempt, role: Role) {
     let then = role.transition(attempt.status, &state.config.retry);
-    save(state.store.as_ref(), id, attempt, then).await;
+    save(state.store.as_ref(), id, attempt, then, true).await;
 }
 
 /// Writes `attempt` and its transition; a failure is logged, since nobody waits to be told.
-async fn save(store: &dyn Store, id: DeliveryId, attempt: Attempt, then: Transition) {
-    if let Err(e) = store.record(id, attempt, then).await {
+/// `lazily` when the sender has its answer, so the store may let the record share a later
+/// write's commit ([`Store::record_lazily`]).
+async fn save(store: &dyn Store, id: DeliveryId, attempt: Attempt, then: Transition, lazily: bool) {
+    let result = if lazily {
+        store.record_lazily(id, attempt, then).await
+    } else {
+        store.record(id, attempt, then).await
+    };
+    if let Err(e) = result {
         warn!(delivery_id = %id, error = %e, "attempt not recorded");
     }
 }
@@ -128,7 +135,7 @@ pub async fn retryable(
         ),
         Transition::Delivered | Transition::Keep => {}
     }
-    save(state.store.as_ref(), id, attempt, then).await;
+    save(state.store.as_ref(), id, attempt, then, false).await;
     if matches!(then, Transition::Retry { .. }) {
         state.dispatcher.kick(state, channel);
     }

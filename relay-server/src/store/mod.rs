@@ -415,6 +415,20 @@ pub trait Store: Send + Sync + fmt::Debug {
         then: Transition,
     ) -> Result<Recorded, StoreError>;
 
+    /// [`Store::record`] for an attempt whose record nobody waits on: a live attempt whose
+    /// sender has its answer. Such a record guards nothing (lost in a crash, it leaves the
+    /// event `delivering`, which the next start delivers again: at least once), so a durable
+    /// backend may hold it back to share a later write's commit rather than pay one of its own.
+    /// It is applied in order with every other write all the same.
+    async fn record_lazily(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    ) -> Result<Recorded, StoreError> {
+        self.record(id, attempt, then).await
+    }
+
     /// Marks a queued event `delivering` while the dispatcher attempts it, so the history
     /// shows it (a crash leaves it to the recovery at open). Its `next_attempt_at` stays until
     /// [`Store::record`] sets the outcome. Does nothing to an event in another status.

@@ -116,11 +116,16 @@ impl SqliteStore {
             .map_err(open_error(dir, "configure reader"))?;
         let (writer, queue) = mpsc::channel(WRITE_QUEUE);
         let stats = Arc::new(Counters::default());
+        // The writer's own clock, for how long it holds lazy writes.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(open_error(dir, "start writer thread"))?;
         let thread = std::thread::Builder::new()
             .name("hookrelay-store".to_owned())
             .spawn({
                 let stats = Arc::clone(&stats);
-                move || run_writer(conn, queue, &stats, ledger)
+                move || run_writer(&runtime, conn, queue, &stats, ledger)
             })
             .map_err(open_error(dir, "start writer thread"))?;
         info!(dir = %dir.display(), fsync, "event store open");
@@ -142,10 +147,16 @@ impl SqliteStore {
     }
 
     async fn write(&self, op: Op) -> Result<Reply, StoreError> {
+        self.send(op, false).await
+    }
+
+    /// Queues `op` for the writer thread and waits for its answer; `lazy`: see
+    /// [`Request::lazy`].
+    async fn send(&self, op: Op, lazy: bool) -> Result<Reply, StoreError> {
         let writer = self.writer.as_ref().ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
         writer
-            .send(Request { op, reply })
+            .send(Request { op, lazy, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -165,6 +176,14 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+}
+
+/// What a record's write answered.
+fn recorded(reply: Reply) -> Result<Recorded, StoreError> {
+    match reply {
+        Reply::Recorded(recorded) => Ok(recorded),
+        Reply::Count(_) => Err(StoreError::Backend("record answered a count".to_owned())),
     }
 }
 
@@ -205,10 +224,16 @@ impl Store for SqliteStore {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        match self.write(Op::Record { id, attempt, then }).await? {
-            Reply::Recorded(recorded) => Ok(recorded),
-            Reply::Count(_) => Err(StoreError::Backend("record answered a count".to_owned())),
-        }
+        recorded(self.write(Op::Record { id, attempt, then }).await?)
+    }
+
+    async fn record_lazily(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    ) -> Result<Recorded, StoreError> {
+        recorded(self.send(Op::Record { id, attempt, then }, true).await?)
     }
 
     async fn due(

@@ -210,6 +210,7 @@ fn a_failing_write_does_not_fail_its_batch() {
         .into_iter()
         .map(|op| Request {
             op,
+            lazy: false,
             reply: oneshot::channel().0,
         })
         .collect();

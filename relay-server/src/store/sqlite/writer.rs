@@ -2,10 +2,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use protocol::{ChannelId, DeliveryId};
 use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, timeout_at};
 use tracing::{debug, error};
 
 use super::rows::db_error;
@@ -29,6 +31,9 @@ pub(super) struct Counters {
 /// One write and where its answer goes.
 pub(super) struct Request {
     pub(super) op: Op,
+    /// Nobody waits for it to be durable soon: it may wait for a later write to commit with
+    /// (see [`LAZY_WAIT`]).
+    pub(super) lazy: bool,
     pub(super) reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
@@ -121,58 +126,149 @@ impl Ledger {
     }
 }
 
+/// How long a write that nobody waits on ([`Request::lazy`]) is held for another write to
+/// commit with. Under load the next webhook's insert comes much sooner, so a lazy write costs no
+/// commit (and no fsync) of its own; on an idle relay it is committed this long after.
+pub(super) const LAZY_WAIT: Duration = Duration::from_millis(50);
+
 /// The writer thread: takes the first write, then whatever else is already waiting (up to
-/// [`MAX_BATCH`]), commits them as one transaction and answers each. Ends when every
-/// [`super::SqliteStore`] sender is gone and the queue is empty.
+/// [`MAX_BATCH`]), commits them as one transaction and answers each. Lazy writes alone do not
+/// start a commit: they wait up to [`LAZY_WAIT`] for a write that someone waits on. Ends when
+/// every [`super::SqliteStore`] sender is gone and the queue is empty.
 pub(super) fn run_writer(
+    runtime: &tokio::runtime::Runtime,
     mut conn: Connection,
     mut queue: mpsc::Receiver<Request>,
     stats: &Counters,
     mut ledger: Ledger,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
+    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+    let mut due = Instant::now();
+    runtime.block_on(async {
+        loop {
+            let next = if batch.is_empty() {
+                queue.recv().await
+            } else {
+                match timeout_at(due, queue.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        commit(&mut conn, &mut batch, stats, &mut ledger);
+                        continue;
+                    }
+                }
+            };
+            let Some(first) = next else { break };
+            if batch.is_empty() {
+                due = Instant::now() + LAZY_WAIT;
+            }
+            let mut eager = !first.lazy;
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(request) => {
+                        eager |= !request.lazy;
+                        batch.push(request);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if eager || batch.len() >= MAX_BATCH {
+                commit(&mut conn, &mut batch, stats, &mut ledger);
             }
         }
-        let results = commit_batch(&mut conn, &batch, &mut ledger);
-        stats.commits.fetch_add(1, Ordering::Relaxed);
-        stats
-            .writes
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        match results {
-            Ok(results) => {
-                for (request, result) in batch.drain(..).zip(results) {
-                    // The caller may have stopped waiting; its write happened all the same.
-                    let _ = request.reply.send(result);
-                }
-            }
-            Err(e) => {
-                error!(error = %e, writes = batch.len(), "event store commit failed");
-                // Counts may include writes that were rolled back.
-                match Ledger::load(&conn, ledger.quota) {
-                    Ok(counted) => ledger = counted,
-                    Err(e) => error!(error = %e, "cannot count the channels' events again"),
-                }
-                let message = e.to_string();
-                for request in batch.drain(..) {
-                    let _ = request
-                        .reply
-                        .send(Err(StoreError::Backend(message.clone())));
-                }
-            }
-        }
+    });
+    if !batch.is_empty() {
+        commit(&mut conn, &mut batch, stats, &mut ledger);
     }
     debug!("event store writer stopped");
 }
 
-/// Runs `batch` in one transaction, each write inside a savepoint so that a failing one is
-/// undone alone and the others still commit. `Err` when the transaction as a whole failed.
+/// Commits `batch` and answers each of its writes, leaving it empty.
+fn commit(conn: &mut Connection, batch: &mut Vec<Request>, stats: &Counters, ledger: &mut Ledger) {
+    let results = commit_batch(conn, batch, ledger);
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    stats
+        .writes
+        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    match results {
+        Ok(results) => {
+            for (request, result) in batch.drain(..).zip(results) {
+                // The caller may have stopped waiting; its write happened all the same.
+                let _ = request.reply.send(result);
+            }
+        }
+        Err(e) => {
+            error!(error = %e, writes = batch.len(), "event store commit failed");
+            // Counts may include writes that were rolled back.
+            reload(conn, ledger);
+            let message = e.to_string();
+            for request in batch.drain(..) {
+                let _ = request
+                    .reply
+                    .send(Err(StoreError::Backend(message.clone())));
+            }
+        }
+    }
+}
+
+/// Counts the channels' events again, after writes the ledger counted were rolled back.
+fn reload(conn: &Connection, ledger: &mut Ledger) {
+    match Ledger::load(conn, ledger.quota) {
+        Ok(counted) => *ledger = counted,
+        Err(e) => error!(error = %e, "cannot count the channels' events again"),
+    }
+}
+
+/// Runs `batch` in one transaction. `Err` when the transaction as a whole failed.
+///
+/// Each write runs bare first: a write that fails only after its checks, before it changes
+/// anything (see [`clean`]), leaves nothing to undo. A write that fails part way (a statement
+/// error) rolls the transaction back, and the batch runs again with a savepoint around each
+/// write, so that the failing one is undone alone and the others still commit. Savepoints cost
+/// every write a statement journal, which the bare run saves.
 pub(super) fn commit_batch(
+    conn: &mut Connection,
+    batch: &[Request],
+    ledger: &mut Ledger,
+) -> Result<Vec<Result<Reply, StoreError>>, StoreError> {
+    let exec = |conn: &Connection, sql: &str| conn.prepare_cached(sql)?.execute([]).map(drop);
+    exec(conn, "BEGIN IMMEDIATE").map_err(db_error)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for request in batch {
+        match apply(conn, &request.op, ledger) {
+            Err(e) if !clean(&e) => {
+                if !conn.is_autocommit() {
+                    exec(conn, "ROLLBACK").map_err(db_error)?;
+                }
+                reload(conn, ledger);
+                return commit_each_in_savepoint(conn, batch, ledger);
+            }
+            result => results.push(result),
+        }
+    }
+    if let Err(e) = exec(conn, "COMMIT") {
+        if !conn.is_autocommit() {
+            let _ = exec(conn, "ROLLBACK");
+        }
+        return Err(db_error(e));
+    }
+    Ok(results)
+}
+
+/// Whether a write that failed with `error` failed before changing anything: its checks
+/// (the quota, the event or channel it names) come before its first change.
+fn clean(error: &StoreError) -> bool {
+    matches!(
+        error,
+        StoreError::Full { .. }
+            | StoreError::UnknownEvent(_)
+            | StoreError::ChannelExists(_)
+            | StoreError::UnknownChannel(_)
+    )
+}
+
+/// [`commit_batch`]'s second run: each write inside a savepoint.
+fn commit_each_in_savepoint(
     conn: &mut Connection,
     batch: &[Request],
     ledger: &mut Ledger,
@@ -349,6 +445,9 @@ fn insert_row(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Records an attempt: reads what the event is now (its row number, status, count and size),
+/// then changes it by row number and adds the attempt. Everything that can refuse comes
+/// before the first change (see [`clean`]).
 fn record(
     conn: &Connection,
     id: DeliveryId,
@@ -356,47 +455,56 @@ fn record(
     then: Transition,
     ledger: &mut Ledger,
 ) -> Result<Recorded, StoreError> {
-    let (was, size): (String, i64) = conn
-        .prepare_cached("SELECT status, length(body) + length(headers) FROM events WHERE id = ?1")
-        .and_then(|mut stmt| {
-            stmt.query_row([id.to_string()], |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
-        })
-        .map_err(db_error)?
-        .ok_or(StoreError::UnknownEvent(id))?;
-    // (new status, whether next_attempt_at changes, its new value, new failure count)
-    let (status, set_next, next, failures) = match then {
-        Transition::Delivered => (Some(EventStatus::Delivered), true, None, None),
-        Transition::Failed => (Some(EventStatus::Failed), true, None, None),
-        Transition::Retry { at, failures } => {
-            (Some(EventStatus::Queued), true, Some(at), Some(failures))
-        }
-        Transition::Keep => (None, false, None, None),
-    };
-    let sql = "UPDATE events SET attempts = attempts + 1,
-                   response_status = coalesce(?2, response_status),
-                   status = coalesce(?3, status),
-                   next_attempt_at = CASE WHEN ?4 THEN ?5 ELSE next_attempt_at END,
-                   failures = coalesce(?6, failures)
-               WHERE id = ?1 RETURNING seq, attempts, channel, status";
-    let params = params![
-        id.to_string(),
-        attempt.status,
-        status.map(EventStatus::as_str),
-        set_next,
-        next,
-        failures,
-    ];
-    let (seq, n, channel, status): (i64, i64, String, String) = conn
+    let sql = "SELECT seq, status, attempts, channel, length(body) + length(headers)
+               FROM events WHERE id = ?1";
+    let (seq, was, attempts, channel, size): (i64, String, i64, String, i64) = conn
         .prepare_cached(sql)
         .and_then(|mut stmt| {
-            stmt.query_row(params, |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            stmt.query_row([id.to_string()], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                ))
             })
             .optional()
         })
         .map_err(db_error)?
         .ok_or(StoreError::UnknownEvent(id))?;
+    let corrupt = |what: String| StoreError::Corrupt(what);
+    let was =
+        EventStatus::parse(&was).ok_or_else(|| corrupt(format!("unknown event status {was:?}")))?;
+    let channel = ChannelId::parse(&channel)
+        .map_err(|_| corrupt(format!("channel name {channel:?} is not valid")))?;
+    // (new status, whether next_attempt_at changes, its new value, new failure count)
+    let (status, set_next, next, failures) = match then {
+        Transition::Delivered => (EventStatus::Delivered, true, None, None),
+        Transition::Failed => (EventStatus::Failed, true, None, None),
+        Transition::Retry { at, failures } => (EventStatus::Queued, true, Some(at), Some(failures)),
+        Transition::Keep => (was, false, None, None),
+    };
+    let n = attempts.saturating_add(1);
+    let sql = "UPDATE events SET attempts = ?2,
+                   response_status = coalesce(?3, response_status),
+                   status = ?4,
+                   next_attempt_at = CASE WHEN ?5 THEN ?6 ELSE next_attempt_at END,
+                   failures = coalesce(?7, failures)
+               WHERE seq = ?1";
+    conn.prepare_cached(sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                seq,
+                n,
+                attempt.status,
+                status.as_str(),
+                set_next,
+                next,
+                failures,
+            ])
+        })
+        .map_err(db_error)?;
     let body = &attempt.body[..attempt.body.len().min(MAX_RECORDED_BODY)];
     let sql = "INSERT INTO attempts (event_seq, n, kind, started_at, duration_ms, agent, status,
                                      headers, body, error)
@@ -417,19 +525,12 @@ fn record(
             ])
         })
         .map_err(db_error)?;
-    let corrupt = |what: String| StoreError::Corrupt(what);
-    let parse_status = |status: &str| {
-        EventStatus::parse(status)
-            .ok_or_else(|| corrupt(format!("unknown event status {status:?}")))
-    };
-    let (was, status) = (parse_status(&was)?, parse_status(&status)?);
     ledger
-        .usage(&channel)
+        .usage(channel.as_str())
         .moved(was, status, u64::try_from(size).unwrap_or(0));
     Ok(Recorded {
         n: u32::try_from(n).unwrap_or(u32::MAX),
-        channel: ChannelId::parse(&channel)
-            .map_err(|_| corrupt(format!("channel name {channel:?} is not valid")))?,
+        channel,
         status,
     })
 }
