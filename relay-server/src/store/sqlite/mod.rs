@@ -40,7 +40,7 @@ const WRITE_QUEUE: usize = 1024;
 macro_rules! summary_columns {
     () => {
         "id, received_at, method, path, query, status, attempts, failures, response_status, \
-         length(body), next_attempt_at"
+         body_len, next_attempt_at"
     };
 }
 /// [`summary_columns`] plus what [`event_from_row`] adds.
@@ -247,7 +247,8 @@ impl Store for SqliteStore {
             let sql = concat!(
                 "SELECT ",
                 event_columns!(),
-                " FROM events WHERE channel = ?1 AND status = 'queued' AND next_attempt_at <= ?2
+                " FROM events JOIN bodies USING (seq)
+                 WHERE channel = ?1 AND status = 'queued' AND next_attempt_at <= ?2
                  ORDER BY seq LIMIT ?3"
             );
             let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
@@ -325,7 +326,7 @@ impl Store for SqliteStore {
             let sql = concat!(
                 "SELECT ",
                 event_columns!(),
-                " FROM events WHERE channel = ?1 AND id = ?2"
+                " FROM events JOIN bodies USING (seq) WHERE channel = ?1 AND id = ?2"
             );
             let found = tx
                 .prepare_cached(sql)

@@ -74,6 +74,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 4: a channel's rejected events, oldest first, for the cap on them: partial, so only
     // rejected inserts pay for it.
     "CREATE INDEX events_rejected ON events (channel, seq) WHERE status = 'rejected';",
+    // 5: an event's headers and body move to a table of their own, written once: recording
+    // an attempt changes the event's row, and SQLite rewrites a row whole, so with the body in
+    // it every record copied the body again (a 25 MB webhook was written twice). `size` is
+    // what the quota counts (headers and body), `body_len` what the history shows.
+    "CREATE TABLE bodies (
+        seq INTEGER PRIMARY KEY REFERENCES events(seq) ON DELETE CASCADE,
+        headers BLOB NOT NULL,
+        body BLOB NOT NULL
+    );
+    INSERT INTO bodies (seq, headers, body) SELECT seq, headers, body FROM events;
+    ALTER TABLE events ADD COLUMN size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE events ADD COLUMN body_len INTEGER NOT NULL DEFAULT 0;
+    UPDATE events SET size = length(body) + length(headers), body_len = length(body);
+    ALTER TABLE events DROP COLUMN headers;
+    ALTER TABLE events DROP COLUMN body;",
 ];
 
 /// How long a connection waits for a lock held by another process (a backup tool, the

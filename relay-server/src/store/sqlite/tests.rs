@@ -140,6 +140,7 @@ async fn migrates_a_version_1_database() {
     assert_eq!(got.summary.method, "PUT");
     assert_eq!(got.headers, binary_headers());
     assert_eq!(&got.body[..], b"old");
+    assert_eq!(got.summary.body_len, 3, "the body's length moved with it");
     assert_eq!(store.due(&ch, 1_000, 10).await.expect("due").len(), 1);
     drop(store);
     let conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("reopen");
@@ -162,7 +163,7 @@ async fn corrupt_headers_are_reported_not_panicked_on() {
     let store = open(dir.path());
     store.insert(event).await.expect("insert");
     let conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("second connection");
-    conn.execute("UPDATE events SET headers = x'ffffff'", [])
+    conn.execute("UPDATE bodies SET headers = x'ffffff'", [])
         .expect("damage headers");
     let err = store.get(&ch, id).await.expect_err("corrupt");
     assert!(matches!(err, StoreError::Corrupt(_)), "{err:?}");

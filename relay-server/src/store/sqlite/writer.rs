@@ -86,7 +86,7 @@ impl Ledger {
     pub(super) fn load(conn: &Connection, quota: Quota) -> rusqlite::Result<Ledger> {
         let mut channels: HashMap<String, Usage> = HashMap::new();
         let mut stmt = conn.prepare(
-            "SELECT channel, status, count(*), sum(length(body) + length(headers))
+            "SELECT channel, status, count(*), sum(size)
              FROM events GROUP BY channel, status",
         )?;
         let mut rows = stmt.query([])?;
@@ -385,7 +385,7 @@ fn insert(conn: &Connection, event: &NewEvent, ledger: &mut Ledger) -> Result<()
             None => break,
         }
     }
-    insert_row(conn, event).map_err(db_error)?;
+    insert_row(conn, event, size).map_err(db_error)?;
     ledger.deleted(&deleted);
     ledger.usage(channel).add(event.status, size);
     Ok(())
@@ -393,11 +393,11 @@ fn insert(conn: &Connection, event: &NewEvent, ledger: &mut Ledger) -> Result<()
 
 const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq = (
         SELECT seq FROM events WHERE channel = ?1 AND status = 'rejected' ORDER BY seq LIMIT 1)
-    RETURNING channel, status, length(body) + length(headers)";
+    RETURNING channel, status, size";
 const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq = (
         SELECT seq FROM events WHERE channel = ?1 AND status IN ('delivered', 'failed', 'rejected')
         ORDER BY seq LIMIT 1)
-    RETURNING channel, status, length(body) + length(headers)";
+    RETURNING channel, status, size";
 
 /// Runs one of the `DELETE_OLDEST_*` statements: what it deleted, if anything.
 fn delete_oldest(
@@ -424,10 +424,11 @@ fn deleted_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EventStatus
     Ok((row.get(0)?, status, u64::try_from(size).unwrap_or(0)))
 }
 
-fn insert_row(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
+/// Writes `event`, of [`stored_size`] `size`: its row, then its headers and body.
+fn insert_row(conn: &Connection, event: &NewEvent, size: u64) -> rusqlite::Result<()> {
     let next_attempt_at = (event.status == EventStatus::Queued).then_some(event.received_at);
     let sql = "INSERT INTO events (id, channel, received_at, source, method, path, query,
-                                   headers, body, status, next_attempt_at)
+                                   status, next_attempt_at, size, body_len)
                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
     conn.prepare_cached(sql)?.execute(params![
         event.id.to_string(),
@@ -437,10 +438,16 @@ fn insert_row(conn: &Connection, event: &NewEvent) -> rusqlite::Result<()> {
         event.method,
         event.path,
         event.query,
-        encode_headers(&event.headers),
-        event.body.as_ref(),
         event.status.as_str(),
         next_attempt_at,
+        i64::try_from(size).unwrap_or(i64::MAX),
+        i64::try_from(event.body.len()).unwrap_or(i64::MAX),
+    ])?;
+    let sql = "INSERT INTO bodies (seq, headers, body) VALUES (?1, ?2, ?3)";
+    conn.prepare_cached(sql)?.execute(params![
+        conn.last_insert_rowid(),
+        encode_headers(&event.headers),
+        event.body.as_ref(),
     ])?;
     Ok(())
 }
@@ -455,8 +462,7 @@ fn record(
     then: Transition,
     ledger: &mut Ledger,
 ) -> Result<Recorded, StoreError> {
-    let sql = "SELECT seq, status, attempts, channel, length(body) + length(headers)
-               FROM events WHERE id = ?1";
+    let sql = "SELECT seq, status, attempts, channel, size FROM events WHERE id = ?1";
     let (seq, was, attempts, channel, size): (i64, String, i64, String, i64) = conn
         .prepare_cached(sql)
         .and_then(|mut stmt| {
@@ -552,7 +558,7 @@ fn prune(
             "DELETE FROM events WHERE seq < coalesce(
                 (SELECT seq FROM events WHERE received_at >= ?1 ORDER BY seq LIMIT 1),
                 (SELECT max(seq) + 1 FROM events))
-             RETURNING channel, status, length(body) + length(headers)",
+             RETURNING channel, status, size",
         )?
         .query_map([cutoff], deleted_row)?
         .collect::<Result<_, _>>()?;
@@ -564,7 +570,7 @@ fn prune(
         "SELECT seq FROM events WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2";
     let delete_sql = "DELETE FROM events WHERE channel = ?1 AND seq < ?2
                       AND status IN ('delivered', 'failed', 'rejected')
-                      RETURNING channel, status, length(body) + length(headers)";
+                      RETURNING channel, status, size";
     for channel in channels {
         // The oldest event the cap keeps; everything finished before it goes.
         let oldest_kept: Option<i64> = match cap.checked_sub(1) {
