@@ -27,6 +27,7 @@ use rows::{attempt_from_row, channel_from_row, db_error, event_from_row, summary
 use schema::{MIGRATIONS, connect, migrate, open_error, recover};
 use writer::{Counters, Ledger, Op, Reply, Request, run_writer};
 
+mod checkpoint;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -56,6 +57,8 @@ pub struct SqliteStore {
     dir: PathBuf,
     writer: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
+    /// Ends once the writer thread has (see [`checkpoint`]).
+    checkpointer: Option<JoinHandle<()>>,
     /// Behind a `std` mutex, only ever locked inside `spawn_blocking`, never across an await.
     reader: Arc<Mutex<Connection>>,
     stats: Arc<Counters>,
@@ -114,6 +117,7 @@ impl SqliteStore {
         reader
             .pragma_update(None, "query_only", true)
             .map_err(open_error(dir, "configure reader"))?;
+        let checkpointer = checkpoint::hand_over(dir, fsync, &mut conn)?;
         let (writer, queue) = mpsc::channel(WRITE_QUEUE);
         let stats = Arc::new(Counters::default());
         // The writer's own clock, for how long it holds lazy writes.
@@ -133,6 +137,7 @@ impl SqliteStore {
             dir: dir.to_owned(),
             writer: Some(writer),
             thread: Some(thread),
+            checkpointer: Some(checkpointer),
             reader: Arc::new(Mutex::new(reader)),
             stats,
         })
@@ -194,6 +199,11 @@ impl Drop for SqliteStore {
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
                 error!("event store writer thread panicked");
+            }
+        }
+        if let Some(thread) = self.checkpointer.take() {
+            if thread.join().is_err() {
+                error!("event store checkpoint thread panicked");
             }
         }
     }

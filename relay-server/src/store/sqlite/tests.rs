@@ -265,3 +265,30 @@ async fn quota_counts_are_read_back_at_open() {
         "the cap of one rejected event was counted across the reopen"
     );
 }
+
+#[tokio::test]
+async fn the_wal_is_checkpointed_into_the_database_while_the_store_is_open() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path(), false).expect("open store");
+    let ch = channel("checkpointed");
+    // 8 MiB of bodies: twice the WAL length that asks for a checkpoint.
+    for t in 0..128 {
+        let mut event = new_event(&ch, t, EventStatus::Queued);
+        event.body = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+        store.insert(event).await.expect("insert");
+    }
+    let db = dir.path().join("events.db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let size = std::fs::metadata(&db).expect("database file").len();
+        if size >= 4 * 1024 * 1024 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bodies stayed in the WAL: events.db is {size} bytes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.count(&ch, None).await.expect("count"), 128);
+}
