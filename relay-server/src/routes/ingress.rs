@@ -137,7 +137,7 @@ async fn handle(
     if declared.is_some_and(|len| len > max) {
         return Err(Error::BodyTooLarge(max));
     }
-    let body = read_body(body, max, admitted.deadline).await?;
+    let body = read_body(body, max, declared, admitted.deadline).await?;
     state.metrics.bytes_in(body.len());
     let headers: Headers = parts
         .headers
@@ -205,9 +205,17 @@ fn pending_response(id: DeliveryId) -> Response {
 }
 
 /// The sender's whole body, which must arrive before `deadline` and fit in `max` bytes.
-async fn read_body(body: Body, max: u64, deadline: Deadline) -> Result<Bytes, Error> {
+/// `declared` is its `Content-Length`, when it has one: a body of several chunks is gathered
+/// in one buffer of that size as it arrives, so it is in memory once, not twice.
+async fn read_body(
+    body: Body,
+    max: u64,
+    declared: Option<u64>,
+    deadline: Deadline,
+) -> Result<Bytes, Error> {
     let mut stream = body.into_data_stream();
-    let mut parts: Vec<Bytes> = Vec::new();
+    let mut first: Option<Bytes> = None;
+    let mut whole: Option<BytesMut> = None;
     let mut len: u64 = 0;
     loop {
         match timeout_at(deadline, stream.next()).await {
@@ -219,18 +227,25 @@ async fn read_body(body: Body, max: u64, deadline: Deadline) -> Result<Bytes, Er
                 if len > max {
                     return Err(Error::BodyTooLarge(max));
                 }
-                parts.push(data);
+                match (&mut whole, first.take()) {
+                    (Some(whole), _) => whole.extend_from_slice(&data),
+                    (None, None) => first = Some(data),
+                    (None, Some(head)) => {
+                        let size = declared.unwrap_or(0).clamp(len, max);
+                        let mut buffer =
+                            BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+                        buffer.extend_from_slice(&head);
+                        buffer.extend_from_slice(&data);
+                        whole = Some(buffer);
+                    }
+                }
             }
         }
     }
-    if parts.len() <= 1 {
-        return Ok(parts.pop().unwrap_or_default());
-    }
-    let mut whole = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-    for part in parts {
-        whole.extend_from_slice(&part);
-    }
-    Ok(whole.freeze())
+    Ok(match whole {
+        Some(whole) => whole.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]
