@@ -219,12 +219,14 @@ run_wrk() {
 }
 
 declare -A RPS P50 P99 REQS BAD ERRS
+REFUSED=0
 measure() { # KEY NAME URL THREADS CONNS SECONDS
     local key=$1 r
     r=$(run_wrk "$key" "$3" "$4" "$5" "$6")
     read -r RPS[$key] P50[$key] P99[$key] REQS[$key] BAD[$key] ERRS[$key] <<<"$r"
     if ((BAD[$key] > 0 || ERRS[$key] > 0)); then
         note "$2 ($key): ${BAD[$key]} non-2xx responses and ${ERRS[$key]} socket errors out of ${REQS[$key]} requests."
+        REFUSED=1
     fi
     alive "$SERVER_PID" relay-server "$WORK/relay-server.err"
     alive "$CLIENT_PID" relay-client "$WORK/relay-client.err"
@@ -409,3 +411,7 @@ if ((${#NOTES[@]})); then
     for n in "${NOTES[@]}"; do echo "- $n"; done
     echo
 fi
+
+# A run in which any request was refused or failed measured something else than relaying:
+# its figures are printed, and the script fails.
+((REFUSED == 0)) || die "some requests got a non-2xx answer or a socket error (see Notes)"
