@@ -5,19 +5,24 @@
 //! [`Outbox`] to [`Outbox::send`] to (and [`Outbox::close`] with a code), and the [`Writer`]
 //! task between the outbox and the socket, which batches whatever is queued into one flush.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use futures_util::stream::SplitStream;
+use futures_util::{SinkExt, StreamExt};
 use protocol::{DecodeError, FromAgent, MAX_FRAME_LEN, ToAgent};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Messages queued for one agent before senders wait.
 const OUTBOX_CAPACITY: usize = 256;
+/// Bytes of frames queued for one agent before senders wait: a 25 MB webhook's body chunks
+/// wait here for the socket, and without a bound in bytes a fast sender and a slow agent
+/// would hold much of the body in the queue as well (256 chunks of 64 KiB: 16 MiB).
+const OUTBOX_BYTES: usize = 1024 * 1024;
 /// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
 /// connection up front and dominates the memory of an idle agent.
 const READ_BUFFER: usize = 8 * 1024;
@@ -43,13 +48,20 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
 /// outbox into the socket.
 pub fn split(socket: WebSocket) -> (Inbox, Outbox, Writer) {
     let (sink, stream) = socket.split();
+    // A frame's share of OUTBOX_BYTES is given back as it goes into the socket's buffer.
+    let sink =
+        sink.with(|(message, _room): Queued| std::future::ready(Ok::<_, axum::Error>(message)));
     let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
     let stop = CancellationToken::new();
     let task = tokio::spawn(runtime::write_batched(sink, rx, stop.clone(), |m| {
-        matches!(m, Message::Close(_))
+        matches!(m.0, Message::Close(_))
     }));
-    (Inbox { stream }, Outbox { tx }, Writer { task, stop })
+    let room = Arc::new(Semaphore::new(OUTBOX_BYTES));
+    (Inbox { stream }, Outbox { tx, room }, Writer { task, stop })
 }
+
+/// A message in the outbox, with the share of [`OUTBOX_BYTES`] it holds while queued.
+type Queued = (Message, Option<OwnedSemaphorePermit>);
 
 /// What came from the agent.
 #[derive(Debug)]
@@ -108,7 +120,9 @@ pub fn message_too_long(error: &axum::Error) -> bool {
 /// queue.
 #[derive(Debug, Clone)]
 pub struct Outbox {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Queued>,
+    /// What is left of [`OUTBOX_BYTES`].
+    room: Arc<Semaphore>,
 }
 
 /// Why a frame was not queued.
@@ -121,35 +135,45 @@ pub enum SendError {
 }
 
 impl Outbox {
-    /// Queues `message`, waiting while the queue is full (backpressure); fails once the
-    /// session has ended.
+    /// Queues `message`, waiting while the queue is full, in messages or in bytes
+    /// (backpressure); fails once the session has ended.
     pub async fn send(&self, message: &ToAgent) -> Result<(), SendError> {
         let bytes = message.encode().map_err(|_| SendError::Encode)?;
+        let share = u32::try_from(bytes.len().min(OUTBOX_BYTES)).unwrap_or(u32::MAX);
+        let room = Arc::clone(&self.room)
+            .acquire_many_owned(share)
+            .await
+            .map_err(|_| SendError::Closed)?;
         self.tx
-            .send(Message::Binary(Bytes::from(bytes)))
+            .send((Message::Binary(Bytes::from(bytes)), Some(room)))
             .await
             .map_err(|_| SendError::Closed)
     }
 
-    /// Queues `message` unless the queue is full or the session has ended, without waiting.
+    /// Queues `message` unless the queue is full or the session has ended, without waiting
+    /// (and without counting it against [`OUTBOX_BYTES`]: these are the small frames that
+    /// end a delivery).
     pub fn try_send(&self, message: &ToAgent) {
         if let Ok(bytes) = message.encode() {
-            let _ = self.tx.try_send(Message::Binary(Bytes::from(bytes)));
+            let _ = self
+                .tx
+                .try_send((Message::Binary(Bytes::from(bytes)), None));
         }
     }
 
     /// Queues a ping, unless the queue is full.
     pub fn ping(&self) {
-        let _ = self.tx.try_send(Message::Ping(Bytes::new()));
+        let _ = self.tx.try_send((Message::Ping(Bytes::new()), None));
     }
 
     /// Queues the close frame: `code`, and `reason` cut to what a close frame holds. The
     /// writer stops once it has sent it.
     pub fn close(&self, code: u16, reason: String) {
-        let _ = self.tx.try_send(Message::Close(Some(CloseFrame {
+        let frame = CloseFrame {
             code,
             reason: truncate_reason(reason).into(),
-        })));
+        };
+        let _ = self.tx.try_send((Message::Close(Some(frame)), None));
     }
 }
 
