@@ -9,16 +9,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use relay_client::{Agent, AgentConfig, Api, Args, Disconnect, Event, Invocation, output};
 use tokio_util::sync::CancellationToken;
 
-/// One thread: the agent mostly moves bytes between two local sockets, and on a shared
-/// machine a second worker thread costs more in wake-ups than it gains (about a fifth of the
-/// agent's CPU per delivery in bench/run.sh).
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
-    runtime::init_tracing(tracing::Level::WARN);
+fn main() -> ExitCode {
+    // Read before logging starts: on a usage error it prints and ends the process there
+    // (`process::exit`), which would skip writing out the lines queued for the log writer.
+    let args = Args::from_command_line();
+    let logs = runtime::init_tracing(tracing::Level::WARN);
     // ring is the only crypto provider built in; tokio-tungstenite's and hyper-rustls's
     // configurations use the installed one.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match run().await {
+    // One thread: the agent mostly moves bytes between two local sockets, and on a shared
+    // machine a second worker thread costs more in wake-ups than it gains (about a fifth of
+    // the agent's CPU per delivery in bench/run.sh). The runtime is dropped, and every task
+    // with it, before the logs are written out below.
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    // Every line logged so far reaches stderr before the error below and before the exit.
+    drop(logs);
+    match result {
         Ok(code) => code,
         Err(e) => {
             output::error(&format!("{e:#}"));
@@ -27,8 +37,8 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<ExitCode> {
-    match Args::from_command_line().validate()? {
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.validate()? {
         Invocation::Agent(config) => run_agent(config).await.map(|()| ExitCode::SUCCESS),
         Invocation::Events { api, query } => {
             let api = Api::open(api).await?;

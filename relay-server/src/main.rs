@@ -12,10 +12,35 @@ const USAGE: u8 = 2;
 #[error(transparent)]
 struct Usage(#[from] relay_server::config::args::ConfigError);
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let mut loaded = match config_file::load(std::env::args_os().collect()) {
+        Ok(loaded) => loaded,
+        Err(LoadError::Clap(e)) => return clap_exit(&e),
+        Err(LoadError::File(errors)) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let command = loaded.args.command.take();
+    // A command prints its own result; only problems are logged.
+    let level = if command.is_some() {
+        tracing::Level::WARN
+    } else {
+        tracing::Level::INFO
+    };
+    let logs = runtime::init_logs(level, loaded.args.log_format.into());
+    // ring is the only crypto provider built in; installing it up front keeps rustls from
+    // having to guess.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The runtime #[tokio::main] builds, but dropped before the logs are written out below, so
+    // that what its tasks log as they end is written too.
+    let result = tokio::runtime::Runtime::new()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run(command, loaded)));
+    // Every line logged so far reaches stderr before the error below and before the exit.
+    drop(logs);
     // One sentence and an exit code, whatever RUST_BACKTRACE says: a user error is no crash.
-    match run().await {
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("relay-server: {e:#}");
@@ -28,26 +53,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run() -> anyhow::Result<ExitCode> {
-    let mut loaded = match config_file::load(std::env::args_os().collect()) {
-        Ok(loaded) => loaded,
-        Err(LoadError::Clap(e)) => e.exit(),
-        Err(LoadError::File(errors)) => {
-            eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let command = loaded.args.command.take();
-    // A command prints its own result; only problems are logged.
-    let level = if command.is_some() {
-        tracing::Level::WARN
-    } else {
-        tracing::Level::INFO
-    };
-    runtime::init_logs(level, loaded.args.log_format.into());
-    // ring is the only crypto provider built in; installing it up front keeps rustls from
-    // having to guess.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+async fn run(command: Option<Command>, loaded: config_file::Loaded) -> anyhow::Result<ExitCode> {
     match command {
         Some(Command::CheckConfig { file }) => return Ok(check_config(file, loaded)),
         Some(Command::Channels(command)) => {
@@ -71,6 +77,14 @@ async fn run() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints clap's help, version or usage error and answers its exit code, as
+/// `clap::Error::exit` does but by returning, so that main still writes out the logs:
+/// `process::exit` would skip that.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    let _ = e.print();
+    ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(USAGE))
+}
+
 /// `relay-server check-config [FILE]`: every setting in force and where it comes from, or
 /// every problem with the file.
 fn check_config(file: Option<std::path::PathBuf>, loaded: config_file::Loaded) -> ExitCode {
@@ -83,7 +97,7 @@ fn check_config(file: Option<std::path::PathBuf>, loaded: config_file::Loaded) -
             ];
             match config_file::load(argv) {
                 Ok(loaded) => loaded,
-                Err(LoadError::Clap(e)) => e.exit(),
+                Err(LoadError::Clap(e)) => return clap_exit(&e),
                 Err(LoadError::File(errors)) => {
                     eprintln!("{errors}");
                     return ExitCode::FAILURE;

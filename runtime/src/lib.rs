@@ -60,9 +60,10 @@ pub async fn write_batched<S, M>(
 }
 
 /// Logs to stderr at `default` level, or as `RUST_LOG` says (`info`,
-/// `relay_server=debug,warn`, ...); colours only on a terminal.
-pub fn init_tracing(default: tracing::Level) {
-    init_logs(default, LogFormat::Human);
+/// `relay_server=debug,warn`, ...); colours only on a terminal. See [`init_logs`] for how
+/// lines reach stderr and why the guard must be kept.
+pub fn init_tracing(default: tracing::Level) -> LogGuard {
+    init_logs(default, LogFormat::Human)
 }
 
 /// How log lines look.
@@ -77,8 +78,47 @@ pub enum LogFormat {
     Json,
 }
 
+/// Log lines queued for the writer thread before a thread that logs waits for it.
+///
+/// A burst of this many lines is absorbed while stderr is slow; past it, the thread that logs
+/// blocks until the writer catches up (backpressure), so no line is ever dropped. Each queued
+/// line costs a 32-byte slot allocated up front: 128 KiB here, where the crate's default of
+/// 128,000 lines would cost 4 MiB of resident memory in every process.
+const LOG_QUEUE_LINES: usize = 4096;
+
+/// Bytes of log lines the writer thread gathers into one write while more are queued.
+const LOG_WRITE_BYTES: usize = 64 * 1024;
+
+/// Name of the log writer thread, as `top -H` and `/proc/<pid>/task/*/comm` show it.
+const LOG_THREAD: &str = "log-writer";
+
+/// The log writer thread started by [`init_logs`]. Keep it until the process exits.
+///
+/// Dropping it writes out every line queued so far and stops the thread, waiting up to about a
+/// second for stderr to take them: drop it as the last thing before the process exits (after
+/// the async runtime is gone, so the lines of tasks shutting down are included, and before a
+/// final error is printed, so that it comes last). A line logged after that is lost.
+/// `std::process::exit` runs no destructors: a binary must drop this first, or not call it
+/// once logging has started.
+#[must_use = "dropping the guard stops the log writer: keep it until the process exits"]
+#[derive(Debug)]
+pub struct LogGuard {
+    /// Held only to be dropped: its drop is what writes out and stops the thread.
+    _writer: tracing_appender::non_blocking::WorkerGuard,
+}
+
 /// Logs to stderr in `format` at `default` level, or as `RUST_LOG` says.
-pub fn init_logs(default: tracing::Level, format: LogFormat) {
+///
+/// The thread that logs formats the line and queues it; a writer thread of its own writes
+/// whatever has queued in one write(2) (of up to 64 KiB) as soon as its queue is empty. So
+/// under load many lines leave in one system call, off the async workers, and when the process
+/// is idle each line still reaches stderr at once: the writer wakes for it and nothing waits
+/// for a buffer to fill. A full queue (4,096 lines) makes the thread that logs wait; no line
+/// is ever dropped. The bytes written are those the fmt layer would write straight to stderr,
+/// and colours still depend on whether stderr is a terminal.
+///
+/// Returns the writer's guard: see [`LogGuard`] for when to drop it.
+pub fn init_logs(default: tracing::Level, format: LogFormat) -> LogGuard {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
 
@@ -86,7 +126,15 @@ pub fn init_logs(default: tracing::Level, format: LogFormat) {
         .ok()
         .and_then(|s| s.parse::<Targets>().ok())
         .unwrap_or_else(|| Targets::new().with_default(default));
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name(LOG_THREAD)
+        .finish(std::io::BufWriter::with_capacity(
+            LOG_WRITE_BYTES,
+            std::io::stderr(),
+        ));
+    let layer = tracing_subscriber::fmt::layer().with_writer(writer);
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Human => {
@@ -97,6 +145,7 @@ pub fn init_logs(default: tracing::Level, format: LogFormat) {
             .with(layer.json().flatten_event(true).with_current_span(true))
             .init(),
     }
+    LogGuard { _writer: guard }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
