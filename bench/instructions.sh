@@ -14,15 +14,15 @@
 #
 # Knobs (environment): REQUESTS (1000), WARMUP (100), STORE (sqlite | memory), SKIP_BUILD
 # (1 = use the binaries in target/release), KEEP_WORK (1 = keep the callgrind files, to read
-# with callgrind_annotate). Needs valgrind and curl (valgrind installed with apt-get when
-# missing and running as root).
+# with callgrind_annotate), RUST_LOG (unset: each binary logs at its default level,
+# relay-server info and relay-client warn, as users run them). Needs valgrind and curl
+# (valgrind installed with apt-get when missing and running as root).
 set -euo pipefail
 
 REQUESTS=${REQUESTS:-1000}
 WARMUP=${WARMUP:-100}
 STORE=${STORE:-sqlite}
 SKIP_BUILD=${SKIP_BUILD:-0}
-export RUST_LOG=${RUST_LOG:-warn}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/lib.sh"
@@ -122,7 +122,8 @@ server_ir=$(instructions "$WORK/relay-server.$SERVER_PID.1")
 client_ir=$(instructions "$WORK/relay-client.$CLIENT_PID.1")
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-echo "## Instructions per relayed webhook ($STORE store, $REQUESTS sequential 1 KB POSTs, commit $commit)"
+logs=${RUST_LOG:+RUST_LOG=$RUST_LOG}
+echo "## Instructions per relayed webhook ($STORE store, $REQUESTS sequential 1 KB POSTs, logs ${logs:-at default levels}, commit $commit)"
 echo
 echo "| process | instructions per webhook |"
 echo "|---|---:|"

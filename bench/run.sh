@@ -10,7 +10,9 @@
 # BIG_BYTES (25000000), BIG_RUNS (3), AGENTS (2000), SKIP_BUILD (1 = use existing binaries),
 # FSYNC (true: the relay's SQLite store flushes each group commit; false), NO_MEMSTORE (1 = skip
 # the second relay run with `--store memory`, the store-off baseline),
-# NO_BORE (1 = skip bore even if it is installed), KEEP_WORK (1 = keep logs).
+# NO_BORE (1 = skip bore even if it is installed), KEEP_WORK (1 = keep logs), RUST_LOG (unset:
+# each binary logs at its default level, relay-server info and relay-client warn, as users run
+# them; relay-server's log goes to a file).
 #
 # Needs: cargo, curl, wrk (installed with apt-get when missing and running as root). bore
 # (`cargo install bore-cli`, >= 0.6 for --bind-addr) is measured too when it is on the PATH.
@@ -28,7 +30,6 @@ SKIP_BUILD=${SKIP_BUILD:-0}
 FSYNC=${FSYNC:-true}
 NO_MEMSTORE=${NO_MEMSTORE:-0}
 NO_BORE=${NO_BORE:-0}
-export RUST_LOG=${RUST_LOG:-warn}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/lib.sh"
@@ -118,6 +119,8 @@ echo "# hookrelay benchmark"
 echo
 echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $mem_total RAM, $(uname -sr)"
 echo "- software: $(rustc --version 2>/dev/null || echo 'rustc ?'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), hookrelay $rev"
+logs=${RUST_LOG:+RUST_LOG=$RUST_LOG}
+echo "- logs: ${logs:-each binary at its default level (relay-server info, relay-client warn)}, relay-server's to a file"
 echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, POST with a 1,024-byte body" \
     "(bench/post1k.lua), after a ${WARMUP}s warm-up; target: bench-target (hyper, reads the body)"
 echo
