@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HOST;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
@@ -57,6 +58,9 @@ fn build_client(
 #[derive(Debug, Clone)]
 pub struct Target {
     uri: Uri,
+    /// The `Host` header of every request to the target, made once rather than formatted for
+    /// each delivery.
+    host: HeaderValue,
     /// The URL as the user wrote it, for output.
     text: String,
 }
@@ -65,13 +69,17 @@ impl Target {
     pub fn parse(url: &str) -> Result<Self, Error> {
         let bad = || Error::ForwardUrl(url.to_owned());
         let uri: Uri = url.parse().map_err(|_| bad())?;
-        match uri.scheme_str() {
-            Some("http") | Some("https") if uri.authority().is_some() => Ok(Self {
-                uri,
-                text: url.to_owned(),
-            }),
-            _ => Err(bad()),
-        }
+        let secure = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(bad()),
+        };
+        let host = host_header(&uri, secure).ok_or_else(bad)?;
+        Ok(Self {
+            uri,
+            host,
+            text: url.to_owned(),
+        })
     }
 
     /// The URL a delivery with `path` (below the channel, raw) and `query` goes to: the
@@ -100,6 +108,19 @@ impl Target {
         parts.path_and_query = Some(pq.parse().ok()?);
         Uri::from_parts(parts).ok()
     }
+}
+
+/// The `Host` header for `uri`, as the HTTP client would write it: the host, and the port
+/// unless it is the scheme's default. `None` without an authority.
+fn host_header(uri: &Uri, secure: bool) -> Option<HeaderValue> {
+    let host = uri.authority()?.host();
+    let value = match uri.port() {
+        Some(port) if port.as_u16() != if secure { 443 } else { 80 } => {
+            HeaderValue::from_str(&format!("{host}:{port}"))
+        }
+        _ => HeaderValue::from_str(host),
+    };
+    value.ok()
 }
 
 impl std::fmt::Display for Target {
@@ -267,6 +288,9 @@ pub(crate) fn build_request(
             _ => warn!(header = %name, "invalid request header from server dropped"),
         }
     }
+    // Where the client would add it (after the delivery's headers, unless one came), so the
+    // target sees the same headers in the same order.
+    headers.entry(HOST).or_insert_with(|| target.host.clone());
     Ok(request)
 }
 
@@ -369,6 +393,16 @@ mod tests {
                 (status, message)
             );
         }
+    }
+
+    #[test]
+    fn target_host_header_names_the_port_unless_it_is_the_default() {
+        let host = |url: &str| Target::parse(url).expect("valid").host;
+        assert_eq!(host("http://localhost:3000/api"), "localhost:3000");
+        assert_eq!(host("http://localhost:80"), "localhost");
+        assert_eq!(host("https://example.com:443"), "example.com");
+        assert_eq!(host("https://example.com:80"), "example.com:80");
+        assert_eq!(host("http://[::1]:8080"), "[::1]:8080");
     }
 
     #[test]
