@@ -33,7 +33,7 @@ pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
             "Stopped: {} cut off at the end of the grace period",
             deliveries(*unfinished)
         ),
-        Event::Delivered(delivery) => writeln!(out, "{}", delivery_line(delivery)),
+        Event::Delivered(delivery) => writeln!(out, "{}", DeliveryLine(delivery)),
     }
 }
 
@@ -77,28 +77,39 @@ pub fn disconnected_line(server: &str, why: &Disconnect, retry_in: std::time::Du
 /// [`MAX_SHOWN_PATH`]), status, duration, delivery id, then `queued` or `replay` for those
 /// kinds of attempt, and the error when there was one.
 pub fn delivery_line(d: &Delivery) -> String {
-    let status = d.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
-    let mut line = format!(
-        "{} {} {} {} {}ms {}",
-        humantime::format_rfc3339_seconds(d.at),
-        d.method,
-        shortened(&d.path),
-        status,
-        d.duration.as_millis(),
-        d.id
-    );
-    match d.via {
-        Via::Relay(AttemptKind::Live) => {}
-        Via::Relay(AttemptKind::Queued) => line.push_str(" queued"),
-        Via::Relay(AttemptKind::Replay) => line.push_str(" replay"),
-        Via::Local => line.push_str(" replay (from here, not recorded on the relay)"),
+    DeliveryLine(d).to_string()
+}
+
+/// [`delivery_line`] as it is written out: formatted straight into the output, so a
+/// delivery costs no `String` of its own on the way to the terminal.
+struct DeliveryLine<'a>(&'a Delivery);
+
+impl std::fmt::Display for DeliveryLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = self.0;
+        write!(
+            f,
+            "{} {} {} ",
+            humantime::format_rfc3339_seconds(d.at),
+            d.method,
+            shortened(&d.path)
+        )?;
+        match d.status {
+            Some(status) => write!(f, "{status}")?,
+            None => f.write_str("---")?,
+        }
+        write!(f, " {}ms {}", d.duration.as_millis(), d.id)?;
+        match d.via {
+            Via::Relay(AttemptKind::Live) => {}
+            Via::Relay(AttemptKind::Queued) => f.write_str(" queued")?,
+            Via::Relay(AttemptKind::Replay) => f.write_str(" replay")?,
+            Via::Local => f.write_str(" replay (from here, not recorded on the relay)")?,
+        }
+        if let Some(error) = &d.error {
+            write!(f, " ({error})")?;
+        }
+        Ok(())
     }
-    if let Some(error) = &d.error {
-        line.push_str(" (");
-        line.push_str(error);
-        line.push(')');
-    }
-    line
 }
 
 /// `path` whole when it has at most [`MAX_SHOWN_PATH`] characters, else its start and `...`.
