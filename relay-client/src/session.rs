@@ -232,8 +232,18 @@ async fn run_delivery(
 ) {
     let started = Started::now(&head);
     let id = head.id;
+    // Boxed: the task starts small, so spawning it copies a few words, not the whole
+    // state of a request to the target and its response.
+    let deliver = Box::pin(forward::deliver(
+        &ctx.client,
+        &ctx.config.target,
+        head,
+        body_rx,
+        &outbox,
+        ctx.config.target_timeout,
+    ));
     let outcome = tokio::select! {
-        outcome = forward::deliver(&ctx.client, &ctx.config.target, head, body_rx, &outbox, ctx.config.target_timeout) => outcome,
+        outcome = deliver => outcome,
         () = cancel.cancelled() => Outcome { status: None, error: Some("aborted by the server".to_owned()) },
     };
     if let Ok(mut map) = cancels.lock() {
