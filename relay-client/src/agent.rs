@@ -16,7 +16,7 @@ use tracing::info;
 use crate::config::AgentConfig;
 use crate::error::Error;
 use crate::event::{Disconnect, Event};
-use crate::forward;
+use crate::pool::Pool;
 use crate::session::{Ctx, SessionEnd};
 use crate::wire::{self, Received, Ws};
 
@@ -36,11 +36,11 @@ impl Agent {
         config: AgentConfig,
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Agent, Error> {
-        let client = forward::http_client()?;
+        let pool = Pool::new(config.target.origin())?;
         let tls = crate::tls::client_config(&config.tls)?;
         let ctx = Arc::new(Ctx {
             config,
-            client,
+            pool,
             tls,
             events,
         });

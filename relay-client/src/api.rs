@@ -21,6 +21,7 @@ use crate::config::{
 use crate::error::{Error, chain};
 use crate::event::{Delivery, Outcome, Started, Via, shown_path};
 use crate::forward::{self, HttpClient, RequestBody, Target, TargetError};
+use crate::pool::Pool;
 
 /// Largest API answer read. An event's detail carries its body (up to the server's
 /// `--max-body`, a third more in base64) and each attempt's response body.
@@ -129,8 +130,8 @@ impl Api {
         let event: EventDetail = self.call(Method::GET, &path, Subject::Event(id)).await?;
         let head = request_head(event)?;
         // The target is local and no concern of the server's TLS settings: the agent's client.
-        let client = forward::http_client()?;
-        let mut delivery = send_to(&client, target, head, DEFAULT_TARGET_TIMEOUT).await;
+        let pool = Pool::new(target.origin())?;
+        let mut delivery = send_to(&pool, target, head, DEFAULT_TARGET_TIMEOUT).await;
         delivery.via = Via::Local;
         Ok(delivery)
     }
@@ -373,15 +374,10 @@ fn replay_headers(id: DeliveryId, stored: &[(String, Bytes)]) -> Headers {
 }
 
 /// Sends `head` to `target` and reads the answer to its end, all within `timeout`.
-async fn send_to(
-    client: &HttpClient,
-    target: &Target,
-    head: RequestHead,
-    timeout: Duration,
-) -> Delivery {
+async fn send_to(pool: &Pool, target: &Target, head: RequestHead, timeout: Duration) -> Delivery {
     let started = Started::now(&head);
     let exchange = async {
-        let response = match forward::request(client, target, head, None, timeout).await {
+        let response = match forward::request(pool, target, head, None, timeout).await {
             Ok(response) => response,
             Err(e) => {
                 return Outcome {

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HOST;
+use http::uri::PathAndQuery;
 use http::{HeaderName, HeaderValue, Method, Request, Uri};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyDataStream, BodyExt, Full, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,16 +20,15 @@ use tracing::warn;
 
 use crate::error::Error;
 use crate::event::Outcome;
+use crate::pool::Pool;
+pub(crate) use crate::pool::RequestBody;
 use crate::wire::{Outbox, send};
 
 /// Request body slices arriving from the server after the head: `(data, fin)`.
 pub type BodyRx = mpsc::Receiver<(Bytes, bool)>;
 
-/// The body of a request to the target.
-pub(crate) type RequestBody = BoxBody<Bytes, std::io::Error>;
-
-/// The HTTP client the agent replays deliveries with: plain HTTP or HTTPS with the system's
-/// roots, keep-alive pooled.
+/// A general HTTP client (the relay's API, tests): plain HTTP or HTTPS with the system's
+/// roots, keep-alive pooled. Deliveries go to the target through a [`Pool`] instead.
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, RequestBody>;
 
 pub fn http_client() -> Result<HttpClient, Error> {
@@ -85,28 +84,44 @@ impl Target {
     /// The URL a delivery with `path` (below the channel, raw) and `query` goes to: the
     /// target's path prefix followed by `path`, the target's query joined with `query`.
     pub fn uri_for(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        let mut parts = self.uri.clone().into_parts();
+        parts.path_and_query = Some(self.path_and_query(path, query)?);
+        Uri::from_parts(parts).ok()
+    }
+
+    /// The path and query of [`Target::uri_for`]: what a request to the target says in its
+    /// request line.
+    fn path_and_query(&self, path: &str, query: Option<&str>) -> Option<PathAndQuery> {
         let prefix = self.uri.path().trim_end_matches('/');
-        let mut pq = format!("{prefix}{path}");
+        let target_query = self.uri.query();
+        let query_len = target_query.map_or(0, |q| q.len() + 1) + query.map_or(0, |q| q.len() + 1);
+        let mut pq = String::with_capacity(prefix.len() + path.len() + 1 + query_len);
+        pq.push_str(prefix);
+        pq.push_str(path);
         if pq.is_empty() {
             pq.push('/');
         }
-        match (self.uri.query(), query) {
-            (Some(a), Some(b)) => pq.extend(
-                ['?']
-                    .into_iter()
-                    .chain(a.chars())
-                    .chain(['&'])
-                    .chain(b.chars()),
-            ),
+        match (target_query, query) {
+            (Some(a), Some(b)) => {
+                pq.push('?');
+                pq.push_str(a);
+                pq.push('&');
+                pq.push_str(b);
+            }
             (Some(q), None) | (None, Some(q)) => {
                 pq.push('?');
                 pq.push_str(q);
             }
             (None, None) => {}
         }
+        PathAndQuery::from_maybe_shared(Bytes::from(pq)).ok()
+    }
+
+    /// `scheme://authority/` of the target: where its [`Pool`] connects.
+    pub fn origin(&self) -> Uri {
         let mut parts = self.uri.clone().into_parts();
-        parts.path_and_query = Some(pq.parse().ok()?);
-        Uri::from_parts(parts).ok()
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        Uri::from_parts(parts).expect("a target's scheme and authority make a URI")
     }
 }
 
@@ -168,7 +183,7 @@ impl TargetError {
 /// back through `outbox`. A target that cannot be reached or does not answer in time gets the
 /// sender a 502 or 504 with the reason in a JSON body.
 pub async fn deliver(
-    client: &HttpClient,
+    pool: &Pool,
     target: &Target,
     head: RequestHead,
     body: Option<BodyRx>,
@@ -176,7 +191,7 @@ pub async fn deliver(
     timeout: Duration,
 ) -> Outcome {
     let id = head.id;
-    let response = match request(client, target, head, body, timeout).await {
+    let response = match request(pool, target, head, body, timeout).await {
         Ok(response) => response,
         Err(e) => return fail(outbox, id, e.status(), e.to_string()).await,
     };
@@ -239,17 +254,17 @@ pub async fn deliver(
     }
 }
 
-/// Sends `head` (and the body slices on `body`) to `target` and waits up to `timeout` for the
-/// response head.
+/// Sends `head` (and the body slices on `body`) to `target` through `pool` (the target's, see
+/// [`Target::origin`]) and waits up to `timeout` for the response head.
 pub(crate) async fn request(
-    client: &HttpClient,
+    pool: &Pool,
     target: &Target,
     head: RequestHead,
     body: Option<BodyRx>,
     timeout: Duration,
 ) -> Result<http::Response<hyper::body::Incoming>, TargetError> {
     let request = build_request(target, head, body)?;
-    match tokio::time::timeout(timeout, client.request(request)).await {
+    match tokio::time::timeout(timeout, pool.send(request)).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => Err(TargetError::Unreachable(crate::error::chain(&e))),
         Err(_) => Err(TargetError::Timeout(timeout)),
@@ -264,9 +279,17 @@ pub(crate) fn build_request(
 ) -> Result<Request<RequestBody>, TargetError> {
     let method = Method::from_bytes(head.method.as_bytes())
         .map_err(|_| TargetError::InvalidMethod(head.method.clone()))?;
-    let uri = target
-        .uri_for(&head.path, head.query.as_deref())
+    let path = target
+        .path_and_query(&head.path, head.query.as_deref())
         .ok_or_else(|| TargetError::InvalidPath(head.path.clone()))?;
+    // The request line's form: a CONNECT names the authority alone, anything else the path.
+    let uri = if method == Method::CONNECT {
+        let mut parts = http::uri::Parts::default();
+        parts.authority = target.uri.authority().cloned();
+        Uri::from_parts(parts).map_err(|_| TargetError::InvalidPath(head.path.clone()))?
+    } else {
+        Uri::from(path)
+    };
     let body: RequestBody = match body_rx {
         None => Full::new(head.body)
             .map_err(|e: Infallible| match e {})

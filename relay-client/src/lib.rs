@@ -13,10 +13,10 @@
 
 //!
 //! The modules form a tree, leaves first: [`error`]; `event` (the vocabulary the others share:
-//! [`Event`], [`Delivery`], [`Disconnect`]) and `wire` (frames on the WebSocket); [`forward`]
-//! (one delivery against the target); `session` (one connection) and `agent` (connecting,
-//! reconnecting); [`api`] (the server's HTTP API) and [`inspect`]; [`report`] (what lines say)
-//! and [`output`] (where they go).
+//! [`Event`], [`Delivery`], [`Disconnect`]), `wire` (frames on the WebSocket) and [`pool`]
+//! (keep-alive connections to the target); [`forward`] (one delivery against the target);
+//! `session` (one connection) and `agent` (connecting, reconnecting); [`api`] (the server's
+//! HTTP API) and [`inspect`]; [`report`] (what lines say) and [`output`] (where they go).
 
 mod agent;
 pub mod api;
@@ -26,6 +26,7 @@ mod event;
 pub mod forward;
 pub mod inspect;
 pub mod output;
+pub mod pool;
 pub mod report;
 mod session;
 pub mod tls;

@@ -16,7 +16,8 @@ use tracing::{debug, warn};
 use crate::config::AgentConfig;
 use crate::error::Error;
 use crate::event::{Disconnect, Event, Outcome, Started};
-use crate::forward::{self, HttpClient};
+use crate::forward;
+use crate::pool::Pool;
 use crate::wire::{self, Outbox, Received, Ws};
 
 /// Frames queued for the server before delivery tasks wait.
@@ -30,8 +31,8 @@ const BODY_STALL: Duration = Duration::from_secs(10);
 /// What every session of one agent shares.
 pub(crate) struct Ctx {
     pub(crate) config: AgentConfig,
-    /// Replays deliveries against the target.
-    pub(crate) client: HttpClient,
+    /// The connections deliveries are replayed on, to `config.target`.
+    pub(crate) pool: Pool,
     /// TLS towards the server, read from `config.tls` once for every (re)connection.
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) events: Option<mpsc::Sender<Event>>,
@@ -235,7 +236,7 @@ async fn run_delivery(
     // Boxed: the task starts small, so spawning it copies a few words, not the whole
     // state of a request to the target and its response.
     let deliver = Box::pin(forward::deliver(
-        &ctx.client,
+        &ctx.pool,
         &ctx.config.target,
         head,
         body_rx,
