@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use futures_util::future::{AbortHandle, AbortRegistration, Abortable, Aborted};
 use protocol::{Abort, DeliveryId, FromAgent, RequestHead, ToAgent, close};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -68,15 +69,14 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
         writer_stop.clone(),
         wire::is_close,
     ));
-    let connection = CancellationToken::new();
+    let cancels: Cancels = Arc::default();
     // If this future is dropped (the agent task aborted), the writer and the deliveries stop
     // too, so the socket closes and the server fails the deliveries in flight at once.
     let _stop_on_drop = (
         writer_stop.clone().drop_guard(),
-        connection.clone().drop_guard(),
+        AbortOnDrop(Arc::clone(&cancels)),
     );
     let tracker = TaskTracker::new();
-    let cancels: Cancels = Arc::default();
     let mut bodies: BodySenders = HashMap::new();
     let mut ping = tokio::time::interval(ctx.config.ping_interval);
     ping.tick().await;
@@ -142,16 +142,16 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
                     bodies.insert(head.id, tx);
                     Some(rx)
                 };
-                let cancel = connection.child_token();
-                if let Ok(mut map) = cancels.lock() {
-                    map.insert(head.id, cancel.clone());
+                let (cancel, registration) = AbortHandle::new_pair();
+                if let Ok(mut in_flight) = cancels.lock() {
+                    in_flight.insert(head.id, cancel);
                 }
                 tracker.spawn(run_delivery(
                     Arc::clone(ctx),
                     outbox.clone(),
                     head,
                     body_rx,
-                    cancel,
+                    registration,
                     Arc::clone(&cancels),
                 ));
             }
@@ -197,7 +197,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
         let _ = outbox.try_send(wire::close(close::NORMAL, "agent shutting down"));
     }
     // Deliveries still running have lost their way back: the server already answered 502.
-    connection.cancel();
+    abort_all(&cancels);
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     writer_stop.cancel();
@@ -212,14 +212,55 @@ fn unexpected(outbox: &Outbox) -> SessionEnd {
 }
 
 type BodySenders = HashMap<DeliveryId, mpsc::Sender<(bytes::Bytes, bool)>>;
-type Cancels = Arc<Mutex<HashMap<DeliveryId, CancellationToken>>>;
+type Cancels = Arc<Mutex<InFlight>>;
+
+/// The deliveries in flight, each stoppable by its id. An abort handle rather than a
+/// cancellation token each: a delivery polls a flag, not a waiter list under a lock.
+#[derive(Default)]
+struct InFlight {
+    by_id: HashMap<DeliveryId, AbortHandle>,
+    /// Deliveries whose id came again before they finished: no longer stoppable by id, but
+    /// still stopped with the others when the connection ends.
+    displaced: Vec<AbortHandle>,
+}
+
+impl InFlight {
+    fn insert(&mut self, id: DeliveryId, handle: AbortHandle) {
+        if let Some(old) = self.by_id.insert(id, handle) {
+            self.displaced.push(old);
+        }
+    }
+}
 
 /// Stops a delivery in flight: no more body slices, and its task is cancelled.
 fn stop_delivery(bodies: &mut BodySenders, cancels: &Cancels, id: &DeliveryId) {
     bodies.remove(id);
-    let token = cancels.lock().ok().and_then(|mut m| m.remove(id));
-    if let Some(token) = token {
-        token.cancel();
+    let handle = cancels.lock().ok().and_then(|mut m| m.by_id.remove(id));
+    if let Some(handle) = handle {
+        handle.abort();
+    }
+}
+
+/// Stops every delivery in flight.
+fn abort_all(cancels: &Cancels) {
+    if let Ok(mut in_flight) = cancels.lock() {
+        let InFlight { by_id, displaced } = &mut *in_flight;
+        for handle in by_id
+            .drain()
+            .map(|(_, handle)| handle)
+            .chain(displaced.drain(..))
+        {
+            handle.abort();
+        }
+    }
+}
+
+/// Stops every delivery in flight when dropped.
+struct AbortOnDrop(Cancels);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        abort_all(&self.0);
     }
 }
 
@@ -228,7 +269,7 @@ async fn run_delivery(
     outbox: Outbox,
     head: RequestHead,
     body_rx: Option<forward::BodyRx>,
-    cancel: CancellationToken,
+    cancel: AbortRegistration,
     cancels: Cancels,
 ) {
     let started = Started::now(&head);
@@ -243,12 +284,14 @@ async fn run_delivery(
         &outbox,
         ctx.config.target_timeout,
     ));
-    let outcome = tokio::select! {
-        outcome = deliver => outcome,
-        () = cancel.cancelled() => Outcome { status: None, error: Some("aborted by the server".to_owned()) },
-    };
-    if let Ok(mut map) = cancels.lock() {
-        map.remove(&id);
+    let outcome = Abortable::new(deliver, cancel)
+        .await
+        .unwrap_or_else(|Aborted| Outcome {
+            status: None,
+            error: Some("aborted by the server".to_owned()),
+        });
+    if let Ok(mut in_flight) = cancels.lock() {
+        in_flight.by_id.remove(&id);
     }
     ctx.emit(Event::Delivered(started.finish(outcome)));
 }
