@@ -49,6 +49,37 @@ where
         .collect()
 }
 
+/// Appends to `into` the end-to-end headers of `headers`, exactly those [`end_to_end`] gives
+/// and in the same order, for headers already held as [`Headers`]: each value shares the
+/// bytes of `headers` (a reference count, not a copy) and a name already lowercase is cloned
+/// rather than lowercased again. Appending lets the caller size `into` for what it adds after.
+pub fn push_end_to_end(into: &mut Headers, headers: &Headers) {
+    let mut listed: Vec<&str> = Vec::new();
+    for (_, value) in headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+    {
+        listed.extend(
+            value
+                .split(|b| *b == b',')
+                .filter_map(|token| std::str::from_utf8(token).ok())
+                .map(str::trim)
+                .filter(|token| !token.is_empty()),
+        );
+    }
+    let kept = headers.iter().filter(|(name, _)| {
+        !is_hop_by_hop(name) && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+    });
+    into.extend(kept.map(|(name, value)| {
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase()
+        } else {
+            name.clone()
+        };
+        (name, value.clone())
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +106,41 @@ mod tests {
                 ("x-dup".to_owned(), Bytes::from_static(b"\xff2")),
             ]
         );
+    }
+
+    #[test]
+    fn push_end_to_end_gives_what_end_to_end_gives() {
+        let cases: Vec<Vec<(&str, &[u8])>> = vec![
+            vec![],
+            vec![
+                ("Content-Type", b"application/json"),
+                ("Connection", b"keep-alive, X-Private"),
+                ("x-private", b"secret"),
+                ("Transfer-Encoding", b"chunked"),
+                ("X-Dup", b"1"),
+                ("X-Dup", b"\xff2"),
+            ],
+            vec![
+                ("host", b"example.com"),
+                ("connection", b" ,x-a ,, \xff, Upgrade"),
+                ("connection", b"X-B"),
+                ("X-A", b"1"),
+                ("x-b", b"2"),
+                ("x-c", b"3"),
+                ("upgrade", b"websocket"),
+                ("TE", b"trailers"),
+            ],
+        ];
+        for case in cases {
+            let owned: Headers = case
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v)))
+                .collect();
+            let mut pushed = vec![("first".to_owned(), Bytes::from_static(b"0"))];
+            push_end_to_end(&mut pushed, &owned);
+            let mut expected = vec![("first".to_owned(), Bytes::from_static(b"0"))];
+            expected.extend(end_to_end(case.iter().copied()));
+            assert_eq!(pushed, expected, "{case:?}");
+        }
     }
 }

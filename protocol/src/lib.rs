@@ -47,7 +47,7 @@ pub const MAX_CHANNEL_LEN: usize = 64;
 pub const CHANNEL_NAME_RULE: &str = "use 1 to 64 characters from A-Z, a-z, 0-9, '-' and '_'";
 
 mod headers;
-pub use headers::{end_to_end, is_hop_by_hop};
+pub use headers::{end_to_end, is_hop_by_hop, push_end_to_end};
 
 mod chunk;
 pub use chunk::{ChunkError, Chunked};

@@ -463,7 +463,10 @@ pub fn forwarded_headers(
     body_len: usize,
     peer: Option<SocketAddr>,
 ) -> Headers {
-    let mut out = protocol::end_to_end(headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
+    // Room for the relay's own headers too (content-length, x-forwarded-for and the four
+    // pushed below), so that none of the pushes reallocates.
+    let mut out = Headers::with_capacity(headers.len() + 6);
+    protocol::push_end_to_end(&mut out, headers);
     set_content_length(&mut out, body_len);
     let mut forwarded_for: Vec<u8> = Vec::new();
     out.retain(|(name, value)| {
