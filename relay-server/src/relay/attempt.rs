@@ -4,7 +4,8 @@
 //! for the answer ([`InFlight`]), and turn what happened into the attempt's record. What the
 //! record then does to its event is [`super::record`]'s.
 
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -483,7 +484,7 @@ pub fn forwarded_headers(
         if !forwarded_for.is_empty() {
             forwarded_for.extend_from_slice(b", ");
         }
-        forwarded_for.extend_from_slice(peer.ip().to_string().as_bytes());
+        push_ip(&mut forwarded_for, peer.ip());
     }
     if !forwarded_for.is_empty() {
         out.push(("x-forwarded-for".to_owned(), Bytes::from(forwarded_for)));
@@ -500,7 +501,12 @@ pub fn forwarded_headers(
     if let Some((_, host)) = headers.iter().find(|(n, _)| n == header::HOST.as_str()) {
         out.push(("x-forwarded-host".to_owned(), host.clone()));
     }
-    out.push((DELIVERY_HEADER.to_owned(), Bytes::from(id.to_string())));
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.as_uuid().hyphenated().encode_lower(&mut text);
+    out.push((
+        DELIVERY_HEADER.to_owned(),
+        Bytes::copy_from_slice(text.as_bytes()),
+    ));
     out.push((
         ATTEMPT_HEADER.to_owned(),
         Bytes::from_static(kind.as_str().as_bytes()),
@@ -516,21 +522,61 @@ pub fn forwarded_headers(
 /// was; a wrong or repeated one is replaced. An empty body gets none it did not have, so a
 /// GET stays as it came.
 fn set_content_length(headers: &mut Headers, len: usize) {
-    let len = len.to_string();
-    let given: Vec<&Bytes> = headers
+    let mut digits = [0; MAX_DIGITS];
+    let len = decimal(len, &mut digits);
+    let mut given = headers
         .iter()
         .filter(|(name, _)| name == header::CONTENT_LENGTH.as_str())
-        .map(|(_, value)| value)
-        .collect();
-    if let [only] = given.as_slice() {
-        if only.as_ref() == len.as_bytes() {
-            return;
+        .map(|(_, value)| value);
+    let (first, second) = (given.next(), given.next());
+    if first.is_some_and(|only| second.is_none() && only.as_ref() == len) {
+        return;
+    }
+    let had = first.is_some();
+    headers.retain(|(name, _)| name != header::CONTENT_LENGTH.as_str());
+    if had || len != b"0" {
+        headers.push((
+            header::CONTENT_LENGTH.as_str().to_owned(),
+            Bytes::copy_from_slice(len),
+        ));
+    }
+}
+
+/// Digits of the largest `usize` (`u64::MAX` has 20).
+const MAX_DIGITS: usize = 20;
+
+/// `n` in decimal, as its `Display` writes it, in the end of `buf`: headers are rendered per
+/// webhook, and this is a fraction of the cost of the formatting machinery and a `String`.
+fn decimal(mut n: usize, buf: &mut [u8; MAX_DIGITS]) -> &[u8] {
+    let mut start = buf.len();
+    for slot in buf.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        start -= 1;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    let had = !given.is_empty();
-    headers.retain(|(name, _)| name != header::CONTENT_LENGTH.as_str());
-    if had || len != "0" {
-        headers.push((header::CONTENT_LENGTH.as_str().to_owned(), Bytes::from(len)));
+    &buf[start..]
+}
+
+/// Appends `ip` as its `Display` writes it; an IPv4 address (the usual peer) without the
+/// formatting machinery, which costs more than the rest of the header together.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                let mut digits = [0; MAX_DIGITS];
+                out.extend_from_slice(decimal(usize::from(octet), &mut digits));
+            }
+        }
+        IpAddr::V6(v6) => {
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
@@ -543,6 +589,25 @@ mod tests {
             .iter()
             .map(|(n, v)| ((*n).to_owned(), Bytes::copy_from_slice(v.as_bytes())))
             .collect()
+    }
+
+    #[test]
+    fn decimal_and_ip_render_as_display_does() {
+        for n in [0, 1, 9, 10, 99, 100, 1024, 70_000, usize::MAX] {
+            let mut digits = [0; MAX_DIGITS];
+            assert_eq!(decimal(n, &mut digits), n.to_string().as_bytes());
+        }
+        let mut ips: Vec<IpAddr> = (0..=255u8)
+            .map(|b| std::net::Ipv4Addr::new(b, 255 - b, b / 3, 10).into())
+            .collect();
+        ips.push(std::net::Ipv6Addr::LOCALHOST.into());
+        ips.push("2001:db8::ff00:42:8329".parse().expect("valid address"));
+        ips.push("::ffff:192.0.2.1".parse().expect("valid address"));
+        for ip in ips {
+            let mut out = b"x".to_vec();
+            push_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}").as_bytes());
+        }
     }
 
     #[test]

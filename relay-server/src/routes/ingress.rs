@@ -82,7 +82,9 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
     }
     .instrument(span)
     .await;
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.as_uuid().hyphenated().encode_lower(&mut text);
+    if let Ok(value) = HeaderValue::from_str(text) {
         response.headers_mut().insert(DELIVERY_HEADER, value);
     }
     response
