@@ -23,9 +23,13 @@ const OUTBOX_CAPACITY: usize = 256;
 /// wait here for the socket, and without a bound in bytes a fast sender and a slow agent
 /// would hold much of the body in the queue as well (256 chunks of 64 KiB: 16 MiB).
 const OUTBOX_BYTES: usize = 1024 * 1024;
-/// Bytes tungstenite reads from the socket at a time. Its default (128 KiB) is allocated per
-/// connection up front and dominates the memory of an idle agent.
-const READ_BUFFER: usize = 8 * 1024;
+/// Bytes tungstenite reads from the socket at a time. It is allocated per connection up front
+/// (its default, 128 KiB, dominates the memory of an idle agent), and tungstenite zero-fills
+/// that much of it before every read, including the read that finds nothing and parks: twice
+/// per frame an agent sends. The common answer, a response head with a small body, fits in
+/// one read of 2 KiB. A larger body takes more reads (a 64 KiB chunk, 32), which costs the
+/// server more CPU per megabyte streamed back; see the commit that chose it for the figures.
+const READ_BUFFER: usize = 2 * 1024;
 /// Bytes tungstenite gathers before writing to the socket; the writer flushes each batch, so
 /// this lets a batch of frames leave in one write. The buffer only grows when used.
 const WRITE_BUFFER: usize = 64 * 1024;
