@@ -58,6 +58,9 @@ impl Default for HttpLimits {
     }
 }
 
+/// The headers hyper takes in one request when no limit is set (its `max_headers` default).
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Hyper's smallest read buffer, and the smallest head limit we accept.
 pub const MIN_HEAD_BYTES: usize = 8192;
 
@@ -148,9 +151,13 @@ pub async fn serve<L>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
-        .max_headers(limits.max_headers)
         .max_header_size(max_head_bytes)
         .max_buf_size(max_head_bytes + MIN_HEAD_BYTES);
+    // hyper's own limit is the same number on the stack; a limit set, even the same one, is a
+    // buffer it allocates and fills on every parse of a request head.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(limits.max_headers);
+    }
     let wording = refusal::Limits {
         max_head_bytes,
         max_headers: limits.max_headers,
@@ -203,4 +210,60 @@ pub async fn serve<L>(
     drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// The status line of the answer to a GET with `headers + 1` headers in all.
+    async fn status_with_headers(limits: HttpLimits, headers: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            PlainListener(listener),
+            router,
+            limits,
+            Arc::new(|_| {}),
+            stop.clone(),
+        ));
+        let mut request = "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n".to_owned();
+        for i in 1..headers {
+            request.push_str(&format!("x-{i}: {i}\r\n"));
+        }
+        request.push_str("\r\n");
+        let mut tcp = TcpStream::connect(addr).await.expect("connect");
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.expect("read");
+        stop.cancel();
+        server.await.expect("server ends");
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        answer.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_default_header_limit_is_hypers_own() {
+        let limits = HttpLimits::default();
+        assert_eq!(limits.max_headers, HYPER_MAX_HEADERS);
+        // 100 headers in all pass, 101 do not.
+        let at = status_with_headers(limits, HYPER_MAX_HEADERS - 1).await;
+        assert_eq!(at, "HTTP/1.1 200 OK");
+        let over = status_with_headers(limits, HYPER_MAX_HEADERS).await;
+        assert!(over.starts_with("HTTP/1.1 431"), "{over}");
+        let lower = HttpLimits {
+            max_headers: 10,
+            ..limits
+        };
+        assert_eq!(status_with_headers(lower, 9).await, "HTTP/1.1 200 OK");
+        assert!(
+            status_with_headers(lower, 10)
+                .await
+                .starts_with("HTTP/1.1 431")
+        );
+    }
 }
