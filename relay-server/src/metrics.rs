@@ -5,6 +5,8 @@
 //! only: unregistered (open mode) channels share the label `-`, so random channel names cannot
 //! grow the label set without bound.
 
+use std::borrow::Cow;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -23,7 +25,7 @@ pub const UNREGISTERED: &str = "-";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    channel: String,
+    channel: Cow<'static, str>,
     class: &'static str,
 }
 
@@ -51,6 +53,10 @@ pub struct Metrics {
     agents: Gauge,
     queued: Family<ChannelLabels, Gauge>,
     bytes: Family<DirectionLabels, Counter>,
+    /// The `in` and `out` series of `bytes`, looked up once: they are counted on every
+    /// webhook, and the family is never cleared, so the handle stays the family's own.
+    bytes_in: OnceLock<Counter>,
+    bytes_out: OnceLock<Counter>,
     rejected: Family<ReasonLabels, Counter>,
 }
 
@@ -93,6 +99,8 @@ impl Default for Metrics {
             agents,
             queued,
             bytes,
+            bytes_in: OnceLock::new(),
+            bytes_out: OnceLock::new(),
             rejected,
         }
     }
@@ -100,21 +108,27 @@ impl Default for Metrics {
 
 /// The `channel` label for `channel`: its name when registered.
 pub fn channel_label(state: &AppState, channel: &ChannelId) -> String {
-    label(channel, state.channels.get(channel).is_some())
+    label(channel, state.channels.get(channel).is_some()).into_owned()
 }
 
-/// The `channel` label of `channel`, already known to be `registered` or not.
-pub fn label(channel: &ChannelId, registered: bool) -> String {
+/// The `channel` label of `channel`, already known to be `registered` or not; the shared
+/// label of unregistered channels costs no allocation.
+pub fn label(channel: &ChannelId, registered: bool) -> Cow<'static, str> {
     if registered {
-        channel.as_str().to_owned()
+        Cow::Owned(channel.as_str().to_owned())
     } else {
-        UNREGISTERED.to_owned()
+        Cow::Borrowed(UNREGISTERED)
     }
 }
 
 impl Metrics {
     /// A webhook answered with `status`; `live` when the answer is the target's own.
-    pub fn answered(&self, channel: String, status: u16, live: Option<Duration>) {
+    pub fn answered(
+        &self,
+        channel: impl Into<Cow<'static, str>>,
+        status: u16,
+        live: Option<Duration>,
+    ) {
         let class = match status {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -122,6 +136,7 @@ impl Metrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
+        let channel = channel.into();
         self.requests
             .get_or_create(&RequestLabels { channel, class })
             .inc();
@@ -155,16 +170,21 @@ impl Metrics {
     }
 
     pub fn bytes_in(&self, n: usize) {
-        self.bytes(n, "in");
+        self.bytes(n, "in", &self.bytes_in);
     }
 
     pub fn bytes_out(&self, n: usize) {
-        self.bytes(n, "out");
+        self.bytes(n, "out", &self.bytes_out);
     }
 
-    fn bytes(&self, n: usize, direction: &'static str) {
-        self.bytes
-            .get_or_create(&DirectionLabels { direction })
+    /// Counts `n` bytes in the `direction` series, created on its first use as before.
+    fn bytes(&self, n: usize, direction: &'static str, series: &OnceLock<Counter>) {
+        series
+            .get_or_init(|| {
+                self.bytes
+                    .get_or_create(&DirectionLabels { direction })
+                    .clone()
+            })
             .inc_by(n as u64);
     }
 
