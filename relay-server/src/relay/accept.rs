@@ -1,7 +1,7 @@
 //! Letting a webhook in: the checks that come before its body is read ([`admit`]), then, with
 //! the body, its signature, the store, and the choice of agents ([`accept`]): live now, or
-//! queued for the dispatcher. Stored before it is answered: the sender never hears that a
-//! webhook was taken that the store does not have.
+//! queued for the dispatcher. Stored first: the target never sees a webhook the store does not
+//! have.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -153,20 +153,15 @@ pub async fn accept(
     }
     event.status = EventStatus::Delivering;
     let out = Outgoing::live(state, &event, source.peer);
-    // The write and the delivery overlap: the webhook goes to the agent while its commit is
-    // under way, and the sender is answered once both are done. Queued first, the insert is
-    // ahead of the attempt's record in the store's queue.
-    let delivered = async {
-        match <[_; 1]>::try_from(agents) {
-            Ok([agent]) => live::single(state, channel, agent, out, started, deadline).await,
-            Err(agents) => live::fanout(state, agents, out, deadline).await,
-        }
-    };
-    let (stored, answer) = tokio::join!(state.store.insert(event), delivered);
-    // Not stored: the sender is told so and sends again; the target may have seen it once
-    // already (at least once), but no webhook is answered as taken that the store lacks.
-    stored?;
-    answer
+    // Stored before it is forwarded, so that every delivery the target sees can be looked up
+    // and replayed, even after a crash mid-delivery. Overlapping the write with forwarding was
+    // measured (issue 14): one connection's p50 stayed at 0.5 ms and its p90 went from 0.74 to
+    // 3 ms, the commit and the delivery competing for the same two cores.
+    state.store.insert(event).await?;
+    match <[_; 1]>::try_from(agents) {
+        Ok([agent]) => live::single(state, channel, agent, out, started, deadline).await,
+        Err(agents) => live::fanout(state, agents, out, deadline).await,
+    }
 }
 
 /// The agents to deliver to now: by the channel's mode, one (round robin) or all, leaving out
