@@ -25,7 +25,7 @@ use super::{
 };
 use rows::{attempt_from_row, channel_from_row, db_error, event_from_row, summary_from_row};
 use schema::{MIGRATIONS, connect, migrate, open_error, recover};
-use writer::{Counters, Ledger, Op, Reply, Request, run_writer};
+use writer::{Counters, Ledger, Op, PRUNE_SLICE, Reply, Request, run_writer};
 
 mod checkpoint;
 mod rows;
@@ -387,9 +387,19 @@ impl Store for SqliteStore {
     }
 
     async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
-        self.write(Op::Prune { cutoff, cap })
-            .await
-            .map(Reply::count)
+        // In slices, each its own write, so that webhooks commit between them.
+        let mut deleted = 0;
+        loop {
+            let limit = PRUNE_SLICE;
+            let slice = self
+                .write(Op::Prune { cutoff, cap, limit })
+                .await
+                .map(Reply::count)?;
+            deleted += slice;
+            if slice < limit {
+                return Ok(deleted);
+            }
+        }
     }
 
     async fn create_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {

@@ -317,3 +317,33 @@ async fn a_large_body_written_in_place_reads_back_byte_for_byte() {
     let due = store.due(&ch, 1, 10).await.expect("due");
     assert!(due.len() == 1 && due[0].body[..] == body[..]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_larger_than_a_slice_deletes_everything_it_should() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(dir.path(), false).expect("open store"));
+    let (ch, old) = (channel("many"), channel("old"));
+    let n = super::writer::PRUNE_SLICE * 2 + 5;
+    // Age is read along arrival: the three old ones come first.
+    for t in 0..3 {
+        store
+            .insert(new_event(&old, t, EventStatus::Queued))
+            .await
+            .expect("insert");
+    }
+    let tasks: Vec<_> = (0..n)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            let event = new_event(&ch, 10_000 + t as i64, EventStatus::Delivered);
+            tokio::spawn(async move { store.insert(event).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("insert");
+    }
+    // Received before 5,000: the three of `old`; beyond the newest 10 of `many`: the rest.
+    let deleted = store.prune(5_000, 10).await.expect("prune");
+    assert_eq!(deleted, n - 10 + 3);
+    assert_eq!(store.count(&ch, None).await.expect("count"), 10);
+    assert_eq!(store.count(&old, None).await.expect("count"), 0);
+}

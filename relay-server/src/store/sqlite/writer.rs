@@ -63,9 +63,11 @@ pub(super) enum Op {
         attempt: Attempt,
         then: Transition,
     },
+    /// At most `limit` events of a prune (see [`PRUNE_SLICE`]).
     Prune {
         cutoff: Millis,
         cap: u64,
+        limit: u64,
     },
     CreateChannel(ChannelRecord),
     /// Nothing: proves a write transaction can be taken and committed.
@@ -309,7 +311,9 @@ fn apply(conn: &Connection, op: &Op, ledger: &mut Ledger) -> Result<Reply, Store
         Op::Record { id, attempt, then } => {
             return record(conn, *id, attempt, *then, ledger).map(Reply::Recorded);
         }
-        Op::Prune { cutoff, cap } => prune(conn, *cutoff, *cap, ledger).map_err(db_error),
+        Op::Prune { cutoff, cap, limit } => {
+            prune(conn, *cutoff, *cap, *limit, ledger).map_err(db_error)
+        }
         Op::CreateChannel(record) => create_channel(conn, record),
         Op::Ping => Ok(0),
         Op::UpdateChannel(record) => {
@@ -556,8 +560,13 @@ fn record(
     })
 }
 
-/// Deletes by age first, then, per channel, the finished events older than the newest `cap`.
-/// Attempts go with their events (`ON DELETE CASCADE`).
+/// Events one prune write deletes at most. A prune runs as slices of this many, each its own
+/// write, so the webhooks arriving meanwhile commit between them: deleting 115,000 events in
+/// one write held the writer, and every sender, for about a second.
+pub(super) const PRUNE_SLICE: u64 = 2_000;
+
+/// Deletes, up to `limit` events, by age first, then, per channel, the finished events older
+/// than the newest `cap`. Attempts and bodies go with their events (`ON DELETE CASCADE`).
 ///
 /// Age is found along `seq`, which follows arrival: everything before the first event received
 /// at or after `cutoff` goes. That walk costs as many rows as it deletes, where an index on
@@ -566,16 +575,20 @@ fn prune(
     conn: &Connection,
     cutoff: Millis,
     cap: u64,
+    limit: u64,
     ledger: &mut Ledger,
 ) -> rusqlite::Result<u64> {
+    let limit_sql = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     let mut deleted: Vec<(String, EventStatus, u64)> = conn
         .prepare_cached(
-            "DELETE FROM events WHERE seq < coalesce(
-                (SELECT seq FROM events WHERE received_at >= ?1 ORDER BY seq LIMIT 1),
-                (SELECT max(seq) + 1 FROM events))
+            "DELETE FROM events WHERE seq IN (
+                SELECT seq FROM events WHERE seq < coalesce(
+                    (SELECT seq FROM events WHERE received_at >= ?1 ORDER BY seq LIMIT 1),
+                    (SELECT max(seq) + 1 FROM events))
+                ORDER BY seq LIMIT ?2)
              RETURNING channel, status, size",
         )?
-        .query_map([cutoff], deleted_row)?
+        .query_map(params![cutoff, limit_sql(limit)], deleted_row)?
         .collect::<Result<_, _>>()?;
     let channels: Vec<String> = conn
         .prepare_cached("SELECT DISTINCT channel FROM events")?
@@ -583,10 +596,16 @@ fn prune(
         .collect::<Result<_, _>>()?;
     let newest_sql =
         "SELECT seq FROM events WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2";
-    let delete_sql = "DELETE FROM events WHERE channel = ?1 AND seq < ?2
-                      AND status IN ('delivered', 'failed', 'rejected')
+    let delete_sql = "DELETE FROM events WHERE seq IN (
+                          SELECT seq FROM events WHERE channel = ?1 AND seq < ?2
+                          AND status IN ('delivered', 'failed', 'rejected')
+                          ORDER BY seq LIMIT ?3)
                       RETURNING channel, status, size";
     for channel in channels {
+        let left = limit.saturating_sub(deleted.len() as u64);
+        if left == 0 {
+            break;
+        }
         // The oldest event the cap keeps; everything finished before it goes.
         let oldest_kept: Option<i64> = match cap.checked_sub(1) {
             None => Some(i64::MAX),
@@ -599,7 +618,8 @@ fn prune(
         };
         if let Some(oldest_kept) = oldest_kept {
             let mut stmt = conn.prepare_cached(delete_sql)?;
-            let rows = stmt.query_map(params![channel, oldest_kept], deleted_row)?;
+            let rows =
+                stmt.query_map(params![channel, oldest_kept, limit_sql(left)], deleted_row)?;
             for row in rows {
                 deleted.push(row?);
             }
