@@ -81,14 +81,14 @@ fn run(conn: &Connection, woken: &mpsc::Receiver<()>) {
 
 /// A passive checkpoint, then a restarting one for what the writer committed meanwhile.
 fn checkpoint(conn: &Connection) {
-    let run = |mode: &str| {
+    let pragma = |mode: &str| {
         conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
             Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
         })
     };
-    match run("PASSIVE") {
+    match pragma("PASSIVE") {
         Ok((frames, _)) => {
-            if let Err(e) = run("RESTART") {
+            if let Err(e) = pragma("RESTART") {
                 warn!(error = %e, frames, "event store checkpoint could not restart the WAL");
             }
         }

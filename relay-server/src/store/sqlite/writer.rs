@@ -449,16 +449,17 @@ fn insert_row(conn: &Connection, event: &NewEvent, size: u64) -> rusqlite::Resul
         i64::try_from(event.body.len()).unwrap_or(i64::MAX),
     ])?;
     let seq = conn.last_insert_rowid();
-    let headers = encode_headers(&event.headers);
-    if event.body.len() < WRITTEN_IN_PLACE {
-        let sql = "INSERT INTO bodies (seq, headers, body) VALUES (?1, ?2, ?3)";
-        conn.prepare_cached(sql)?
-            .execute(params![seq, headers, event.body.as_ref()])?;
+    let in_place = event.body.len() >= WRITTEN_IN_PLACE;
+    let room = ZeroBlob(u64::try_from(event.body.len()).unwrap_or(u64::MAX));
+    let body: &dyn rusqlite::ToSql = if in_place {
+        &room
     } else {
-        let sql = "INSERT INTO bodies (seq, headers, body) VALUES (?1, ?2, ?3)";
-        let room = ZeroBlob(u64::try_from(event.body.len()).unwrap_or(u64::MAX));
-        conn.prepare_cached(sql)?
-            .execute(params![seq, headers, room])?;
+        &event.body.as_ref()
+    };
+    let sql = "INSERT INTO bodies (seq, headers, body) VALUES (?1, ?2, ?3)";
+    conn.prepare_cached(sql)?
+        .execute(params![seq, encode_headers(&event.headers), body])?;
+    if in_place {
         conn.blob_open("main", "bodies", "body", seq, false)?
             .write_at(&event.body, 0)?;
     }
