@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     Abort, BodyChunk, DecodeError, EncodeError, ErrorFrame, Frame, Headers, Hello, MAX_FRAME_LEN,
-    RequestHead, ResponseHead, Welcome,
+    RequestHead, ResponseHead, Subscribe, Welcome,
 };
 
 fn config() -> impl Config {
@@ -27,6 +27,7 @@ pub(crate) enum FrameRef<'a> {
     Body(&'a BodyChunk),
     Abort(&'a Abort),
     Error(&'a ErrorFrame),
+    Subscribe(&'a Subscribe),
 }
 
 impl Frame {
@@ -39,6 +40,7 @@ impl Frame {
             Frame::Body(v) => FrameRef::Body(v),
             Frame::Abort(v) => FrameRef::Abort(v),
             Frame::Error(v) => FrameRef::Error(v),
+            Frame::Subscribe(v) => FrameRef::Subscribe(v),
         }
     }
 }
@@ -77,6 +79,7 @@ fn size_hint(frame: &FrameRef<'_>) -> usize {
             }
             FrameRef::Response(r) => headers(&r.headers) + r.body.len(),
             FrameRef::Body(b) => b.data.len(),
+            FrameRef::Subscribe(s) => s.events.iter().map(|e| e.len() + 2).sum::<usize>(),
             FrameRef::Hello(_) | FrameRef::Welcome(_) | FrameRef::Abort(_) | FrameRef::Error(_) => {
                 FIXED
             }

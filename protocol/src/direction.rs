@@ -10,7 +10,7 @@
 use crate::codec::FrameRef;
 use crate::{
     Abort, BodyChunk, DecodeError, EncodeError, ErrorFrame, Frame, Hello, RequestHead,
-    ResponseHead, Welcome, codec,
+    ResponseHead, Subscribe, Welcome, codec,
 };
 
 /// What the relay server sends an agent.
@@ -27,6 +27,7 @@ pub enum ToAgent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromAgent {
     Hello(Hello),
+    Subscribe(Subscribe),
     Response(ResponseHead),
     Body(BodyChunk),
     Abort(Abort),
@@ -44,6 +45,7 @@ impl Frame {
             Frame::Body(_) => "body",
             Frame::Abort(_) => "abort",
             Frame::Error(_) => "error",
+            Frame::Subscribe(_) => "subscribe",
         }
     }
 }
@@ -68,10 +70,12 @@ impl ToAgent {
             Frame::Body(v) => Ok(ToAgent::Body(v)),
             Frame::Abort(v) => Ok(ToAgent::Abort(v)),
             Frame::Error(v) => Ok(ToAgent::Error(v)),
-            frame @ (Frame::Hello(_) | Frame::Response(_)) => Err(DecodeError::WrongDirection {
-                kind: frame.kind(),
-                from: "relay server",
-            }),
+            frame @ (Frame::Hello(_) | Frame::Subscribe(_) | Frame::Response(_)) => {
+                Err(DecodeError::WrongDirection {
+                    kind: frame.kind(),
+                    from: "relay server",
+                })
+            }
         }
     }
 }
@@ -81,6 +85,7 @@ impl FromAgent {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         codec::encode_ref(match self {
             FromAgent::Hello(v) => FrameRef::Hello(v),
+            FromAgent::Subscribe(v) => FrameRef::Subscribe(v),
             FromAgent::Response(v) => FrameRef::Response(v),
             FromAgent::Body(v) => FrameRef::Body(v),
             FromAgent::Abort(v) => FrameRef::Abort(v),
@@ -93,6 +98,7 @@ impl FromAgent {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         match codec::decode(bytes)? {
             Frame::Hello(v) => Ok(FromAgent::Hello(v)),
+            Frame::Subscribe(v) => Ok(FromAgent::Subscribe(v)),
             Frame::Response(v) => Ok(FromAgent::Response(v)),
             Frame::Body(v) => Ok(FromAgent::Body(v)),
             Frame::Abort(v) => Ok(FromAgent::Abort(v)),
@@ -121,6 +127,7 @@ impl From<FromAgent> for Frame {
     fn from(message: FromAgent) -> Self {
         match message {
             FromAgent::Hello(v) => Frame::Hello(v),
+            FromAgent::Subscribe(v) => Frame::Subscribe(v),
             FromAgent::Response(v) => Frame::Response(v),
             FromAgent::Body(v) => Frame::Body(v),
             FromAgent::Abort(v) => Frame::Abort(v),

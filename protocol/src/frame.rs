@@ -38,6 +38,10 @@ pub enum Frame {
     Abort(Abort),
     /// Either way: a connection-level refusal, sent just before closing.
     Error(ErrorFrame),
+    /// Agent to server, first frame instead of `Hello` from an agent that takes only some
+    /// event types. Appended after version 1's first release, so every earlier frame keeps its
+    /// encoding; an agent that takes every type still opens with `Hello`.
+    Subscribe(Subscribe),
 }
 
 /// The agent introduces itself.
@@ -51,6 +55,15 @@ pub struct Hello {
     pub token: Option<String>,
     /// Free-form client name and version, for logs (`relay-client/0.1.0`).
     pub client: String,
+}
+
+/// An agent's `Hello` with the event types it takes: the server sends it only webhooks whose
+/// type matches one of `events` (see [`crate::Subscription`]), and none without a type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscribe {
+    pub hello: Hello,
+    /// Patterns as typed: an exact type, or a prefix ending in `*`. At least one.
+    pub events: Vec<String>,
 }
 
 /// The server accepted the agent.

@@ -11,14 +11,19 @@ pub mod api;
 mod codec;
 mod direction;
 mod error;
+mod event_type;
 mod frame;
 
 pub use codec::{decode, encode};
 pub use direction::{FromAgent, ToAgent};
 pub use error::{DecodeError, EncodeError, InvalidChannel};
+pub use event_type::{
+    EVENT_TYPE_HEADER, MAX_EVENT_TYPE_LEN, MAX_PATTERNS, PatternError, Subscription, TypePattern,
+    is_event_type,
+};
 pub use frame::{
     Abort, BodyChunk, ChannelId, DeliveryId, ErrorCode, ErrorFrame, Frame, Headers, Hello,
-    RequestHead, ResponseHead, Welcome, close,
+    RequestHead, ResponseHead, Subscribe, Welcome, close,
 };
 
 /// Version of the frame set and its encoding. Both sides send it in their first frame; a peer

@@ -7,8 +7,8 @@ use protocol::DeliveryId;
 use protocol::api::{
     Accepted, AdminChannel, AdminChannels, AgentStatus, Attempt, AttemptKind, AttemptSummary,
     BodyEncoding, ChannelStatus, ContentError, ErrorBody, EventDetail, EventPage, EventStatus,
-    EventSummary, Header, Health, LiveAttempt, LiveReload, Open, Replayed, TokenChannel,
-    decode_body,
+    EventSummary, Header, Health, LiveAttempt, LiveReload, Open, ReplayEdit, Replayed,
+    TokenChannel, decode_body,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -30,12 +30,14 @@ fn summary() -> EventSummary {
     EventSummary {
         attempts: 2,
         body_bytes: 3,
+        event_type: Some("push".into()),
         id: id(),
         method: "POST".into(),
         next_attempt_at: Some("2023-11-14T22:13:21.000Z".into()),
         path: "/x".into(),
         query: Some("a=1".into()),
         received_at: "2023-11-14T22:13:20.123Z".into(),
+        replay_of: None,
         response_status: Some(500),
         status: EventStatus::Queued.into(),
     }
@@ -67,10 +69,12 @@ const ATTEMPT: &str = r#"{"agent":"ag","body":"/wA=","body_bytes":2,"body_encodi
 fn event_summary() {
     pinned(
         &summary(),
-        r#"{"attempts":2,"body_bytes":3,"id":"00000000-0000-0000-0000-000000000000","method":"POST","next_attempt_at":"2023-11-14T22:13:21.000Z","path":"/x","query":"a=1","received_at":"2023-11-14T22:13:20.123Z","response_status":500,"status":"queued"}"#,
+        r#"{"attempts":2,"body_bytes":3,"event_type":"push","id":"00000000-0000-0000-0000-000000000000","method":"POST","next_attempt_at":"2023-11-14T22:13:21.000Z","path":"/x","query":"a=1","received_at":"2023-11-14T22:13:20.123Z","replay_of":null,"response_status":500,"status":"queued"}"#,
     );
     let delivered = EventSummary {
+        event_type: None,
         next_attempt_at: None,
+        replay_of: Some(id()),
         query: None,
         response_status: None,
         status: EventStatus::Delivered.into(),
@@ -78,8 +82,30 @@ fn event_summary() {
     };
     pinned(
         &delivered,
-        r#"{"attempts":2,"body_bytes":3,"id":"00000000-0000-0000-0000-000000000000","method":"POST","next_attempt_at":null,"path":"/x","query":null,"received_at":"2023-11-14T22:13:20.123Z","response_status":null,"status":"delivered"}"#,
+        r#"{"attempts":2,"body_bytes":3,"event_type":null,"id":"00000000-0000-0000-0000-000000000000","method":"POST","next_attempt_at":null,"path":"/x","query":null,"received_at":"2023-11-14T22:13:20.123Z","replay_of":"00000000-0000-0000-0000-000000000000","response_status":null,"status":"delivered"}"#,
     );
+}
+
+#[test]
+fn an_older_servers_summary_reads_without_a_type() {
+    let old = r#"{"attempts":2,"body_bytes":3,"id":"00000000-0000-0000-0000-000000000000","method":"POST","next_attempt_at":null,"path":"/x","query":null,"received_at":"2023-11-14T22:13:20.123Z","response_status":null,"status":"delivered"}"#;
+    let read: EventSummary = serde_json::from_str(old).expect("an older answer reads");
+    assert_eq!((read.event_type, read.replay_of), (None, None));
+}
+
+#[test]
+fn edited_replays_leave_out_what_they_keep() {
+    pinned(&ReplayEdit::default(), "{}");
+    let edit = ReplayEdit {
+        body: Some("{}".into()),
+        body_encoding: None,
+        headers: Some(vec![Header::encode("x-a", b"1")]),
+    };
+    pinned(
+        &edit,
+        r#"{"body":"{}","headers":[{"name":"x-a","value":"1"}]}"#,
+    );
+    assert!(ReplayEdit::default().is_empty() && !edit.is_empty());
 }
 
 #[test]
@@ -110,6 +136,7 @@ fn event_detail() {
         body_bytes: 3,
         body_encoding: BodyEncoding::Utf8,
         channel: "c".into(),
+        event_type: s.event_type,
         headers: vec![Header::encode("content-type", b"text/plain")],
         id: s.id,
         method: s.method,
@@ -117,12 +144,13 @@ fn event_detail() {
         path: s.path,
         query: s.query,
         received_at: s.received_at,
+        replay_of: s.replay_of,
         response_status: s.response_status,
         source: None,
         status: s.status,
     };
     let json = format!(
-        r#"{{"attempts":[{ATTEMPT}],"body":"abc","body_bytes":3,"body_encoding":"utf8","channel":"c","headers":[{{"name":"content-type","value":"text/plain"}}],"id":"{NIL}","method":"POST","next_attempt_at":"2023-11-14T22:13:21.000Z","path":"/x","query":"a=1","received_at":"2023-11-14T22:13:20.123Z","response_status":500,"source":null,"status":"queued"}}"#
+        r#"{{"attempts":[{ATTEMPT}],"body":"abc","body_bytes":3,"body_encoding":"utf8","channel":"c","event_type":"push","headers":[{{"name":"content-type","value":"text/plain"}}],"id":"{NIL}","method":"POST","next_attempt_at":"2023-11-14T22:13:21.000Z","path":"/x","query":"a=1","received_at":"2023-11-14T22:13:20.123Z","replay_of":null,"response_status":500,"source":null,"status":"queued"}}"#
     );
     pinned(&detail, &json);
 }
@@ -135,10 +163,11 @@ fn replay_and_live_stream() {
         method: "POST".into(),
         path: "/x".into(),
         query: None,
+        replay_of: None,
         status: EventStatus::Failed.into(),
     };
     let json = format!(
-        r#"{{"attempt":{ATTEMPT},"id":"{NIL}","method":"POST","path":"/x","query":null,"status":"failed"}}"#
+        r#"{{"attempt":{ATTEMPT},"id":"{NIL}","method":"POST","path":"/x","query":null,"replay_of":null,"status":"failed"}}"#
     );
     pinned(&replayed, &json);
     let live = LiveAttempt {
@@ -160,6 +189,7 @@ fn channel_answers() {
         agents: vec![AgentStatus {
             client: "relay-client/0.1.0".into(),
             connected_at: "2023-11-14T22:13:20.123Z".into(),
+            events: Some(vec!["push".into(), "issue*".into()]),
             id: NIL.into(),
             in_flight: 0,
             peer: "127.0.0.1:5000".into(),
@@ -171,7 +201,7 @@ fn channel_answers() {
     };
     pinned(
         &status,
-        r#"{"agent_count":1,"agents":[{"client":"relay-client/0.1.0","connected_at":"2023-11-14T22:13:20.123Z","id":"00000000-0000-0000-0000-000000000000","in_flight":0,"peer":"127.0.0.1:5000"}],"channel":"c","mode":"balance","registered":false,"url":"http://r/h/c"}"#,
+        r#"{"agent_count":1,"agents":[{"client":"relay-client/0.1.0","connected_at":"2023-11-14T22:13:20.123Z","events":["push","issue*"],"id":"00000000-0000-0000-0000-000000000000","in_flight":0,"peer":"127.0.0.1:5000"}],"channel":"c","mode":"balance","registered":false,"url":"http://r/h/c"}"#,
     );
     let token = TokenChannel {
         channel: "c".into(),
@@ -183,6 +213,7 @@ fn channel_answers() {
         agent_count: None,
         allow_from: vec!["10.0.0.0/8".into()],
         created_at: "2023-11-14T22:13:20.123Z".into(),
+        event_type: Some("json:/meta/kind".into()),
         mode: "fanout".into(),
         name: "c".into(),
         rate_limit: None,
@@ -192,7 +223,7 @@ fn channel_answers() {
     };
     pinned(
         &created,
-        r#"{"allow_from":["10.0.0.0/8"],"created_at":"2023-11-14T22:13:20.123Z","mode":"fanout","name":"c","rate_limit":null,"token":"hrt_x","url":"http://r/h/c","verify":"github"}"#,
+        r#"{"allow_from":["10.0.0.0/8"],"created_at":"2023-11-14T22:13:20.123Z","event_type":"json:/meta/kind","mode":"fanout","name":"c","rate_limit":null,"token":"hrt_x","url":"http://r/h/c","verify":"github"}"#,
     );
     let listed = AdminChannels {
         channels: vec![AdminChannel {
@@ -200,12 +231,13 @@ fn channel_answers() {
             token: None,
             rate_limit: Some("10/s".into()),
             verify: None,
+            event_type: None,
             ..created
         }],
     };
     pinned(
         &listed,
-        r#"{"channels":[{"agent_count":2,"allow_from":["10.0.0.0/8"],"created_at":"2023-11-14T22:13:20.123Z","mode":"fanout","name":"c","rate_limit":"10/s","url":"http://r/h/c","verify":null}]}"#,
+        r#"{"channels":[{"agent_count":2,"allow_from":["10.0.0.0/8"],"created_at":"2023-11-14T22:13:20.123Z","event_type":null,"mode":"fanout","name":"c","rate_limit":"10/s","url":"http://r/h/c","verify":null}]}"#,
     );
 }
 
@@ -219,6 +251,10 @@ fn small_answers() {
     pinned(
         &Accepted::pending(id()),
         &format!(r#"{{"id":"{NIL}","status":"pending"}}"#),
+    );
+    pinned(
+        &Accepted::unrouted(id()),
+        &format!(r#"{{"id":"{NIL}","status":"unrouted"}}"#),
     );
     let offline = Accepted {
         error: Some("no agent connected to channel c; the webhook is queued".into()),

@@ -52,12 +52,21 @@ fn samples() -> Vec<Frame> {
             code: ErrorCode::Unauthorized,
             message: "m".into(),
         }),
+        Frame::Subscribe(Subscribe {
+            hello: Hello {
+                version: 1,
+                channel: Some("ch".into()),
+                token: None,
+                client: "c".into(),
+            },
+            events: vec!["push".into(), "a*".into()],
+        }),
     ]
 }
 
 /// The encoding of each sample, pinned. A change here breaks every deployed peer: bump
 /// PROTOCOL_VERSION and update docs/protocol.md in the same commit.
-const GOLDEN: [&str; 7] = [
+const GOLDEN: [&str; 8] = [
     "000101026368000163",
     "010102636801751000000000000000000000000000000001",
     "021000112233445566778899aabbccddeeff04504f5354022f700103713d3101016101ff02686901",
@@ -65,6 +74,7 @@ const GOLDEN: [&str; 7] = [
     "041000112233445566778899aabbccddeeff0378797a01",
     "051000112233445566778899aabbccddeeff0172",
     "0601016d",
+    "07010102636800016302047075736802612a",
 ];
 
 fn hex(bytes: &[u8]) -> String {
@@ -304,6 +314,7 @@ fn by_sender(frame: Frame) -> Result<ToAgent, FromAgent> {
         Frame::Welcome(v) => Ok(ToAgent::Welcome(v)),
         Frame::Request(v) => Ok(ToAgent::Request(v)),
         Frame::Hello(v) => Err(FromAgent::Hello(v)),
+        Frame::Subscribe(v) => Err(FromAgent::Subscribe(v)),
         Frame::Response(v) => Err(FromAgent::Response(v)),
         // Both sides send these; the server's copy is checked here, the agent's below.
         Frame::Body(v) => Ok(ToAgent::Body(v)),

@@ -80,6 +80,8 @@ pub struct ChannelSettings {
     pub allow_from: Vec<ipnet::IpNet>,
     /// How its webhooks are signed; a webhook that does not verify is refused with 401.
     pub verify: Option<crate::verify::Verify>,
+    /// Where its webhooks' event type is; `None` for the senders' usual places.
+    pub event_type: Option<crate::event_type::TypeSource>,
 }
 
 /// A rate: `count` webhooks per `period`, in bursts of up to `count` (a channel's delivery
@@ -160,6 +162,8 @@ pub struct SettingsChange {
     pub allow_from: Option<Vec<ipnet::IpNet>>,
     /// `Some(None)`: no signature check.
     pub verify: Option<Option<crate::verify::Verify>>,
+    /// `Some(None)`: back to the senders' usual places.
+    pub event_type: Option<Option<crate::event_type::TypeSource>>,
 }
 
 impl SettingsChange {
@@ -180,6 +184,9 @@ impl SettingsChange {
         }
         if let Some(verify) = self.verify {
             settings.verify = verify;
+        }
+        if let Some(source) = self.event_type {
+            settings.event_type = source;
         }
     }
 }

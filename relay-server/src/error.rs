@@ -13,6 +13,11 @@ pub enum Error {
     NotFound,
     #[error("no agent connected to channel {0}")]
     NoAgent(ChannelId),
+    #[error("{}", no_taker(channel, event_type.as_deref()))]
+    NoTaker {
+        channel: ChannelId,
+        event_type: Option<String>,
+    },
     #[error("agent disconnected before answering")]
     AgentGone,
     #[error("agent failed the delivery: {0}")]
@@ -108,7 +113,9 @@ impl Error {
             Error::Busy | Error::DiskLow(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::SourceNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::AdminDisabled => StatusCode::FORBIDDEN,
-            Error::NoAgent(_) | Error::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::NoAgent(_) | Error::NoTaker { .. } | Error::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Unauthorized | Error::Signature(_) => StatusCode::UNAUTHORIZED,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::ClientCertRequired => StatusCode::FORBIDDEN,
@@ -119,6 +126,16 @@ impl Error {
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::BodyRead => StatusCode::BAD_REQUEST,
         }
+    }
+}
+
+/// Why a replay has no agent to go to although agents are connected.
+fn no_taker(channel: &ChannelId, event_type: Option<&str>) -> String {
+    match event_type {
+        Some(t) => format!("no agent connected to channel {channel} takes event type {t}"),
+        None => format!(
+            "every agent connected to channel {channel} takes only some event types, and this webhook has none"
+        ),
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use protocol::{ChannelId, DeliveryId};
+use protocol::{ChannelId, DeliveryId, Subscription};
 use tokio::sync::broadcast;
 
 use crate::channel::ChannelRecord;
@@ -150,6 +150,8 @@ impl Store for Observed {
             response_status: None,
             body_len: event.body.len() as u64,
             next_attempt_at: None,
+            event_type: event.event_type.clone(),
+            replay_of: event.replay_of,
         });
         self.inner.insert(event).await?;
         if let Some(summary) = summary {
@@ -183,14 +185,19 @@ impl Store for Observed {
     async fn due(
         &self,
         channel: &ChannelId,
+        takes: &Subscription,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
-        self.inner.due(channel, now, limit).await
+        self.inner.due(channel, takes, now, limit).await
     }
 
-    async fn next_due(&self, channel: &ChannelId) -> Result<Option<Millis>, StoreError> {
-        self.inner.next_due(channel).await
+    async fn next_due(
+        &self,
+        channel: &ChannelId,
+        takes: &Subscription,
+    ) -> Result<Option<Millis>, StoreError> {
+        self.inner.next_due(channel, takes).await
     }
 
     async fn list(
@@ -314,6 +321,8 @@ mod tests {
             headers: Vec::new(),
             body: Bytes::from_static(b"abc"),
             status: EventStatus::Queued,
+            event_type: Some("push".to_owned()),
+            replay_of: None,
         }
     }
 }

@@ -29,6 +29,7 @@ mod clock;
 pub mod config;
 mod disk;
 mod error;
+mod event_type;
 mod feed;
 mod limits;
 mod metrics;

@@ -58,6 +58,12 @@ pub struct Metrics {
     bytes_in: OnceLock<Counter>,
     bytes_out: OnceLock<Counter>,
     rejected: Family<ReasonLabels, Counter>,
+    unrouted: Family<UnroutedLabels, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnroutedLabels {
+    channel: Cow<'static, str>,
 }
 
 impl Default for Metrics {
@@ -92,6 +98,13 @@ impl Default for Metrics {
         );
         let rejected = Family::<ReasonLabels, Counter>::default();
         registry.register("rejected", "Requests refused, by reason", rejected.clone());
+        // By channel only: an event type is whatever a sender writes, unbounded as a label.
+        let unrouted = Family::<UnroutedLabels, Counter>::default();
+        registry.register(
+            "unrouted",
+            "Webhooks stored unrouted: agents were connected and none takes their event type",
+            unrouted.clone(),
+        );
         Self {
             registry,
             requests,
@@ -102,6 +115,7 @@ impl Default for Metrics {
             bytes_in: OnceLock::new(),
             bytes_out: OnceLock::new(),
             rejected,
+            unrouted,
         }
     }
 }
@@ -143,6 +157,14 @@ impl Metrics {
         if let Some(elapsed) = live {
             self.latency.observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// A webhook of `channel` (registered or not) stored unrouted.
+    pub fn unrouted(&self, channel: &ChannelId, registered: bool) {
+        let channel = label(channel, registered);
+        self.unrouted
+            .get_or_create(&UnroutedLabels { channel })
+            .inc();
     }
 
     /// A request refused for `reason`.

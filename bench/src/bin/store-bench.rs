@@ -205,6 +205,8 @@ fn new_event(channel: &ChannelId) -> NewEvent {
         headers,
         body,
         status: EventStatus::Queued,
+        event_type: Some("push".to_owned()),
+        replay_of: None,
     }
 }
 

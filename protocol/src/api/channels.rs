@@ -27,6 +27,8 @@ pub struct AgentStatus {
     /// The agent's name and version from its hello.
     pub client: String,
     pub connected_at: String,
+    /// The event types it takes (its `--events`), `null` for every type.
+    pub events: Option<Vec<String>>,
     pub id: String,
     /// Deliveries it has not answered yet.
     pub in_flight: usize,
@@ -51,6 +53,9 @@ pub struct AdminChannel {
     /// Source networks allowed to send it webhooks (`10.0.0.0/8`); empty allows any.
     pub allow_from: Vec<String>,
     pub created_at: String,
+    /// Where its webhooks' event type is read from (`header:X-Kind`, `json:/meta/kind`), or
+    /// `null` for the senders' usual places.
+    pub event_type: Option<String>,
     pub mode: String,
     pub name: String,
     /// Its own delivery pace (`10/s`), `null` for the server's `--rate-limit`.

@@ -21,6 +21,8 @@ pub struct EventSummary {
     /// Attempts made so far, of any kind.
     pub attempts: u32,
     pub body_bytes: u64,
+    /// The webhook's type (`push`, `payment_intent.succeeded`), `null` when it has none.
+    pub event_type: Option<String>,
     pub id: DeliveryId,
     pub method: String,
     /// When a queued event is next tried; `null` for any other status.
@@ -29,6 +31,8 @@ pub struct EventSummary {
     pub path: String,
     pub query: Option<String>,
     pub received_at: String,
+    /// The event this one is an edited replay of; `null` for a webhook as a sender sent it.
+    pub replay_of: Option<DeliveryId>,
     /// Status of the target's latest answer, if there was one.
     pub response_status: Option<u16>,
     pub status: Open<EventStatus>,
@@ -53,6 +57,7 @@ pub struct EventDetail {
     pub body_bytes: u64,
     pub body_encoding: BodyEncoding,
     pub channel: String,
+    pub event_type: Option<String>,
     pub headers: Vec<Header>,
     pub id: DeliveryId,
     pub method: String,
@@ -60,6 +65,7 @@ pub struct EventDetail {
     pub path: String,
     pub query: Option<String>,
     pub received_at: String,
+    pub replay_of: Option<DeliveryId>,
     pub response_status: Option<u16>,
     /// The sender's address, when the relay knew it.
     pub source: Option<String>,
@@ -134,11 +140,38 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replayed {
     pub attempt: Attempt,
+    /// The event the attempt was made on: the one asked for, or for an edited replay the new
+    /// event that holds the edited request.
     pub id: DeliveryId,
     pub method: String,
     pub path: String,
     pub query: Option<String>,
+    /// For an edited replay, the event it was made from; `null` otherwise.
+    pub replay_of: Option<DeliveryId>,
     pub status: Open<EventStatus>,
+}
+
+/// The optional body of `POST .../events/{id}/replay`: replay with these instead of the stored
+/// request's. The edited request is stored as a new event naming the original
+/// ([`EventSummary::replay_of`]); the original stays as it was. A field left out keeps the
+/// stored one; method, path and query always stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayEdit {
+    /// The new body, as [`body_encoding`](Self::body_encoding) says (default `utf8`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_encoding: Option<BodyEncoding>,
+    /// Every header of the new request, in order (the stored list is replaced whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<Header>>,
+}
+
+impl ReplayEdit {
+    /// Whether it changes nothing: a plain replay.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_none() && self.headers.is_none()
+    }
 }
 
 /// The live stream's `attempt` event: an attempt was recorded, and the event's new status.

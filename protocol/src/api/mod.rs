@@ -17,7 +17,8 @@ pub mod path;
 pub use channels::{AdminChannel, AdminChannels, AgentStatus, ChannelStatus, TokenChannel};
 pub use events::{
     Attempt, AttemptSummary, BodyEncoding, ContentError, EventDetail, EventPage, EventSummary,
-    Header, LiveAttempt, LiveReload, Replayed, decode_body, encode_body, encode_headers,
+    Header, LiveAttempt, LiveReload, ReplayEdit, Replayed, decode_body, encode_body,
+    encode_headers,
 };
 pub use names::{AttemptKind, EventStatus, Open};
 
@@ -62,6 +63,8 @@ pub enum AcceptedStatus {
     Queued,
     /// An agent has it, but did not answer within `--ack-after`; the answer is recorded.
     Pending,
+    /// Stored, but no connected agent takes its event type; replay it to deliver it.
+    Unrouted,
 }
 
 impl Accepted {
@@ -78,6 +81,14 @@ impl Accepted {
             error: None,
             id,
             status: AcceptedStatus::Pending,
+        }
+    }
+
+    pub fn unrouted(id: DeliveryId) -> Self {
+        Self {
+            error: None,
+            id,
+            status: AcceptedStatus::Unrouted,
         }
     }
 }

@@ -21,15 +21,19 @@ pub enum EventStatus {
     /// Refused at the edge (its signature did not verify): kept for inspection, never
     /// forwarded or replayed.
     Rejected,
+    /// Agents were connected but none takes its event type (their `--events`): kept for
+    /// inspection, not retried, replayable to any agent.
+    Unrouted,
 }
 
 impl EventStatus {
-    pub const ALL: [EventStatus; 5] = [
+    pub const ALL: [EventStatus; 6] = [
         EventStatus::Queued,
         EventStatus::Delivering,
         EventStatus::Delivered,
         EventStatus::Failed,
         EventStatus::Rejected,
+        EventStatus::Unrouted,
     ];
 
     /// The name the API uses.
@@ -40,6 +44,7 @@ impl EventStatus {
             EventStatus::Delivered => "delivered",
             EventStatus::Failed => "failed",
             EventStatus::Rejected => "rejected",
+            EventStatus::Unrouted => "unrouted",
         }
     }
 

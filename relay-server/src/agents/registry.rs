@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use dashmap::DashMap;
-use protocol::{Abort, ChannelId, DeliveryId, ResponseHead, ToAgent};
+use protocol::{Abort, ChannelId, DeliveryId, ResponseHead, Subscription, ToAgent};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -57,6 +57,8 @@ pub struct AgentInfo {
     /// The agent's name and version from its hello.
     pub client: String,
     pub connected_at: crate::store::Millis,
+    /// The event types it takes (`--events`; every type when it sent a plain hello).
+    pub subscription: Subscription,
 }
 
 /// One connected agent, shared between its session task and the attempts sent through it.
@@ -110,6 +112,11 @@ impl AgentHandle {
 
     pub fn info(&self) -> &AgentInfo {
         &self.info
+    }
+
+    /// Whether it takes webhooks of type `event_type`.
+    pub fn takes(&self, event_type: Option<&str>) -> bool {
+        self.info.subscription.takes(event_type)
     }
 
     /// Cancelled when the agent's session ends; every delivery waiting on it fails with 502.
@@ -262,15 +269,43 @@ impl Registry {
         });
     }
 
-    /// The agent to send the next attempt for `channel` to, round robin among its agents.
-    pub fn pick(&self, channel: &ChannelId) -> Option<Arc<AgentHandle>> {
+    /// The agent to send the next attempt for `channel` at a webhook of type `event_type` to,
+    /// round robin among its agents that take that type.
+    pub fn pick(&self, channel: &ChannelId, event_type: Option<&str>) -> Option<Arc<AgentHandle>> {
         let entry = self.channels.get(channel)?;
         let n = entry.agents.len();
         if n == 0 {
             return None;
         }
-        let i = entry.next.fetch_add(1, Ordering::Relaxed) % n;
-        Some(Arc::clone(&entry.agents[i]))
+        let start = entry.next.fetch_add(1, Ordering::Relaxed);
+        // Most channels' agents take every type: then the first candidate is the one.
+        (0..n)
+            .map(|k| &entry.agents[start.wrapping_add(k) % n])
+            .find(|agent| agent.takes(event_type))
+            .map(Arc::clone)
+    }
+
+    /// Every agent of `channel` that takes webhooks of type `event_type`, in the order they
+    /// connected.
+    pub fn takers(&self, channel: &ChannelId, event_type: Option<&str>) -> Vec<Arc<AgentHandle>> {
+        self.channels
+            .get(channel)
+            .map(|entry| {
+                (entry.agents.iter())
+                    .filter(|agent| agent.takes(event_type))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// What `channel`'s agents take together: the types its queue can be delivered for now.
+    pub fn subscription(&self, channel: &ChannelId) -> Subscription {
+        self.channels
+            .get(channel)
+            .map_or(Subscription::Only(Vec::new()), |entry| {
+                Subscription::union(entry.agents.iter().map(|a| &a.info.subscription))
+            })
     }
 
     /// Evicts every agent of `channel` (see [`AgentHandle::evict`]); returns how many.

@@ -13,7 +13,8 @@ use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::response::{IntoResponse, Response};
 use protocol::{
-    DecodeError, ErrorCode, ErrorFrame, FromAgent, Hello, PROTOCOL_VERSION, ToAgent, Welcome, close,
+    DecodeError, ErrorCode, ErrorFrame, FromAgent, Hello, PROTOCOL_VERSION, Subscribe,
+    Subscription, ToAgent, Welcome, close,
 };
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -136,11 +137,12 @@ async fn session(state: AppState, socket: WebSocket, peer: SocketAddr, client: I
     let (mut inbox, outbox, writer) = wire::split(socket);
 
     let end = match handshake(&state, &mut inbox, client).await {
-        Ok((hello, grant)) => {
+        Ok((hello, subscription, grant)) => {
             let info = AgentInfo {
                 peer,
                 client: hello.client.clone(),
                 connected_at: crate::store::now_ms(),
+                subscription,
             };
             let agent = Arc::new(AgentHandle::new(
                 grant.channel().clone(),
@@ -178,7 +180,7 @@ async fn handshake(
     state: &AppState,
     inbox: &mut Inbox,
     client: IpAddr,
-) -> Result<(Hello, AgentGrant), SessionEnd> {
+) -> Result<(Hello, Subscription, AgentGrant), SessionEnd> {
     const NOT_HELLO: SessionEnd = SessionEnd::Protocol("first frame must be hello");
     let timeout = state.config.handshake_timeout;
     let frame = loop {
@@ -195,8 +197,17 @@ async fn handshake(
             Err(e) => return Err(e.into()),
         }
     };
-    let FromAgent::Hello(hello) = frame else {
-        return Err(NOT_HELLO);
+    let (hello, subscription) = match frame {
+        FromAgent::Hello(hello) => (hello, Subscription::All),
+        FromAgent::Subscribe(Subscribe { hello, events }) => {
+            let subscription =
+                Subscription::parse(events.iter().map(String::as_str)).map_err(|e| {
+                    let message = format!("the agent's event types are not valid: {e}");
+                    SessionEnd::Refused(ErrorCode::ProtocolError, message)
+                })?;
+            (hello, subscription)
+        }
+        _ => return Err(NOT_HELLO),
     };
     if hello.version != PROTOCOL_VERSION {
         let side = if hello.version < PROTOCOL_VERSION {
@@ -219,7 +230,7 @@ async fn handshake(
         hello.token.as_deref(),
     )
     .map_err(|refusal| SessionEnd::Refused(refusal.code, refusal.message))?;
-    Ok((hello, grant))
+    Ok((hello, subscription, grant))
 }
 
 async fn serve_agent(
@@ -262,7 +273,12 @@ async fn serve_agent(
             agent.channel()
         ));
     }
-    info!(client = %hello.client, registered = matches!(grant, AgentGrant::Registered(_)), "agent connected");
+    info!(
+        client = %hello.client,
+        registered = matches!(grant, AgentGrant::Registered(_)),
+        events = %agent.info().subscription,
+        "agent connected"
+    );
     state.dispatcher.kick(state, agent.channel());
     let end = read_loop(state, agent, outbox, inbox).await;
     state.registry.remove(agent);
@@ -352,7 +368,7 @@ async fn read_loop(
             FromAgent::Error(e) => {
                 warn!(code = ?e.code, message = %e.message, "agent reported an error")
             }
-            FromAgent::Hello(_) => return UNEXPECTED,
+            FromAgent::Hello(_) | FromAgent::Subscribe(_) => return UNEXPECTED,
         }
     }
 }

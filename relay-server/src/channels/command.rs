@@ -79,7 +79,7 @@ pub async fn run(
             if change.is_empty() {
                 bail!(
                     "nothing to change: give --mode, --rate-limit, --allow-from, --allow-any, \
-                     --verify or --no-verify"
+                     --verify, --no-verify or --event-type"
                 );
             }
             let record = channels::update(store.as_ref(), &name, change).await?;
@@ -118,6 +118,9 @@ fn describe(record: &ChannelRecord) -> String {
     });
     if let Some(verify) = &settings.verify {
         parts.push(format!("verify {}", verify.kind()));
+    }
+    if let Some(source) = &settings.event_type {
+        parts.push(format!("event type from {source}"));
     }
     if !settings.allow_from.is_empty() {
         let nets: Vec<String> = settings

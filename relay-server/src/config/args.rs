@@ -12,6 +12,7 @@ use crate::config::{
     Config, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_QUEUED, DEFAULT_MAX_REJECTED,
     DEFAULT_MAX_STORED_BYTES, DEFAULT_MIN_FREE_SPACE, RetryPolicy,
 };
+use crate::event_type::TypeSource;
 use crate::net::http::{HttpLimits, MIN_HEAD_BYTES};
 use crate::net::tls::TlsConfig;
 use crate::store::{Quota, StoreConfig};
@@ -332,6 +333,10 @@ pub struct UpdateOptions {
     pub no_verify: bool,
     #[command(flatten)]
     pub verify: VerifyArgs,
+    /// Where its webhooks' event type is (header:NAME or json:/json/pointer), or `default` for
+    /// the senders' usual places.
+    #[arg(long, value_name = "SOURCE|default")]
+    pub event_type: Option<String>,
 }
 
 impl UpdateOptions {
@@ -355,11 +360,19 @@ impl UpdateOptions {
             None if self.no_verify => Some(None),
             None => None,
         };
+        let event_type = match self.event_type.as_deref() {
+            None => None,
+            Some("default") => Some(None),
+            Some(source) => Some(Some(source.parse::<TypeSource>().map_err(|e| {
+                format!("--event-type: {e}, or default for the senders' usual places")
+            })?)),
+        };
         Ok(SettingsChange {
             mode: self.mode,
             rate_limit,
             allow_from,
             verify,
+            event_type,
         })
     }
 }
@@ -381,6 +394,11 @@ pub struct ChannelOptions {
     pub allow_from: Vec<ipnet::IpNet>,
     #[command(flatten)]
     pub verify: VerifyArgs,
+    /// Where its webhooks' event type is, when not where senders usually put it (GitHub's,
+    /// GitLab's, Shopify's and Bitbucket's headers, a JSON body's `type`): header:NAME or
+    /// json:/json/pointer (e.g. json:/meta/kind).
+    #[arg(long, value_name = "SOURCE")]
+    pub event_type: Option<TypeSource>,
 }
 
 impl ChannelOptions {
@@ -390,6 +408,7 @@ impl ChannelOptions {
             rate_limit: self.rate_limit,
             allow_from: self.allow_from.clone(),
             verify: self.verify.build()?,
+            event_type: self.event_type.clone(),
         })
     }
 }

@@ -163,6 +163,7 @@ struct ChannelTable {
     #[serde(default)]
     allow_from: Vec<ipnet::IpNet>,
     verify: Option<Verify>,
+    event_type: Option<crate::event_type::TypeSource>,
 }
 
 fn declared(item: &toml::Value) -> Result<DeclaredChannel, String> {
@@ -189,6 +190,7 @@ fn declared(item: &toml::Value) -> Result<DeclaredChannel, String> {
             rate_limit: table.rate_limit,
             allow_from: table.allow_from,
             verify: table.verify,
+            event_type: table.event_type,
         },
     })
 }

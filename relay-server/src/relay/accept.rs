@@ -116,6 +116,11 @@ pub async fn accept(
         deadline,
     } = admitted;
     let settings = registered.as_ref().map(|r| &r.settings);
+    let event_type = crate::event_type::derive(
+        settings.and_then(|s| s.event_type.as_ref()),
+        &webhook.headers,
+        &webhook.body,
+    );
     let mut event = NewEvent {
         id,
         channel: channel.clone(),
@@ -131,6 +136,8 @@ pub async fn accept(
         headers: webhook.headers,
         body: webhook.body,
         status: EventStatus::Queued,
+        event_type,
+        replay_of: None,
     };
     if let Some(verify) = settings.and_then(|s| s.verify.as_ref()) {
         let now = event.received_at.div_euclid(1000);
@@ -140,7 +147,18 @@ pub async fn accept(
             return Err(Error::Signature(e));
         }
     }
-    let agents = choose(state, channel, settings);
+    let agents = match choose(state, channel, settings, event.event_type.as_deref()) {
+        Chosen::Agents(agents) => agents,
+        Chosen::Nobody => {
+            // Agents are connected, and none of them takes this type: kept for the history,
+            // to be replayed by hand, rather than queued for an agent that may never come.
+            event.status = EventStatus::Unrouted;
+            state.store.insert(event).await?;
+            state.metrics.unrouted(channel, registered.is_some());
+            return Ok(Answer::Unrouted);
+        }
+        Chosen::Later => Vec::new(),
+    };
     if agents.is_empty() {
         state.store.insert(event).await?;
         if state.paces.is_paced(settings.and_then(|s| s.rate_limit)) {
@@ -164,26 +182,51 @@ pub async fn accept(
     }
 }
 
-/// The agents to deliver to now: by the channel's mode, one (round robin) or all, leaving out
-/// those with [`MAX_IN_FLIGHT_PER_AGENT`] deliveries; none when the channel's pace says this
-/// one must wait its turn in the queue.
+/// Who a webhook goes to now.
+enum Chosen {
+    /// These agents, live (never empty).
+    Agents(Vec<Arc<AgentHandle>>),
+    /// The queue: no agent is connected, the channel's pace says it must wait its turn, or
+    /// every agent that takes it is at [`MAX_IN_FLIGHT_PER_AGENT`].
+    Later,
+    /// Nobody: agents are connected, and none takes the webhook's type.
+    Nobody,
+}
+
+/// The agents to deliver a webhook of type `event_type` to now: by the channel's mode, one
+/// (round robin among those that take the type) or all that take it, leaving out those with
+/// [`MAX_IN_FLIGHT_PER_AGENT`] deliveries.
 fn choose(
     state: &AppState,
     channel: &ChannelId,
     settings: Option<&ChannelSettings>,
-) -> Vec<Arc<AgentHandle>> {
+    event_type: Option<&str>,
+) -> Chosen {
+    let mut agents: Vec<Arc<AgentHandle>> = match settings.map_or(Mode::Balance, |s| s.mode) {
+        Mode::Balance => state
+            .registry
+            .pick(channel, event_type)
+            .into_iter()
+            .collect(),
+        Mode::Fanout => state.registry.takers(channel, event_type),
+    };
+    if agents.is_empty() {
+        return match state.registry.agent_count(channel) {
+            0 => Chosen::Later,
+            _ => Chosen::Nobody,
+        };
+    }
     if !state
         .paces
         .admit(channel, settings.and_then(|s| s.rate_limit))
     {
-        return Vec::new();
+        return Chosen::Later;
     }
-    let mut agents: Vec<Arc<AgentHandle>> = match settings.map_or(Mode::Balance, |s| s.mode) {
-        Mode::Balance => state.registry.pick(channel).into_iter().collect(),
-        Mode::Fanout => state.registry.agents(channel),
-    };
     agents.retain(|agent| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT);
-    agents
+    match agents.is_empty() {
+        true => Chosen::Later,
+        false => Chosen::Agents(agents),
+    }
 }
 
 /// Counts an untrusted webhook (`what`) against its source's limit, which only a public relay

@@ -13,7 +13,10 @@ use axum::body::Body;
 use axum::http::header;
 use bytes::{Bytes, BytesMut};
 use protocol::api::{ATTEMPT_HEADER, DELIVERY_HEADER};
-use protocol::{BodyChunk, DeliveryId, Headers, MAX_CHUNK_LEN, RequestHead, ResponseHead, ToAgent};
+use protocol::{
+    BodyChunk, DeliveryId, EVENT_TYPE_HEADER, Headers, MAX_CHUNK_LEN, RequestHead, ResponseHead,
+    ToAgent,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant as Deadline, timeout_at};
 
@@ -23,12 +26,13 @@ use crate::error::Error;
 use crate::store::{self, Attempt, AttemptKind, Event, MAX_RECORDED_BODY, Millis, NewEvent};
 
 /// Headers the relay sets itself; copies from the sender are replaced.
-const RELAY_SET: [&str; 5] = [
+const RELAY_SET: [&str; 6] = [
     "host",
     "x-forwarded-proto",
     "x-forwarded-host",
     DELIVERY_HEADER,
     ATTEMPT_HEADER,
+    EVENT_TYPE_HEADER,
 ];
 
 /// The request an attempt sends to the agent, and so the attempt's kind: it is in the
@@ -53,7 +57,17 @@ impl Outgoing {
 
     /// The request for the live attempt at `event`, which has just come from `peer`.
     pub fn live(state: &AppState, event: &NewEvent, peer: Option<SocketAddr>) -> Self {
-        let kind = AttemptKind::Live;
+        Self::new(state, event, AttemptKind::Live, peer)
+    }
+
+    /// The request for an attempt of kind `kind` at `event`, about to be stored, which came
+    /// from `peer`.
+    pub fn new(
+        state: &AppState,
+        event: &NewEvent,
+        kind: AttemptKind,
+        peer: Option<SocketAddr>,
+    ) -> Self {
         Self {
             id: event.id,
             kind,
@@ -64,6 +78,7 @@ impl Outgoing {
                 state,
                 event.id,
                 kind,
+                event.event_type.as_deref(),
                 &event.headers,
                 event.body.len(),
                 peer,
@@ -88,6 +103,7 @@ impl Outgoing {
                 state,
                 event.summary.id,
                 kind,
+                event.summary.event_type.as_deref(),
                 &event.headers,
                 event.body.len(),
                 source,
@@ -460,13 +476,14 @@ pub fn forwarded_headers(
     state: &AppState,
     id: DeliveryId,
     kind: AttemptKind,
+    event_type: Option<&str>,
     headers: &Headers,
     body_len: usize,
     peer: Option<SocketAddr>,
 ) -> Headers {
-    // Room for the relay's own headers too (content-length, x-forwarded-for and the four
+    // Room for the relay's own headers too (content-length, x-forwarded-for and the five
     // pushed below), so that none of the pushes reallocates.
-    let mut out = Headers::with_capacity(headers.len() + 6);
+    let mut out = Headers::with_capacity(headers.len() + 7);
     protocol::push_end_to_end(&mut out, headers);
     set_content_length(&mut out, body_len);
     let mut forwarded_for: Vec<u8> = Vec::new();
@@ -511,6 +528,12 @@ pub fn forwarded_headers(
         ATTEMPT_HEADER.to_owned(),
         Bytes::from_static(kind.as_str().as_bytes()),
     ));
+    if let Some(event_type) = event_type {
+        out.push((
+            EVENT_TYPE_HEADER.to_owned(),
+            Bytes::copy_from_slice(event_type.as_bytes()),
+        ));
+    }
     out
 }
 

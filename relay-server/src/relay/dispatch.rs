@@ -24,7 +24,9 @@ use crate::agents::registry::AgentHandle;
 use crate::error::Error;
 use crate::relay::attempt::{InFlight, Outgoing};
 use crate::relay::record;
-use crate::store::{self, Attempt, AttemptKind, Event, EventStatus};
+use crate::store::{
+    self, Attempt, AttemptKind, Event, EventStatus, EventSummary, NewEvent, Transition,
+};
 
 /// Events fetched from the store per query.
 const BATCH: usize = 32;
@@ -98,7 +100,14 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             }
             continue;
         }
-        let due = match state.store.due(&channel, store::now_ms(), BATCH).await {
+        // Only what a connected agent takes: an event whose type none of them takes waits for
+        // one that does, and does not hold up the others.
+        let takes = state.registry.subscription(&channel);
+        let due = match state
+            .store
+            .due(&channel, &takes, store::now_ms(), BATCH)
+            .await
+        {
             Ok(due) => due,
             Err(e) => {
                 warn!(error = %e, "cannot read the queue");
@@ -108,7 +117,7 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
         };
         if due.is_empty() {
             state.paces.caught_up(&channel);
-            let next = match state.store.next_due(&channel).await {
+            let next = match state.store.next_due(&channel, &takes).await {
                 Ok(next) => next,
                 Err(e) => {
                     warn!(error = %e, "cannot read the queue");
@@ -145,7 +154,9 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
                 () = state.paces.turn(&channel, pace) => {}
                 () = state.agents_shutdown.cancelled() => break,
             }
-            let Some(agent) = state.registry.pick(&channel) else {
+            let event_type = event.summary.event_type.as_deref();
+            let Some(agent) = state.registry.pick(&channel, event_type) else {
+                // The agents changed since the query: look again with theirs.
                 break;
             };
             state.paces.started(&channel);
@@ -175,8 +186,13 @@ async fn attempt(
     event: &Event,
     kind: AttemptKind,
 ) -> (Attempt, bool) {
+    send(state, agent, Outgoing::stored(state, event, kind)).await
+}
+
+/// Sends `out` through `agent` and waits for the answer: the attempt record, and whether it
+/// failed because the agent went away.
+async fn send(state: &AppState, agent: Arc<AgentHandle>, out: Outgoing) -> (Attempt, bool) {
     let deadline = Deadline::now() + state.config.timeout;
-    let out = Outgoing::stored(state, event, kind);
     let mut inflight = InFlight::begin(agent, &out);
     match inflight.send(state, out, deadline).await {
         Ok(()) => inflight.complete(state, deadline).await,
@@ -187,14 +203,71 @@ async fn attempt(
     }
 }
 
+/// The agent a replay goes to: one of `channel`'s that takes `event_type`, or, for an event
+/// that was `unrouted` (none took it), any of them, since the user asked for it.
+/// [`Error::NoAgent`] or [`Error::NoTaker`] when there is none.
+fn replay_agent(
+    state: &AppState,
+    channel: &ChannelId,
+    event_type: Option<&str>,
+    unrouted: bool,
+) -> Result<Arc<AgentHandle>, Error> {
+    let agent = match unrouted {
+        // Preferably one that takes every type: the others do not take an untyped webhook.
+        true => (state.registry.pick(channel, None))
+            .or_else(|| state.registry.agents(channel).into_iter().next()),
+        false => state.registry.pick(channel, event_type),
+    };
+    agent.ok_or_else(|| match state.registry.agent_count(channel) {
+        0 => Error::NoAgent(channel.clone()),
+        _ => Error::NoTaker {
+            channel: channel.clone(),
+            event_type: event_type.map(str::to_owned),
+        },
+    })
+}
+
 /// Delivers a stored event now, for the replay API, and records the attempt (see
 /// [`record::replayed`]). Returns the attempt and the status it leaves the event in.
 pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventStatus), Error> {
-    let channel = &event.summary.channel;
-    let agent = state
-        .registry
-        .pick(channel)
-        .ok_or_else(|| Error::NoAgent(channel.clone()))?;
+    let summary = &event.summary;
+    let unrouted = summary.status == EventStatus::Unrouted;
+    let agent = replay_agent(
+        state,
+        &summary.channel,
+        summary.event_type.as_deref(),
+        unrouted,
+    )?;
     let (attempt, _) = attempt(state, agent, event, AttemptKind::Replay).await;
-    record::replayed(state, event.summary.id, event.summary.status, attempt).await
+    record::replayed(state, summary.id, summary.status, attempt).await
+}
+
+/// Delivers `edited`, an edited copy of `original` (see [`crate::routes::events::replay`]),
+/// as a replay: stored first as a new event, then sent, and its attempt recorded. Nobody is
+/// left to retry the copy, so an attempt the target did not accept leaves it `failed` (it can
+/// be replayed in turn). Returns the attempt and the copy's status.
+pub async fn replay_edited(
+    state: &AppState,
+    original: &EventSummary,
+    mut edited: NewEvent,
+) -> Result<(Attempt, EventStatus), Error> {
+    let unrouted = original.status == EventStatus::Unrouted;
+    let agent = replay_agent(
+        state,
+        &edited.channel,
+        edited.event_type.as_deref(),
+        unrouted,
+    )?;
+    edited.status = EventStatus::Delivering;
+    let source = (edited.source.as_deref()).and_then(|s| s.parse().ok());
+    let out = Outgoing::new(state, &edited, AttemptKind::Replay, source);
+    let id = edited.id;
+    state.store.insert(edited).await?;
+    let (mut attempt, _) = send(state, agent, out).await;
+    let (then, status) = match attempt.status.is_some_and(store::accepted) {
+        true => (Transition::Delivered, EventStatus::Delivered),
+        false => (Transition::Failed, EventStatus::Failed),
+    };
+    attempt.n = state.store.record(id, attempt.clone(), then).await?.n;
+    Ok((attempt, status))
 }

@@ -31,4 +31,6 @@ pub enum Answer {
     /// `--ack-after` passed before the target answered: the delivery goes on, and the event
     /// is ours to retry.
     Pending,
+    /// Agents are connected, and none takes the webhook's event type: stored as `unrouted`.
+    Unrouted,
 }

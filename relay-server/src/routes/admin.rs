@@ -16,6 +16,7 @@ use crate::AppState;
 use crate::channel::{ChannelRecord, ChannelSettings, Mode, RateLimit, SettingsChange};
 use crate::channels;
 use crate::error::Error;
+use crate::event_type::TypeSource;
 use crate::verify::Verify;
 
 /// A request that carries the admin token.
@@ -50,10 +51,12 @@ pub struct CreateChannel {
     allow_from: Vec<ipnet::IpNet>,
     #[serde(default)]
     verify: Option<Verify>,
+    #[serde(default)]
+    event_type: Option<TypeSource>,
 }
 
 /// `PATCH /api/admin/channels/{name}`: each field given replaces that setting; `null` for
-/// `rate_limit` or `verify` turns it back to the server's default or off.
+/// `rate_limit`, `verify` or `event_type` turns it back to the server's default or off.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateChannel {
@@ -65,6 +68,8 @@ pub struct UpdateChannel {
     allow_from: Option<Vec<ipnet::IpNet>>,
     #[serde(default, deserialize_with = "present")]
     verify: Option<Option<Verify>>,
+    #[serde(default, deserialize_with = "present")]
+    event_type: Option<Option<TypeSource>>,
 }
 
 /// A field that is present (`Some`), even as `null` (`Some(None)`); absent ones stay `None`.
@@ -108,6 +113,7 @@ pub async fn create(
         rate_limit: body.rate_limit,
         allow_from: body.allow_from,
         verify: body.verify,
+        event_type: body.event_type,
     };
     let issued = channels::create(state.store.as_ref(), name, settings).await?;
     channels::reload(&state).await?;
@@ -155,6 +161,7 @@ pub async fn update(
         rate_limit: body.rate_limit,
         allow_from: body.allow_from,
         verify: body.verify,
+        event_type: body.event_type,
     };
     let record = channels::update(state.store.as_ref(), &name, change).await?;
     channels::reload(&state).await?;
@@ -188,6 +195,7 @@ fn channel(state: &AppState, record: &ChannelRecord) -> AdminChannel {
             .map(ToString::to_string)
             .collect(),
         created_at: crate::routes::events::time_json(record.created_at),
+        event_type: settings.event_type.as_ref().map(ToString::to_string),
         mode: settings.mode.as_str().to_owned(),
         name: record.name.to_string(),
         rate_limit: settings.rate_limit.map(|r| r.to_string()),

@@ -83,6 +83,7 @@ pub async fn channel(
             api::AgentStatus {
                 client: info.client.clone(),
                 connected_at: crate::routes::events::time_json(info.connected_at),
+                events: info.subscription.patterns(),
                 id: agent.id().to_string(),
                 in_flight: agent.in_flight(),
                 peer: info.peer.to_string(),

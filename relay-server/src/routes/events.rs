@@ -6,8 +6,9 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use bytes::Bytes;
 use protocol::api;
-use protocol::{ChannelId, DeliveryId};
+use protocol::{ChannelId, DeliveryId, Headers, TypePattern};
 use serde::Deserialize;
 use tracing::info;
 
@@ -15,7 +16,7 @@ use crate::AppState;
 use crate::error::Error;
 use crate::feed::AttemptSummary;
 use crate::routes::access::ChannelAccess;
-use crate::store::{self, Attempt, Event, EventStatus, EventSummary, ListQuery, Millis};
+use crate::store::{self, Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent};
 
 /// Page size when the request names none, and the largest one allowed.
 const DEFAULT_LIMIT: usize = 50;
@@ -26,10 +27,13 @@ pub struct ListParams {
     limit: Option<usize>,
     before: Option<String>,
     status: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
 }
 
-/// `GET /api/channels/{channel}/events?limit=&before=&status=`: newest first, without bodies.
-/// `next_before` is the cursor for the next page, `null` on the last one.
+/// `GET /api/channels/{channel}/events?limit=&before=&status=&type=`: newest first, without
+/// bodies. `type` is an event type, or a prefix of one ending in `*`. `next_before` is the
+/// cursor for the next page, `null` on the last one.
 pub async fn list(
     State(state): State<AppState>,
     ChannelAccess(channel): ChannelAccess,
@@ -46,18 +50,24 @@ pub async fn list(
         .status
         .map(|s| {
             EventStatus::parse(&s).ok_or_else(|| {
+                let names: Vec<&str> = EventStatus::ALL.iter().map(|s| s.as_str()).collect();
                 Error::BadRequest(format!(
-                    "status must be one of queued, delivering, delivered, failed, rejected (got {s:?})"
+                    "status must be one of {} (got {s:?})",
+                    names.join(", ")
                 ))
             })
         })
         .transpose()?;
     let before = params.before.as_deref().map(parse_id).transpose()?;
+    let event_type = (params.event_type.as_deref())
+        .map(|t| TypePattern::parse(t).map_err(|e| Error::BadRequest(format!("type: {e}"))))
+        .transpose()?;
     let query = ListQuery {
         // One more than asked tells whether another page follows.
         limit: limit + 1,
         before,
         status,
+        event_type,
     };
     let mut events = state.store.list(&channel, &query).await?;
     let next_before = (events.len() > limit).then(|| {
@@ -82,18 +92,32 @@ pub async fn get(
 }
 
 /// `POST /api/channels/{channel}/events/{id}/replay`: delivers the event again now, through
-/// one of the channel's agents, with its original delivery id. Answers with the new attempt.
+/// one of the channel's agents that takes its type (any agent for an `unrouted` one), with its
+/// original delivery id. Answers with the new attempt.
+///
+/// With a body ([`api::ReplayEdit`]: a new body, new headers, or both), the edited request is
+/// stored as a new event naming the original (`replay_of`) and delivered under its own id; the
+/// original stays as it was.
 pub async fn replay(
     State(state): State<AppState>,
     ChannelAccess(channel): ChannelAccess,
     Path((_, id)): Path<(String, String)>,
+    body: Bytes,
 ) -> Result<Json<api::Replayed>, Error> {
+    let edit: api::ReplayEdit = match body.is_empty() {
+        true => api::ReplayEdit::default(),
+        false => serde_json::from_slice(&body)
+            .map_err(|e| Error::BadRequest(format!("replay body: {e}")))?,
+    };
     let event = load(&state, &channel, &id).await?;
     if event.summary.status == EventStatus::Rejected {
         return Err(Error::Conflict(format!(
             "event {id} was rejected at the edge (its signature did not verify); it is kept \
              for inspection and cannot be replayed"
         )));
+    }
+    if !edit.is_empty() {
+        return replay_edited(&state, event, edit).await;
     }
     let (attempt, status) = crate::relay::dispatch::replay(&state, &event).await?;
     info!(delivery_id = %event.summary.id, channel = %event.summary.channel, status = attempt.status, "replayed");
@@ -103,9 +127,90 @@ pub async fn replay(
         method: event.summary.method,
         path: event.summary.path,
         query: event.summary.query,
+        replay_of: None,
         status: status.into(),
     };
     Ok(Json(answer))
+}
+
+/// The edited replay of `original`: a new event with `edit`'s body and headers, its type
+/// derived again from them.
+async fn replay_edited(
+    state: &AppState,
+    original: Event,
+    edit: api::ReplayEdit,
+) -> Result<Json<api::Replayed>, Error> {
+    let bad = |e: api::ContentError| Error::BadRequest(format!("replay body: {e}"));
+    let body = match edit.body {
+        None => original.body.clone(),
+        Some(text) => match edit.body_encoding.unwrap_or(api::BodyEncoding::Utf8) {
+            api::BodyEncoding::Utf8 => Bytes::from(text),
+            api::BodyEncoding::Base64 => decode_base64(&text).map_err(Error::BadRequest)?,
+        },
+    };
+    if body.len() as u64 > state.config.max_body_bytes {
+        return Err(Error::BodyTooLarge(state.config.max_body_bytes));
+    }
+    let headers = match edit.headers {
+        None => original.headers.clone(),
+        Some(headers) => headers
+            .into_iter()
+            .map(|h| {
+                let (name, value) = h.decode().map_err(bad)?;
+                let name = name.to_ascii_lowercase();
+                let valid = axum::http::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && axum::http::HeaderValue::from_bytes(&value).is_ok();
+                match valid {
+                    true => Ok((name, value)),
+                    false => Err(Error::BadRequest(format!(
+                        "replay body: header {name:?} is not a valid HTTP header"
+                    ))),
+                }
+            })
+            .collect::<Result<Headers, Error>>()?,
+    };
+    let summary = &original.summary;
+    let source = state.channels.get(&summary.channel);
+    let event_type = crate::event_type::derive(
+        source.as_ref().and_then(|r| r.settings.event_type.as_ref()),
+        &headers,
+        &body,
+    );
+    let edited = NewEvent {
+        id: DeliveryId::random(),
+        channel: summary.channel.clone(),
+        received_at: store::now_ms(),
+        source: original.source.clone(),
+        method: summary.method.clone(),
+        path: summary.path.clone(),
+        query: summary.query.clone(),
+        headers,
+        body,
+        status: EventStatus::Delivering,
+        event_type,
+        replay_of: Some(summary.id),
+    };
+    let id = edited.id;
+    let (attempt, status) = crate::relay::dispatch::replay_edited(state, summary, edited).await?;
+    info!(delivery_id = %id, replay_of = %summary.id, channel = %summary.channel, status = attempt.status, "replayed with edits");
+    Ok(Json(api::Replayed {
+        attempt: self::attempt(&attempt),
+        id,
+        method: summary.method.clone(),
+        path: summary.path.clone(),
+        query: summary.query.clone(),
+        replay_of: Some(summary.id),
+        status: status.into(),
+    }))
+}
+
+/// A base64 body of an edited replay.
+fn decode_base64(text: &str) -> Result<Bytes, String> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map(Bytes::from)
+        .map_err(|e| format!("replay body: its body is not valid base64 ({e})"))
 }
 
 fn parse_id(id: &str) -> Result<DeliveryId, Error> {
@@ -132,6 +237,7 @@ pub(crate) fn summary(e: &EventSummary) -> api::EventSummary {
     api::EventSummary {
         attempts: e.attempts,
         body_bytes: e.body_len,
+        event_type: e.event_type.clone(),
         id: e.id,
         method: e.method.clone(),
         next_attempt_at: e
@@ -141,6 +247,7 @@ pub(crate) fn summary(e: &EventSummary) -> api::EventSummary {
         path: e.path.clone(),
         query: e.query.clone(),
         received_at: time_json(e.received_at),
+        replay_of: e.replay_of,
         response_status: e.response_status,
         status: e.status.into(),
     }
@@ -148,12 +255,14 @@ pub(crate) fn summary(e: &EventSummary) -> api::EventSummary {
 
 fn detail(event: &Event) -> api::EventDetail {
     let api::EventSummary {
+        event_type,
         id,
         method,
         next_attempt_at,
         path,
         query,
         received_at,
+        replay_of,
         response_status,
         status,
         ..
@@ -165,6 +274,7 @@ fn detail(event: &Event) -> api::EventDetail {
         body_bytes: event.body.len() as u64,
         body_encoding,
         channel: event.summary.channel.to_string(),
+        event_type,
         headers: api::encode_headers(&event.headers),
         id,
         method,
@@ -172,6 +282,7 @@ fn detail(event: &Event) -> api::EventDetail {
         path,
         query,
         received_at,
+        replay_of,
         response_status,
         source: event.source.clone(),
         status,

@@ -58,6 +58,11 @@ pub async fn ingress(State(state): State<AppState>, req: Request) -> Response {
                     Answer::Pending => {
                         (pending_response(id), "acknowledged, delivery goes on", None)
                     }
+                    Answer::Unrouted => (
+                        (StatusCode::ACCEPTED, Json(Accepted::unrouted(id))).into_response(),
+                        "unrouted: no connected agent takes its event type",
+                        None,
+                    ),
                 };
                 let status = response.status().as_u16();
                 state.metrics.answered(label, status, live);

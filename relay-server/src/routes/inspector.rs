@@ -159,6 +159,8 @@ mod tests {
             response_status: None,
             body_len: 0,
             next_attempt_at: None,
+            event_type: None,
+            replay_of: None,
         })
     }
 

@@ -4,7 +4,7 @@
 //! backend, so a new backend gets the whole suite by adding one arm.
 
 use bytes::Bytes;
-use protocol::{ChannelId, DeliveryId, Headers};
+use protocol::{ChannelId, DeliveryId, Headers, Subscription, TypePattern};
 
 use crate::channel::{ChannelRecord, ChannelSettings, Mode, TokenHash};
 
@@ -55,6 +55,7 @@ conformance!(
     channels_are_created_updated_and_deleted,
     every_channel_change_moves_the_version,
     queue_depths_count_queued_events_per_channel,
+    event_types_filter_the_queue_and_the_history,
 );
 
 /// Bytes [`new_event`] counts against a quota, and how many of them are its headers.
@@ -135,6 +136,8 @@ pub(super) fn new_event(channel: &ChannelId, received_at: Millis, status: EventS
         headers: binary_headers(),
         body: binary_body(),
         status,
+        event_type: Some("push".to_owned()),
+        replay_of: None,
     }
 }
 
@@ -297,7 +300,13 @@ async fn record_applies_each_transition(store: &dyn Store) {
     };
     record(live, None, retry).await.expect("record");
     assert_eq!(status_of(store, ch, live).await, EventStatus::Queued);
-    assert_eq!(store.next_due(ch).await.expect("next_due"), Some(103));
+    assert_eq!(
+        store
+            .next_due(ch, &Subscription::All)
+            .await
+            .expect("next_due"),
+        Some(103)
+    );
 }
 
 async fn attempts_are_numbered_from_one_in_order(store: &dyn Store) {
@@ -369,14 +378,20 @@ async fn due_returns_due_queued_events_in_arrival_order(store: &dyn Store) {
     put(store, new_event(&ch, 50, EventStatus::Delivering)).await;
     put(store, new_event(&channel("other"), 10, EventStatus::Queued)).await;
 
-    let due = store.due(&ch, 250, 10).await.expect("due");
+    let due = store
+        .due(&ch, &Subscription::All, 250, 10)
+        .await
+        .expect("due");
     let ids: Vec<_> = due.iter().map(|e| e.summary.id).collect();
     assert_eq!(ids, [first, third]);
     assert_eq!(due[0].headers, binary_headers());
     assert_eq!(due[0].body, binary_body());
     assert!(due[0].attempts.is_empty());
 
-    let limited = store.due(&ch, 250, 1).await.expect("due");
+    let limited = store
+        .due(&ch, &Subscription::All, 250, 1)
+        .await
+        .expect("due");
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].summary.id, first);
 
@@ -389,17 +404,24 @@ async fn due_returns_due_queued_events_in_arrival_order(store: &dyn Store) {
         .await
         .expect("record");
     let ids: Vec<_> = store
-        .due(&ch, 250, 10)
+        .due(&ch, &Subscription::All, 250, 10)
         .await
         .expect("due")
         .iter()
         .map(|e| e.summary.id)
         .collect();
     assert_eq!(ids, [third]);
-    assert_eq!(store.due(&ch, 1_000, 10).await.expect("due").len(), 3);
+    assert_eq!(
+        store
+            .due(&ch, &Subscription::All, 1_000, 10)
+            .await
+            .expect("due")
+            .len(),
+        3
+    );
     assert!(
         store
-            .due(&channel("nobody"), 1_000, 10)
+            .due(&channel("nobody"), &Subscription::All, 1_000, 10)
             .await
             .expect("due")
             .is_empty()
@@ -411,7 +433,13 @@ async fn begin_marks_a_queued_event_delivering_until_its_outcome(store: &dyn Sto
     let id = put(store, new_event(&ch, 100, EventStatus::Queued)).await;
     store.begin(id).await.expect("begin");
     assert_eq!(status_of(store, &ch, id).await, EventStatus::Delivering);
-    assert!(store.due(&ch, 1_000, 10).await.expect("due").is_empty());
+    assert!(
+        store
+            .due(&ch, &Subscription::All, 1_000, 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
     let retry = Transition::Retry {
         at: 500,
         failures: 1,
@@ -421,7 +449,14 @@ async fn begin_marks_a_queued_event_delivering_until_its_outcome(store: &dyn Sto
         .await
         .expect("record");
     assert_eq!(status_of(store, &ch, id).await, EventStatus::Queued);
-    assert_eq!(store.due(&ch, 1_000, 10).await.expect("due").len(), 1);
+    assert_eq!(
+        store
+            .due(&ch, &Subscription::All, 1_000, 10)
+            .await
+            .expect("due")
+            .len(),
+        1
+    );
 
     // An event in any other status is left alone, and an unknown one is no error.
     let live = put(store, new_event(&ch, 200, EventStatus::Delivering)).await;
@@ -439,22 +474,52 @@ async fn begin_marks_a_queued_event_delivering_until_its_outcome(store: &dyn Sto
 
 async fn next_due_is_the_earliest_queued_attempt(store: &dyn Store) {
     let ch = channel("next");
-    assert_eq!(store.next_due(&ch).await.expect("next_due"), None);
+    assert_eq!(
+        store
+            .next_due(&ch, &Subscription::All)
+            .await
+            .expect("next_due"),
+        None
+    );
     put(store, new_event(&ch, 10, EventStatus::Delivering)).await;
-    assert_eq!(store.next_due(&ch).await.expect("next_due"), None);
+    assert_eq!(
+        store
+            .next_due(&ch, &Subscription::All)
+            .await
+            .expect("next_due"),
+        None
+    );
     let a = put(store, new_event(&ch, 500, EventStatus::Queued)).await;
     let b = put(store, new_event(&ch, 400, EventStatus::Queued)).await;
-    assert_eq!(store.next_due(&ch).await.expect("next_due"), Some(400));
+    assert_eq!(
+        store
+            .next_due(&ch, &Subscription::All)
+            .await
+            .expect("next_due"),
+        Some(400)
+    );
     store
         .record(b, attempt(Some(200)), Transition::Delivered)
         .await
         .expect("record");
-    assert_eq!(store.next_due(&ch).await.expect("next_due"), Some(500));
+    assert_eq!(
+        store
+            .next_due(&ch, &Subscription::All)
+            .await
+            .expect("next_due"),
+        Some(500)
+    );
     store
         .record(a, attempt(Some(200)), Transition::Delivered)
         .await
         .expect("record");
-    assert_eq!(store.next_due(&ch).await.expect("next_due"), None);
+    assert_eq!(
+        store
+            .next_due(&ch, &Subscription::All)
+            .await
+            .expect("next_due"),
+        None
+    );
 }
 
 async fn list_pages_newest_first(store: &dyn Store) {
@@ -478,6 +543,7 @@ async fn list_pages_newest_first(store: &dyn Store) {
             limit,
             before,
             status,
+            event_type: None,
         };
         async move {
             let rows = store.list(ch, &query).await.expect("list");
@@ -523,6 +589,7 @@ async fn list_with_unknown_cursor_is_an_error(store: &dyn Store) {
             limit: 10,
             before: Some(before),
             status: None,
+            event_type: None,
         };
         let err = store.list(&ch, &query).await.expect_err("unknown cursor");
         assert!(
@@ -587,7 +654,13 @@ async fn prune_deletes_events_older_than_cutoff(store: &dyn Store) {
         .record(old_done, attempt(None), Transition::Keep)
         .await;
     assert!(matches!(err, Err(StoreError::UnknownEvent(_))), "{err:?}");
-    assert_eq!(store.next_due(&ch).await.expect("next_due"), Some(300));
+    assert_eq!(
+        store
+            .next_due(&ch, &Subscription::All)
+            .await
+            .expect("next_due"),
+        Some(300)
+    );
     assert_eq!(store.prune(250, 1_000).await.expect("prune"), 0);
 }
 
@@ -687,6 +760,7 @@ async fn channels_are_created_updated_and_deleted(store: &dyn Store) {
             verify: Some(crate::verify::Verify::Github {
                 secret: "s3cret".to_owned(),
             }),
+            event_type: "json:/meta/kind".parse().ok(),
         },
         ..a.clone()
     };
@@ -886,4 +960,73 @@ async fn rejected_events_past_their_cap_drop_the_oldest(store: &dyn Store) {
         assert_eq!(store.get(&ch, *id).await.expect("get").is_some(), left);
     }
     assert!(store.get(&ch, kept).await.expect("get").is_some());
+}
+
+/// An event of type `event_type` (`None`: untyped) received at `at`.
+fn typed(ch: &ChannelId, at: Millis, event_type: Option<&str>) -> NewEvent {
+    NewEvent {
+        event_type: event_type.map(str::to_owned),
+        ..new_event(ch, at, EventStatus::Queued)
+    }
+}
+
+async fn event_types_filter_the_queue_and_the_history(store: &dyn Store) {
+    let ch = &channel("typed");
+    let push = put(store, typed(ch, 10, Some("push"))).await;
+    let review = put(store, typed(ch, 20, Some("pull_request_review"))).await;
+    let untyped = put(store, typed(ch, 30, None)).await;
+    let pr = put(store, typed(ch, 40, Some("pull_request"))).await;
+    let edited = NewEvent {
+        replay_of: Some(push),
+        ..typed(ch, 50, Some("issues"))
+    };
+    let copy = put(store, edited).await;
+
+    let got = store.get(ch, copy).await.expect("get").expect("stored");
+    assert_eq!(got.summary.event_type.as_deref(), Some("issues"));
+    assert_eq!(got.summary.replay_of, Some(push));
+    let got = store.get(ch, untyped).await.expect("get").expect("stored");
+    assert_eq!(
+        (got.summary.event_type, got.summary.replay_of),
+        (None, None)
+    );
+
+    let only = |items: &[&str]| Subscription::parse(items.iter().copied()).expect("valid");
+    let due = |takes: Subscription| async move {
+        let due = store.due(ch, &takes, 1_000, 10).await.expect("due");
+        due.iter().map(|e| e.summary.id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        due(Subscription::All).await,
+        [push, review, untyped, pr, copy]
+    );
+    assert_eq!(due(only(&["pull_request*"])).await, [review, pr]);
+    assert_eq!(due(only(&["pull_request", "push"])).await, [push, pr]);
+    assert_eq!(
+        due(only(&["*"])).await,
+        [push, review, pr, copy],
+        "typed ones only"
+    );
+    assert!(due(Subscription::Only(Vec::new())).await.is_empty());
+    let limited = store.due(ch, &only(&["pull_request*"]), 1_000, 1).await;
+    assert_eq!(limited.expect("due").len(), 1);
+    let next = |takes: Subscription| async move { store.next_due(ch, &takes).await.expect("next") };
+    assert_eq!(next(only(&["pull_request"])).await, Some(40));
+    assert_eq!(next(only(&["nothing"])).await, None);
+
+    let list = |pattern: &str| {
+        let query = ListQuery {
+            limit: 10,
+            event_type: Some(TypePattern::parse(pattern).expect("valid")),
+            ..ListQuery::default()
+        };
+        async move {
+            let rows = store.list(ch, &query).await.expect("list");
+            rows.iter().map(|s| s.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("pull_request").await, [pr]);
+    assert_eq!(list("pull_request*").await, [pr, review]);
+    assert_eq!(list("*").await, [copy, pr, review, push]);
+    assert!(list("pull").await.is_empty());
 }

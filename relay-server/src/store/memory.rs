@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use protocol::{ChannelId, DeliveryId};
+use protocol::{ChannelId, DeliveryId, Subscription};
 
 use crate::channel::ChannelRecord;
 
@@ -162,6 +162,8 @@ impl Store for MemoryStore {
             response_status: None,
             body_len: new.body.len() as u64,
             next_attempt_at: queued.then_some(new.received_at),
+            event_type: new.event_type,
+            replay_of: new.replay_of,
         };
         let event = Event {
             summary,
@@ -243,6 +245,7 @@ impl Store for MemoryStore {
     async fn due(
         &self,
         channel: &ChannelId,
+        takes: &Subscription,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
@@ -255,6 +258,7 @@ impl Store for MemoryStore {
             .iter()
             .map(|seq| inner.event(events, *seq))
             .filter(|event| event.summary.next_attempt_at.is_some_and(|at| at <= now))
+            .filter(|event| takes.takes(event.summary.event_type.as_deref()))
             .take(limit)
             .map(|event| Event {
                 attempts: Vec::new(),
@@ -263,7 +267,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn next_due(&self, channel: &ChannelId) -> Result<Option<Millis>, StoreError> {
+    async fn next_due(
+        &self,
+        channel: &ChannelId,
+        takes: &Subscription,
+    ) -> Result<Option<Millis>, StoreError> {
         let inner = self.lock();
         let Some(events) = inner.channels.get(channel) else {
             return Ok(None);
@@ -271,7 +279,9 @@ impl Store for MemoryStore {
         Ok(events
             .queued
             .iter()
-            .filter_map(|seq| inner.event(events, *seq).summary.next_attempt_at)
+            .map(|seq| &inner.event(events, *seq).summary)
+            .filter(|summary| takes.takes(summary.event_type.as_deref()))
+            .filter_map(|summary| summary.next_attempt_at)
             .min())
     }
 
@@ -297,6 +307,14 @@ impl Store for MemoryStore {
             .rev()
             .map(|(seq, _)| &inner.event(events, *seq).summary)
             .filter(|summary| query.status.is_none_or(|status| summary.status == status))
+            .filter(|summary| {
+                (query.event_type.as_ref()).is_none_or(|pattern| {
+                    summary
+                        .event_type
+                        .as_deref()
+                        .is_some_and(|t| pattern.matches(t))
+                })
+            })
             .take(query.limit)
             .cloned()
             .collect())

@@ -15,7 +15,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use protocol::{ChannelId, DeliveryId, Headers};
+use protocol::{ChannelId, DeliveryId, Headers, Subscription, TypePattern};
 
 use crate::channel::ChannelRecord;
 
@@ -111,8 +111,13 @@ pub struct NewEvent {
     /// Every header the sender sent, in order.
     pub headers: Headers,
     pub body: Bytes,
-    /// [`EventStatus::Queued`] or [`EventStatus::Delivering`].
+    /// [`EventStatus::Queued`], [`EventStatus::Delivering`], or [`EventStatus::Rejected`] and
+    /// [`EventStatus::Unrouted`] for an event only kept for inspection.
     pub status: EventStatus,
+    /// Its type, derived once on arrival (see `crate::event_type`); `None` when it has none.
+    pub event_type: Option<String>,
+    /// The event this is an edited replay of.
+    pub replay_of: Option<DeliveryId>,
 }
 
 /// One row of a channel's history: an event without its headers and body.
@@ -134,6 +139,8 @@ pub struct EventSummary {
     pub body_len: u64,
     /// When a queued event is next tried (it may be in the past: due now).
     pub next_attempt_at: Option<Millis>,
+    pub event_type: Option<String>,
+    pub replay_of: Option<DeliveryId>,
 }
 
 /// A whole event: the request as received and every attempt, oldest first.
@@ -307,7 +314,10 @@ pub fn undelivered(status: EventStatus) -> bool {
 pub fn finished(status: EventStatus) -> bool {
     matches!(
         status,
-        EventStatus::Delivered | EventStatus::Failed | EventStatus::Rejected
+        EventStatus::Delivered
+            | EventStatus::Failed
+            | EventStatus::Rejected
+            | EventStatus::Unrouted
     )
 }
 
@@ -347,6 +357,8 @@ pub struct ListQuery {
     /// Only events older than this one.
     pub before: Option<DeliveryId>,
     pub status: Option<EventStatus>,
+    /// Only events whose type matches (`?type=`); untyped events never do.
+    pub event_type: Option<TypePattern>,
 }
 
 /// Why the store could not do what was asked.
@@ -434,17 +446,23 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// [`Store::record`] sets the outcome. Does nothing to an event in another status.
     async fn begin(&self, id: DeliveryId) -> Result<(), StoreError>;
 
-    /// Queued events of `channel` whose `next_attempt_at` is at or before `now`, in arrival
-    /// order, at most `limit`, with headers and body (their `attempts` list is left empty).
+    /// Queued events of `channel` whose `next_attempt_at` is at or before `now` and whose type
+    /// `takes` takes (what the channel's connected agents subscribe to), in arrival order, at
+    /// most `limit`, with headers and body (their `attempts` list is left empty).
     async fn due(
         &self,
         channel: &ChannelId,
+        takes: &Subscription,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError>;
 
-    /// The earliest `next_attempt_at` among `channel`'s queued events.
-    async fn next_due(&self, channel: &ChannelId) -> Result<Option<Millis>, StoreError>;
+    /// The earliest `next_attempt_at` among `channel`'s queued events that `takes` takes.
+    async fn next_due(
+        &self,
+        channel: &ChannelId,
+        takes: &Subscription,
+    ) -> Result<Option<Millis>, StoreError>;
 
     /// One page of `channel`'s history, newest first. [`StoreError::UnknownEvent`] when
     /// `query.before` names no event of the channel.

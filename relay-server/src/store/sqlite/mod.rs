@@ -12,8 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use protocol::{ChannelId, DeliveryId};
-use rusqlite::{Connection, OptionalExtension as _, Row, params};
+use protocol::{ChannelId, DeliveryId, Subscription, TypePattern};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension as _, Row, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
@@ -41,7 +42,7 @@ const WRITE_QUEUE: usize = 1024;
 macro_rules! summary_columns {
     () => {
         "id, received_at, method, path, query, status, attempts, failures, response_status, \
-         body_len, next_attempt_at"
+         body_len, next_attempt_at, event_type, replay_of"
     };
 }
 /// [`summary_columns`] plus what [`event_from_row`] adds.
@@ -249,21 +250,26 @@ impl Store for SqliteStore {
     async fn due(
         &self,
         channel: &ChannelId,
+        takes: &Subscription,
         now: Millis,
         limit: usize,
     ) -> Result<Vec<Event>, StoreError> {
+        let mut sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events JOIN bodies USING (seq)
+             WHERE channel = ? AND status = 'queued' AND next_attempt_at <= ?"
+        )
+        .to_owned();
+        let mut values = vec![Value::from(channel.as_str().to_owned()), Value::from(now)];
+        takes_condition(takes, &mut sql, &mut values);
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        values.push(Value::from(sql_limit(limit)));
         let channel = channel.clone();
         self.read(move |conn| {
-            let sql = concat!(
-                "SELECT ",
-                event_columns!(),
-                " FROM events JOIN bodies USING (seq)
-                 WHERE channel = ?1 AND status = 'queued' AND next_attempt_at <= ?2
-                 ORDER BY seq LIMIT ?3"
-            );
-            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
             let rows = stmt
-                .query_map(params![channel.as_str(), now, sql_limit(limit)], |row| {
+                .query_map(params_from_iter(values), |row| {
                     event_from_row(row, &channel).map(|(event, _)| event)
                 })
                 .map_err(db_error)?;
@@ -272,13 +278,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn next_due(&self, channel: &ChannelId) -> Result<Option<Millis>, StoreError> {
-        let channel = channel.clone();
+    async fn next_due(
+        &self,
+        channel: &ChannelId,
+        takes: &Subscription,
+    ) -> Result<Option<Millis>, StoreError> {
+        let mut sql = "SELECT min(next_attempt_at) FROM events
+                       WHERE channel = ? AND status = 'queued'"
+            .to_owned();
+        let mut values = vec![Value::from(channel.as_str().to_owned())];
+        takes_condition(takes, &mut sql, &mut values);
         self.read(move |conn| {
-            let sql = "SELECT min(next_attempt_at) FROM events
-                       WHERE channel = ?1 AND status = 'queued'";
-            let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
-            stmt.query_row([channel.as_str()], |row| row.get(0))
+            let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+            stmt.query_row(params_from_iter(values), |row| row.get(0))
                 .map_err(db_error)
         })
         .await
@@ -295,35 +307,29 @@ impl Store for SqliteStore {
                 None => i64::MAX,
                 Some(id) => event_seq(conn, &channel, id)?.ok_or(StoreError::UnknownEvent(id))?,
             };
-            let limit = sql_limit(query.limit);
+            let mut sql = concat!(
+                "SELECT ",
+                summary_columns!(),
+                " FROM events WHERE channel = ? AND seq < ?"
+            )
+            .to_owned();
+            let mut values = vec![
+                Value::from(channel.as_str().to_owned()),
+                Value::from(before),
+            ];
+            if let Some(status) = query.status {
+                sql.push_str(" AND status = ?");
+                values.push(Value::from(status.as_str().to_owned()));
+            }
+            if let Some(pattern) = &query.event_type {
+                type_condition(std::slice::from_ref(pattern), &mut sql, &mut values);
+            }
+            sql.push_str(" ORDER BY seq DESC LIMIT ?");
+            values.push(Value::from(sql_limit(query.limit)));
             let map = |row: &Row<'_>| summary_from_row(row, &channel);
-            let rows = match query.status {
-                None => {
-                    let sql = concat!(
-                        "SELECT ",
-                        summary_columns!(),
-                        " FROM events WHERE channel = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-                    );
-                    conn.prepare_cached(sql).and_then(|mut stmt| {
-                        let rows = stmt.query_map(params![channel.as_str(), before, limit], map);
-                        rows?.collect()
-                    })
-                }
-                Some(status) => {
-                    let sql = concat!(
-                        "SELECT ",
-                        summary_columns!(),
-                        " FROM events WHERE channel = ?1 AND status = ?4 AND seq < ?2
-                         ORDER BY seq DESC LIMIT ?3"
-                    );
-                    conn.prepare_cached(sql).and_then(|mut stmt| {
-                        let params = params![channel.as_str(), before, limit, status.as_str()];
-                        let rows = stmt.query_map(params, map);
-                        rows?.collect()
-                    })
-                }
-            };
-            rows.map_err(db_error)
+            conn.prepare_cached(&sql)
+                .and_then(|mut stmt| stmt.query_map(params_from_iter(values), map)?.collect())
+                .map_err(db_error)
         })
         .await
     }
@@ -498,4 +504,41 @@ fn event_seq(
 /// A SQL `LIMIT` for `limit` (SQLite takes a signed 64-bit value).
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Appends to `sql` the condition that an event's type is one `takes` takes, and its values to
+/// `values` (the statement's parameters are positional, `?`). Nothing for a subscription to
+/// every type.
+fn takes_condition(takes: &Subscription, sql: &mut String, values: &mut Vec<Value>) {
+    if let Subscription::Only(patterns) = takes {
+        type_condition(patterns, sql, values);
+    }
+}
+
+/// Appends to `sql` the condition that an event's type matches one of `patterns` (none: no
+/// event does). An untyped event's `NULL` matches nothing. A prefix compares the type's first
+/// characters, as many as the prefix has (`substr` and `length` count characters alike).
+fn type_condition(patterns: &[TypePattern], sql: &mut String, values: &mut Vec<Value>) {
+    if patterns.is_empty() {
+        sql.push_str(" AND 0");
+        return;
+    }
+    sql.push_str(" AND (");
+    for (i, pattern) in patterns.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" OR ");
+        }
+        match pattern {
+            TypePattern::Exact(name) => {
+                sql.push_str("event_type = ?");
+                values.push(Value::from(name.clone()));
+            }
+            TypePattern::Prefix(prefix) => {
+                sql.push_str("substr(event_type, 1, length(?)) = ?");
+                values.push(Value::from(prefix.clone()));
+                values.push(Value::from(prefix.clone()));
+            }
+        }
+    }
+    sql.push(')');
 }

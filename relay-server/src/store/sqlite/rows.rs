@@ -59,22 +59,33 @@ pub(super) fn summary_from_row(
         response_status: row.get(8)?,
         body_len: non_negative(row, 9)?,
         next_attempt_at: row.get(10)?,
+        event_type: row.get(11)?,
+        replay_of: row
+            .get::<_, Option<String>>(12)?
+            .map(|text| {
+                uuid::Uuid::parse_str(&text)
+                    .map(DeliveryId::from_uuid)
+                    .map_err(|_| {
+                        corrupt(12, Type::Text, format!("replay_of {text:?} is not a UUID"))
+                    })
+            })
+            .transpose()?,
     })
 }
 
 /// An event (attempts left empty) and its `seq`, from the columns `event_columns!` lists.
 pub(super) fn event_from_row(row: &Row<'_>, channel: &ChannelId) -> rusqlite::Result<(Event, i64)> {
     let summary = summary_from_row(row, channel)?;
-    let headers = decode_headers(&row.get::<_, Vec<u8>>(12)?)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(12, Type::Blob, Box::new(e)))?;
+    let headers = decode_headers(&row.get::<_, Vec<u8>>(14)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(14, Type::Blob, Box::new(e)))?;
     let event = Event {
         summary,
-        source: row.get(11)?,
+        source: row.get(13)?,
         headers,
-        body: Bytes::from(row.get::<_, Vec<u8>>(13)?),
+        body: Bytes::from(row.get::<_, Vec<u8>>(15)?),
         attempts: Vec::new(),
     };
-    Ok((event, row.get(14)?))
+    Ok((event, row.get(16)?))
 }
 
 /// An attempt from `n, kind, started_at, duration_ms, agent, status, headers, body, error`.

@@ -89,6 +89,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     UPDATE events SET size = length(body) + length(headers), body_len = length(body);
     ALTER TABLE events DROP COLUMN headers;
     ALTER TABLE events DROP COLUMN body;",
+    // 6: an event's type (`push`, derived on arrival) and, for an edited replay, the event it
+    // was made from. No index on the type: every insert would pay for it, and a history
+    // filtered by type walks the channel's index as a status filter does.
+    "ALTER TABLE events ADD COLUMN event_type TEXT;
+    ALTER TABLE events ADD COLUMN replay_of TEXT;",
 ];
 
 /// How long a connection waits for a lock held by another process (a backup tool, the

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use protocol::Subscription;
 use rusqlite::params;
 use tokio::sync::oneshot;
 
@@ -66,7 +67,10 @@ async fn delivering_becomes_queued_on_reopen() {
         next >= before_reopen,
         "due from the reopen on, not from arrival"
     );
-    let due = store.due(&ch, now_ms(), 10).await.expect("due");
+    let due = store
+        .due(&ch, &Subscription::All, now_ms(), 10)
+        .await
+        .expect("due");
     assert_eq!(due.len(), 1);
 }
 
@@ -141,7 +145,14 @@ async fn migrates_a_version_1_database() {
     assert_eq!(got.headers, binary_headers());
     assert_eq!(&got.body[..], b"old");
     assert_eq!(got.summary.body_len, 3, "the body's length moved with it");
-    assert_eq!(store.due(&ch, 1_000, 10).await.expect("due").len(), 1);
+    assert_eq!(
+        store
+            .due(&ch, &Subscription::All, 1_000, 10)
+            .await
+            .expect("due")
+            .len(),
+        1
+    );
     drop(store);
     let conn = open_at_version(dir.path(), MIGRATIONS.len()).expect("reopen");
     let indexes: i64 = conn
@@ -314,7 +325,10 @@ async fn a_large_body_written_in_place_reads_back_byte_for_byte() {
         got.body[..] == body[..],
         "the body changed on its way through the store"
     );
-    let due = store.due(&ch, 1, 10).await.expect("due");
+    let due = store
+        .due(&ch, &Subscription::All, 1, 10)
+        .await
+        .expect("due");
     assert!(due.len() == 1 && due[0].body[..] == body[..]);
 }
 

@@ -400,7 +400,7 @@ const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq = (
         SELECT seq FROM events WHERE channel = ?1 AND status = 'rejected' ORDER BY seq LIMIT 1)
     RETURNING channel, status, size";
 const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq = (
-        SELECT seq FROM events WHERE channel = ?1 AND status IN ('delivered', 'failed', 'rejected')
+        SELECT seq FROM events WHERE channel = ?1 AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
         ORDER BY seq LIMIT 1)
     RETURNING channel, status, size";
 
@@ -433,8 +433,8 @@ fn deleted_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EventStatus
 fn insert_row(conn: &Connection, event: &NewEvent, size: u64) -> rusqlite::Result<()> {
     let next_attempt_at = (event.status == EventStatus::Queued).then_some(event.received_at);
     let sql = "INSERT INTO events (id, channel, received_at, source, method, path, query,
-                                   status, next_attempt_at, size, body_len)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+                                   status, next_attempt_at, size, body_len, event_type, replay_of)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
     conn.prepare_cached(sql)?.execute(params![
         event.id.to_string(),
         event.channel.as_str(),
@@ -447,6 +447,8 @@ fn insert_row(conn: &Connection, event: &NewEvent, size: u64) -> rusqlite::Resul
         next_attempt_at,
         i64::try_from(size).unwrap_or(i64::MAX),
         i64::try_from(event.body.len()).unwrap_or(i64::MAX),
+        event.event_type,
+        event.replay_of.map(|id| id.to_string()),
     ])?;
     let seq = conn.last_insert_rowid();
     let in_place = event.body.len() >= WRITTEN_IN_PLACE;
@@ -599,7 +601,7 @@ fn prune(
         "SELECT seq FROM events WHERE channel = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2";
     let delete_sql = "DELETE FROM events WHERE seq IN (
                           SELECT seq FROM events WHERE channel = ?1 AND seq < ?2
-                          AND status IN ('delivered', 'failed', 'rejected')
+                          AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
                           ORDER BY seq LIMIT ?3)
                       RETURNING channel, status, size";
     for channel in channels {
