@@ -119,6 +119,7 @@ impl Api {
             duration: Duration::from_millis(answer.attempt.duration_ms),
             error: answer.attempt.error,
             via: Via::Relay(AttemptKind::Replay),
+            body: None,
         })
     }
 
@@ -383,6 +384,7 @@ async fn send_to(pool: &Pool, target: &Target, head: RequestHead, timeout: Durat
                 return Outcome {
                     status: None,
                     error: Some(e.to_string()),
+                    body: None,
                 };
             }
         };
@@ -393,6 +395,7 @@ async fn send_to(pool: &Pool, target: &Target, head: RequestHead, timeout: Durat
         .unwrap_or_else(|_| Outcome {
             status: None,
             error: Some(TargetError::Timeout(timeout).to_string()),
+            body: None,
         });
     started.finish(outcome)
 }
@@ -407,12 +410,14 @@ async fn read_to_end(response: http::Response<hyper::body::Incoming>) -> Outcome
             return Outcome {
                 status,
                 error: Some(TargetError::ResponseBody(e.to_string()).to_string()),
+                body: None,
             };
         }
     }
     Outcome {
         status,
         error: None,
+        body: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the agent tells a human about, as data: [`Event`] and its parts ([`Delivery`],
-//! [`Disconnect`]), and the bookkeeping of a delivery under way ([`Started`], [`Outcome`]).
+//! [`Disconnect`], [`BodyPrefix`]), and the bookkeeping of a delivery under way ([`Started`],
+//! [`Outcome`]).
 //!
 //! Every other module speaks this vocabulary and this module imports none of them (only the
 //! error type), so the agent, its sessions, the API client and the output form a tree.
@@ -80,6 +81,48 @@ pub struct Delivery {
     pub duration: Duration,
     pub error: Option<String>,
     pub via: Via,
+    /// The start of the target's response body, with `--print-body` and an answer passed on
+    /// whole; `None` otherwise. Boxed, so without it a delivery grows by one null word only.
+    pub body: Option<Box<BodyPrefix>>,
+}
+
+/// Most bytes of a response body [`BodyPrefix`] keeps (`--print-body`, whose help says 4 KiB):
+/// enough for a typical JSON answer or error message, and a bound on what a delivery in
+/// flight holds however large its body is.
+pub const SHOWN_BODY_BYTES: usize = 4 * 1024;
+
+/// The first [`SHOWN_BODY_BYTES`] of a response body and the length of all of it, gathered
+/// slice by slice while the body streams back to the server: only the prefix is copied, so
+/// keeping it neither holds back nor buffers the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyPrefix {
+    kept: Vec<u8>,
+    total: u64,
+}
+
+impl BodyPrefix {
+    /// Counts `data`, the body's next slice, and copies what of it still fits in the prefix.
+    pub fn keep(&mut self, data: &[u8]) {
+        let room = SHOWN_BODY_BYTES.saturating_sub(self.kept.len());
+        let (fits, _) = data.split_at(room.min(data.len()));
+        self.kept.extend_from_slice(fits);
+        self.total = self.total.saturating_add(data.len() as u64);
+    }
+
+    /// The body's first bytes: all of it when [`BodyPrefix::is_cut`] is false.
+    pub fn kept(&self) -> &[u8] {
+        &self.kept
+    }
+
+    /// The length of the whole body, kept or not.
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether the body is longer than what was kept.
+    pub fn is_cut(&self) -> bool {
+        self.total > self.kept.len() as u64
+    }
 }
 
 /// Who sent a [`Delivery`] to the target.
@@ -111,6 +154,8 @@ pub struct Outcome {
     pub status: Option<u16>,
     /// Why the target's answer is not what the sender gets, when it is not.
     pub error: Option<String>,
+    /// The start of the target's response body (see [`Delivery::body`]).
+    pub body: Option<Box<BodyPrefix>>,
 }
 
 /// A delivery under way: what its [`Delivery`] line will say besides the outcome.
@@ -146,6 +191,7 @@ impl Started {
             duration: self.clock.elapsed(),
             error: outcome.error,
             via: self.via,
+            body: outcome.body,
         }
     }
 }
@@ -177,5 +223,27 @@ mod tests {
         assert_eq!(via(b"replay"), Via::Relay(AttemptKind::Replay));
         assert_eq!(via(b"someday"), Via::Relay(AttemptKind::Live));
         assert_eq!(Via::of(&Vec::new()), Via::Relay(AttemptKind::Live));
+    }
+
+    #[test]
+    fn a_body_prefix_copies_its_first_bytes_and_counts_them_all() {
+        let mut body = BodyPrefix::default();
+        body.keep(b"");
+        assert_eq!(
+            (body.kept(), body.total(), body.is_cut()),
+            (&b""[..], 0, false)
+        );
+        body.keep(&[b'a'; SHOWN_BODY_BYTES - 1]);
+        body.keep(b"bc");
+        body.keep(&[b'd'; 100_000]);
+        assert_eq!(body.kept().len(), SHOWN_BODY_BYTES);
+        assert_eq!(
+            body.kept().last(),
+            Some(&b'b'),
+            "the prefix ends inside the second slice"
+        );
+        assert_eq!(body.total(), (SHOWN_BODY_BYTES + 1 + 100_000) as u64);
+        assert!(body.is_cut());
+        assert_eq!(SHOWN_BODY_BYTES, 4096, "--print-body's help says 4 KiB");
     }
 }

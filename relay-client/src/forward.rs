@@ -222,6 +222,7 @@ pub async fn deliver(
         return Outcome {
             status: None,
             error: Some("connection to the server lost".to_owned()),
+            body: None,
         };
     }
     while !fin {
@@ -240,6 +241,7 @@ pub async fn deliver(
                 return Outcome {
                     status: Some(status),
                     error: Some(reason),
+                    body: None,
                 };
             }
         };
@@ -251,6 +253,7 @@ pub async fn deliver(
     Outcome {
         status: Some(status),
         error: None,
+        body: None,
     }
 }
 
@@ -386,6 +389,7 @@ async fn fail(outbox: &Outbox, id: DeliveryId, status: u16, reason: String) -> O
     Outcome {
         status: sent.then_some(status),
         error: Some(answer.error),
+        body: None,
     }
 }
 

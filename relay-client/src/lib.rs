@@ -13,10 +13,11 @@
 
 //!
 //! The modules form a tree, leaves first: [`error`]; `event` (the vocabulary the others share:
-//! [`Event`], [`Delivery`], [`Disconnect`]), `wire` (frames on the WebSocket) and [`pool`]
-//! (keep-alive connections to the target); [`forward`] (one delivery against the target);
-//! `session` (one connection) and `agent` (connecting, reconnecting); [`api`] (the server's
-//! HTTP API) and [`inspect`]; [`report`] (what lines say) and [`output`] (where they go).
+//! [`Event`], [`Delivery`], [`Disconnect`], [`BodyPrefix`]), `wire` (frames on the WebSocket)
+//! and [`pool`] (keep-alive connections to the target); [`forward`] (one delivery against the
+//! target); `session` (one connection) and `agent` (connecting, reconnecting); [`api`] (the
+//! server's HTTP API) and [`inspect`]; [`report`] (what lines say) and [`output`] (where they
+//! go).
 
 mod agent;
 pub mod api;
@@ -38,6 +39,8 @@ pub use config::{
     AgentConfig, ApiConfig, Args, Command, EventsQuery, Identity, Invocation, TlsConfig,
 };
 pub use error::Error;
-pub use event::{Delivery, Disconnect, Event, Outcome, Via, shown_path};
+pub use event::{
+    BodyPrefix, Delivery, Disconnect, Event, Outcome, SHOWN_BODY_BYTES, Via, shown_path,
+};
 pub use forward::TargetError;
 pub use protocol::api::{ATTEMPT_HEADER, AttemptKind};

@@ -1,12 +1,14 @@
-//! What the lines a developer watches say: one per connection change and per delivery, and
-//! the `relay-client events` table. Text only; where it goes is `output.rs`'s.
+//! What the lines a developer watches say: one per connection change and per delivery (with
+//! the start of the target's answer under it, for `--print-body`), and the `relay-client
+//! events` table. Text only; where it goes is `output.rs`'s.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use protocol::api::{AttemptKind, EventPage};
 
 use crate::config::EventsQuery;
-use crate::event::{Delivery, Disconnect, Event, Via, shown_path};
+use crate::event::{BodyPrefix, Delivery, Disconnect, Event, Via, shown_path};
 
 /// Longest path (with its query) a delivery line shows; longer ones are cut with `...`. The
 /// history keeps them whole.
@@ -33,7 +35,13 @@ pub fn write_event(out: &mut impl Write, event: &Event) -> std::io::Result<()> {
             "Stopped: {} cut off at the end of the grace period",
             deliveries(*unfinished)
         ),
-        Event::Delivered(delivery) => writeln!(out, "{}", DeliveryLine(delivery)),
+        Event::Delivered(delivery) => {
+            writeln!(out, "{}", DeliveryLine(delivery))?;
+            match &delivery.body {
+                Some(body) => write!(out, "{}", BodyLines(body)),
+                None => Ok(()),
+            }
+        }
     }
 }
 
@@ -186,10 +194,111 @@ pub fn event_table(page: &EventPage) -> String {
     table
 }
 
+/// What starts each line of a response body under its delivery line.
+const BODY_INDENT: &str = "  ";
+
+/// The lines `--print-body` writes under a delivery line, each ending with a newline; none for
+/// an empty body.
+///
+/// Text (UTF-8 without a NUL byte) is shown line by line, each indented by [`BODY_INDENT`]
+/// (an empty line stays empty), with its control characters other than tab escaped as Rust
+/// writes them (`\u{1b}`, `\r`), so a target cannot move the cursor, recolour or retitle the
+/// terminal. A `\r\n` ends a line like `\n`. When the body was cut (at
+/// [`SHOWN_BODY_BYTES`](crate::event::SHOWN_BODY_BYTES), and then at the last whole character)
+/// a last line says how many bytes were not shown: `  ... (12,345 more bytes)`. Anything else
+/// is not dumped: `  (1,234 bytes, not text)`.
+struct BodyLines<'a>(&'a BodyPrefix);
+
+impl std::fmt::Display for BodyLines<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body = self.0;
+        if body.total() == 0 {
+            return Ok(());
+        }
+        let Some(text) = shown_text(body) else {
+            let total = body.total();
+            return writeln!(
+                f,
+                "{BODY_INDENT}({} {}, not text)",
+                Grouped(total),
+                bytes(total)
+            );
+        };
+        for line in text.lines() {
+            if !line.is_empty() {
+                f.write_str(BODY_INDENT)?;
+                write_escaped(f, line)?;
+            }
+            f.write_char('\n')?;
+        }
+        let not_shown = body.total().saturating_sub(text.len() as u64);
+        if not_shown > 0 {
+            let n = Grouped(not_shown);
+            writeln!(f, "{BODY_INDENT}... ({n} more {})", bytes(not_shown))?;
+        }
+        Ok(())
+    }
+}
+
+/// What of `body`'s kept bytes shows as text: all of them, or those before a character the cut
+/// split; `None` when they are not text (not UTF-8, or with a NUL byte, as binary formats that
+/// start with ASCII have).
+fn shown_text(body: &BodyPrefix) -> Option<&str> {
+    let kept = body.kept();
+    let text = match std::str::from_utf8(kept) {
+        Ok(text) => text,
+        // Only a cut can end the bytes inside a character; a whole body that does is not text.
+        Err(e) if e.error_len().is_none() && body.is_cut() => {
+            std::str::from_utf8(kept.get(..e.valid_up_to())?).ok()?
+        }
+        Err(_) => return None,
+    };
+    (!text.contains('\0')).then_some(text)
+}
+
+/// Writes `line` with its control characters other than tab escaped (`\u{1b}`), so none
+/// reaches the terminal raw: C0 (ESC starts the terminal's escape sequences), DEL and C1 (CSI,
+/// U+009B, starts them too on some terminals).
+fn write_escaped(f: &mut std::fmt::Formatter<'_>, line: &str) -> std::fmt::Result {
+    let mut rest = line;
+    while let Some(at) = rest.find(|c: char| c.is_control() && c != '\t') {
+        let (plain, from) = rest.split_at(at);
+        f.write_str(plain)?;
+        let mut chars = from.chars();
+        if let Some(c) = chars.next() {
+            write!(f, "{}", c.escape_debug())?;
+        }
+        rest = chars.as_str();
+    }
+    f.write_str(rest)
+}
+
+/// `byte` or `bytes`, as `n` asks.
+fn bytes(n: u64) -> &'static str {
+    if n == 1 { "byte" } else { "bytes" }
+}
+
+/// `12,345`: a count with its digits grouped by thousands.
+struct Grouped(u64);
+
+impl std::fmt::Display for Grouped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = self.0.to_string();
+        for (i, digit) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                f.write_char(',')?;
+            }
+            f.write_char(digit)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::EventStatus;
+    use crate::event::SHOWN_BODY_BYTES;
 
     fn page(json: serde_json::Value) -> EventPage {
         serde_json::from_value(json).expect("valid page")
@@ -231,6 +340,7 @@ mod tests {
             duration: std::time::Duration::from_millis(3),
             error: None,
             via,
+            body: None,
         }
     }
 
@@ -264,6 +374,129 @@ mod tests {
         assert!(long.starts_with(path.trim_end_matches("...")));
         let exact = format!("/{}", "a".repeat(MAX_SHOWN_PATH - 1));
         assert!(delivery_line(&delivery(&exact, Via::Relay(AttemptKind::Live))).contains(&exact));
+    }
+
+    /// The lines `--print-body` writes for a response body that arrived in `slices`.
+    fn body_lines(slices: &[&[u8]]) -> String {
+        let mut body = BodyPrefix::default();
+        for slice in slices {
+            body.keep(slice);
+        }
+        BodyLines(&body).to_string()
+    }
+
+    #[test]
+    fn a_text_body_is_shown_line_by_line_indented() {
+        assert_eq!(
+            body_lines(&[b"{\"ok\":true,\n", b"\t\"id\": 7}\r\n\nend"]),
+            "  {\"ok\":true,\n  \t\"id\": 7}\n\n  end\n"
+        );
+        assert_eq!(
+            body_lines(&[b"done\n"]),
+            "  done\n",
+            "no line after the last newline"
+        );
+        assert_eq!(
+            body_lines(&["caf\u{e9} \u{2713}".as_bytes()]),
+            "  caf\u{e9} \u{2713}\n"
+        );
+    }
+
+    #[test]
+    fn an_empty_body_adds_no_line() {
+        assert_eq!(body_lines(&[]), "");
+        assert_eq!(body_lines(&[b""]), "");
+    }
+
+    #[test]
+    fn a_cut_body_ends_with_how_many_bytes_were_not_shown() {
+        let long = "line\n".repeat(3000);
+        let shown = body_lines(&[long.as_bytes()]);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines.len(),
+            SHOWN_BODY_BYTES / 5 + 2,
+            "whole lines, a part, the marker"
+        );
+        assert!(lines[..lines.len() - 2].iter().all(|l| *l == "  line"));
+        assert_eq!(lines[lines.len() - 2], "  l", "4096 = 819 * 5 + 1");
+        assert_eq!(lines[lines.len() - 1], "  ... (10,904 more bytes)");
+        let one_more = [&[b'a'; SHOWN_BODY_BYTES][..], b"b"];
+        assert!(body_lines(&one_more).ends_with("\n  ... (1 more byte)\n"));
+    }
+
+    #[test]
+    fn a_cut_inside_a_character_shows_the_text_before_it() {
+        // 4095 bytes, then a 2-byte character the cut splits.
+        let body = format!("{}\u{e9}rest", "a".repeat(SHOWN_BODY_BYTES - 1));
+        let shown = body_lines(&[body.as_bytes()]);
+        let (text, marker) = shown.split_once('\n').expect("two lines");
+        assert_eq!(text, format!("  {}", "a".repeat(SHOWN_BODY_BYTES - 1)));
+        assert_eq!(
+            marker, "  ... (6 more bytes)\n",
+            "the split character and `rest`"
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_text_shows_only_its_size() {
+        assert_eq!(
+            body_lines(&[b"\x89PNG\r\n\x1a\n\0\0"]),
+            "  (10 bytes, not text)\n"
+        );
+        assert_eq!(
+            body_lines(&[b"GIF89a\0\0", &[0xff; 2000]]),
+            "  (2,008 bytes, not text)\n",
+            "a NUL byte: binary, though its start is ASCII"
+        );
+        assert_eq!(
+            body_lines(&[b"caf\xc3"]),
+            "  (4 bytes, not text)\n",
+            "a whole body that ends inside a character"
+        );
+        let big = vec![0xfe; 1_234_567];
+        assert_eq!(body_lines(&[&big]), "  (1,234,567 bytes, not text)\n");
+        assert_eq!(body_lines(&[b"\xff"]), "  (1 byte, not text)\n");
+    }
+
+    #[test]
+    fn control_characters_in_a_body_are_escaped() {
+        assert_eq!(
+            body_lines(&["\u{1b}]0;owned\u{7}\u{1b}[2Jred\rover\u{7f}\u{9b}31m\tend".as_bytes()]),
+            "  \\u{1b}]0;owned\\u{7}\\u{1b}[2Jred\\rover\\u{7f}\\u{9b}31m\tend\n"
+        );
+        let shown = body_lines(&["\u{1b}[31m\u{8}\u{c}\u{85}".as_bytes()]);
+        assert!(
+            !shown.trim_end_matches('\n').chars().any(char::is_control),
+            "{shown:?}"
+        );
+    }
+
+    #[test]
+    fn a_delivery_with_a_body_writes_it_under_its_line() {
+        let mut d = delivery("/gh", Via::Relay(AttemptKind::Live));
+        let mut out = Vec::new();
+        write_event(&mut out, &Event::Delivered(d.clone())).expect("written");
+        let line = String::from_utf8(out).expect("text");
+        let mut body = BodyPrefix::default();
+        body.keep(b"thanks\n");
+        d.body = Some(Box::new(body));
+        let mut out = Vec::new();
+        write_event(&mut out, &Event::Delivered(d)).expect("written");
+        assert_eq!(
+            String::from_utf8(out).expect("text"),
+            format!("{line}  thanks\n")
+        );
+    }
+
+    #[test]
+    fn byte_counts_group_their_digits_by_thousands() {
+        let shown = |n| Grouped(n).to_string();
+        assert_eq!(shown(0), "0");
+        assert_eq!(shown(999), "999");
+        assert_eq!(shown(1000), "1,000");
+        assert_eq!(shown(12_345), "12,345");
+        assert_eq!(shown(u64::MAX), "18,446,744,073,709,551,615");
     }
 
     #[test]

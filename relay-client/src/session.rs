@@ -289,6 +289,7 @@ async fn run_delivery(
         .unwrap_or_else(|Aborted| Outcome {
             status: None,
             error: Some("aborted by the server".to_owned()),
+            body: None,
         });
     if let Ok(mut in_flight) = cancels.lock() {
         in_flight.by_id.remove(&id);
