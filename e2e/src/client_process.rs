@@ -37,6 +37,7 @@ pub fn client_command(args: &[&str]) -> Command {
         "HOOKRELAY_CERT",
         "HOOKRELAY_KEY",
         "HOOKRELAY_CLIENT_CONFIG",
+        "HOOKRELAY_PRINT_BODY",
     ] {
         command.env_remove(name);
     }
@@ -111,16 +112,25 @@ pub fn interrupt(child: &mut Child) {
 
 /// A one-shot target on a std thread: answers every request with 202 and `ok`.
 pub fn start_std_target() -> SocketAddr {
+    start_std_target_answering("202 Accepted", b"ok".to_vec())
+}
+
+/// A one-shot target on a std thread: answers every request with `status` (`200 OK`) and
+/// `body`, one connection per request.
+pub fn start_std_target_answering(status: &'static str, body: Vec<u8>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let head = format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { break };
             let mut buf = [0u8; 4096];
             let _ = stream.read(&mut buf);
-            let _ = stream.write_all(
-                b"HTTP/1.1 202 Accepted\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
         }
     });
     addr

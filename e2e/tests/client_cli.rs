@@ -1,5 +1,6 @@
 //! The `relay-client` binary as a developer runs it: the forwarding line, one line per
-//! delivery, a clean exit on SIGINT, and a clear error for a refused token.
+//! delivery (and the target's answer under it with `--print-body`), a clean exit on SIGINT,
+//! and a clear error for a refused token.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
@@ -44,6 +45,40 @@ async fn prints_the_public_url_and_one_line_per_delivery() {
     );
     assert_eq!(fields[5].len(), 36, "delivery id: {delivery}");
 
+    interrupt(&mut child);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn print_body_shows_the_start_of_the_targets_answer_under_its_line() {
+    let relay = start_server(relay_server::Config::default()).await;
+    let addr = relay.addr;
+    // 16 bytes of text with an escape sequence, then 200,000 more: the answer goes back in
+    // several slices, and what is shown is cut at 4 KiB.
+    let mut answer = b"thanks\n\x1b[31mred\n".to_vec();
+    answer.resize(16 + 200_000, b'x');
+    let target = start_std_target_answering("200 OK", answer);
+    let (mut child, lines) = spawn_agent(addr, target, "printed", &["--print-body"]);
+    line_matching(&lines, |l| l.starts_with("Forwarding"));
+
+    let status = tokio::task::spawn_blocking(move || post(&addr.to_string(), "/h/printed/gh"))
+        .await
+        .expect("post");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let delivery = line_matching(&lines, |l| l.contains(" POST "));
+    let fields: Vec<&str> = delivery.split_whitespace().collect();
+    assert_eq!(fields[1..4], ["POST", "/gh", "200"], "{delivery}");
+    let body: Vec<String> = (0..4)
+        .map(|_| line_matching(&lines, |l| l.starts_with("  ")))
+        .collect();
+    assert_eq!(
+        body,
+        [
+            "  thanks".to_owned(),
+            "  \\u{1b}[31mred".to_owned(),
+            format!("  {}", "x".repeat(4096 - 16)),
+            "  ... (195,920 more bytes)".to_owned(),
+        ]
+    );
     interrupt(&mut child);
 }
 

@@ -64,6 +64,29 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_INSPECT", value_name = "ADDR")]
     pub inspect: Option<std::net::SocketAddr>,
 
+    /// Print the start of the target's response body under each delivery line.
+    ///
+    /// Shows the body's first 4 KiB, each line indented by two spaces and control characters
+    /// escaped (`\u{1b}`), so a body cannot send escape sequences to the terminal. A longer
+    /// body ends with `... (N more bytes)`; a body that is not text (not UTF-8, or with a NUL
+    /// byte) shows as `(N bytes, not text)`; an empty body, or a delivery that failed, adds
+    /// nothing. The value, for `--print-body=false` (which turns off a config file's
+    /// `print-body = true`) and HOOKRELAY_PRINT_BODY, is true or false (also 1/0, yes/no,
+    /// on/off).
+    #[arg(
+        long,
+        env = "HOOKRELAY_PRINT_BODY",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        default_value_t = false,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new(),
+        hide_possible_values = true
+    )]
+    pub print_body: bool,
+
     /// Token the server requires from agents (also sent to its API as a bearer token). A
     /// registered channel's token (hrt_...) alone also names its channel.
     #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true, global = true)]
@@ -266,6 +289,7 @@ impl Args {
                 config.token = token;
                 config.tls = tls;
                 config.inspect = self.inspect;
+                config.print_body = self.print_body;
                 Ok(Invocation::Agent(config))
             }
             Some(Command::Events { limit, status }) => Ok(Invocation::Events {
@@ -396,6 +420,9 @@ pub struct AgentConfig {
     pub tls: TlsConfig,
     /// Where to serve the inspector page (`--inspect`).
     pub inspect: Option<std::net::SocketAddr>,
+    /// Keep the start of each target response body and show it under the delivery line
+    /// (`--print-body`). Off by default: then nothing of the body is kept or copied.
+    pub print_body: bool,
 }
 
 impl AgentConfig {
@@ -421,6 +448,7 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(30),
             tls: TlsConfig::default(),
             inspect: None,
+            print_body: false,
         })
     }
 }
@@ -506,6 +534,55 @@ mod tests {
         assert_eq!(
             errors.to_string(),
             format!("{bad}:1: key `colour`: unknown key")
+        );
+    }
+
+    #[test]
+    fn print_body_is_a_switch_on_the_command_line_and_true_or_false_in_the_file() {
+        let print_body = |args: &[&str]| {
+            let args = [args, &["--forward", "http://t:2"]].concat();
+            let Invocation::Agent(config) = parse(&args) else {
+                panic!("agent expected for {args:?}");
+            };
+            config.print_body
+        };
+        assert!(!print_body(&[]), "off by default");
+        assert!(print_body(&["--print-body"]));
+        assert!(
+            print_body(&["--print-body", "--channel", "c"]),
+            "takes no value after a space"
+        );
+        assert!(!print_body(&["--print-body=false"]));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let on = file("on.toml", "print-body = true\n");
+        let off = file("off.toml", "print-body = false\n");
+        assert!(print_body(&["--config", &on]));
+        assert!(
+            !print_body(&["--config", &on, "--print-body=false"]),
+            "the flag wins"
+        );
+        assert!(!print_body(&["--config", &off]));
+        assert!(
+            print_body(&["--config", &off, "--print-body"]),
+            "the flag wins"
+        );
+
+        let bad = file("bad.toml", "print-body = \"loud\"\n");
+        let Err(ArgsError::File(errors)) =
+            Args::try_from_command_line(["relay-client", "--config", &bad])
+        else {
+            panic!("file errors expected");
+        };
+        let message = errors.to_string();
+        assert!(
+            message.starts_with(&format!("{bad}:1: key `print-body`: invalid value 'loud'")),
+            "{message}"
         );
     }
 

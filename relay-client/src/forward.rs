@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::error::Error;
-use crate::event::Outcome;
+use crate::event::{BodyPrefix, Outcome};
 use crate::pool::Pool;
 pub(crate) use crate::pool::RequestBody;
 use crate::wire::{Outbox, send};
@@ -182,6 +182,11 @@ impl TargetError {
 /// Replays `head` (and the body slices on `body`) against `target`, and sends the response
 /// back through `outbox`. A target that cannot be reached or does not answer in time gets the
 /// sender a 502 or 504 with the reason in a JSON body.
+///
+/// With `print_body` (`--print-body`), the outcome of an answer passed on whole also holds the
+/// start of its body ([`BodyPrefix`]): each slice is copied into it, up to its limit, just
+/// before the slice goes to the server, so the stream is neither held back nor buffered.
+/// Without it nothing is kept, allocated or copied.
 pub async fn deliver(
     pool: &Pool,
     target: &Target,
@@ -189,6 +194,7 @@ pub async fn deliver(
     body: Option<BodyRx>,
     outbox: &Outbox,
     timeout: Duration,
+    print_body: bool,
 ) -> Outcome {
     let id = head.id;
     let response = match request(pool, target, head, body, timeout).await {
@@ -211,6 +217,10 @@ pub async fn deliver(
             return fail(outbox, id, e.status(), e.to_string()).await;
         }
     };
+    let mut shown = print_body.then(Box::<BodyPrefix>::default);
+    if let Some(shown) = &mut shown {
+        shown.keep(&first);
+    }
     let head = FromAgent::Response(ResponseHead {
         id,
         status,
@@ -246,14 +256,19 @@ pub async fn deliver(
             }
         };
         fin = last;
+        if let Some(shown) = &mut shown {
+            shown.keep(&data);
+        }
         if !send(outbox, &FromAgent::Body(BodyChunk { id, data, fin })).await {
+            // The rest of the body is not read: what was kept would be counted short.
+            shown = None;
             break;
         }
     }
     Outcome {
         status: Some(status),
         error: None,
-        body: None,
+        body: shown,
     }
 }
 

@@ -283,6 +283,7 @@ async fn run_delivery(
         body_rx,
         &outbox,
         ctx.config.target_timeout,
+        ctx.config.print_body,
     ));
     let outcome = Abortable::new(deliver, cancel)
         .await
