@@ -159,6 +159,7 @@ fn event_detail() {
 fn replay_and_live_stream() {
     let replayed = Replayed {
         attempt: attempt(),
+        event_type: Some("push".into()),
         id: id(),
         method: "POST".into(),
         path: "/x".into(),
@@ -167,7 +168,7 @@ fn replay_and_live_stream() {
         status: EventStatus::Failed.into(),
     };
     let json = format!(
-        r#"{{"attempt":{ATTEMPT},"id":"{NIL}","method":"POST","path":"/x","query":null,"replay_of":null,"status":"failed"}}"#
+        r#"{{"attempt":{ATTEMPT},"event_type":"push","id":"{NIL}","method":"POST","path":"/x","query":null,"replay_of":null,"status":"failed"}}"#
     );
     pinned(&replayed, &json);
     let live = LiveAttempt {

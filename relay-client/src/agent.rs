@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use futures_util::SinkExt;
 use protocol::api::ErrorBody;
-use protocol::{ChannelId, FromAgent, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, ToAgent, Welcome};
+use protocol::{
+    ChannelId, FromAgent, Hello, MAX_FRAME_LEN, PROTOCOL_VERSION, Subscribe, Subscription, ToAgent,
+    Welcome, close,
+};
 use tokio::sync::mpsc;
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -36,11 +39,13 @@ impl Agent {
         config: AgentConfig,
         events: Option<mpsc::Sender<Event>>,
     ) -> Result<Agent, Error> {
-        let pool = Pool::new(config.target.origin())?;
+        let pools = (config.routes.targets())
+            .map(|target| Pool::new(target.origin()))
+            .collect::<Result<_, _>>()?;
         let tls = crate::tls::client_config(&config.tls)?;
         let ctx = Arc::new(Ctx {
             config,
-            pool,
+            pools,
             tls,
             events,
         });
@@ -48,7 +53,7 @@ impl Agent {
         let (ws, welcome) = handshake(&ctx, channel.as_ref()).await?;
         ctx.emit(Event::Connected {
             public_url: welcome.public_url.clone(),
-            target: ctx.config.target.to_string(),
+            target: ctx.config.routes.to_string(),
         });
         Ok(Agent { ctx, ws, welcome })
     }
@@ -119,7 +124,7 @@ async fn reconnect(
             Ok((ws, welcome)) => {
                 ctx.emit(Event::Connected {
                     public_url: welcome.public_url,
-                    target: ctx.config.target.to_string(),
+                    target: ctx.config.routes.to_string(),
                 });
                 return Ok(Some(ws));
             }
@@ -176,12 +181,20 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
         )
         .await
         .map_err(|e| connect_error(url, &e))?;
-        let hello = FromAgent::Hello(Hello {
+        let hello = Hello {
             version: PROTOCOL_VERSION,
             channel: channel.map(|c| c.to_string()),
             token: config.token.clone(),
             client: concat!("relay-client/", env!("CARGO_PKG_VERSION")).to_owned(),
-        });
+        };
+        // An agent that takes every type says hello as agents always have, so it still
+        // works with a relay from before subscriptions.
+        let subscription = config.routes.subscription();
+        let subscribes = subscription != Subscription::All;
+        let hello = match subscription.patterns() {
+            None => FromAgent::Hello(hello),
+            Some(events) => FromAgent::Subscribe(Subscribe { hello, events }),
+        };
         let hs = |reason: String| Error::Handshake {
             url: url.clone(),
             reason,
@@ -197,6 +210,11 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
                 }
                 Received::Other => continue,
                 Received::Undecodable(e) => Err(hs(e.to_string())),
+                // A relay from before subscriptions cannot decode the frame that carries one.
+                Received::Closed(Error::Closed {
+                    code: close::PROTOCOL_ERROR,
+                    ..
+                }) if subscribes => Err(Error::NoSubscriptions(url.clone())),
                 Received::Closed(e) => Err(e),
                 Received::Broken(e) => Err(hs(e.to_string())),
                 Received::Ended => Err(hs("connection closed".to_owned())),

@@ -12,7 +12,7 @@ use protocol::api::{
     self, ATTEMPT_HEADER, AttemptKind, DELIVERY_HEADER, ErrorBody, EventDetail, EventPage,
     Replayed, TokenChannel, path,
 };
-use protocol::{ChannelId, DeliveryId, Headers, RequestHead};
+use protocol::{ChannelId, DeliveryId, EVENT_TYPE_HEADER, Headers, RequestHead};
 use serde::de::DeserializeOwned;
 
 use crate::config::{
@@ -115,6 +115,7 @@ impl Api {
             id: answer.id,
             method: answer.method,
             path: shown_path(&answer.path, answer.query.as_deref()),
+            event_type: answer.event_type,
             status: answer.attempt.status,
             duration: Duration::from_millis(answer.attempt.duration_ms),
             error: answer.attempt.error,
@@ -346,12 +347,17 @@ fn request_head(event: EventDetail) -> Result<RequestHead, Error> {
         .map(api::Header::decode)
         .collect::<Result<Vec<_>, _>>()
         .map_err(unusable)?;
+    let mut headers = replay_headers(id, &stored);
+    // As on a delivery through the relay, so the line shows the type.
+    if let Some(event_type) = event.event_type {
+        headers.push((EVENT_TYPE_HEADER.to_owned(), Bytes::from(event_type)));
+    }
     Ok(RequestHead {
         id,
         method: event.method,
         path: event.path,
         query: event.query,
-        headers: replay_headers(id, &stored),
+        headers,
         body,
         fin: true,
     })
@@ -366,7 +372,7 @@ fn replay_headers(id: DeliveryId, stored: &[(String, Bytes)]) -> Headers {
     headers.retain(|(name, _)| {
         !matches!(
             name.as_str(),
-            "host" | "content-length" | DELIVERY_HEADER | ATTEMPT_HEADER
+            "host" | "content-length" | DELIVERY_HEADER | ATTEMPT_HEADER | EVENT_TYPE_HEADER
         )
     });
     headers.push((DELIVERY_HEADER.to_owned(), Bytes::from(id.to_string())));

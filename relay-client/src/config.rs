@@ -14,6 +14,7 @@ use runtime::config_file::{FileErrors, Settings, apply, clap_reason};
 
 use crate::error::Error;
 use crate::forward::Target;
+use crate::route::{Route, Routes, parse_events};
 
 /// Bound on one request to the target, up to its response head, unless configured otherwise.
 pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(300);
@@ -50,9 +51,35 @@ pub struct Args {
     pub server: String,
 
     /// Local target; the delivered path and query are appended (e.g. http://localhost:3000).
-    /// Required to run the agent.
+    /// Required to run the agent, unless --route gives every target: then the agent takes
+    /// only its routes' event types.
     #[arg(long, env = "HOOKRELAY_FORWARD")]
     pub forward: Option<String>,
+
+    /// Take only webhooks of these event types (comma-separated; an entry ending in `*`
+    /// matches by prefix: push,pull_request*,payment_intent.*). The relay sends this agent
+    /// nothing else, and no webhook without a type. Default: every webhook.
+    #[arg(
+        long,
+        env = "HOOKRELAY_EVENTS",
+        value_name = "TYPES",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append
+    )]
+    pub events: Vec<String>,
+
+    /// Send webhooks of event type TYPE to URL instead of --forward (repeatable; the first
+    /// route that matches wins; TYPE ending in `*` matches by prefix). The delivered path and
+    /// query are appended as for --forward. HOOKRELAY_ROUTES takes them comma-separated; the
+    /// config file as [[route]] tables with `type` and `url`.
+    #[arg(
+        long = "route",
+        env = "HOOKRELAY_ROUTES",
+        value_name = "TYPE=URL",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append
+    )]
+    pub routes: Vec<String>,
 
     /// Channel to serve (without it the server assigns a fresh, unguessable one), or whose
     /// events `events` and `replay` work on (there, a channel's --token alone names it too).
@@ -124,6 +151,38 @@ pub enum ArgsError {
     Clap(#[from] clap::Error),
     #[error(transparent)]
     File(#[from] FileErrors),
+}
+
+/// Turns the file's `[[route]]` tables (`type = "push"`, `url = "http://..."`) into the
+/// `TYPE=URL` values `--route` takes, so they are checked and applied like a list of flags.
+fn route_tables(file: &mut Settings) -> Result<(), FileErrors> {
+    let Some(toml::Value::Array(items)) = file.table.get("route") else {
+        return Ok(());
+    };
+    if !items.iter().any(toml::Value::is_table) {
+        return Ok(());
+    }
+    let mut values = Vec::new();
+    let mut errors = Vec::new();
+    for (n, item) in items.iter().enumerate() {
+        let text = |key: &str| item.get(key).and_then(toml::Value::as_str);
+        match (item.as_table().map(|t| t.len()), text("type"), text("url")) {
+            (Some(2), Some(kind), Some(url)) => {
+                values.push(toml::Value::from(format!("{kind}={url}")))
+            }
+            _ => errors.push(file.table_error(
+                "route",
+                n,
+                "a [[route]] table has exactly a `type` (string) and a `url` (string)".to_owned(),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(FileErrors(errors));
+    }
+    file.table
+        .insert("route".to_owned(), toml::Value::Array(values));
+    Ok(())
 }
 
 /// `$XDG_CONFIG_HOME/hookrelay/client.toml` (or `~/.config/...`), if that file exists.
@@ -222,7 +281,8 @@ impl Args {
         let mut matches = Self::command().try_get_matches_from(&argv)?;
         let path = matches.get_one::<PathBuf>("config").cloned().or(default);
         if let Some(path) = path {
-            let file = Settings::read(&path)?;
+            let mut file = Settings::read(&path)?;
+            route_tables(&mut file)?;
             // Each value parsed on its own, so an error is the key's.
             let check = |key: &str, value: &str| {
                 let alone = ["relay-client".to_owned(), format!("--{key}={value}")];
@@ -283,8 +343,28 @@ impl Args {
         };
         match self.command {
             None => {
-                let forward = self.forward.ok_or(Error::MissingForward)?;
-                let mut config = AgentConfig::new(&self.server, &forward)?;
+                let routes = self
+                    .routes
+                    .iter()
+                    .filter(|r| !r.trim().is_empty())
+                    .map(|r| Route::parse(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let events = match self.events.is_empty() {
+                    true => None,
+                    false => Some(parse_events(&self.events)?),
+                };
+                if self.forward.is_none() && routes.is_empty() {
+                    return Err(Error::MissingForward);
+                }
+                let forward = self.forward.as_deref().map(Target::parse).transpose()?;
+                let mut config = AgentConfig::with_routes(
+                    &self.server,
+                    Routes {
+                        routes,
+                        forward,
+                        events,
+                    },
+                )?;
                 config.channel = channel;
                 config.token = token;
                 config.tls = tls;
@@ -400,7 +480,8 @@ pub struct AgentConfig {
     pub server: String,
     /// WebSocket URL of the server's agent endpoint (`ws://host:port/ws`).
     pub ws_url: String,
-    pub target: Target,
+    /// Where deliveries go (`--forward`, `--route`) and which types the agent takes.
+    pub routes: Routes,
     pub channel: Option<ChannelId>,
     pub token: Option<String>,
     /// First reconnect delay; doubles per failed attempt up to `backoff_max`, with jitter.
@@ -433,10 +514,15 @@ impl AgentConfig {
 
     /// A configuration with default timings for `server` (http/https URL) and `forward`.
     pub fn new(server: &str, forward: &str) -> Result<Self, Error> {
+        Self::with_routes(server, Routes::forward(Target::parse(forward)?))
+    }
+
+    /// A configuration with default timings for `server` (http/https URL) and `routes`.
+    pub fn with_routes(server: &str, routes: Routes) -> Result<Self, Error> {
         Ok(Self {
             server: server.to_owned(),
             ws_url: ws_url(server)?,
-            target: Target::parse(forward)?,
+            routes,
             channel: None,
             token: None,
             backoff_min: Duration::from_millis(500),
@@ -667,9 +753,91 @@ mod tests {
             panic!("agent expected");
         };
         assert_eq!(config.ws_url, "wss://h/ws");
-        assert_eq!(config.target.to_string(), "http://t:2");
+        assert_eq!(config.routes.to_string(), "http://t:2");
         assert_eq!(config.channel.as_ref().map(ChannelId::as_str), Some("c"));
         assert_eq!(config.token.as_deref(), Some("s3"));
+    }
+
+    #[test]
+    fn events_and_routes_pick_the_agents_types_and_targets() {
+        let Invocation::Agent(config) = parse(&[
+            "--route",
+            "push=http://a:1/gh",
+            "--route",
+            "pull_request*=http://b:2",
+            "--forward",
+            "http://c:3",
+            "--events",
+            "push,pull_request*",
+            "--events",
+            "issues",
+        ]) else {
+            panic!("agent expected");
+        };
+        let routes = &config.routes;
+        assert_eq!(
+            routes.subscription().to_string(),
+            "push,pull_request*,issues"
+        );
+        assert_eq!(routes.pick(Some("pull_request_review")), Some(1));
+        assert_eq!(routes.pick(Some("issues")), Some(2), "--forward");
+        let Invocation::Agent(only) = parse(&["--route", "push=http://a:1"]) else {
+            panic!("agent expected");
+        };
+        assert_eq!(only.routes.subscription().to_string(), "push");
+        assert_eq!(only.routes.forward.as_ref().map(ToString::to_string), None);
+
+        let refused = |args: &[&str]| {
+            Args::try_from_command_line(std::iter::once("relay-client").chain(args.iter().copied()))
+                .expect("parses")
+                .validate()
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(refused(&["--route", "push"]).starts_with("--route \"push\" has no URL"));
+        assert!(
+            refused(&["--route", "=http://x"])
+                .starts_with("--route \"=http://x\" has no event type")
+        );
+        assert_eq!(
+            refused(&["--forward", "http://t:2", "--events", "push,a*b"]),
+            "--events \"a*b\": `*` may only end a pattern (as in payment_intent.*)"
+        );
+        assert!(refused(&[]).starts_with("--forward is required"));
+    }
+
+    #[test]
+    fn a_config_file_gives_events_as_a_list_and_routes_as_tables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("client.toml");
+        std::fs::write(
+            &path,
+            "events = [\"push\", \"issue*\"]\n\n[[route]]\ntype = \"push\"\nurl = \"http://a:1/gh\"\n\n\
+             [[route]]\ntype = \"issue*\"\nurl = \"http://b:2\"\n",
+        )
+        .expect("write");
+        let path = path.display().to_string();
+        let Invocation::Agent(config) = parse(&["--config", &path]) else {
+            panic!("agent expected");
+        };
+        assert_eq!(
+            config.routes.to_string(),
+            "these routes only (event types push,issue*)\n  push -> http://a:1/gh\n  issue* -> http://b:2"
+        );
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[route]]\ntype = \"push\"\n").expect("write");
+        let bad = bad.display().to_string();
+        let Err(ArgsError::File(errors)) =
+            Args::try_from_command_line(["relay-client", "--config", &bad])
+        else {
+            panic!("file errors expected");
+        };
+        assert_eq!(
+            errors.to_string(),
+            format!(
+                "{bad}:1: key `route[0]`: a [[route]] table has exactly a `type` (string) and a `url` (string)"
+            )
+        );
     }
 
     #[test]

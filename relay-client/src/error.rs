@@ -45,9 +45,16 @@ pub enum Error {
         missing: &'static str,
     },
     #[error(
-        "--forward is required to run the agent (or set HOOKRELAY_FORWARD), e.g. --forward http://localhost:3000"
+        "--forward is required to run the agent (or set HOOKRELAY_FORWARD), e.g. --forward http://localhost:3000; or give every target with --route TYPE=URL"
     )]
     MissingForward,
+    #[error(transparent)]
+    Route(#[from] crate::route::RouteError),
+    /// The server could not read the agent's subscription: it is older than `--events`.
+    #[error(
+        "the relay at {0} does not take event subscriptions (--events, or --route without --forward): upgrade relay-server, or run without them"
+    )]
+    NoSubscriptions(String),
     #[error(
         "`relay-client {0}` needs --channel NAME or the channel's --token TOKEN, which names it (or set HOOKRELAY_CHANNEL or HOOKRELAY_TOKEN)"
     )]

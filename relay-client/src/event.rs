@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use protocol::api::{ATTEMPT_HEADER, AttemptKind};
-use protocol::{DeliveryId, Headers, RequestHead};
+use protocol::{DeliveryId, EVENT_TYPE_HEADER, Headers, RequestHead};
 
 use crate::error::Error;
 
@@ -76,6 +76,8 @@ pub struct Delivery {
     pub method: String,
     /// Path below the channel, with `?query` when there was one (see [`shown_path`]).
     pub path: String,
+    /// The webhook's event type, as the relay named it; `None` when it has none.
+    pub event_type: Option<String>,
     /// Status sent back to the sender; `None` when no answer could be sent.
     pub status: Option<u16>,
     pub duration: Duration,
@@ -138,13 +140,29 @@ impl Via {
     /// The relay's attempt that `headers` name; a live one when they name none we know
     /// (a server from before the header sends none, and its deliveries were all live).
     pub(crate) fn of(headers: &Headers) -> Self {
-        let named = headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(ATTEMPT_HEADER))
-            .and_then(|(_, value)| std::str::from_utf8(value).ok())
+        Self::named(find(headers, ATTEMPT_HEADER))
+    }
+
+    fn named(value: Option<&[u8]>) -> Self {
+        let named = value
+            .and_then(|value| std::str::from_utf8(value).ok())
             .and_then(AttemptKind::parse);
         Via::Relay(named.unwrap_or(AttemptKind::Live))
     }
+}
+
+/// The value of header `name` (lowercase), in any case.
+fn find<'a>(headers: &'a Headers, name: &str) -> Option<&'a [u8]> {
+    (headers.iter())
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.as_ref())
+}
+
+/// The event type the relay named on a delivery's head ([`EVENT_TYPE_HEADER`]), when it is
+/// one.
+pub(crate) fn event_type(headers: &Headers) -> Option<String> {
+    let value = std::str::from_utf8(find(headers, EVENT_TYPE_HEADER)?).ok()?;
+    protocol::is_event_type(value).then(|| value.to_owned())
 }
 
 /// What became of one delivery, for the output line.
@@ -165,6 +183,7 @@ pub(crate) struct Started {
     id: DeliveryId,
     method: String,
     path: String,
+    event_type: Option<String>,
     via: Via,
 }
 
@@ -177,8 +196,14 @@ impl Started {
             id: head.id,
             method: head.method.clone(),
             path: shown_path(&head.path, head.query.as_deref()),
+            event_type: event_type(&head.headers),
             via: Via::of(&head.headers),
         }
+    }
+
+    /// The delivery's event type, which picks its `--route`.
+    pub(crate) fn event_type(&self) -> Option<&str> {
+        self.event_type.as_deref()
     }
 
     pub(crate) fn finish(self, outcome: Outcome) -> Delivery {
@@ -187,6 +212,7 @@ impl Started {
             id: self.id,
             method: self.method,
             path: self.path,
+            event_type: self.event_type,
             status: outcome.status,
             duration: self.clock.elapsed(),
             error: outcome.error,

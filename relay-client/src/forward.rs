@@ -386,6 +386,23 @@ pub(crate) async fn shutting_down(outbox: &Outbox, id: DeliveryId) {
     fail(outbox, id, 503, "agent is shutting down".to_owned()).await;
 }
 
+/// Answers a delivery of type `event_type` that no `--route` takes, on an agent without
+/// `--forward`, with 502: the relay sends such an agent only its routes' types, so this is an
+/// explicit replay of an `unrouted` event, or an `--events` wider than the routes.
+pub(crate) async fn unrouted(outbox: &Outbox, id: DeliveryId, event_type: Option<&str>) -> Outcome {
+    let reason = match event_type {
+        Some(t) => {
+            format!("no --route of this agent takes event type {t}, and it has no --forward")
+        }
+        None => {
+            "this webhook has no event type, no --route takes it, and the agent has no --forward"
+                .to_owned()
+        }
+    };
+    warn!(delivery_id = %id, "{reason}");
+    fail(outbox, id, 502, reason).await
+}
+
 /// Answers the delivery with `status` and `{"error": reason}`.
 async fn fail(outbox: &Outbox, id: DeliveryId, status: u16, reason: String) -> Outcome {
     let answer = ErrorBody { error: reason };

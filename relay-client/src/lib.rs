@@ -29,6 +29,7 @@ pub mod inspect;
 pub mod output;
 pub mod pool;
 pub mod report;
+pub mod route;
 mod session;
 pub mod tls;
 mod wire;

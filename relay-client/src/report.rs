@@ -81,9 +81,9 @@ pub fn disconnected_line(server: &str, why: &Disconnect, retry_in: std::time::Du
     }
 }
 
-/// `2026-11-23T09:41:02Z POST /github?x=1 200 12ms 5f0c...`: time, method, path (cut to
-/// [`MAX_SHOWN_PATH`]), status, duration, delivery id, then `queued` or `replay` for those
-/// kinds of attempt, and the error when there was one.
+/// `2026-11-23T09:41:02Z POST /github?x=1 push 200 12ms 5f0c...`: time, method, path (cut to
+/// [`MAX_SHOWN_PATH`]), event type (`-` when none), status, duration, delivery id, then
+/// `queued` or `replay` for those kinds of attempt, and the error when there was one.
 pub fn delivery_line(d: &Delivery) -> String {
     DeliveryLine(d).to_string()
 }
@@ -97,10 +97,11 @@ impl std::fmt::Display for DeliveryLine<'_> {
         let d = self.0;
         write!(
             f,
-            "{} {} {} ",
+            "{} {} {} {} ",
             humantime::format_rfc3339_seconds(d.at),
             d.method,
-            shortened(&d.path)
+            shortened(&d.path),
+            d.event_type.as_deref().map_or("-".into(), shortened_type),
         )?;
         match d.status {
             Some(status) => write!(f, "{status}")?,
@@ -117,6 +118,15 @@ impl std::fmt::Display for DeliveryLine<'_> {
             write!(f, " ({error})")?;
         }
         Ok(())
+    }
+}
+
+/// An event type as the delivery line shows it: one word, so the line's fields stay apart
+/// (GitLab's `Push Hook` shows as `Push_Hook`).
+fn shortened_type(event_type: &str) -> std::borrow::Cow<'_, str> {
+    match event_type.contains(' ') {
+        true => event_type.replace(' ', "_").into(),
+        false => event_type.into(),
     }
 }
 
@@ -336,6 +346,7 @@ mod tests {
             id: protocol::DeliveryId::from_uuid(uuid::Uuid::nil()),
             method: "POST".to_owned(),
             path: path.to_owned(),
+            event_type: None,
             status: Some(200),
             duration: std::time::Duration::from_millis(3),
             error: None,
@@ -348,8 +359,17 @@ mod tests {
     fn delivery_lines_mark_queued_and_replayed_deliveries() {
         let id = "00000000-0000-0000-0000-000000000000";
         let line = |via| delivery_line(&delivery("/gh", via));
-        let start = format!("1970-01-01T00:00:00Z POST /gh 200 3ms {id}");
+        let start = format!("1970-01-01T00:00:00Z POST /gh - 200 3ms {id}");
         assert_eq!(line(Via::Relay(AttemptKind::Live)), start);
+        let typed = Delivery {
+            event_type: Some("Push Hook".to_owned()),
+            ..delivery("/gh", Via::Relay(AttemptKind::Live))
+        };
+        assert_eq!(
+            delivery_line(&typed),
+            format!("1970-01-01T00:00:00Z POST /gh Push_Hook 200 3ms {id}"),
+            "one field, whatever the type"
+        );
         assert_eq!(
             line(Via::Relay(AttemptKind::Queued)),
             format!("{start} queued")

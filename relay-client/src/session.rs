@@ -32,8 +32,9 @@ const BODY_STALL: Duration = Duration::from_secs(10);
 /// What every session of one agent shares.
 pub(crate) struct Ctx {
     pub(crate) config: AgentConfig,
-    /// The connections deliveries are replayed on, to `config.target`.
-    pub(crate) pool: Pool,
+    /// The connections deliveries are replayed on, one pool per target of `config.routes`
+    /// (in [`crate::route::Routes::targets`]'s order).
+    pub(crate) pools: Vec<Pool>,
     /// TLS towards the server, read from `config.tls` once for every (re)connection.
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) events: Option<mpsc::Sender<Event>>,
@@ -274,11 +275,21 @@ async fn run_delivery(
 ) {
     let started = Started::now(&head);
     let id = head.id;
+    let routes = &ctx.config.routes;
+    let Some(index) = routes.pick(started.event_type()) else {
+        let outcome = forward::unrouted(&outbox, id, started.event_type()).await;
+        if let Ok(mut in_flight) = cancels.lock() {
+            in_flight.by_id.remove(&id);
+        }
+        ctx.emit(Event::Delivered(started.finish(outcome)));
+        return;
+    };
+    let target = (routes.targets().nth(index)).expect("pick names one of the targets");
     // Boxed: the task starts small, so spawning it copies a few words, not the whole
     // state of a request to the target and its response.
     let deliver = Box::pin(forward::deliver(
-        &ctx.pool,
-        &ctx.config.target,
+        &ctx.pools[index],
+        target,
         head,
         body_rx,
         &outbox,

@@ -25,8 +25,9 @@ async fn an_http_refusal_before_the_upgrade_shows_the_servers_reason() {
                  content-length: {}\r\nconnection: close\r\n\r\n",
                 body.len()
             );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body);
+            // One write: the agent reads what arrived with the head, as from a real proxy
+            // that sends a small answer in one segment.
+            let _ = stream.write_all(&[head.as_bytes(), body].concat());
         }
     });
     let target = start_std_target();

@@ -46,3 +46,27 @@ async fn the_agent_still_needs_forward() {
         run.stderr
     );
 }
+
+#[tokio::test]
+async fn bad_events_and_routes_stop_the_agent_at_start_saying_why() {
+    for (args, says) in [
+        (&["--route", "push"][..], "--route \"push\" has no URL"),
+        (
+            &["--route", "=http://x"],
+            "--route \"=http://x\" has no event type",
+        ),
+        (
+            &["--route", "push=ftp://x"],
+            "--route \"push=ftp://x\": the URL must be",
+        ),
+        (
+            &["--forward", "http://127.0.0.1:9", "--events", "push,a*b"],
+            "--events \"a*b\": `*` may only end a pattern",
+        ),
+    ] {
+        let server = ["--server", "http://127.0.0.1:9"];
+        let run = run_client(&[&server[..], args].concat()).await;
+        assert!(!run.success, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
+}

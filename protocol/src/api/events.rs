@@ -140,6 +140,8 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replayed {
     pub attempt: Attempt,
+    /// The type of the event the attempt was made on.
+    pub event_type: Option<String>,
     /// The event the attempt was made on: the one asked for, or for an edited replay the new
     /// event that holds the edited request.
     pub id: DeliveryId,

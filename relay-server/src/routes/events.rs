@@ -123,6 +123,7 @@ pub async fn replay(
     info!(delivery_id = %event.summary.id, channel = %event.summary.channel, status = attempt.status, "replayed");
     let answer = api::Replayed {
         attempt: self::attempt(&attempt),
+        event_type: event.summary.event_type,
         id: event.summary.id,
         method: event.summary.method,
         path: event.summary.path,
@@ -190,11 +191,12 @@ async fn replay_edited(
         event_type,
         replay_of: Some(summary.id),
     };
-    let id = edited.id;
+    let (id, event_type) = (edited.id, edited.event_type.clone());
     let (attempt, status) = crate::relay::dispatch::replay_edited(state, summary, edited).await?;
     info!(delivery_id = %id, replay_of = %summary.id, channel = %summary.channel, status = attempt.status, "replayed with edits");
     Ok(Json(api::Replayed {
         attempt: self::attempt(&attempt),
+        event_type,
         id,
         method: summary.method.clone(),
         path: summary.path.clone(),
