@@ -497,10 +497,10 @@ async fn fanout_gives_every_agent_a_copy_and_the_sender_the_accepting_answer() {
     let mut down = start_target().await;
     let _a = start_agent(agent_for(&server, &up, Some("fan"), Some(&token))).await;
     let mut failing = agent_for(&server, &down, Some("fan"), Some(&token));
-    failing.target =
+    failing.routes =
         relay_client::AgentConfig::new(&server.url(), &format!("{}/status/503", down.url))
             .expect("valid")
-            .target;
+            .routes;
     let _b = start_agent(failing).await;
 
     for _ in 0..3 {

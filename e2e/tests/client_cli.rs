@@ -38,12 +38,16 @@ async fn prints_the_public_url_and_one_line_per_delivery() {
     assert_eq!(status, "HTTP/1.1 202 Accepted");
     let delivery = line_matching(&lines, |l| l.contains(" POST "));
     let fields: Vec<&str> = delivery.split_whitespace().collect();
-    assert_eq!(fields[1..4], ["POST", "/github?x=1", "202"], "{delivery}");
+    assert_eq!(
+        fields[1..5],
+        ["POST", "/github?x=1", "-", "202"],
+        "no event type: {delivery}"
+    );
     assert!(
-        fields[0].ends_with('Z') && fields[4].ends_with("ms"),
+        fields[0].ends_with('Z') && fields[5].ends_with("ms"),
         "{delivery}"
     );
-    assert_eq!(fields[5].len(), 36, "delivery id: {delivery}");
+    assert_eq!(fields[6].len(), 36, "delivery id: {delivery}");
 
     interrupt(&mut child);
 }
@@ -66,7 +70,7 @@ async fn print_body_shows_the_start_of_the_targets_answer_under_its_line() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     let delivery = line_matching(&lines, |l| l.contains(" POST "));
     let fields: Vec<&str> = delivery.split_whitespace().collect();
-    assert_eq!(fields[1..4], ["POST", "/gh", "200"], "{delivery}");
+    assert_eq!(fields[1..5], ["POST", "/gh", "-", "200"], "{delivery}");
     let body: Vec<String> = (0..4)
         .map(|_| line_matching(&lines, |l| l.starts_with("  ")))
         .collect();
@@ -167,7 +171,7 @@ async fn ctrl_c_says_it_drains_the_deliveries_in_flight_then_that_it_stopped() {
     );
     release.send(()).expect("target waits");
     let delivered = line_matching(&lines, |l| l.contains(" POST "));
-    assert!(delivered.contains(" /slow 200 "), "{delivered}");
+    assert!(delivered.contains(" /slow - 200 "), "{delivered}");
     assert_eq!(
         line_matching(&lines, |l| l.starts_with("Stopped")),
         "Stopped"
@@ -216,9 +220,9 @@ async fn queued_deliveries_are_marked_and_long_paths_cut_in_their_lines() {
     let (mut child, lines) = spawn_agent(addr, target, "marked", &[]);
     let delivery = line_matching(&lines, |l| l.contains(" POST "));
     let fields: Vec<&str> = delivery.split_whitespace().collect();
-    assert_eq!(fields.len(), 7, "{delivery}");
+    assert_eq!(fields.len(), 8, "{delivery}");
     assert_eq!(fields[2], format!("{}...", &long[..77]));
-    assert_eq!(fields[3], "202");
-    assert_eq!(fields[6], "queued");
+    assert_eq!(fields[3..5], ["-", "202"]);
+    assert_eq!(fields[7], "queued");
     interrupt(&mut child);
 }

@@ -122,12 +122,12 @@ async fn replay_delivers_the_event_again_through_the_agent() {
     .await;
     assert!(run.success, "{run:?}");
     let fields: Vec<&str> = run.stdout.split_whitespace().collect();
-    assert_eq!(fields.len(), 7, "one result line: {}", run.stdout);
+    assert_eq!(fields.len(), 8, "one result line: {}", run.stdout);
     assert!(fields[0].ends_with('Z'), "{}", run.stdout);
-    assert_eq!(fields[1..4], ["POST", "/github?x=1", "201"]);
-    assert!(fields[4].ends_with("ms"), "{}", run.stdout);
-    assert_eq!(fields[5], id);
-    assert_eq!(fields[6], "replay");
+    assert_eq!(fields[1..5], ["POST", "/github?x=1", "push", "201"]);
+    assert!(fields[5].ends_with("ms"), "{}", run.stdout);
+    assert_eq!(fields[6], id);
+    assert_eq!(fields[7], "replay");
 
     let again = next_seen(&mut target).await;
     assert_eq!(again.method, "POST");
@@ -177,12 +177,12 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
     assert!(run.success, "{run:?}");
     let fields: Vec<&str> = run.stdout.split_whitespace().collect();
     assert_eq!(
-        fields[1..4],
-        ["PATCH", "/stripe?a=1&b=%20", "201"],
+        fields[1..5],
+        ["PATCH", "/stripe?a=1&b=%20", "-", "201"],
         "{}",
         run.stdout
     );
-    assert_eq!(fields[5], id);
+    assert_eq!(fields[6], id);
     assert!(
         run.stdout
             .ends_with(" replay (from here, not recorded on the relay)\n"),

@@ -7,6 +7,7 @@ mod channels;
 mod client_cli;
 mod client_history;
 mod durability;
+mod event_types;
 mod inspector;
 mod limits;
 mod never_refuse;
