@@ -9,10 +9,15 @@
 #
 #   bench/instructions.sh                         # SQLite store, fsync on: the defaults
 #   STORE=memory bench/instructions.sh            # the store off
+#   BODY=json bench/instructions.sh               # a JSON body with no type in a header, whose
+#                                                 # type is looked for in the body
+#   BODY=json TYPE_HEADER=push bench/instructions.sh   # ... with X-GitHub-Event: push
 #
 # About 40 s after the release build; see bench/README.md for the figures.
 #
-# Knobs (environment): REQUESTS (1000), WARMUP (100), STORE (sqlite | memory), SKIP_BUILD
+# Knobs (environment): REQUESTS (1000), WARMUP (100), STORE (sqlite | memory), BODY (x: 1,024
+# bytes of `x`, the default; json: bench/run.sh's 1,024-byte JSON object), TYPE_HEADER (an
+# X-GitHub-Event value sent with every webhook; unset: none), SKIP_BUILD
 # (1 = use the binaries in target/release), KEEP_WORK (1 = keep the callgrind files, to read
 # with callgrind_annotate), RUST_LOG (unset: each binary logs at its default level,
 # relay-server info and relay-client warn, as users run them). Needs valgrind and curl
@@ -91,14 +96,21 @@ PIDS+=("$CLIENT_PID")
 agent_up() { curl -sf "http://127.0.0.1:$PORT/api/channels/bench" | grep -q '"agent_count":1'; }
 wait_until 120 "relay-client under valgrind to connect" agent_up
 
-head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/body"
+case ${BODY:-x} in
+x) head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/body" ;;
+# bench/post1k.lua's body: {"pad":"aaa...a"}, 1,024 bytes.
+json) { printf '{"pad":"'; head -c 1014 /dev/zero | tr '\0' 'a'; printf '"}'; } >"$WORK/body" ;;
+*) die "BODY must be x or json" ;;
+esac
+type_header=()
+[[ -n ${TYPE_HEADER:-} ]] && type_header=(-H "X-GitHub-Event: $TYPE_HEADER")
 URL="http://127.0.0.1:$PORT/h/bench/hook"
 # post N: N sequential POSTs of the 1 KB body on one keep-alive connection; fails on any
 # answer that is not 2xx.
 post() {
     local n=$1 urls=()
     for ((i = 0; i < n; i++)); do urls+=("$URL"); done
-    curl -s --fail-early -f -H 'content-type: application/json' \
+    curl -s --fail-early -f -H 'content-type: application/json' "${type_header[@]}" \
         --data-binary @"$WORK/body" "${urls[@]}" >/dev/null ||
         die "a relayed POST failed (relay-server log: $WORK/relay-server.valgrind; KEEP_WORK=1 keeps it)"
 }
@@ -123,7 +135,8 @@ client_ir=$(instructions "$WORK/relay-client.$CLIENT_PID.1")
 
 commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 logs=${RUST_LOG:+RUST_LOG=$RUST_LOG}
-echo "## Instructions per relayed webhook ($STORE store, $REQUESTS sequential 1 KB POSTs, logs ${logs:-at default levels}, commit $commit)"
+typed=${TYPE_HEADER:+, X-GitHub-Event: $TYPE_HEADER}
+echo "## Instructions per relayed webhook ($STORE store, $REQUESTS sequential 1 KB POSTs, ${BODY:-x} body$typed, logs ${logs:-at default levels}, commit $commit)"
 echo
 echo "| process | instructions per webhook |"
 echo "|---|---:|"

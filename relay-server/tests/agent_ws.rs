@@ -127,3 +127,68 @@ async fn silent_agent_is_dropped_after_the_peer_timeout() {
     wait_for_agents(&client, &server.url(), "silent", 0).await;
     drop(silent);
 }
+
+/// A `Subscribe` frame for `channel` taking `events`.
+fn subscribe(channel: &str, events: &[&str]) -> Message {
+    let frame = Frame::Subscribe(protocol::Subscribe {
+        hello: protocol::Hello {
+            version: PROTOCOL_VERSION,
+            channel: Some(channel.to_owned()),
+            token: None,
+            client: "raw".to_owned(),
+        },
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+    });
+    Message::Binary(protocol::encode(&frame).expect("encodes").into())
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_only_its_types_and_bad_patterns_are_refused() {
+    let server = start_server(Config::default()).await;
+    let mut bad = raw_ws(&server).await;
+    bad.send(subscribe("subs", &["a*b"])).await.expect("send");
+    let (code, frame) = close_code(&mut bad).await;
+    assert_eq!(code, Some(close::PROTOCOL_ERROR));
+    assert!(
+        matches!(&frame, Some(Frame::Error(e)) if e.message.contains("`*` may only end")),
+        "{frame:?}"
+    );
+
+    let mut agent = raw_ws(&server).await;
+    agent
+        .send(subscribe("subs", &["push", "issue*"]))
+        .await
+        .expect("send");
+    let welcome = agent.next().await.expect("welcome").expect("message");
+    assert!(matches!(
+        protocol::decode(&welcome.into_data()),
+        Ok(Frame::Welcome(_))
+    ));
+    let client = client();
+    wait_for_agents(&client, &server.url(), "subs", 1).await;
+    let url = format!("{}/h/subs/x", server.url());
+    // Connected, but the agent does not take untyped webhooks, nor this type.
+    for headers in [&[][..], &[("x-github-event", &b"pull_request"[..])]] {
+        let answer = send(&client, "POST", &url, headers, "x").await;
+        assert_eq!(answer.status, 202, "{}", answer.text());
+        assert_eq!(answer.json()["status"], "unrouted");
+    }
+    let typed: [(&str, &[u8]); 1] = [("x-github-event", b"issues")];
+    let sender = tokio::spawn(async move { send(&client, "POST", &url, &typed, "x").await });
+    let request = loop {
+        match agent.next().await.expect("request").expect("message") {
+            Message::Binary(bytes) => break protocol::decode(&bytes).expect("frame"),
+            _ => continue,
+        }
+    };
+    let Frame::Request(head) = request else {
+        panic!("a request, not {request:?}");
+    };
+    let named: Vec<&[u8]> = (head.headers.iter())
+        .filter(|(n, _)| n == protocol::EVENT_TYPE_HEADER)
+        .map(|(_, v)| v.as_ref())
+        .collect();
+    assert_eq!(named, [b"issues"]);
+    drop(agent);
+    assert_eq!(sender.await.expect("sender").status, 502, "the agent left");
+}
