@@ -440,6 +440,24 @@ async fn the_channels_command_works_beside_a_running_server() {
     );
     let (ok, out, _) = run(&["channels", "list"]);
     assert!(ok && out.contains("verify github"), "{out}");
+    let (ok, out, err) = run(&[
+        "channels",
+        "update",
+        "cli-made",
+        "--event-type",
+        "json:/meta/kind",
+    ]);
+    assert!(
+        ok && out.contains("event type from json:/meta/kind"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = run(&["channels", "update", "cli-made", "--event-type", "default"]);
+    assert!(ok && !out.contains("event type from"), "{out}{err}");
+    let (ok, _, err) = run(&["channels", "update", "cli-made", "--event-type", "kind"]);
+    assert!(
+        !ok && err.contains("use header:NAME or json:/json/pointer"),
+        "{err}"
+    );
     let (ok, _, err) = run(&["channels", "update", "cli-made"]);
     assert!(!ok && err.contains("nothing to change"), "{err}");
     let (ok, _, err) = run(&["channels", "update", "nope", "--no-verify"]);

@@ -60,6 +60,7 @@ async fn the_admin_api_needs_its_token_and_answers_precisely() {
         json!({"name": "no spaces"}),
         json!({"name": "x", "mode": "broadcast"}),
         json!({"name": "x", "unknown": 1}),
+        json!({"name": "x", "event_type": "xml:/kind"}),
     ] {
         let answer = admin(&server, "POST", "/api/admin/channels", bad.to_string()).await;
         assert_eq!(answer.status, 400, "{bad}: {:?}", answer.body);
@@ -72,4 +73,29 @@ async fn the_admin_api_needs_its_token_and_answers_precisely() {
     )
     .await;
     assert_eq!(missing.status, 404);
+}
+
+#[tokio::test]
+async fn a_channels_event_type_source_is_set_shown_and_reset() {
+    let server = start_server(closed()).await;
+    create_channel(&server, "kinds", json!({"event_type": "header:X-Kind"})).await;
+    let list = format!("{}/api/admin/channels", server.url());
+    let doc = get_with(&list, Some(ADMIN)).await.json();
+    assert_eq!(doc["channels"][0]["event_type"], "header:x-kind");
+    let patch = |body: serde_json::Value| {
+        admin(
+            &server,
+            "PATCH",
+            "/api/admin/channels/kinds",
+            body.to_string(),
+        )
+    };
+    let changed = patch(json!({"event_type": "json:/meta/kind"})).await;
+    assert_eq!(changed.status, 200, "{:?}", changed.body);
+    assert_eq!(changed.json()["event_type"], "json:/meta/kind");
+    let reset = patch(json!({"event_type": null})).await;
+    assert_eq!(reset.json()["event_type"], serde_json::Value::Null);
+    let bad = patch(json!({"event_type": "json:meta"})).await;
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    server.stop().await;
 }
