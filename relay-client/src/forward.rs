@@ -333,13 +333,15 @@ pub(crate) fn build_request(
 }
 
 /// Names the relay puts on every delivery, made once: the HTTP library copies each name it
-/// does not know into a buffer of its own, five allocations per delivery for these alone.
-static RELAY_HEADER_NAMES: [HeaderName; 5] = [
+/// does not know into a buffer of its own, five allocations per delivery for these alone (six
+/// with the event type's).
+static RELAY_HEADER_NAMES: [HeaderName; 6] = [
     HeaderName::from_static("x-forwarded-for"),
     HeaderName::from_static("x-forwarded-proto"),
     HeaderName::from_static("x-forwarded-host"),
     HeaderName::from_static(DELIVERY_HEADER),
     HeaderName::from_static(ATTEMPT_HEADER),
+    HeaderName::from_static(protocol::EVENT_TYPE_HEADER),
 ];
 
 /// `name` as a header name, if it is one.
