@@ -127,8 +127,8 @@ fn from_body(body: &[u8]) -> Option<Cow<'_, str>> {
         return None;
     }
     let top: Top<'_> = serde_json::from_slice(body).ok()?;
-    match (top.kind.0, top.event) {
-        (Some(kind), Some(Inner(Some(inner)))) if kind == "event_callback" => Some(inner),
+    match (top.kind.0, top.event.and_then(|event| event.0)) {
+        (Some(kind), Some(inner)) if kind == "event_callback" => Some(inner),
         (kind, _) => kind,
     }
 }
@@ -137,33 +137,48 @@ fn from_body(body: &[u8]) -> Option<Cow<'_, str>> {
 #[derive(Deserialize)]
 struct Top<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: MaybeText<'a>,
+    kind: Found<'a, Text>,
     #[serde(borrow, default)]
-    event: Option<Inner<'a>>,
+    event: Option<Found<'a, TypeField>>,
 }
 
-/// An object's `type` string, when the value is an object that has one.
-struct Inner<'a>(Option<Cow<'a, str>>);
+/// What [`Look`] found of a value: a string, or `None` for a value of another kind, which is
+/// skipped over (a body with `"type": 1` is not refused, it has no type).
+struct Found<'a, L>(Option<Cow<'a, str>>, std::marker::PhantomData<L>);
 
-/// A string value, or `None` for a value of any other kind (skipped over).
-#[derive(Default)]
-struct MaybeText<'a>(Option<Cow<'a, str>>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for MaybeText<'a> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(TextVisitor).map(MaybeText)
+impl<L> Default for Found<'_, L> {
+    fn default() -> Self {
+        Found(None, std::marker::PhantomData)
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Inner<'a> {
+/// What to look for in a value: the value itself, when it is a string ([`Text`]), or the
+/// string `type` of an object ([`TypeField`]).
+trait Look {
+    const TEXT: bool;
+}
+
+struct Text;
+struct TypeField;
+
+impl Look for Text {
+    const TEXT: bool = true;
+}
+
+impl Look for TypeField {
+    const TEXT: bool = false;
+}
+
+impl<'de: 'a, 'a, L: Look> Deserialize<'de> for Found<'a, L> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(InnerVisitor).map(Inner)
+        let found = deserializer.deserialize_any(Visit::<L>(std::marker::PhantomData))?;
+        Ok(Found(found, std::marker::PhantomData))
     }
 }
 
-struct TextVisitor;
+struct Visit<L>(std::marker::PhantomData<L>);
 
-impl<'de> Visitor<'de> for TextVisitor {
+impl<'de, L: Look> Visitor<'de> for Visit<L> {
     type Value = Option<Cow<'de, str>>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -171,12 +186,12 @@ impl<'de> Visitor<'de> for TextVisitor {
     }
 
     fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Some(Cow::Borrowed(v)))
+        Ok(L::TEXT.then_some(Cow::Borrowed(v)))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        // A string with escapes is unescaped into a buffer of serde_json's.
-        Ok(Some(Cow::Owned(v.to_owned())))
+        // A string with escapes, unescaped into a buffer of serde_json's.
+        Ok(L::TEXT.then(|| Cow::Owned(v.to_owned())))
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
@@ -205,62 +220,36 @@ impl<'de> Visitor<'de> for TextVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-}
-
-struct InnerVisitor;
-
-impl<'de> Visitor<'de> for InnerVisitor {
-    type Value = Option<Cow<'de, str>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut kind = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if key == "type" && kind.is_none() {
-                kind = map.next_value::<MaybeText<'de>>()?.0;
+        while let Some(IsType(is_type)) = map.next_key()? {
+            if !L::TEXT && is_type && kind.is_none() {
+                kind = map.next_value::<Found<'de, Text>>()?.0;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
         }
         Ok(kind)
     }
+}
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        TextVisitor.visit_seq(seq).map(|_| None)
-    }
+/// Whether an object's key is `type`, read without building the key.
+struct IsType(bool);
 
-    fn visit_borrowed_str<E>(self, _: &'de str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
+impl<'de> Deserialize<'de> for IsType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl Visitor<'_> for Key {
+            type Value = IsType;
 
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
+            fn visit_str<E>(self, v: &str) -> Result<IsType, E> {
+                Ok(IsType(v == "type"))
+            }
+        }
+        deserializer.deserialize_str(Key)
     }
 }
 
