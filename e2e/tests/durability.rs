@@ -567,3 +567,32 @@ async fn chaos_every_accepted_event_reaches_the_target() {
     );
     assert!(cluster.server_kills > 0, "the server was never killed");
 }
+
+#[test]
+fn a_second_server_on_a_data_dir_in_use_refuses_to_start_and_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("UTF-8 data dir");
+    let first = spawn_server(&["--listen", "127.0.0.1:0", "--data-dir", data], &[]);
+    let mut second = std::process::Command::new(server_binary())
+        .args(["--listen", "127.0.0.1:0", "--data-dir", data])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("relay-server starts");
+    let status = wait_exit(&mut second);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(
+        &mut second.stderr.take().expect("piped stderr"),
+        &mut stderr,
+    )
+    .expect("read stderr");
+    assert!(!status.success(), "{stderr}");
+    let pid = first.child.id();
+    assert!(
+        stderr.contains(&format!(
+            "data dir {data} is in use by another relay-server (process {pid})"
+        )),
+        "{stderr}"
+    );
+    drop(first);
+}

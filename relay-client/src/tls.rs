@@ -277,13 +277,13 @@ pub(crate) fn certificate_failure(
     err: &(dyn std::error::Error + 'static),
 ) -> Option<Error> {
     let tls = rustls_error(err)?;
-    if let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls {
-        if let Some(pin) = inner.downcast_ref::<PinError>() {
-            return Some(Error::TlsHandshake {
-                host: host_of(url),
-                reason: pin.to_string(),
-            });
-        }
+    if let rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(inner))) = tls
+        && let Some(pin) = inner.downcast_ref::<PinError>()
+    {
+        return Some(Error::TlsHandshake {
+            host: host_of(url),
+            reason: pin.to_string(),
+        });
     }
     let hint = match tls {
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => Some(

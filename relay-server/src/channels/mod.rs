@@ -239,10 +239,8 @@ pub async fn watch(state: AppState) {
                 continue;
             }
         };
-        if changed {
-            if let Err(e) = reload(&state).await {
-                warn!(error = %e, "cannot reload channels");
-            }
+        if changed && let Err(e) = reload(&state).await {
+            warn!(error = %e, "cannot reload channels");
         }
     }
 }

@@ -374,6 +374,8 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("{}", in_use(path, *pid))]
+    InUse { path: String, pid: Option<u32> },
     #[error("store failed: {0}")]
     Backend(String),
     #[error("store is closed")]
@@ -392,6 +394,16 @@ pub enum StoreError {
         what: Full,
         limit: u64,
     },
+}
+
+fn in_use(path: &str, pid: Option<u32>) -> String {
+    let who = pid.map_or_else(
+        || "another process".to_owned(),
+        |pid| format!("process {pid}"),
+    );
+    format!(
+        "data dir {path} is in use by another relay-server ({who}); stop it first, or give this one its own --data-dir"
+    )
 }
 
 fn full_message(channel: &ChannelId, what: Full, limit: u64) -> String {

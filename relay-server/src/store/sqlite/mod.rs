@@ -63,6 +63,9 @@ pub struct SqliteStore {
     /// Behind a `std` mutex, only ever locked inside `spawn_blocking`, never across an await.
     reader: Arc<Mutex<Connection>>,
     stats: Arc<Counters>,
+    /// The data dir's lock ([`lock`]), for a serving store; dropped last, after the writer
+    /// thread has closed the database.
+    _lock: Option<std::fs::File>,
 }
 
 /// How well group commit is doing, for benchmarks and metrics.
@@ -108,6 +111,9 @@ impl SqliteStore {
         requeue: bool,
         quota: Quota,
     ) -> Result<SqliteStore, StoreError> {
+        // A serving store is one process's: a second server on the same data dir would
+        // deliver the same queue twice. Held until the writer thread has closed the database.
+        let lock = if requeue { Some(lock(dir)?) } else { None };
         let mut conn = connect(dir, fsync)?;
         migrate(&mut conn, dir, MIGRATIONS.len())?;
         if requeue {
@@ -141,6 +147,7 @@ impl SqliteStore {
             checkpointer: Some(checkpointer),
             reader: Arc::new(Mutex::new(reader)),
             stats,
+            _lock: lock,
         })
     }
 
@@ -197,15 +204,15 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Closing the queue ends the writer's loop once it has drained it.
         self.writer = None;
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                error!("event store writer thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            error!("event store writer thread panicked");
         }
-        if let Some(thread) = self.checkpointer.take() {
-            if thread.join().is_err() {
-                error!("event store checkpoint thread panicked");
-            }
+        if let Some(thread) = self.checkpointer.take()
+            && thread.join().is_err()
+        {
+            error!("event store checkpoint thread panicked");
         }
     }
 }
@@ -499,6 +506,42 @@ fn event_seq(
             .optional()
         })
         .map_err(db_error)
+}
+
+/// The lock file in the data dir that a serving store holds.
+const LOCK_FILE: &str = "server.lock";
+
+/// Takes the data dir's lock (an exclusive advisory lock on `server.lock`, which the system
+/// releases when the process ends, however it ends), writing this process's id into the file
+/// for the message a second server gets. [`StoreError::InUse`] when another process holds it.
+fn lock(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    std::fs::create_dir_all(dir).map_err(open_error(dir, "create directory"))?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(open_error(dir, "open its lock file"))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            return Err(StoreError::InUse {
+                path: dir.display().to_string(),
+                pid: pid.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(open_error(dir, "lock it")(e)),
+    }
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| writeln!(file, "{}", std::process::id()))
+        .map_err(open_error(dir, "write its lock file"))?;
+    Ok(file)
 }
 
 /// A SQL `LIMIT` for `limit` (SQLite takes a signed 64-bit value).

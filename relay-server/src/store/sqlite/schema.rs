@@ -143,6 +143,14 @@ pub(super) fn migrate(conn: &mut Connection, dir: &Path, target: usize) -> Resul
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(open_error(dir, &what))?;
+        // Read again under the write lock: another process (`relay-server channels` beside a
+        // server starting) may have migrated since, and running a step twice fails.
+        let now: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(open_error(dir, &what))?;
+        if now >= version {
+            continue;
+        }
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", version))
             .and_then(|()| tx.commit())

@@ -361,3 +361,38 @@ async fn a_prune_larger_than_a_slice_deletes_everything_it_should() {
     assert_eq!(store.count(&ch, None).await.expect("count"), 10);
     assert_eq!(store.count(&old, None).await.expect("count"), 0);
 }
+
+#[test]
+fn a_second_server_on_the_same_data_dir_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = SqliteStore::open(dir.path(), false).expect("first open");
+    let Err(err) = SqliteStore::open(dir.path(), false) else {
+        panic!("a second serving store opened on the same data dir");
+    };
+    let pid = std::process::id();
+    assert!(
+        matches!(err, StoreError::InUse { pid: Some(p), .. } if p == pid),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "data dir {} is in use by another relay-server (process {pid}); stop it first, or give this one its own --data-dir",
+            dir.path().display()
+        )
+    );
+    // `relay-server channels` works beside a running server.
+    drop(SqliteStore::open_beside_server(dir.path()).expect("beside the server"));
+    drop(first);
+    drop(SqliteStore::open(dir.path(), false).expect("the lock went with the first store"));
+}
+
+#[test]
+fn migrations_skip_a_step_another_process_made_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Both read version 0; the first migrates everything, the second must not run a step
+    // again ("table events already exists").
+    let mut late = open_at_version(dir.path(), 0).expect("at version 0");
+    drop(SqliteStore::open(dir.path(), false).expect("migrates"));
+    super::schema::migrate(&mut late, dir.path(), MIGRATIONS.len()).expect("nothing left to do");
+}
