@@ -193,6 +193,7 @@ fn channel_answers() {
             events: Some(vec!["push".into(), "issue*".into()]),
             id: NIL.into(),
             in_flight: 0,
+            node: "relay-1".into(),
             peer: "127.0.0.1:5000".into(),
         }],
         channel: "c".into(),
@@ -202,7 +203,7 @@ fn channel_answers() {
     };
     pinned(
         &status,
-        r#"{"agent_count":1,"agents":[{"client":"relay-client/0.1.0","connected_at":"2023-11-14T22:13:20.123Z","events":["push","issue*"],"id":"00000000-0000-0000-0000-000000000000","in_flight":0,"peer":"127.0.0.1:5000"}],"channel":"c","mode":"balance","registered":false,"url":"http://r/h/c"}"#,
+        r#"{"agent_count":1,"agents":[{"client":"relay-client/0.1.0","connected_at":"2023-11-14T22:13:20.123Z","events":["push","issue*"],"id":"00000000-0000-0000-0000-000000000000","in_flight":0,"node":"relay-1","peer":"127.0.0.1:5000"}],"channel":"c","mode":"balance","registered":false,"url":"http://r/h/c"}"#,
     );
     let token = TokenChannel {
         channel: "c".into(),

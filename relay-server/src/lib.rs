@@ -70,6 +70,8 @@ pub struct ServerState {
     pub(crate) config: Config,
     /// Base of the webhook URLs handed to agents, without a trailing slash.
     pub(crate) public_url: String,
+    /// This server's name (`--node-id`).
+    pub(crate) node_id: String,
     pub(crate) registry: agents::registry::Registry,
     /// Every webhook accepted and every attempt to deliver it.
     pub(crate) store: Arc<dyn Store>,
@@ -139,6 +141,7 @@ impl ServerState {
             ingress_slots: tokio::sync::Semaphore::new(config.max_in_flight),
             channels: channels::Directory::default(),
             open: reach.open,
+            node_id: config::node_id(config.node_id.as_deref()),
             config,
             public_url,
             registry: agents::registry::Registry::default(),
@@ -204,7 +207,8 @@ pub async fn serve(
             }
         }
     }
-    info!(%addr, public_url = %state.public_url, store = %state.config.store, "relay server listening");
+    info!(%addr, public_url = %state.public_url, store = %state.config.store, node = %state.node_id, "relay server listening");
+    state.metrics.node(&state.node_id);
     if open {
         info!(
             registered_channels = state.channels.len(),

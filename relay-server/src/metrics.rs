@@ -59,6 +59,12 @@ pub struct Metrics {
     bytes_out: OnceLock<Counter>,
     rejected: Family<ReasonLabels, Counter>,
     unrouted: Family<UnroutedLabels, Counter>,
+    node: Family<NodeLabels, Gauge>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    node: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,6 +111,12 @@ impl Default for Metrics {
             "Webhooks stored unrouted: agents were connected and none takes their event type",
             unrouted.clone(),
         );
+        let node = Family::<NodeLabels, Gauge>::default();
+        registry.register(
+            "node_info",
+            "This server's --node-id, as the label of a series that is always 1",
+            node.clone(),
+        );
         Self {
             registry,
             requests,
@@ -116,6 +128,7 @@ impl Default for Metrics {
             bytes_out: OnceLock::new(),
             rejected,
             unrouted,
+            node,
         }
     }
 }
@@ -157,6 +170,14 @@ impl Metrics {
         if let Some(elapsed) = live {
             self.latency.observe(elapsed.as_secs_f64());
         }
+    }
+
+    /// Names this server (`--node-id`) in the metrics.
+    pub fn node(&self, id: &str) {
+        let labels = NodeLabels {
+            node: id.to_owned(),
+        };
+        self.node.get_or_create(&labels).set(1);
     }
 
     /// A webhook of `channel` (registered or not) stored unrouted.

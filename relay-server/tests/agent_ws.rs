@@ -144,7 +144,12 @@ fn subscribe(channel: &str, events: &[&str]) -> Message {
 
 #[tokio::test]
 async fn a_subscriber_gets_only_its_types_and_bad_patterns_are_refused() {
-    let server = start_server(Config::default()).await;
+    let server = start_server(Config {
+        node_id: Some("node-a".to_owned()),
+        admin_token: Some(ADMIN.to_owned()),
+        ..Config::default()
+    })
+    .await;
     let mut bad = raw_ws(&server).await;
     bad.send(subscribe("subs", &["a*b"])).await.expect("send");
     let (code, frame) = close_code(&mut bad).await;
@@ -166,6 +171,18 @@ async fn a_subscriber_gets_only_its_types_and_bad_patterns_are_refused() {
     ));
     let client = client();
     wait_for_agents(&client, &server.url(), "subs", 1).await;
+    let status = get_with(&format!("{}/api/channels/subs", server.url()), None).await;
+    let listed = &status.json()["agents"][0];
+    assert_eq!(listed["events"], serde_json::json!(["push", "issue*"]));
+    assert_eq!(listed["node"], "node-a");
+    let metrics = get_with(&format!("{}/metrics", server.url()), Some(ADMIN)).await;
+    assert!(
+        metrics
+            .text()
+            .contains("hookrelay_node_info{node=\"node-a\"} 1"),
+        "{}",
+        metrics.text()
+    );
     let url = format!("{}/h/subs/x", server.url());
     // Connected, but the agent does not take untyped webhooks, nor this type.
     for headers in [&[][..], &[("x-github-event", &b"pull_request"[..])]] {

@@ -32,6 +32,8 @@ pub struct AgentStatus {
     pub id: String,
     /// Deliveries it has not answered yet.
     pub in_flight: usize,
+    /// The relay server it is connected to (its `--node-id`).
+    pub node: String,
     /// Its address, as the relay sees it.
     pub peer: String,
 }

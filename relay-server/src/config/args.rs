@@ -217,6 +217,11 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// This server's name in logs, metrics (`hookrelay_node_info`) and each agent's entry of
+    /// the channel status (`"node"`); default: the host name and a random suffix.
+    #[arg(long, env = "HOOKRELAY_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+
     /// Time a client has to send its request line and headers (slow clients are cut off);
     /// also how long a kept-alive connection may idle. The body has --timeout.
     #[arg(long, env = "HOOKRELAY_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -544,6 +549,7 @@ impl Args {
             max_agents_per_channel: self.max_agents_per_channel.max(1),
             max_in_flight: self.max_in_flight.max(1),
             metrics_listen: self.metrics_listen,
+            node_id: self.node_id.filter(|id| !id.trim().is_empty()),
             trusted_proxies: self.trusted_proxies,
             http: HttpLimits {
                 header_timeout: self.header_timeout,

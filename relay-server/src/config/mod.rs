@@ -65,6 +65,8 @@ pub struct Config {
     pub http: HttpLimits,
     /// A second listener for `/metrics` only.
     pub metrics_listen: Option<SocketAddr>,
+    /// This server's name; `None`: the host name and a random suffix ([`node_id`]).
+    pub node_id: Option<String>,
     /// Proxies whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Channels the configuration file declares, created or updated at start-up.
@@ -121,6 +123,7 @@ impl Default for Config {
             max_in_flight: 10_000,
             http: HttpLimits::default(),
             metrics_listen: None,
+            node_id: None,
             trusted_proxies: Vec::new(),
             declared_channels: Vec::new(),
             ping_interval: Duration::from_secs(20),
@@ -193,6 +196,26 @@ pub fn derive_public_url(addr: SocketAddr, tls: bool) -> String {
     };
     let scheme = if tls { "https" } else { "http" };
     format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// The name a server without `--node-id` goes by: the host name and four random hex digits,
+/// so two servers on one host (or two starts of one) are told apart.
+pub fn node_id(given: Option<&str>) -> String {
+    if let Some(id) = given {
+        return id.to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "relay".to_owned());
+    let mut suffix = [0u8; 2];
+    let suffix = match getrandom::fill(&mut suffix) {
+        Ok(()) => u16::from_le_bytes(suffix),
+        Err(_) => u16::try_from(std::process::id() & 0xffff).unwrap_or(0),
+    };
+    format!("{host}-{suffix:04x}")
 }
 
 #[cfg(test)]

@@ -86,6 +86,7 @@ pub async fn channel(
                 events: info.subscription.patterns(),
                 id: agent.id().to_string(),
                 in_flight: agent.in_flight(),
+                node: state.node_id.clone(),
                 peer: info.peer.to_string(),
             }
         })
