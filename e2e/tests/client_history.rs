@@ -50,17 +50,23 @@ async fn events_lists_relayed_webhooks_newest_first() {
     assert_eq!(
         header,
         [
-            "ID", "RECEIVED", "METHOD", "PATH", "STATUS", "CODE", "ATTEMPTS"
+            "ID", "RECEIVED", "METHOD", "PATH", "TYPE", "STATUS", "CODE", "ATTEMPTS"
         ]
     );
     assert_eq!(lines.len(), 3, "{}", run.stdout);
     let newest: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!(newest[0], second, "newest first: {}", run.stdout);
     assert!(newest[1].ends_with('Z'), "RFC 3339 time: {}", lines[1]);
-    assert_eq!(newest[2..], ["PUT", "/second?x=1", "delivered", "201", "1"]);
+    assert_eq!(
+        newest[2..],
+        ["PUT", "/second?x=1", "-", "delivered", "201", "1"]
+    );
     let oldest: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(oldest[0], first);
-    assert_eq!(oldest[2..], ["POST", "/first", "delivered", "201", "1"]);
+    assert_eq!(
+        oldest[2..],
+        ["POST", "/first", "-", "delivered", "201", "1"]
+    );
 
     let limited = run_client(&[
         "events",
@@ -91,6 +97,106 @@ async fn events_lists_relayed_webhooks_newest_first() {
     .await;
     assert!(failed.success, "{failed:?}");
     assert_eq!(failed.stdout, "No failed events in channel hist-events\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_type_shows_only_that_type_or_prefix() {
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
+    let mut target = start_target().await;
+    let _agent = start_agent(pinned_agent(
+        &format!("http://{addr}"),
+        "hist-types",
+        &target.url,
+    ))
+    .await;
+    let url = format!("http://{addr}/h/hist-types/gh");
+    let mut ids = Vec::new();
+    for (headers, body) in [
+        (&[("x-github-event", &b"push"[..])][..], "{}"),
+        (&[("x-github-event", b"pull_request")], "{}"),
+        (&[("x-github-event", b"pull_request_review")], "{}"),
+        // Spaces, `+`, `&` and `=` in a type reach the server's filter intact.
+        (&[], r#"{"type":"a+b c&d=e"}"#),
+        (&[], "untyped"),
+    ] {
+        let answer = send(&client(), "POST", &url, headers, body).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        ids.push(answer.delivery().expect("delivery id"));
+        next_seen(&mut target).await;
+    }
+    let [push, pull, review, odd, untyped] = &ids[..] else {
+        unreachable!("five webhooks sent");
+    };
+
+    let server = format!("http://{addr}");
+    let events = |pattern: &'static str| {
+        let server = server.clone();
+        async move {
+            let run = run_client(&[
+                "events",
+                "--server",
+                &server,
+                "--channel",
+                "hist-types",
+                "--type",
+                pattern,
+            ])
+            .await;
+            assert!(run.success, "{run:?}");
+            run.stdout
+        }
+    };
+    let stdout = events("push").await;
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    let row: Vec<&str> = rows_with(&stdout, push)[0].split_whitespace().collect();
+    assert_eq!(row[2..5], ["POST", "/gh", "push"], "{stdout}");
+
+    let stdout = events("pull_request*").await;
+    let listed: Vec<&str> = (stdout.lines().skip(1))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, [review.as_str(), pull.as_str()], "{stdout}");
+
+    let stdout = events("a+b c&d=e").await;
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert_eq!(rows_with(&stdout, odd).len(), 1, "{stdout}");
+    assert!(rows_with(&stdout, untyped).is_empty(), "{stdout}");
+
+    assert_eq!(
+        events("issues").await,
+        "No events of type issues in channel hist-types\n"
+    );
+
+    let run = run_client(&[
+        "events",
+        "--server",
+        &server,
+        "--channel",
+        "hist-types",
+        "--type",
+        "pull_*",
+    ])
+    .await;
+    assert!(run.success, "a prefix pattern: {run:?}");
+    let run = run_client(&[
+        "events",
+        "--server",
+        &server,
+        "--channel",
+        "hist-types",
+        "--type",
+        "pull*request",
+    ])
+    .await;
+    assert!(!run.success, "{run:?}");
+    assert!(
+        run.stderr.contains("'pull*request'")
+            && run.stderr.contains("--type <TYPE>")
+            && run.stderr.contains("`*` may only end a pattern"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

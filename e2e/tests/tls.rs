@@ -103,6 +103,7 @@ async fn webhook_over_https_reaches_the_target_through_a_wss_agent() {
         .events(&relay_client::EventsQuery {
             limit: 5,
             status: None,
+            event_type: None,
         })
         .await
         .expect("history over https");
@@ -139,6 +140,7 @@ async fn agent_without_the_private_ca_stops_with_a_certificate_error() {
         .events(&relay_client::EventsQuery {
             limit: 5,
             status: None,
+            event_type: None,
         })
         .await
         .expect_err("unknown CA");
@@ -258,6 +260,7 @@ async fn the_servers_own_self_signed_certificate_given_with_ca_is_pinned() {
             .events(&relay_client::EventsQuery {
                 limit: 5,
                 status: None,
+                event_type: None,
             })
             .await
             .expect("history over https with the pinned certificate");

@@ -99,6 +99,10 @@ impl Api {
             path.push_str("&status=");
             path.push_str(status.as_str());
         }
+        if let Some(pattern) = &query.event_type {
+            path.push_str("&type=");
+            push_query_value(&mut path, &pattern.to_string());
+        }
         self.call(Method::GET, &path, Subject::Events).await
     }
 
@@ -332,6 +336,25 @@ fn plain_message(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
+/// Appends `value` to a query string as one percent-encoded value: every byte but ASCII
+/// letters, digits, `-._~` and `*` (so a prefix pattern stays readable) as `%XX`. The server
+/// reads `+` as a space, so a `+` in a type must be encoded too, as must `&`, `#` and `=`.
+fn push_query_value(query: &mut String, value: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'*' => {
+                query.push(char::from(byte));
+            }
+            _ => {
+                query.push('%');
+                query.push(char::from(HEX[usize::from(byte >> 4)]));
+                query.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            }
+        }
+    }
+}
+
 /// The request `event` records, to send again byte for byte as it was received.
 fn request_head(event: EventDetail) -> Result<RequestHead, Error> {
     let id = event.id;
@@ -433,6 +456,19 @@ mod tests {
 
     fn id() -> DeliveryId {
         DeliveryId::from_uuid(uuid::Uuid::nil())
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded_but_for_unreserved_bytes_and_the_star() {
+        let encoded = |value: &str| {
+            let mut query = String::new();
+            push_query_value(&mut query, value);
+            query
+        };
+        assert_eq!(encoded("payment_intent.*"), "payment_intent.*");
+        assert_eq!(encoded("Push Hook"), "Push%20Hook");
+        assert_eq!(encoded("a+b&c=d#e/f%"), "a%2Bb%26c%3Dd%23e%2Ff%25");
+        assert_eq!(encoded("caf\u{e9}"), "caf%C3%A9");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use http::HeaderValue;
 pub use protocol::api::EventStatus;
-use protocol::{ChannelId, DeliveryId};
+use protocol::{ChannelId, DeliveryId, TypePattern};
 
 use runtime::config_file::{FileErrors, Settings, apply, clap_reason};
 
@@ -203,9 +203,15 @@ pub enum Command {
         /// How many events to show.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
-        /// Show only events in this state: queued, delivering, delivered, failed or rejected.
+        /// Show only events in this state: queued, delivering, delivered, failed, rejected or
+        /// unrouted.
         #[arg(long, value_parser = parse_status)]
         status: Option<EventStatus>,
+        /// Show only events of this type: an exact type (push, payment_intent.succeeded), or
+        /// every type that starts with a prefix, written with a trailing `*` (pull_request*,
+        /// payment_intent.*). Events without a type never match.
+        #[arg(long = "type", value_name = "TYPE", value_parser = parse_type)]
+        event_type: Option<TypePattern>,
     },
     /// Deliver a stored webhook again: through the channel's agent, or with --forward from here.
     ///
@@ -230,6 +236,12 @@ fn parse_status(s: &str) -> Result<EventStatus, String> {
     s.parse()
 }
 
+/// `events --type`, read as the server reads `?type=`, so a pattern it would refuse is refused
+/// here, before any request, with the reason (clap names the flag and the value).
+fn parse_type(s: &str) -> Result<TypePattern, String> {
+    TypePattern::parse(s).map_err(|e| e.to_string())
+}
+
 /// A validated command line.
 #[derive(Debug, Clone)]
 pub enum Invocation {
@@ -246,10 +258,12 @@ pub enum Invocation {
 }
 
 /// Which events `relay-client events` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsQuery {
     pub limit: u32,
     pub status: Option<EventStatus>,
+    /// Only events whose type matches (`--type`).
+    pub event_type: Option<TypePattern>,
 }
 
 impl Args {
@@ -372,9 +386,17 @@ impl Args {
                 config.print_body = self.print_body;
                 Ok(Invocation::Agent(config))
             }
-            Some(Command::Events { limit, status }) => Ok(Invocation::Events {
+            Some(Command::Events {
+                limit,
+                status,
+                event_type,
+            }) => Ok(Invocation::Events {
                 api: api("events")?,
-                query: EventsQuery { limit, status },
+                query: EventsQuery {
+                    limit,
+                    status,
+                    event_type,
+                },
             }),
             Some(Command::Replay { id, forward }) => {
                 let forward = forward.or(self.forward.filter(|_| self.forward_typed));
@@ -704,10 +726,45 @@ mod tests {
                 query,
                 EventsQuery {
                     limit: 5,
-                    status: None
+                    status: None,
+                    event_type: None,
                 }
             );
         }
+    }
+
+    #[test]
+    fn events_takes_a_type_or_a_prefix_and_refuses_a_bad_pattern_naming_the_flag() {
+        for (given, expected) in [
+            ("push", TypePattern::Exact("push".to_owned())),
+            (
+                "pull_request*",
+                TypePattern::Prefix("pull_request".to_owned()),
+            ),
+        ] {
+            let Invocation::Events { query, .. } =
+                parse(&["events", "--channel", "c", "--type", given])
+            else {
+                panic!("events expected");
+            };
+            assert_eq!(query.event_type, Some(expected));
+        }
+        let refused = Args::try_from_command_line([
+            "relay-client",
+            "events",
+            "--channel",
+            "c",
+            "--type",
+            "pull_*request",
+        ])
+        .expect_err("an inner star");
+        let message = refused.to_string();
+        assert!(
+            message.contains("'pull_*request'")
+                && message.contains("--type <TYPE>")
+                && message.contains("`*` may only end a pattern"),
+            "{message}"
+        );
     }
 
     #[test]

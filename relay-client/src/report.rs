@@ -151,7 +151,11 @@ pub fn write_event_page(
     if page.events.is_empty() {
         let which = query.status.map_or("", |s| s.as_str());
         let space = if which.is_empty() { "" } else { " " };
-        return writeln!(out, "No {which}{space}events in channel {channel}");
+        let of_type = query
+            .event_type
+            .as_ref()
+            .map_or_else(String::new, |t| format!(" of type {t}"));
+        return writeln!(out, "No {which}{space}events{of_type} in channel {channel}");
     }
     out.write_all(event_table(page).as_bytes())?;
     if page.next_before.is_some() {
@@ -164,12 +168,13 @@ pub fn write_event_page(
     Ok(())
 }
 
-/// The events as a table, one line per event in the order given, columns padded to fit.
+/// The events as a table, one line per event in the order given, columns padded to fit. TYPE
+/// is `-` for an event without one.
 pub fn event_table(page: &EventPage) -> String {
-    const HEADERS: [&str; 7] = [
-        "ID", "RECEIVED", "METHOD", "PATH", "STATUS", "CODE", "ATTEMPTS",
+    const HEADERS: [&str; 8] = [
+        "ID", "RECEIVED", "METHOD", "PATH", "TYPE", "STATUS", "CODE", "ATTEMPTS",
     ];
-    let rows: Vec<[String; 7]> = page
+    let rows: Vec<[String; 8]> = page
         .events
         .iter()
         .map(|e| {
@@ -178,6 +183,7 @@ pub fn event_table(page: &EventPage) -> String {
                 e.received_at.clone(),
                 e.method.clone(),
                 shown_path(&e.path, e.query.as_deref()),
+                e.event_type.clone().unwrap_or_else(|| "-".to_owned()),
                 e.status.to_string(),
                 e.response_status
                     .map_or_else(|| "-".to_owned(), |s| s.to_string()),
@@ -321,10 +327,12 @@ mod tests {
             "events": [
                 {"id": "5f0c1a2b-0000-4000-8000-000000000001", "received_at": "2026-11-23T10:00:00.123Z",
                  "method": "POST", "path": "/github", "query": "x=1", "status": "delivered",
-                 "attempts": 2, "response_status": 201, "body_bytes": 12, "next_attempt_at": null},
+                 "attempts": 2, "response_status": 201, "body_bytes": 12, "next_attempt_at": null,
+                 "event_type": "pull_request", "replay_of": null},
                 {"id": "5f0c1a2b-0000-4000-8000-000000000002", "received_at": "2026-11-23T09:59:00.000Z",
-                 "method": "DELETE", "path": "", "query": null, "status": "queued",
-                 "attempts": 0, "response_status": null, "body_bytes": 0, "next_attempt_at": null}
+                 "method": "DELETE", "path": "", "query": null, "status": "unrouted",
+                 "attempts": 0, "response_status": null, "body_bytes": 0, "next_attempt_at": null,
+                 "event_type": null, "replay_of": null}
             ],
             "next_before": null
         }));
@@ -333,9 +341,9 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "ID                                    RECEIVED                  METHOD  PATH         STATUS     CODE  ATTEMPTS",
-                "5f0c1a2b-0000-4000-8000-000000000001  2026-11-23T10:00:00.123Z  POST    /github?x=1  delivered  201   2",
-                "5f0c1a2b-0000-4000-8000-000000000002  2026-11-23T09:59:00.000Z  DELETE  /            queued     -     0",
+                "ID                                    RECEIVED                  METHOD  PATH         TYPE          STATUS     CODE  ATTEMPTS",
+                "5f0c1a2b-0000-4000-8000-000000000001  2026-11-23T10:00:00.123Z  POST    /github?x=1  pull_request  delivered  201   2",
+                "5f0c1a2b-0000-4000-8000-000000000002  2026-11-23T09:59:00.000Z  DELETE  /            -             unrouted   -     0",
             ]
         );
     }
@@ -551,6 +559,7 @@ mod tests {
         let query = EventsQuery {
             limit: 20,
             status: Some(EventStatus::Failed),
+            event_type: None,
         };
         write_event_page(&mut out, "abc", &query, &empty).expect("written");
         assert_eq!(out, b"No failed events in channel abc\n");
@@ -558,8 +567,32 @@ mod tests {
         let query = EventsQuery {
             limit: 20,
             status: None,
+            event_type: None,
         };
         write_event_page(&mut out, "abc", &query, &empty).expect("written");
         assert_eq!(out, b"No events in channel abc\n");
+    }
+
+    #[test]
+    fn empty_page_names_the_type_asked_for() {
+        let empty = page(serde_json::json!({"channel": "abc", "events": [], "next_before": null}));
+        let pattern = |text| protocol::TypePattern::parse(text).expect("valid");
+        for (status, event_type, line) in [
+            (None, "push", "No events of type push in channel abc\n"),
+            (
+                Some(EventStatus::Unrouted),
+                "pull_request*",
+                "No unrouted events of type pull_request* in channel abc\n",
+            ),
+        ] {
+            let query = EventsQuery {
+                limit: 20,
+                status,
+                event_type: Some(pattern(event_type)),
+            };
+            let mut out = Vec::new();
+            write_event_page(&mut out, "abc", &query, &empty).expect("written");
+            assert_eq!(String::from_utf8_lossy(&out), line);
+        }
     }
 }
