@@ -323,6 +323,225 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
     );
 }
 
+/// The headers of a stored request as `(name, value)` text pairs, from the API's JSON.
+fn header_pairs(detail: &serde_json::Value) -> Vec<(String, String)> {
+    (detail["headers"].as_array().expect("a header list").iter())
+        .map(|h| {
+            let text = |key: &str| h[key].as_str().unwrap_or_default().to_owned();
+            (text("name"), text("value"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_edits_delivers_them_as_a_new_event_and_keeps_the_original() {
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
+    let mut target = start_target().await;
+    let _agent = start_agent(pinned_agent(
+        &format!("http://{addr}"),
+        "hist-edit",
+        &target.url,
+    ))
+    .await;
+    let url = format!("http://{addr}/h/hist-edit/github?x=1");
+    let headers: [(&str, &[u8]); 6] = [
+        ("content-type", b"application/json"),
+        ("x-github-event", b"push"),
+        ("x-sig", b"old"),
+        ("x-dup", b"1"),
+        ("x-dup", b"2"),
+        ("x-gone", b"bye"),
+    ];
+    let answer = send(&client(), "POST", &url, &headers, "{\"zen\":1}").await;
+    let id = answer.delivery().expect("delivery id");
+    let original = next_seen(&mut target).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body_file = dir.path().join("body.bin");
+    std::fs::write(&body_file, BINARY_BODY).expect("write the body file");
+    let body_file = body_file.display().to_string();
+    let server = format!("http://{addr}");
+    let run = run_client(&[
+        "--server",
+        &server,
+        "--channel",
+        "hist-edit",
+        "replay",
+        &id,
+        "--body-file",
+        &body_file,
+        "--header",
+        "X-Sig: new",
+        "--header",
+        "x-dup: 3",
+        "--header",
+        "X-Gone:",
+        "--header",
+        "X-Added:  yes ",
+        "--header",
+        "X-GitHub-Event: issues",
+    ])
+    .await;
+    assert!(run.success, "{run:?}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    let fields: Vec<&str> = lines[0].split_whitespace().collect();
+    // The type is the new event's, derived again from the edited headers.
+    assert_eq!(
+        fields[1..5],
+        ["POST", "/github?x=1", "issues", "201"],
+        "{}",
+        run.stdout
+    );
+    let new = fields[6];
+    assert_ne!(new, id, "a new event: {}", run.stdout);
+    assert_eq!(fields[7], "replay");
+    assert_eq!(
+        lines[1],
+        format!("Stored as new event {new}, an edited replay of {id} (unchanged)")
+    );
+
+    let seen = next_seen(&mut target).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/github?x=1")
+    );
+    assert_eq!(seen.body, BINARY_BODY);
+    let length = BINARY_BODY.len().to_string();
+    assert_eq!(seen.header("content-length"), [length.as_bytes()]);
+    assert_eq!(seen.header("x-sig"), [b"new"]);
+    assert_eq!(seen.header("x-dup"), [b"3"]);
+    assert!(seen.header("x-gone").is_empty(), "{:?}", seen.headers);
+    assert_eq!(seen.header("x-added"), [b"yes"]);
+    assert_eq!(seen.header("content-type"), [b"application/json"]);
+    assert_eq!(seen.header("x-hookrelay-delivery"), [new.as_bytes()]);
+    assert_eq!(seen.header("x-hookrelay-attempt"), [b"replay"]);
+    // The type is derived again from the edited request.
+    assert_eq!(seen.header("x-hookrelay-event-type"), [b"issues"]);
+    assert_eq!(original.header("x-hookrelay-event-type"), [b"push"]);
+
+    let api = format!("{server}/api/channels/hist-edit/events");
+    let edited = get_json(&client(), &format!("{api}/{new}")).await;
+    assert_eq!(edited["replay_of"], id.as_str(), "{edited}");
+    assert_eq!(edited["event_type"], "issues");
+    assert_eq!(edited["body_encoding"], "base64");
+    assert_eq!(edited["body_bytes"], BINARY_BODY.len());
+    let stored = header_pairs(&edited);
+    assert!(
+        stored.contains(&("content-length".to_owned(), length.clone())),
+        "the stored copy has the new length: {stored:?}"
+    );
+    let before = get_json(&client(), &format!("{api}/{id}")).await;
+    assert!(before["replay_of"].is_null(), "{before}");
+    assert_eq!(before["event_type"], "push");
+    assert_eq!(before["body"], "{\"zen\":1}");
+    assert_eq!(before["attempts"].as_array().map(Vec::len), Some(1));
+    let pairs = header_pairs(&before);
+    assert!(
+        pairs.contains(&("x-sig".to_owned(), "old".to_owned())),
+        "{pairs:?}"
+    );
+    assert!(
+        pairs.contains(&("x-gone".to_owned(), "bye".to_owned())),
+        "{pairs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_edits_and_forward_edits_here_and_stores_nothing() {
+    let relay = start_server(Config::default()).await;
+    let addr = relay.addr;
+    let mut relayed = start_target().await;
+    let mut local = start_target().await;
+    let _agent = start_agent(pinned_agent(
+        &format!("http://{addr}"),
+        "hist-edit-here",
+        &relayed.url,
+    ))
+    .await;
+    let url = format!("http://{addr}/h/hist-edit-here/stripe?a=1");
+    let headers: [(&str, &[u8]); 4] = [
+        ("content-type", b"application/octet-stream"),
+        ("x-signature", b"t=1,v1=\xfe\xff"),
+        ("x-dup", b"1"),
+        ("x-dup", b"2"),
+    ];
+    let answer = send(&client(), "PATCH", &url, &headers, BINARY_BODY).await;
+    let id = answer.delivery().expect("delivery id");
+    next_seen(&mut relayed).await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body_file = dir.path().join("body.txt");
+    std::fs::write(&body_file, "edited\r\n").expect("write the body file");
+    let body_file = body_file.display().to_string();
+    let server = format!("http://{addr}");
+    let run = run_client(&[
+        "--server",
+        &server,
+        "--channel",
+        "hist-edit-here",
+        "replay",
+        &id,
+        "--forward",
+        &local.url,
+        "--body-file",
+        &body_file,
+        "--header",
+        "X-Dup:",
+        "--header",
+        "Content-Type: text/plain",
+    ])
+    .await;
+    assert!(run.success, "{run:?}");
+    assert!(
+        run.stdout
+            .ends_with(" replay (from here, not recorded on the relay)\n"),
+        "one line, no new event: {}",
+        run.stdout
+    );
+    let seen = next_seen(&mut local).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("PATCH", "/stripe?a=1")
+    );
+    assert_eq!(seen.body, "edited\r\n");
+    assert_eq!(seen.header("content-length"), [b"8"]);
+    assert_eq!(seen.header("content-type"), [b"text/plain"]);
+    assert_eq!(seen.header("x-signature"), [b"t=1,v1=\xfe\xff"]);
+    assert!(seen.header("x-dup").is_empty(), "{:?}", seen.headers);
+    assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
+
+    let page = get_json(
+        &client(),
+        &format!("{server}/api/channels/hist-edit-here/events"),
+    )
+    .await;
+    let events = page["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "nothing stored: {page}");
+    assert_eq!(events[0]["attempts"], 1, "nothing recorded: {page}");
+
+    let run = run_client(&[
+        "--server",
+        &server,
+        "--channel",
+        "hist-edit-here",
+        "replay",
+        &id,
+        "--header",
+        "X-Dup 1",
+    ])
+    .await;
+    assert!(!run.success, "{run:?}");
+    assert!(
+        run.stderr.contains("'X-Dup 1'")
+            && run.stderr.contains("--header <NAME: VALUE>")
+            && run.stderr.contains("no `:` in it"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_without_an_agent_says_so_and_suggests_forward() {
     let relay = start_server(Config::default()).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use protocol::api::{
     self, ATTEMPT_HEADER, AttemptKind, DELIVERY_HEADER, ErrorBody, EventDetail, EventPage,
     Replayed, TokenChannel, path,
@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::config::{
     ApiConfig, ApiTarget, DEFAULT_API_TIMEOUT, DEFAULT_TARGET_TIMEOUT, EventsQuery,
 };
+use crate::edit::RequestEdit;
 use crate::error::{Error, chain};
 use crate::event::{Delivery, Outcome, Started, Via, shown_path};
 use crate::forward::{self, HttpClient, RequestBody, Target, TargetError};
@@ -103,18 +104,43 @@ impl Api {
             path.push_str("&type=");
             push_query_value(&mut path, &pattern.to_string());
         }
-        self.call(Method::GET, &path, Subject::Events).await
+        self.call(Method::GET, &path, None, Subject::Events).await
     }
 
     /// Asks the server to deliver event `id` again through an agent serving the channel; the
     /// server records the attempt. The result's status is `None`, with the error, when the
     /// agent could not deliver it.
-    pub async fn replay(&self, id: DeliveryId) -> Result<Delivery, Error> {
+    ///
+    /// With edits, the stored request is fetched first, so the edited header list sent is the
+    /// stored one with `edit` made to it (the server replaces the list whole); the server
+    /// stores the edited request as a new event and delivers that. The answer's second part
+    /// is then the event it replays (`id`), and the delivery's id is the new event's.
+    pub async fn replay(
+        &self,
+        id: DeliveryId,
+        edit: &RequestEdit,
+    ) -> Result<(Delivery, Option<DeliveryId>), Error> {
+        let body = match edit.is_empty() {
+            true => None,
+            false => {
+                let event = self.event(id).await?;
+                let stored = stored_headers(&event)?;
+                let json = serde_json::to_vec(&edit.replay_edit(&stored))
+                    .expect("a replay edit (strings and a list of them) always serialises");
+                Some(Bytes::from(json))
+            }
+        };
         let path = path::replay(id);
-        let answer: Replayed = self.call(Method::POST, &path, Subject::Replay(id)).await?;
+        let answer: Replayed = self
+            .call(Method::POST, &path, body, Subject::Replay(id))
+            .await?;
+        if !edit.is_empty() && answer.replay_of.is_none() {
+            return Err(Error::EditsIgnored { id });
+        }
         let at = humantime::parse_rfc3339(&answer.attempt.started_at)
             .unwrap_or_else(|_| SystemTime::now());
-        Ok(Delivery {
+        let replay_of = answer.replay_of;
+        let delivery = Delivery {
             at,
             id: answer.id,
             method: answer.method,
@@ -125,16 +151,29 @@ impl Api {
             error: answer.attempt.error,
             via: Via::Relay(AttemptKind::Replay),
             body: None,
-        })
+        };
+        Ok((delivery, replay_of))
     }
 
-    /// Fetches event `id` and sends the stored request from here to `target`: same method,
-    /// path, query and body bytes, the stored end-to-end headers, and `x-hookrelay-delivery`.
-    /// The server does not learn of it. A target that fails shows in the result, not as `Err`.
-    pub async fn replay_to(&self, id: DeliveryId, target: &Target) -> Result<Delivery, Error> {
+    /// Event `id` as stored, its request and every attempt.
+    async fn event(&self, id: DeliveryId) -> Result<EventDetail, Error> {
         let path = path::event(id);
-        let event: EventDetail = self.call(Method::GET, &path, Subject::Event(id)).await?;
-        let head = request_head(event)?;
+        self.call(Method::GET, &path, None, Subject::Event(id))
+            .await
+    }
+
+    /// Fetches event `id` and sends the stored request, with `edit` made to it, from here to
+    /// `target`: same method, path and query, the body bytes, the end-to-end headers, and
+    /// `x-hookrelay-delivery`. The server does not learn of it. A target that fails shows in
+    /// the result, not as `Err`.
+    pub async fn replay_to(
+        &self,
+        id: DeliveryId,
+        target: &Target,
+        edit: &RequestEdit,
+    ) -> Result<Delivery, Error> {
+        let event = self.event(id).await?;
+        let head = request_head(event, edit)?;
         // The target is local and no concern of the server's TLS settings: the agent's client.
         let pool = Pool::new(target.origin())?;
         let mut delivery = send_to(&pool, target, head, DEFAULT_TARGET_TIMEOUT).await;
@@ -142,21 +181,27 @@ impl Api {
         Ok(delivery)
     }
 
-    /// One API call: `method` on the channel's `path`, the answer read whole (up to
-    /// [`MAX_ANSWER_BYTES`]) within the configured timeout, a 2xx answer parsed as `T`.
+    /// One API call: `method` on the channel's `path` with `json` as its body, the answer read
+    /// whole (up to [`MAX_ANSWER_BYTES`]) within the configured timeout, a 2xx answer parsed
+    /// as `T`.
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
+        json: Option<Bytes>,
         subject: Subject,
     ) -> Result<T, Error> {
         let url = format!("{}{path}", self.config.base_url);
-        let body = Empty::<Bytes>::new()
-            .map_err(|never| match never {})
-            .boxed();
+        let content_type = json.is_some().then_some("application/json");
+        let body = match json {
+            Some(json) => Full::new(json).map_err(|never| match never {}).boxed(),
+            None => Empty::<Bytes>::new()
+                .map_err(|never| match never {})
+                .boxed(),
+        };
         let exchange = async {
             let response = self
-                .send(method, path, Some("application/json"), None, body)
+                .send(method, path, Some("application/json"), content_type, body)
                 .await?;
             read_answer(&url, response).await
         };
@@ -355,23 +400,36 @@ fn push_query_value(query: &mut String, value: &str) {
     }
 }
 
-/// The request `event` records, to send again byte for byte as it was received.
-fn request_head(event: EventDetail) -> Result<RequestHead, Error> {
-    let id = event.id;
-    let unusable = |e: api::ContentError| Error::StoredEvent {
-        id,
-        reason: e.to_string(),
-    };
-    let body =
-        api::decode_body(event.body, event.body_encoding, event.body_bytes).map_err(unusable)?;
-    let stored = event
-        .headers
-        .into_iter()
+/// The headers `event` records, as bytes.
+fn stored_headers(event: &EventDetail) -> Result<Headers, Error> {
+    (event.headers.iter().cloned())
         .map(api::Header::decode)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(unusable)?;
-    let mut headers = replay_headers(id, &stored);
-    // As on a delivery through the relay, so the line shows the type.
+        .map_err(|e| Error::StoredEvent {
+            id: event.id,
+            reason: e.to_string(),
+        })
+}
+
+/// The request `event` records, with `edit` made to it, to send again: byte for byte as it
+/// was received when `edit` is empty.
+fn request_head(event: EventDetail, edit: &RequestEdit) -> Result<RequestHead, Error> {
+    let id = event.id;
+    let stored = stored_headers(&event)?;
+    let body =
+        match edit.body() {
+            Some(body) => body.clone(),
+            None => api::decode_body(event.body, event.body_encoding, event.body_bytes).map_err(
+                |e| Error::StoredEvent {
+                    id,
+                    reason: e.to_string(),
+                },
+            )?,
+        };
+    let mut headers = replay_headers(id, &edit.apply_headers(&stored));
+    // As on a delivery through the relay, so the line shows the type. An edit may change
+    // what the server would derive; only the server knows the channel's type source, so
+    // the stored type stays.
     if let Some(event_type) = event.event_type {
         headers.push((EVENT_TYPE_HEADER.to_owned(), Bytes::from(event_type)));
     }
@@ -527,13 +585,57 @@ mod tests {
             "attempts": []
         });
         let event: EventDetail = serde_json::from_value(json).expect("valid event");
-        let head = request_head(event).expect("replayable");
+        let head = request_head(event, &RequestEdit::default()).expect("replayable");
         assert_eq!(head.body, Bytes::from_static(b"\xff\x00\xfe"));
         assert_eq!(head.query.as_deref(), Some("a=1"));
         assert_eq!(
             head.headers[1],
             ("x-bin".to_owned(), Bytes::from_static(b"\xff\x00"))
         );
+    }
+
+    #[test]
+    fn an_edited_local_replay_sends_the_new_body_and_headers_and_no_stale_length() {
+        let json = serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000000",
+            "channel": "c",
+            "received_at": "2026-11-23T10:00:00.123Z",
+            "method": "POST",
+            "path": "/x",
+            "query": null,
+            "status": "delivered",
+            "headers": [
+                {"name": "content-length", "value": "3"},
+                {"name": "x-sig", "value": "old"},
+                {"name": "x-keep", "value": "1"}
+            ],
+            "body": "abc",
+            "body_encoding": "utf8",
+            "body_bytes": 3,
+            "attempts": []
+        });
+        let event: EventDetail = serde_json::from_value(json).expect("valid event");
+        let header = |text| crate::edit::parse_header(text).expect("valid");
+        let edit = RequestEdit::new(
+            Some(Bytes::from_static(b"\xffnew body")),
+            vec![header("X-Sig: new"), header("x-added: yes")],
+        )
+        .expect("valid edits");
+        let head = request_head(event, &edit).expect("replayable");
+        assert_eq!(head.body, Bytes::from_static(b"\xffnew body"));
+        let names: Vec<(&str, &[u8])> = (head.headers.iter())
+            .map(|(n, v)| (n.as_str(), v.as_ref()))
+            .collect();
+        // No content-length: the HTTP client writes the new body's own.
+        assert_eq!(
+            names[..3],
+            [
+                ("x-sig", &b"new"[..]),
+                ("x-keep", b"1"),
+                ("x-added", b"yes")
+            ]
+        );
+        assert_eq!(names.len(), 5, "then the relay's two: {names:?}");
     }
 
     #[test]
@@ -553,7 +655,7 @@ mod tests {
             "attempts": []
         });
         let event: EventDetail = serde_json::from_value(json).expect("valid event");
-        let err = request_head(event).expect_err("short body");
+        let err = request_head(event, &RequestEdit::default()).expect_err("short body");
         assert!(err.to_string().contains("3 of its 10 body bytes"), "{err}");
     }
 }

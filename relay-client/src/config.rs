@@ -12,6 +12,7 @@ use protocol::{ChannelId, DeliveryId, TypePattern};
 
 use runtime::config_file::{FileErrors, Settings, apply, clap_reason};
 
+use crate::edit::{HeaderEdit, RequestEdit};
 use crate::error::Error;
 use crate::forward::Target;
 use crate::route::{Route, Routes, parse_events};
@@ -221,6 +222,12 @@ pub enum Command {
     /// headers and body, plus x-hookrelay-delivery: ID and x-hookrelay-attempt: replay); that
     /// local replay is not recorded on the server: the event's history and the inspector do
     /// not show it.
+    ///
+    /// With --body-file or --header, the stored request is edited first (method, path and
+    /// query stay). Through the server, the edited request is stored as a new event with an
+    /// id of its own that names this one as the event it replays, and delivered; the original
+    /// event stays as it was. With --forward, the edits are made here and nothing is stored.
+    /// When the body changes, a content-length header is set to its new length.
     Replay {
         /// Event id, as `relay-client events` and the agent's delivery lines show it.
         id: uuid::Uuid,
@@ -228,6 +235,16 @@ pub enum Command {
         /// (not recorded on the server). Not read from HOOKRELAY_FORWARD.
         #[arg(long, value_name = "URL")]
         forward: Option<String>,
+        /// Replace the body with this file's bytes, exactly as they are (binary is fine).
+        #[arg(long, value_name = "FILE")]
+        body_file: Option<PathBuf>,
+        /// Replace every stored header of this name (in any case) with this one, where the
+        /// first of them was, or add it at the end. Repeat the flag for more headers (the
+        /// same name twice sends both values). 'Name:' with nothing after the colon removes
+        /// the header. content-length, host, hop-by-hop and x-hookrelay-* headers are set
+        /// for each request and cannot be edited.
+        #[arg(long = "header", value_name = "NAME: VALUE", value_parser = crate::edit::parse_header)]
+        headers: Vec<HeaderEdit>,
     },
 }
 
@@ -249,11 +266,13 @@ pub enum Invocation {
     Agent(AgentConfig),
     /// `relay-client events`: list the channel's events.
     Events { api: ApiTarget, query: EventsQuery },
-    /// `relay-client replay ID [--forward URL]`: through the server, or from here to `target`.
+    /// `relay-client replay ID [--forward URL]`: through the server, or from here to `target`,
+    /// with `edit` made to the stored request first.
     Replay {
         api: ApiTarget,
         id: DeliveryId,
         target: Option<Target>,
+        edit: RequestEdit,
     },
 }
 
@@ -398,16 +417,34 @@ impl Args {
                     event_type,
                 },
             }),
-            Some(Command::Replay { id, forward }) => {
+            Some(Command::Replay {
+                id,
+                forward,
+                body_file,
+                headers,
+            }) => {
                 let forward = forward.or(self.forward.filter(|_| self.forward_typed));
+                let body = body_file.as_deref().map(read_body_file).transpose()?;
                 Ok(Invocation::Replay {
                     api: api("replay")?,
                     id: DeliveryId::from_uuid(id),
                     target: forward.as_deref().map(Target::parse).transpose()?,
+                    edit: RequestEdit::new(body, headers)?,
                 })
             }
         }
     }
+}
+
+/// The bytes of `replay --body-file`, read once at start so a missing file fails before
+/// anything is sent.
+fn read_body_file(path: &std::path::Path) -> Result<bytes::Bytes, Error> {
+    std::fs::read(path)
+        .map(bytes::Bytes::from)
+        .map_err(|e| Error::BodyFile {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// How to check the server's certificate and which certificate to show it, for the agent and
@@ -779,6 +816,69 @@ mod tests {
             assert_eq!(id.to_string(), ID);
             assert_eq!(target.map(|t| t.to_string()).as_deref(), Some("http://t:2"));
         }
+    }
+
+    #[test]
+    fn replay_reads_the_body_file_and_refuses_bad_headers_at_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("body.bin");
+        std::fs::write(&path, b"\xff\x00new").expect("write");
+        let path = path.display().to_string();
+        let Invocation::Replay { edit, target, .. } = parse(&[
+            "replay",
+            ID,
+            "--channel",
+            "c",
+            "--body-file",
+            &path,
+            "--header",
+            "X-A: 1",
+        ]) else {
+            panic!("replay expected");
+        };
+        assert_eq!(edit.body().map(|b| &b[..]), Some(&b"\xff\x00new"[..]));
+        assert!(target.is_none());
+        let Invocation::Replay { edit, .. } = parse(&["replay", ID, "--channel", "c"]) else {
+            panic!("replay expected");
+        };
+        assert!(edit.is_empty(), "no flags, a plain replay");
+
+        let refused = Args::try_from_command_line([
+            "relay-client",
+            "replay",
+            ID,
+            "--channel",
+            "c",
+            "--header",
+            "X-A 1",
+        ])
+        .expect_err("no colon");
+        let message = refused.to_string();
+        assert!(
+            message.contains("'X-A 1'")
+                && message.contains("--header <NAME: VALUE>")
+                && message.contains("no `:` in it"),
+            "{message}"
+        );
+        let missing = dir.path().join("missing").display().to_string();
+        let refused = Args::try_from_command_line([
+            "relay-client",
+            "replay",
+            ID,
+            "--channel",
+            "c",
+            "--body-file",
+            &missing,
+        ])
+        .expect("parses")
+        .validate()
+        .expect_err("no such file");
+        assert!(
+            refused
+                .to_string()
+                .starts_with(&format!("cannot read --body-file {missing}: ")),
+            "{refused}"
+        );
     }
 
     #[test]

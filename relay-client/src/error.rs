@@ -103,6 +103,20 @@ pub enum Error {
     /// The stored request cannot be sent again as it was received.
     #[error("event {id} cannot be replayed from here: {reason}")]
     StoredEvent { id: DeliveryId, reason: String },
+    /// `replay --header` asks both to remove a header (`Name:`) and to set it.
+    #[error(
+        "--header {name}: given both empty (to remove it) and with a value; give one or the other"
+    )]
+    HeaderConflict { name: String },
+    /// `replay --body-file` names a file that cannot be read.
+    #[error("cannot read --body-file {path}: {reason}")]
+    BodyFile { path: String, reason: String },
+    /// An edited replay came back as a plain one: the server does not know edits, so the
+    /// target got the stored request.
+    #[error(
+        "the server replayed event {id} as it was stored, without the edits: it is older than this relay-client and cannot edit a replay; use --forward URL to send the edited request from here"
+    )]
+    EditsIgnored { id: DeliveryId },
 }
 
 impl Error {

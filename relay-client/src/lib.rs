@@ -15,13 +15,14 @@
 //! The modules form a tree, leaves first: [`error`]; `event` (the vocabulary the others share:
 //! [`Event`], [`Delivery`], [`Disconnect`], [`BodyPrefix`]), `wire` (frames on the WebSocket)
 //! and [`pool`] (keep-alive connections to the target); [`forward`] (one delivery against the
-//! target); `session` (one connection) and `agent` (connecting, reconnecting); [`api`] (the
-//! server's HTTP API) and [`inspect`]; [`report`] (what lines say) and [`output`] (where they
-//! go).
+//! target); `session` (one connection) and `agent` (connecting, reconnecting); [`edit`] (a
+//! replay's changes to a stored request), [`api`] (the server's HTTP API) and [`inspect`];
+//! [`report`] (what lines say) and [`output`] (where they go).
 
 mod agent;
 pub mod api;
 pub mod config;
+pub mod edit;
 pub mod error;
 mod event;
 pub mod forward;

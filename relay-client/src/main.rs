@@ -46,15 +46,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             output::print_event_page(api.channel().as_str(), &query, &page);
             Ok(ExitCode::SUCCESS)
         }
-        Invocation::Replay { api, id, target } => {
+        Invocation::Replay {
+            api,
+            id,
+            target,
+            edit,
+        } => {
             let api = Api::open(api).await?;
-            let delivery = match target {
-                Some(target) => api.replay_to(id, &target).await?,
-                None => api.replay(id).await?,
+            let (delivery, replay_of) = match target {
+                Some(target) => (api.replay_to(id, &target, &edit).await?, None),
+                None => api.replay(id, &edit).await?,
             };
             // The line says what went wrong; the exit code lets a script see it too.
             let delivered = delivery.status.is_some();
+            let stored_as = delivery.id;
             output::print(&Event::Delivered(delivery));
+            if let Some(original) = replay_of {
+                output::print_stored_replay(stored_as, original);
+            }
             Ok(if delivered {
                 ExitCode::SUCCESS
             } else {

@@ -7,7 +7,8 @@ use tokio::sync::mpsc;
 
 use crate::config::EventsQuery;
 use crate::event::Event;
-use crate::report::{disconnected_line, write_event, write_event_page};
+use crate::report::{disconnected_line, stored_replay_line, write_event, write_event_page};
+use protocol::DeliveryId;
 use protocol::api::EventPage;
 
 /// Most events written before one flush of stdout.
@@ -61,6 +62,11 @@ pub fn print(event: &Event) {
 pub fn print_event_page(channel: &str, query: &EventsQuery, page: &EventPage) {
     let mut out = std::io::stdout().lock();
     let _ = write_event_page(&mut out, channel, query, page);
+}
+
+/// Prints the line saying an edited replay was stored as event `id`, a replay of `original`.
+pub fn print_stored_replay(id: DeliveryId, original: DeliveryId) {
+    println!("{}", stored_replay_line(id, original));
 }
 
 /// Prints a start-up or fatal error.

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
+use protocol::DeliveryId;
 use protocol::api::{AttemptKind, EventPage};
 
 use crate::config::EventsQuery;
@@ -138,6 +139,12 @@ fn shortened(path: &str) -> std::borrow::Cow<'_, str> {
     let mut short: String = path.chars().take(MAX_SHOWN_PATH - 3).collect();
     short.push_str("...");
     short.into()
+}
+
+/// `Stored as new event ID, an edited replay of ORIGINAL (unchanged)`: after the delivery
+/// line of `relay-client replay` with edits, whose id is the new event's.
+pub fn stored_replay_line(id: DeliveryId, original: DeliveryId) -> String {
+    format!("Stored as new event {id}, an edited replay of {original} (unchanged)")
 }
 
 /// Writes `relay-client events`: the table, a line saying there is nothing to show, and a hint
