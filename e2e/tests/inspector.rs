@@ -176,6 +176,61 @@ async fn wait_for(browser: &fantoccini::Client, css: &str) -> fantoccini::elemen
         .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
 }
 
+/// Waits until `script` (a function body) returns `true` in the page, for at most
+/// [`DEADLINE`].
+async fn wait_for_script(browser: &fantoccini::Client, script: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let done = browser.execute(script, vec![]).await.expect("script runs");
+        if done == json!(true) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never true: {script}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Fails when the browser's console logged an error (`SEVERE`: an uncaught exception,
+/// `console.error`, a CSP violation, or a request answered 4xx/5xx such as a 401 from the API
+/// or a 404 for a favicon) since the last call. chromedriver keeps the console of a session
+/// started with `goog:loggingPrefs` and hands out what is new on
+/// `POST /session/{id}/se/log`, which fantoccini has no method for.
+async fn assert_no_console_errors(browser: &fantoccini::Client, driver: &Chromedriver, when: &str) {
+    let session = browser
+        .session_id()
+        .await
+        .expect("session id")
+        .expect("a session");
+    let req = axum::http::Request::post(format!("{}/session/{session}/se/log", driver.url))
+        .header("content-type", "application/json")
+        .body(
+            http_body_util::Full::new(Bytes::from_static(br#"{"type":"browser"}"#))
+                .map_err(|e| match e {})
+                .boxed(),
+        )
+        .expect("valid request");
+    let resp = client().request(req).await.expect("chromedriver answers");
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("log read")
+        .to_bytes();
+    let log: Value = serde_json::from_slice(&body).expect("JSON log");
+    let entries = log["value"].as_array().expect("a list of log entries");
+    let errors: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "console errors while {when}: {errors:#?}"
+    );
+}
+
 #[tokio::test]
 async fn the_inspector_page_shows_deliveries_live_replays_and_copies_curl() {
     let driver = Chromedriver::start().await;
@@ -194,6 +249,8 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
 
     let capabilities = json!({
         "browserName": "chrome",
+        // The browser's console, read with `console_errors`.
+        "goog:loggingPrefs": { "browser": "ALL" },
         "goog:chromeOptions": {
             "binary": CHROMIUM,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
@@ -209,12 +266,35 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
         .await
         .expect("a Chromium session");
 
-    // Without a token the page is refused by the API (a registered channel) and asks for it.
+    // A registered channel: the page asks for its token, knowing from the page itself that
+    // one is needed, without an API call (a 401 in the console) and with an icon of its own
+    // (no /favicon.ico to 404).
     browser
         .goto(&format!("{}/c/{CHANNEL}", server.url()))
         .await
         .expect("page loads");
     let input = wait_for(&browser, "#login:not([hidden]) #token").await;
+    wait_for_script(&browser, "return document.readyState === 'complete'").await;
+    wait_for_script(
+        &browser,
+        "return performance.getEntriesByType('resource')
+           .some((r) => r.name.endsWith('/c/assets/favicon.svg'))",
+    )
+    .await;
+    let api_calls = browser
+        .execute(
+            "return performance.getEntriesByType('resource')
+               .map((r) => r.name).filter((name) => name.includes('/api/'))",
+            vec![],
+        )
+        .await
+        .expect("resource timings");
+    assert_eq!(
+        api_calls,
+        json!([]),
+        "no API call before the token is given"
+    );
+    assert_no_console_errors(&browser, driver, "loading the page").await;
     input.send_keys(&token).await.expect("type the token");
     browser
         .find(Locator::Css("#login button[type=submit]"))
@@ -360,6 +440,7 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
         .await
         .expect("value")
         .expect("a command");
+    assert_no_console_errors(&browser, driver, "using the page").await;
     browser.close().await.expect("session closed");
     assert!(
         command.contains(&format!("/h/{CHANNEL}/github?delivery=1")),
@@ -473,6 +554,21 @@ async fn the_agent_serves_the_inspector_locally_with_its_own_token() {
     assert_eq!(root.headers["location"], format!("/c/{CHANNEL}"));
     let page = send(&client(), "GET", &format!("{local}/c/{CHANNEL}"), &[], "").await;
     assert_eq!(page.status, 200);
+    assert!(
+        std::str::from_utf8(&page.body)
+            .is_ok_and(|page| page.contains(r#"<meta name="hookrelay-token" content="none">"#)),
+        "the page asks for no token here"
+    );
+    let icon = send(
+        &client(),
+        "GET",
+        &format!("{local}/c/assets/favicon.svg"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(icon.status, 200);
+    assert_eq!(icon.headers["content-type"], "image/svg+xml");
     assert!(
         page.headers["content-security-policy"]
             .to_str()

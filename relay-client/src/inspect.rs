@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use runtime::inspector::{HEADERS, PAGE, SCRIPT, SCRIPT_PATH, STYLE, STYLE_PATH};
+use runtime::inspector::{FAVICON, FAVICON_PATH, HEADERS, SCRIPT, SCRIPT_PATH, STYLE, STYLE_PATH};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -81,9 +81,11 @@ impl Inspector {
         let api = protocol::api::path::channel(channel);
         match path.as_str() {
             "/" => redirect(&page),
-            p if p == page => asset(PAGE, "text/html; charset=utf-8"),
+            // No token to ask for: this side adds the agent's to every API call.
+            p if p == page => asset(runtime::inspector::page(false), "text/html; charset=utf-8"),
             SCRIPT_PATH => asset(SCRIPT, "text/javascript; charset=utf-8"),
             STYLE_PATH => asset(STYLE, "text/css; charset=utf-8"),
+            FAVICON_PATH => asset(FAVICON, "image/svg+xml"),
             p if p == api || p.starts_with(&format!("{api}/")) => {
                 let rest = p[api.len()..].to_owned();
                 self.pass_on(req, rest).await

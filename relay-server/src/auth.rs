@@ -179,7 +179,7 @@ pub fn api_access(
     channel: &ChannelId,
     bearer: Option<&str>,
 ) -> Result<(), Error> {
-    if is_admin(state, bearer) {
+    if is_admin(state, bearer) || api_is_open(state, channel) {
         return Ok(());
     }
     let (allowed, scope) = match state.channels.get(channel) {
@@ -188,10 +188,11 @@ pub fn api_access(
             Scope::Channel(channel.clone()),
         ),
         None if !state.open => return Err(Error::UnknownChannel(channel.clone())),
-        None => match &state.config.agent_token {
-            Some(expected) => (token_matches(expected, bearer), Scope::AgentToken),
-            None => return Ok(()),
-        },
+        None => (
+            (state.config.agent_token.as_deref())
+                .is_some_and(|expected| token_matches(expected, bearer)),
+            Scope::AgentToken,
+        ),
     };
     if allowed {
         return Ok(());
@@ -199,6 +200,15 @@ pub fn api_access(
     let why = format!("wrong or missing token for the API of channel {channel}");
     state.token_refused(peer, &scope, &why)?;
     Err(Error::Unauthorized)
+}
+
+/// Whether anyone may read `channel`'s API without a token: an unregistered channel in open
+/// mode on a server without `--agent-token`. [`api_access`] lets such requests in whatever
+/// they carry; the inspector page says so (and asks for no token) without a call that a 401
+/// would answer. It tells a reader nothing a call without a token would not: where every
+/// channel needs a token (open mode off, or an agent token set) it is false for every name.
+pub fn api_is_open(state: &AppState, channel: &ChannelId) -> bool {
+    state.open && state.config.agent_token.is_none() && state.channels.get(channel).is_none()
 }
 
 /// Whether `bearer` is the admin token (false when the server has none).

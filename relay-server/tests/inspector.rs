@@ -4,6 +4,7 @@
 
 use crate::common::live::*;
 use crate::common::*;
+use relay_server::Config;
 use serde_json::json;
 
 #[tokio::test]
@@ -48,6 +49,7 @@ async fn the_page_and_its_assets_are_served_locked_down() {
             "/c/assets/inspector.css".to_owned(),
             "text/css; charset=utf-8",
         ),
+        ("/c/assets/favicon.svg".to_owned(), "image/svg+xml"),
     ] {
         let answer = send(
             &client(),
@@ -95,4 +97,52 @@ async fn the_page_and_its_assets_are_served_locked_down() {
     )
     .await;
     assert_eq!(bad.status, 404);
+}
+
+/// What the page's `<meta name="hookrelay-token">` says on `server` for `channel`.
+async fn token_meta(server: &TestServer, channel: &str) -> String {
+    let page = send(
+        &client(),
+        "GET",
+        &format!("{}/c/{channel}", server.url()),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    let page = std::str::from_utf8(&page.body).expect("UTF-8 page");
+    let start = r#"<meta name="hookrelay-token" content=""#;
+    let (_, rest) = page.split_once(start).expect("the token meta");
+    let (value, _) = rest.split_once('"').expect("a closing quote");
+    value.to_owned()
+}
+
+#[tokio::test]
+async fn the_page_says_a_token_is_needed_exactly_when_a_call_without_one_is_refused() {
+    let (server, _) = server_with_channel().await;
+    // Open mode off: a registered channel and a name nobody registered read the same.
+    assert_eq!(token_meta(&server, CHANNEL).await, "required");
+    assert_eq!(token_meta(&server, "nobody").await, "required");
+
+    let open = start_server(Config {
+        admin_token: Some(ADMIN.to_owned()),
+        ..Config::default()
+    })
+    .await;
+    let (status, _) = open_live(&open, "anyone", None).await;
+    assert_eq!(status, 200, "an open channel's API needs no token");
+    assert_eq!(token_meta(&open, "anyone").await, "none");
+    create_channel(&open, "mine", json!({})).await;
+    let (status, _) = open_live(&open, "mine", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(token_meta(&open, "mine").await, "required");
+
+    let guarded = start_server(Config {
+        agent_token: Some("agent-secret".to_owned()),
+        ..Config::default()
+    })
+    .await;
+    let (status, _) = open_live(&guarded, "anyone", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(token_meta(&guarded, "anyone").await, "required");
 }

@@ -2,8 +2,10 @@
 //! `/api/channels/{channel}/live`.
 //!
 //! The page is static (the channel comes from its URL, the token from a login form kept in
-//! `sessionStorage`), so serving it needs no token and tells nothing about the channel; every
-//! byte of webhook data reaches it through the token-checked API. It shows what strangers
+//! `sessionStorage`), so serving it needs no token; every byte of webhook data reaches it
+//! through the token-checked API. The one thing it is told is whether that API needs a token
+//! ([`crate::auth::api_is_open`]): what a call without one would find out, with no 401 in the
+//! browser's console. It shows what strangers
 //! sent, so it is locked down by headers: a Content-Security-Policy allowing only its own
 //! script and stylesheet (no inline script for injected markup to use), no sniffing, no
 //! referrer, nothing cached.
@@ -33,12 +35,25 @@ use crate::routes::events::{attempt_summary, summary};
 /// common proxies (nginx's `proxy_read_timeout` is 60 s).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-use runtime::inspector::{HEADERS, PAGE, SCRIPT, STYLE};
+use runtime::inspector::{FAVICON, HEADERS, SCRIPT, STYLE};
 
-/// `GET /c/{channel}`: the inspector page, for any valid channel name.
-pub async fn page(Path(name): Path<String>) -> Result<Response, Error> {
-    Error::channel_in_path(&name)?;
-    Ok(asset(PAGE, "text/html; charset=utf-8"))
+/// `GET /c/{channel}`: the inspector page, for any valid channel name, saying whether its
+/// API needs a token.
+pub async fn page(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, Error> {
+    let channel = Error::channel_in_path(&name)?;
+    let token_required = !crate::auth::api_is_open(&state, &channel);
+    Ok(asset(
+        runtime::inspector::page(token_required),
+        "text/html; charset=utf-8",
+    ))
+}
+
+/// `GET /c/assets/favicon.svg`.
+pub async fn favicon() -> Response {
+    asset(FAVICON, "image/svg+xml")
 }
 
 /// `GET /c/assets/inspector.js`.

@@ -59,6 +59,7 @@ pub fn app(state: AppState) -> Router {
         .route("/c/{channel}", get(inspector::page))
         .route("/c/assets/inspector.js", get(inspector::script))
         .route("/c/assets/inspector.css", get(inspector::style))
+        .route("/c/assets/favicon.svg", get(inspector::favicon))
         .nest("/api/admin", admin_routes())
         .fallback(|| async { Error::NotFound })
         .layer(DefaultBodyLimit::disable())

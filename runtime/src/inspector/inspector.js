@@ -17,6 +17,10 @@
     "keep-alive", "te", "trailer", "upgrade", "expect"]);
 
   const $ = (id) => document.getElementById(id);
+  // Whether this channel's API needs a token, as the server that served the page says (the
+  // agent's --inspect adds its own): asking the API would put a 401 in the console.
+  const tokenMeta = document.querySelector('meta[name="hookrelay-token"]');
+  const tokenNeeded = !tokenMeta || tokenMeta.content !== "none";
   let token = sessionStorage.getItem(tokenKey);
   let live = null; // AbortController of the current stream
   let retry = null;
@@ -526,6 +530,7 @@
     });
     $("replay").addEventListener("click", replay);
     $("copy-curl").addEventListener("click", copyCurl);
-    start();
+    if (tokenNeeded && !token) showLogin("");
+    else start();
   });
 })();
