@@ -74,6 +74,10 @@ async fn a_webhook_arrives_as_received_then_its_attempt() {
 
 // ---- the page in a real browser ----
 
+/// The body of the browser test's GitHub webhook.
+const PR_BODY: &str =
+    r#"{"action":"opened","number":42,"pull_request":{"title":"Add the inspector"}}"#;
+
 /// Upper bound for the whole browser test, start-up of Chromium included.
 const BROWSER_DEADLINE: Duration = Duration::from_secs(60);
 /// How often the test looks at the page while it waits for something to appear.
@@ -314,7 +318,7 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
         &format!("#detail:not([hidden])[data-id='{earlier}']"),
     )
     .await;
-    let body = r#"{"action":"opened","number":42,"pull_request":{"title":"Add the inspector"}}"#;
+    let body = PR_BODY;
     let id = webhook(
         &server,
         "/github?delivery=1",
@@ -427,6 +431,40 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     save_screenshot(&png);
 
+    // What reached the target so far, in order: the three webhooks and the replay.
+    assert_eq!(next_seen(&mut target).await.uri, "/stripe");
+    let original = next_seen(&mut target).await;
+    assert_eq!(next_seen(&mut target).await.uri, "/third");
+    assert_eq!(
+        next_seen(&mut target).await.header("x-hookrelay-attempt"),
+        [b"replay"]
+    );
+
+    // Each delivery shows its type, or none.
+    let types = browser
+        .execute(
+            "return [...document.querySelectorAll('#deliveries li')]
+               .map((li) => [li.dataset.id, li.querySelector('.etype')?.textContent ?? null])",
+            vec![],
+        )
+        .await
+        .expect("the rows' types");
+    assert_eq!(
+        types,
+        json!([[third, null], [id, "push"], [earlier, "charge.succeeded"]])
+    );
+    assert_eq!(fact(&browser, "Type").await, "push");
+    filter_by_type(&browser, &server, &mut target, &id, &earlier).await;
+    // The filter hid the open delivery, so the pane followed the newest again: open it anew.
+    browser
+        .find(Locator::Css(&format!("#deliveries li[data-id='{id}'] button")))
+        .await
+        .expect("the row")
+        .click()
+        .await
+        .expect("open it");
+    wait_for(&browser, &format!("#detail[data-id='{id}']")).await;
+
     browser
         .find(Locator::Css("#copy-curl"))
         .await
@@ -448,11 +486,6 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
     );
 
     // The command reproduces the request: run it, and compare what the target gets.
-    let original = next_seen(&mut target).await;
-    assert_eq!(original.uri, "/stripe");
-    let original = next_seen(&mut target).await;
-    assert_eq!(next_seen(&mut target).await.uri, "/third");
-    next_seen(&mut target).await;
     run_to_end(Command::new("bash").args(["-c", &command]), &command).await;
     let again = next_seen(&mut target).await;
     assert_eq!(
@@ -468,6 +501,113 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
             .collect()
     };
     assert_eq!(relayed(&again), relayed(&original), "{command}");
+}
+
+/// The text of the detail pane's fact named `name` (`Type`, `Replay of`).
+async fn fact(browser: &fantoccini::Client, name: &str) -> String {
+    let value = browser
+        .execute(
+            "const dt = [...document.querySelectorAll('#facts dt')]
+               .find((dt) => dt.textContent === arguments[0]);
+             return dt ? dt.nextElementSibling.textContent : null;",
+            vec![json!(name)],
+        )
+        .await
+        .expect("the facts");
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("no fact {name}: {value}"))
+        .to_owned()
+}
+
+/// The ids of the list's rows, top to bottom.
+async fn row_ids(browser: &fantoccini::Client) -> Vec<String> {
+    let ids = browser
+        .execute(
+            "return [...document.querySelectorAll('#deliveries li')].map((li) => li.dataset.id)",
+            vec![],
+        )
+        .await
+        .expect("the rows");
+    serde_json::from_value(ids).expect("a list of ids")
+}
+
+/// Types `text` into the type filter (replacing what is there) and waits until the list
+/// shows the deliveries it matches.
+async fn set_filter(browser: &fantoccini::Client, text: &str) {
+    let input = browser
+        .find(Locator::Css("#type-filter"))
+        .await
+        .expect("the type filter");
+    input.clear().await.expect("clear the filter");
+    input
+        .send_keys(&format!("{text}\n"))
+        .await
+        .expect("type the filter");
+    wait_for(
+        browser,
+        &format!("#deliveries[data-type='{}']", text.trim()),
+    )
+    .await;
+}
+
+/// The type filter: the list is fetched with `?type=` (exact, or a prefix with `*`), live
+/// deliveries that do not match stay out, and a bad pattern is refused in place.
+async fn filter_by_type(
+    browser: &fantoccini::Client,
+    server: &TestServer,
+    target: &mut TestTarget,
+    push: &str,
+    charge: &str,
+) {
+    set_filter(browser, "push").await;
+    assert_eq!(row_ids(browser).await, [push]);
+    // Sent in this order, and the stream keeps it: once the second is listed, the first
+    // has been seen and left out.
+    let issues = webhook(server, "/issues", &[("x-github-event", b"issues")], "{}").await;
+    let again = webhook(server, "/again", &[("x-github-event", b"push")], "{}").await;
+    wait_for(browser, &format!("#deliveries li[data-id='{again}']")).await;
+    assert_eq!(row_ids(browser).await, [again.as_str(), push]);
+    assert_eq!(next_seen(target).await.uri, "/issues");
+    assert_eq!(next_seen(target).await.uri, "/again");
+    let url = browser.current_url().await.expect("the page's URL");
+    assert_eq!(url.query(), Some("type=push"), "the filter is in the URL");
+
+    set_filter(browser, "charge.*").await;
+    assert_eq!(row_ids(browser).await, [charge]);
+    set_filter(browser, "nothing").await;
+    wait_for(browser, "#empty-filtered:not([hidden])").await;
+    assert!(row_ids(browser).await.is_empty());
+
+    let input = browser
+        .find(Locator::Css("#type-filter"))
+        .await
+        .expect("the type filter");
+    input.clear().await.expect("clear the filter");
+    input.send_keys("pull*request\n").await.expect("type");
+    let error = wait_for(browser, "#type-filter[aria-invalid='true'] + #filter-error")
+        .await
+        .text()
+        .await
+        .expect("the error");
+    assert!(error.contains("* may only end a pattern"), "{error}");
+    assert_eq!(
+        browser
+            .find(Locator::Css("#deliveries"))
+            .await
+            .expect("the list")
+            .attr("data-type")
+            .await
+            .expect("data-type")
+            .as_deref(),
+        Some("nothing"),
+        "a refused filter leaves the list as it was"
+    );
+
+    set_filter(browser, "").await;
+    let all = row_ids(browser).await;
+    assert_eq!(all.len(), 5, "{all:?}");
+    assert_eq!(all[..2], [again.as_str(), issues.as_str()]);
 }
 
 /// Runs `command` (output discarded) and waits for it to succeed, for at most [`DEADLINE`],

@@ -12,6 +12,10 @@
   const LIST_LIMIT = 50;
   const MAX_ROWS = 200;
   const RETRY_MS = 2000;
+  // How long typing in the type filter pauses before the list is fetched again.
+  const FILTER_DELAY_MS = 300;
+  // Longest event type, in bytes, as the server's (protocol's MAX_EVENT_TYPE_LEN).
+  const MAX_EVENT_TYPE_LEN = 200;
   // Headers curl sets from the command itself, or that belong to one connection.
   const NOT_REPLAYED = new Set(["host", "content-length", "transfer-encoding", "connection",
     "keep-alive", "te", "trailer", "upgrade", "expect"]);
@@ -29,12 +33,19 @@
   let openEvent = null;
   // Until the user picks a delivery (or acts on one), the detail pane follows the newest.
   let pinned = false;
+  // The list's type filter ({ text, name, prefix }), or null for every delivery; the list
+  // is fetched with ?type= and the live stream's new deliveries are matched the same way.
+  let typeFilter = null;
+  let filterTimer = null;
+  // Counts list loads, so an answer for a filter since replaced is dropped.
+  let listLoads = 0;
   // What each kind of attempt means, for the tag's tooltip.
   const KINDS = {
     live: "Delivered while the sender waited",
     queued: "Delivered from the queue: stored first (no agent, paced, or a retry)",
     replay: "Sent again with Replay",
   };
+  const UNROUTED = "No connected agent takes this event type; Replay delivers it to any agent";
 
   class Unauthorized extends Error {}
 
@@ -185,6 +196,8 @@
     let msg;
     try { msg = JSON.parse(data); } catch { return; }
     if (name === "received") {
+      // The stream carries every delivery of the channel; the list shows the filter's.
+      if (!typeMatches(typeFilter, msg.event_type)) return;
       upsert(msg, true);
       if (!pinned) openDelivery(msg.id, false);
     } else if (name === "attempt") {
@@ -205,9 +218,14 @@
   // ---- the list ----
 
   async function loadList() {
-    const page = await callJson("/events?limit=" + LIST_LIMIT);
+    const load = ++listLoads;
+    const type = typeFilter ? "&type=" + encodeURIComponent(typeFilter.text) : "";
+    const page = await callJson("/events?limit=" + LIST_LIMIT + type);
+    if (load !== listLoads) return;
     rows.clear();
     $("deliveries").replaceChildren();
+    // Which filter the rows are for, for tests and styles.
+    $("deliveries").dataset.type = typeFilter ? typeFilter.text : "";
     for (const summary of page.events) upsert(summary, false);
     updateEmpty();
     if (!pinned) {
@@ -245,7 +263,57 @@
   }
 
   function updateEmpty() {
-    $("empty").hidden = rows.size > 0;
+    $("empty").hidden = rows.size > 0 || typeFilter != null;
+    $("empty-filtered").hidden = rows.size > 0 || typeFilter == null;
+    $("empty-type").textContent = typeFilter ? typeFilter.text : "";
+  }
+
+  // ---- the type filter ----
+
+  // Reads a filter as the server reads ?type= (protocol's TypePattern): an exact type, or
+  // with a trailing * every type that starts with what comes before it. Answers
+  // { pattern } (null for no filter) or { error }.
+  function parsePattern(input) {
+    const text = input.trim();
+    if (!text) return { pattern: null };
+    const prefix = text.endsWith("*");
+    const name = prefix ? text.slice(0, -1) : text;
+    if (name.includes("*")) return { error: "* may only end a pattern (as in payment_intent.*)" };
+    if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) {
+      return { error: "an event type cannot contain control characters" };
+    }
+    if (new TextEncoder().encode(name).length > MAX_EVENT_TYPE_LEN) {
+      return { error: "an event type has at most " + MAX_EVENT_TYPE_LEN + " bytes" };
+    }
+    return { pattern: { text, name, prefix } };
+  }
+
+  // Whether a delivery of type `type` (null: it has none) passes `pattern`; an untyped one
+  // passes no pattern, as on the server.
+  function typeMatches(pattern, type) {
+    if (!pattern) return true;
+    if (type == null) return false;
+    return pattern.prefix ? type.startsWith(pattern.name) : type === pattern.name;
+  }
+
+  // Applies what the filter box says: the list is fetched again for it, and the page's URL
+  // keeps it (?type=), so a reload or a shared link shows the same list.
+  function applyFilter() {
+    clearTimeout(filterTimer);
+    const input = $("type-filter");
+    const { pattern, error } = parsePattern(input.value);
+    $("filter-error").textContent = error ? "Not a type filter: " + error : "";
+    input.setAttribute("aria-invalid", error ? "true" : "false");
+    if (error) return;
+    if ((pattern && pattern.text) === (typeFilter && typeFilter.text)) return;
+    typeFilter = pattern;
+    const query = pattern ? "?type=" + encodeURIComponent(pattern.text) : "";
+    history.replaceState(null, "", location.pathname + query);
+    if (!live) return;
+    loadList().catch((e) => {
+      if (e instanceof Unauthorized) refused();
+      else $("filter-error").textContent = "Could not load the list: " + e.message;
+    });
   }
 
   function statusText(s) {
@@ -254,6 +322,7 @@
 
   function statusClass(s) {
     if (s.status === "failed" || s.status === "rejected") return "bad";
+    if (s.status === "unrouted") return "unrouted";
     if (s.response_status != null) return s.response_status < 400 ? "ok" : "bad";
     return "pending";
   }
@@ -262,17 +331,35 @@
     return (s.path || "/") + (s.query != null ? "?" + s.query : "");
   }
 
+  // The status badge, with what `unrouted` means as its tooltip.
+  function statusBadge(s) {
+    const badge = el("span", { class: "badge " + statusClass(s), text: statusText(s) });
+    if (s.status === "unrouted") badge.title = UNROUTED;
+    return badge;
+  }
+
   function renderRow(row) {
     const s = row.summary;
     row.li.dataset.status = s.status;
     row.li.dataset.attempts = s.attempts;
+    row.li.dataset.type = s.event_type != null ? s.event_type : "";
+    const meta = el("span", { class: "meta" },
+      el("time", { datetime: s.received_at, text: shortTime(s.received_at) }));
+    if (s.event_type != null) {
+      meta.append(el("span", { class: "etype", title: "Event type", text: s.event_type }));
+    }
+    if (s.replay_of != null) {
+      meta.append(el("span", { class: "kind", title: "An edited replay of " + s.replay_of,
+        text: "edited" }));
+    }
     row.button.replaceChildren(
       el("span", { class: "method", text: s.method }),
       el("span", { class: "path", text: target(s) }),
-      el("span", { class: "badge " + statusClass(s), text: statusText(s) }),
-      el("time", { datetime: s.received_at, text: shortTime(s.received_at) }));
-    row.button.setAttribute("aria-label", s.method + " " + target(s) + ", " + statusText(s) +
-      ", received " + s.received_at);
+      statusBadge(s),
+      meta);
+    row.button.setAttribute("aria-label", s.method + " " + target(s) +
+      (s.event_type != null ? ", type " + s.event_type : "") + ", " + statusText(s) +
+      (s.replay_of != null ? ", an edited replay" : "") + ", received " + s.received_at);
     if (s.id === openId) row.button.setAttribute("aria-current", "true");
     else row.button.removeAttribute("aria-current");
   }
@@ -315,12 +402,16 @@
       ["Delivery", e.id],
       ["Received", e.received_at],
       ["From", e.source || "unknown"],
-      ["Status", statusText(e)],
+      ["Type", e.event_type != null ? e.event_type : "none"],
+      ["Status", e.status === "unrouted"
+        ? el("span", { title: UNROUTED, text: statusText(e) }) : statusText(e)],
       ["Body", e.body_bytes + " bytes"],
     ];
+    if (e.replay_of != null) facts.push(["Replay of", replayOfLink(e.replay_of)]);
     if (e.next_attempt_at) facts.push(["Next attempt", e.next_attempt_at]);
     $("facts").replaceChildren(...facts.flatMap(([k, v]) =>
-      [el("dt", { text: k }), el("dd", { text: String(v) })]));
+      [el("dt", { text: k }), el("dd", {}, v instanceof Node ? v : String(v))]));
+    detail.dataset.replayOf = e.replay_of != null ? e.replay_of : "";
     renderHeaders($("request-headers"), e.headers, "Request headers");
     renderBody($("request-body"), e, "request-body");
     $("replay").disabled = e.status === "rejected";
@@ -329,6 +420,19 @@
     if (!e.attempts.length) {
       $("attempts").append(el("li", { class: "none", text: "None yet." }));
     }
+  }
+
+  // A link that opens the event `id` (the original of an edited replay) in the detail pane;
+  // it need not be in the list.
+  function replayOfLink(id) {
+    const link = el("a", { href: "#", id: "replay-of", "data-id": id, text: id,
+      title: "Open the event this one is an edited replay of" });
+    link.addEventListener("click", (ev) => {
+      ev.preventDefault();
+      pinned = true;
+      openDelivery(id, true);
+    });
+    return link;
   }
 
   function headerValue(h) {
@@ -530,6 +634,19 @@
     });
     $("replay").addEventListener("click", replay);
     $("copy-curl").addEventListener("click", copyCurl);
+    $("filter").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      applyFilter();
+    });
+    $("type-filter").addEventListener("input", () => {
+      clearTimeout(filterTimer);
+      filterTimer = setTimeout(applyFilter, FILTER_DELAY_MS);
+    });
+    const linked = new URLSearchParams(location.search).get("type");
+    if (linked != null) {
+      $("type-filter").value = linked;
+      applyFilter();
+    }
     if (tokenNeeded && !token) showLogin("");
     else start();
   });
