@@ -457,13 +457,16 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
     filter_by_type(&browser, &server, &mut target, &id, &earlier).await;
     // The filter hid the open delivery, so the pane followed the newest again: open it anew.
     browser
-        .find(Locator::Css(&format!("#deliveries li[data-id='{id}'] button")))
+        .find(Locator::Css(&format!(
+            "#deliveries li[data-id='{id}'] button"
+        )))
         .await
         .expect("the row")
         .click()
         .await
         .expect("open it");
     wait_for(&browser, &format!("#detail[data-id='{id}']")).await;
+    edit_and_replay(&browser, &server, &token, &mut target, &id).await;
 
     browser
         .find(Locator::Css("#copy-curl"))
@@ -608,6 +611,138 @@ async fn filter_by_type(
     let all = row_ids(browser).await;
     assert_eq!(all.len(), 5, "{all:?}");
     assert_eq!(all[..2], [again.as_str(), issues.as_str()]);
+}
+
+/// Edit and replay of the open delivery `id`: the editor opens on the stored request, the
+/// edited one reaches the target and is a new event naming the original, which stays as it
+/// was; its link opens the original again.
+async fn edit_and_replay(
+    browser: &fantoccini::Client,
+    server: &TestServer,
+    token: &str,
+    target: &mut TestTarget,
+    id: &str,
+) {
+    browser
+        .find(Locator::Css("#edit-replay"))
+        .await
+        .expect("edit button")
+        .click()
+        .await
+        .expect("open the editor");
+    let headers_box = wait_for(
+        browser,
+        &format!("#editor[data-id='{id}']:not([hidden]) #edit-headers"),
+    )
+    .await;
+    let stored = headers_box
+        .prop("value")
+        .await
+        .expect("value")
+        .expect("the headers");
+    for line in ["x-github-event: push", "user-agent: GitHub-Hookshot/1"] {
+        assert!(stored.lines().any(|l| l == line), "{line} in {stored}");
+    }
+    let body_box = browser
+        .find(Locator::Css("#edit-body"))
+        .await
+        .expect("the body box");
+    let stored_body = body_box.prop("value").await.expect("value");
+    assert_eq!(stored_body.as_deref(), Some(PR_BODY));
+
+    let edited_headers = stored.replace("GitHub-Hookshot/1", "Edited/2") + "\nx-edited: yes";
+    headers_box.clear().await.expect("clear");
+    headers_box
+        .send_keys(&edited_headers)
+        .await
+        .expect("type the headers");
+    let edited_body = r#"{"action":"edited","number":43}"#;
+    body_box.clear().await.expect("clear");
+    body_box
+        .send_keys(edited_body)
+        .await
+        .expect("type the body");
+    browser
+        .find(Locator::Css("#edit-send"))
+        .await
+        .expect("send button")
+        .click()
+        .await
+        .expect("send the edit");
+
+    let seen = next_seen(target).await;
+    assert_eq!(
+        (seen.method.as_str(), seen.uri.as_str()),
+        ("POST", "/github?delivery=1")
+    );
+    assert_eq!(seen.body, edited_body);
+    let length = edited_body.len().to_string();
+    assert_eq!(seen.header("content-length"), [length.as_bytes()]);
+    assert_eq!(seen.header("user-agent"), [b"Edited/2"]);
+    assert_eq!(seen.header("x-edited"), [b"yes"]);
+    assert_eq!(seen.header("x-github-event"), [b"push"]);
+    assert_eq!(seen.header("x-hookrelay-attempt"), [b"replay"]);
+    let new = std::str::from_utf8(seen.header("x-hookrelay-delivery")[0])
+        .expect("an ASCII id")
+        .to_owned();
+    assert_ne!(new, id, "a new event");
+
+    // The page opens the new event, which names the original.
+    wait_for(
+        browser,
+        &format!("#detail[data-id='{new}'][data-replay-of='{id}']"),
+    )
+    .await;
+    assert_eq!(fact(browser, "Replay of").await, id);
+    wait_for(
+        browser,
+        &format!("#deliveries li:first-child[data-id='{new}'] button[aria-current='true'] .kind"),
+    )
+    .await;
+    let state = browser
+        .find(Locator::Css("#action-state"))
+        .await
+        .expect("action state")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(state, "Replayed as a new event: HTTP 201");
+
+    let api = format!("{}/api/channels/{CHANNEL}/events", server.url());
+    let copy = get_with(&format!("{api}/{new}"), Some(token)).await.json();
+    assert_eq!(copy["replay_of"], id);
+    assert_eq!(copy["event_type"], "push");
+    assert_eq!(copy["body"], edited_body);
+    assert_eq!(copy["attempts"].as_array().map(Vec::len), Some(1));
+    let stored_length = (copy["headers"].as_array().expect("headers").iter())
+        .find(|h| h["name"] == "content-length")
+        .map(|h| h["value"].clone());
+    assert_eq!(stored_length, Some(json!(length)), "{copy}");
+    let original = get_with(&format!("{api}/{id}"), Some(token)).await.json();
+    assert!(original["replay_of"].is_null());
+    assert_eq!(original["body"], PR_BODY);
+    assert_eq!(original["attempts"].as_array().map(Vec::len), Some(2));
+    let agents: Vec<&Value> = (original["headers"].as_array().expect("headers").iter())
+        .filter(|h| h["name"] == "user-agent" || h["name"] == "x-edited")
+        .collect();
+    assert_eq!(
+        agents,
+        [&json!({"name": "user-agent", "value": "GitHub-Hookshot/1"})]
+    );
+
+    // Its link opens the original again.
+    browser
+        .find(Locator::Css("#replay-of"))
+        .await
+        .expect("the link")
+        .click()
+        .await
+        .expect("follow it");
+    wait_for(
+        browser,
+        &format!("#detail[data-id='{id}'][data-replay-of='']"),
+    )
+    .await;
 }
 
 /// Runs `command` (output discarded) and waits for it to succeed, for at most [`DEADLINE`],
@@ -767,5 +902,18 @@ async fn the_agent_serves_the_inspector_locally_with_its_own_token() {
     .await;
     assert_eq!(replay.status, 200, "{:?}", replay.body);
     assert_eq!(replay.json()["attempt"]["kind"], "replay");
+    next_seen(&mut target).await;
+    // An edited replay's body (the page's editor) is passed on too.
+    let edited = send(
+        &client(),
+        "POST",
+        &format!("{local}/api/channels/{CHANNEL}/events/{sent}/replay"),
+        &[("content-type", b"application/json")],
+        r#"{"body":"edited here"}"#,
+    )
+    .await;
+    assert_eq!(edited.status, 200, "{:?}", edited.body);
+    assert_eq!(edited.json()["replay_of"], sent.as_str());
+    assert_eq!(next_seen(&mut target).await.body, "edited here");
     stop.cancel();
 }

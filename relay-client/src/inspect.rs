@@ -26,8 +26,10 @@ use crate::api::Api;
 use crate::config::ApiConfig;
 use crate::error::Error;
 
-/// Largest request body passed on (replay requests carry none).
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest request body passed on: an edited replay carries a whole webhook body (up to the
+/// server's `--max-body`, 25 MiB by default, a third more as base64 in JSON). The server
+/// enforces its own limit; this one only bounds what a local page can make the agent hold.
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 

@@ -39,6 +39,8 @@
   let filterTimer = null;
   // Counts list loads, so an answer for a filter since replaced is dropped.
   let listLoads = 0;
+  // The event the editor was opened on, or null.
+  let editing = null;
   // What each kind of attempt means, for the tag's tooltip.
   const KINDS = {
     live: "Delivered while the sender waited",
@@ -68,7 +70,8 @@
   }
 
   async function call(path, options) {
-    const headers = token ? { Authorization: "Bearer " + token } : {};
+    const headers = { ...(options && options.headers) };
+    if (token) headers.Authorization = "Bearer " + token;
     const res = await fetch(api + path, { cache: "no-store", ...options, headers });
     if (res.status === 401) throw new Unauthorized();
     return res;
@@ -374,6 +377,7 @@
   async function openDelivery(id, focus) {
     if (id !== openId) {
       $("curl-box").hidden = true;
+      closeEditor();
       $("action-state").textContent = "";
     }
     openId = id;
@@ -415,6 +419,7 @@
     renderHeaders($("request-headers"), e.headers, "Request headers");
     renderBody($("request-body"), e, "request-body");
     $("replay").disabled = e.status === "rejected";
+    $("edit-replay").disabled = e.status === "rejected";
     $("attempts").replaceChildren(...e.attempts.map((a, i) =>
       renderAttempt(a, i === e.attempts.length - 1)));
     if (!e.attempts.length) {
@@ -520,6 +525,154 @@
     }
   }
 
+  // ---- edit and replay ----
+
+  // Opens the editor on the open delivery: its headers one `Name: value` per line and its
+  // body as text. A body that is not UTF-8 text cannot be shown faithfully in a text box, so
+  // it is not offered for editing: it is sent as stored. Header values that are not UTF-8
+  // are left out of the box the same way, and kept as stored.
+  function openEditor() {
+    if (!openEvent) return;
+    pinned = true;
+    const e = openEvent;
+    const binaryHeaders = e.headers.filter((h) => h.value == null);
+    editing = { event: e, binaryHeaders };
+    $("edit-headers").value = e.headers.filter((h) => h.value != null)
+      .map((h) => h.name + ": " + h.value).join("\n");
+    $("edit-headers-kept").textContent = binaryHeaders.length
+      ? "Not UTF-8 text, so kept as stored unless a line names them: " +
+        binaryHeaders.map((h) => h.name).join(", ") + "."
+      : "";
+    const body = $("edit-body");
+    if (e.body_encoding === "base64") {
+      body.value = "";
+      body.hidden = true;
+      $("edit-body-note").textContent = "The body is not UTF-8 text (" + e.body_bytes +
+        " bytes): it is sent as stored, byte for byte. Only the headers can be edited here.";
+    } else {
+      body.value = e.body;
+      body.hidden = false;
+      $("edit-body-note").textContent = usesCrlf(e.body)
+        ? "Its line breaks are CRLF, and an edited body is sent with CRLF too." : "";
+    }
+    $("edit-error").textContent = "";
+    $("curl-box").hidden = true;
+    $("editor").hidden = false;
+    $("editor").dataset.id = e.id;
+    $("edit-headers").focus();
+  }
+
+  function closeEditor() {
+    editing = null;
+    $("editor").hidden = true;
+    $("edit-error").textContent = "";
+  }
+
+  // Whether every line break of `text` is CRLF (a text box gives them back as LF).
+  function usesCrlf(text) {
+    return text.includes("\r\n") && !/[^\r]\n|^\n|\r(?!\n)/.test(text);
+  }
+
+  // The header box's lines as headers; throws, naming the line, on one that is not
+  // `Name: value`. Empty lines are skipped; a value may be empty.
+  function parseHeaderLines(text) {
+    const headers = [];
+    text.split("\n").forEach((line, i) => {
+      if (!line.trim()) return;
+      const colon = line.indexOf(":");
+      const where = "Header line " + (i + 1) + " (" + JSON.stringify(line) + ")";
+      if (colon < 0) throw new Error(where + " has no colon: write Name: value");
+      const name = line.slice(0, colon).trim();
+      if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name)) {
+        throw new Error(where + ": " + JSON.stringify(name) + " is not a header name");
+      }
+      headers.push({ name, value: line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "") });
+    });
+    return headers;
+  }
+
+  const sameHeaders = (a, b) => a.length === b.length && a.every((h, i) =>
+    h.name.toLowerCase() === b[i].name.toLowerCase() && h.value === b[i].value &&
+    h.value_base64 === b[i].value_base64);
+
+  // What the editor asks for, as the replay API's edit: `body` only when it was changed,
+  // `headers` (the whole list) only when they were. Content-Length, if the request has one,
+  // says the length of the body sent.
+  function replayEdit() {
+    const e = editing.event;
+    const edit = {};
+    let length = e.body_bytes;
+    if (e.body_encoding !== "base64") {
+      const text = $("edit-body").value;
+      if (text !== e.body.replace(/\r\n?/g, "\n")) {
+        edit.body = usesCrlf(e.body) ? text.replace(/\n/g, "\r\n") : text;
+        edit.body_encoding = "utf8";
+        length = new TextEncoder().encode(edit.body).length;
+      }
+    }
+    const typed = parseHeaderLines($("edit-headers").value);
+    let headers;
+    if (sameHeaders(typed, e.headers.filter((h) => h.value != null))) {
+      // The box unchanged: the stored list, binary values where they were.
+      headers = e.headers;
+    } else {
+      const named = new Set(typed.map((h) => h.name.toLowerCase()));
+      headers = typed.concat(
+        editing.binaryHeaders.filter((h) => !named.has(h.name.toLowerCase())));
+    }
+    let lengthSeen = false;
+    const fixed = headers.filter((h) => {
+      if (h.name.toLowerCase() !== "content-length") return true;
+      if (lengthSeen) return false;
+      lengthSeen = true;
+      return true;
+    }).map((h) => h.name.toLowerCase() === "content-length"
+      ? { name: h.name, value: String(length) } : h);
+    if (!sameHeaders(fixed, e.headers)) edit.headers = fixed;
+    return edit;
+  }
+
+  async function sendEdited(ev) {
+    ev.preventDefault();
+    if (!editing) return;
+    const id = editing.event.id;
+    let edit;
+    try {
+      edit = replayEdit();
+    } catch (e) {
+      $("edit-error").textContent = e.message;
+      return;
+    }
+    const button = $("edit-send");
+    button.disabled = true;
+    $("action-state").textContent = "Replaying…";
+    try {
+      const res = await callJson("/events/" + encodeURIComponent(id) + "/replay", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(edit),
+      });
+      const a = res.attempt;
+      const outcome = a.status != null ? "HTTP " + a.status : a.error || "no answer";
+      closeEditor();
+      if (res.replay_of != null) {
+        // The new event, whether or not the list's filter shows it.
+        await openDelivery(res.id, true);
+        $("action-state").textContent = "Replayed as a new event: " + outcome;
+      } else {
+        $("action-state").textContent = "Nothing was edited, so it was replayed as stored: " +
+          outcome;
+        if (id === openId) await openDelivery(id, false);
+      }
+    } catch (e) {
+      if (e instanceof Unauthorized) return refused();
+      $("edit-error").textContent = "Replay failed: " + e.message;
+      $("action-state").textContent = "";
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   // ---- copy as curl ----
 
   const shellQuote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
@@ -592,6 +745,7 @@
   async function copyCurl() {
     if (!openEvent) return;
     pinned = true;
+    closeEditor();
     const command = curlCommand(openEvent);
     const box = $("curl");
     box.value = command;
@@ -633,6 +787,12 @@
       showLogin("");
     });
     $("replay").addEventListener("click", replay);
+    $("edit-replay").addEventListener("click", openEditor);
+    $("editor").addEventListener("submit", sendEdited);
+    $("edit-cancel").addEventListener("click", () => {
+      closeEditor();
+      $("edit-replay").focus();
+    });
     $("copy-curl").addEventListener("click", copyCurl);
     $("filter").addEventListener("submit", (ev) => {
       ev.preventDefault();
