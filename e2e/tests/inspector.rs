@@ -235,6 +235,28 @@ async fn assert_no_console_errors(browser: &fantoccini::Client, driver: &Chromed
     );
 }
 
+/// A new headless Chromium session on `driver`, its console kept for
+/// [`assert_no_console_errors`].
+async fn chromium(driver: &Chromedriver) -> fantoccini::Client {
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:loggingPrefs": { "browser": "ALL" },
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1280,800"],
+        },
+    });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object literal");
+    };
+    ClientBuilder::new(HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a Chromium session")
+}
+
 #[tokio::test]
 async fn the_inspector_page_shows_deliveries_live_replays_and_copies_curl() {
     let driver = Chromedriver::start().await;
@@ -251,24 +273,7 @@ async fn inspect_in_chromium(driver: &Chromedriver) {
     config.token = Some(token.clone());
     let _agent = start_agent(config).await;
 
-    let capabilities = json!({
-        "browserName": "chrome",
-        // The browser's console, read with `console_errors`.
-        "goog:loggingPrefs": { "browser": "ALL" },
-        "goog:chromeOptions": {
-            "binary": CHROMIUM,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", "--window-size=1280,800"],
-        },
-    });
-    let Value::Object(capabilities) = capabilities else {
-        unreachable!("a JSON object literal");
-    };
-    let browser = ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url)
-        .await
-        .expect("a Chromium session");
+    let browser = chromium(driver).await;
 
     // A registered channel: the page asks for its token, knowing from the page itself that
     // one is needed, without an API call (a 401 in the console) and with an icon of its own
@@ -743,6 +748,78 @@ async fn edit_and_replay(
         &format!("#detail[data-id='{id}'][data-replay-of='']"),
     )
     .await;
+}
+
+/// An open channel (its API needs no token) and an agent that takes only `push`: the page
+/// opens without a login, an `issues` webhook shows as unrouted, and Replay delivers it.
+#[tokio::test]
+async fn the_inspector_of_an_open_channel_needs_no_login_and_marks_unrouted_deliveries() {
+    let driver = Chromedriver::start().await;
+    tokio::time::timeout(BROWSER_DEADLINE, unrouted_in_chromium(&driver))
+        .await
+        .expect("the browser test finishes within its deadline");
+}
+
+async fn unrouted_in_chromium(driver: &Chromedriver) {
+    let server = start_server(relay_server::Config::default()).await;
+    let mut target = start_target().await;
+    let mut config = pinned_agent(&server.url(), "open-inspected", &target.url);
+    config.routes.events = Some(protocol::Subscription::parse(["push"]).expect("valid"));
+    let _agent = start_agent(config).await;
+    let browser = chromium(driver).await;
+    browser
+        .goto(&format!("{}/c/open-inspected", server.url()))
+        .await
+        .expect("page loads");
+    wait_for(&browser, "#state[data-state='live']").await;
+    wait_for(&browser, "#login[hidden]").await;
+    wait_for_script(&browser, "return document.readyState === 'complete'").await;
+    assert_no_console_errors(&browser, driver, "loading the page").await;
+
+    let answer = send(
+        &client(),
+        "POST",
+        &format!("{}/h/open-inspected/gh", server.url()),
+        &[("x-github-event", b"issues")],
+        "{}",
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{:?}", answer.body);
+    assert_eq!(answer.json()["status"], "unrouted");
+    let id = answer.delivery().expect("delivery id");
+    let badge = wait_for(
+        &browser,
+        &format!("#deliveries li[data-id='{id}'][data-status='unrouted'] .badge.unrouted"),
+    )
+    .await;
+    assert_eq!(badge.text().await.expect("text"), "unrouted");
+    let tooltip = badge.attr("title").await.expect("title");
+    assert!(
+        tooltip.is_some_and(|t| t.contains("No connected agent takes this event type")),
+        "the badge says what unrouted means"
+    );
+    wait_for(&browser, &format!("#detail[data-id='{id}']")).await;
+    assert_eq!(fact(&browser, "Status").await, "unrouted");
+    assert_eq!(fact(&browser, "Type").await, "issues");
+
+    // Replay delivers it to any agent, even one that does not take its type.
+    browser
+        .find(Locator::Css("#replay"))
+        .await
+        .expect("replay button")
+        .click()
+        .await
+        .expect("replay");
+    let seen = next_seen(&mut target).await;
+    assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    assert_eq!(seen.header("x-hookrelay-event-type"), [b"issues"]);
+    wait_for(
+        &browser,
+        &format!("#deliveries li[data-id='{id}'][data-status='delivered']"),
+    )
+    .await;
+    assert_no_console_errors(&browser, driver, "replaying").await;
+    browser.close().await.expect("session closed");
 }
 
 /// Runs `command` (output discarded) and waits for it to succeed, for at most [`DEADLINE`],
