@@ -176,7 +176,7 @@ pub fn write_event_page(
 }
 
 /// The events as a table, one line per event in the order given, columns padded to fit. TYPE
-/// is `-` for an event without one.
+/// is `-` for an event without one, and one word as in the delivery line (`Push_Hook`).
 pub fn event_table(page: &EventPage) -> String {
     const HEADERS: [&str; 8] = [
         "ID", "RECEIVED", "METHOD", "PATH", "TYPE", "STATUS", "CODE", "ATTEMPTS",
@@ -190,7 +190,8 @@ pub fn event_table(page: &EventPage) -> String {
                 e.received_at.clone(),
                 e.method.clone(),
                 shown_path(&e.path, e.query.as_deref()),
-                e.event_type.clone().unwrap_or_else(|| "-".to_owned()),
+                (e.event_type.as_deref())
+                    .map_or_else(|| "-".to_owned(), |t| shortened_type(t).into_owned()),
                 e.status.to_string(),
                 e.response_status
                     .map_or_else(|| "-".to_owned(), |s| s.to_string()),
@@ -578,6 +579,28 @@ mod tests {
         };
         write_event_page(&mut out, "abc", &query, &empty).expect("written");
         assert_eq!(out, b"No events in channel abc\n");
+    }
+
+    #[test]
+    fn event_table_shows_a_type_as_one_word() {
+        let page = page(serde_json::json!({
+            "channel": "abc",
+            "events": [
+                {"id": "5f0c1a2b-0000-4000-8000-000000000001", "received_at": "2026-11-23T10:00:00.123Z",
+                 "method": "POST", "path": "/gitlab", "query": null, "status": "delivered",
+                 "attempts": 1, "response_status": 200, "body_bytes": 2, "next_attempt_at": null,
+                 "event_type": "Push Hook", "replay_of": null}
+            ],
+            "next_before": null
+        }));
+        let table = event_table(&page);
+        let row: Vec<&str> = table
+            .lines()
+            .nth(1)
+            .expect("a row")
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[3..6], ["/gitlab", "Push_Hook", "delivered"]);
     }
 
     #[test]
