@@ -57,3 +57,28 @@ async fn bytes_that_are_not_http_get_400_in_json() {
     assert_eq!(status, 400, "{answer:?}");
     assert_eq!(error, "malformed HTTP request");
 }
+
+#[tokio::test]
+async fn a_replay_body_past_the_limit_is_refused_before_it_is_read_whole() {
+    let server = start_server(Config {
+        max_body_bytes: 1000,
+        ..Config::default()
+    })
+    .await;
+    let url = format!(
+        "{}/api/channels/big-edit/events/{}/replay",
+        server.url(),
+        uuid::Uuid::nil()
+    );
+    // Far more than an edit of a 1,000-byte body needs (base64 and headers included).
+    let huge = vec![b' '; 3 * 1024 * 1024];
+    let answer = send(&client(), "POST", &url, &[], huge).await;
+    assert_eq!(answer.status, 413, "{}", answer.text());
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("limit"))
+    );
+    let small = send(&client(), "POST", &url, &[], "{}").await;
+    assert_eq!(small.status, 404, "a small body is read: {}", small.text());
+}

@@ -102,8 +102,10 @@ pub async fn replay(
     State(state): State<AppState>,
     ChannelAccess(channel): ChannelAccess,
     Path((_, id)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<api::Replayed>, Error> {
+    // Past `replay_body_limit` the body is not read on (see `routes::app`).
+    let body = body.map_err(|_| Error::BodyTooLarge(replay_body_limit(&state) as u64))?;
     let edit: api::ReplayEdit = match body.is_empty() {
         true => api::ReplayEdit::default(),
         false => serde_json::from_slice(&body)
@@ -204,6 +206,13 @@ async fn replay_edited(
         replay_of: Some(summary.id),
         status: status.into(),
     }))
+}
+
+/// Largest body `POST .../replay` reads: an edit's body of `--max-body` bytes in base64 (4/3
+/// of it) and room for its headers and the JSON around them.
+pub fn replay_body_limit(state: &AppState) -> usize {
+    let max = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
+    (max / 3).saturating_mul(4).saturating_add(2 * 1024 * 1024)
 }
 
 /// A base64 body of an edited replay.

@@ -41,6 +41,7 @@ const ADMIN_BODY_LIMIT: usize = 64 * 1024;
 /// The relay's routes. Ingress bodies are limited by `--max-body` as they stream, so axum's
 /// own buffered-body limit is off.
 pub fn app(state: AppState) -> Router {
+    let replay_limit = DefaultBodyLimit::max(events::replay_body_limit(&state));
     Router::new()
         .route("/h/{*rest}", any(ingress::ingress))
         .route("/ws", get(crate::agents::ws::upgrade))
@@ -53,7 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/channels/{channel}/events/{id}", get(events::get))
         .route(
             "/api/channels/{channel}/events/{id}/replay",
-            post(events::replay),
+            post(events::replay).layer(replay_limit),
         )
         .route("/api/channels/{channel}/live", get(inspector::live))
         .route("/c/{channel}", get(inspector::page))
