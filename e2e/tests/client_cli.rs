@@ -226,3 +226,52 @@ async fn queued_deliveries_are_marked_and_long_paths_cut_in_their_lines() {
     assert_eq!(fields[7], "queued");
     interrupt(&mut child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_several_servers_the_agent_moves_to_the_next_when_one_fails_or_goes() {
+    let b = start_server(relay_server::Config::default()).await;
+    let c = start_server(relay_server::Config::default()).await;
+    // Nothing listens on the first: the agent tries it, then the next.
+    let dead = StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let target = start_std_target();
+    let (b_url, c_url) = (b.url(), c.url());
+    let (mut child, lines) = spawn_agent(
+        dead,
+        target,
+        "nodes",
+        &["--server", &format!("{b_url},{c_url}")],
+    );
+    let unreachable = line_matching(&lines, |l| l.starts_with("Cannot reach"));
+    assert!(
+        unreachable.contains(&format!("http://{dead}")),
+        "{unreachable}"
+    );
+    let forwarding = line_matching(&lines, |l| l.starts_with("Forwarding"));
+    assert!(
+        forwarding.starts_with(&format!("Forwarding {b_url}/h/nodes ")),
+        "{forwarding}"
+    );
+    let b_addr = b.addr.to_string();
+    let status = tokio::task::spawn_blocking(move || post(&b_addr, "/h/nodes/one"))
+        .await
+        .expect("post");
+    assert_eq!(status, "HTTP/1.1 202 Accepted");
+    line_matching(&lines, |l| l.contains(" /one "));
+
+    // The node it is on goes away: it reconnects to the next one.
+    b.stop().await;
+    let forwarding = line_matching(&lines, |l| l.starts_with("Forwarding"));
+    assert!(
+        forwarding.starts_with(&format!("Forwarding {c_url}/h/nodes ")),
+        "{forwarding}"
+    );
+    let c_addr = c.addr.to_string();
+    let status = tokio::task::spawn_blocking(move || post(&c_addr, "/h/nodes/two"))
+        .await
+        .expect("post");
+    assert_eq!(status, "HTTP/1.1 202 Accepted");
+    line_matching(&lines, |l| l.contains(" /two "));
+    interrupt(&mut child);
+}

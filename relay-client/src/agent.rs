@@ -48,6 +48,7 @@ impl Agent {
             pools,
             tls,
             events,
+            current: std::sync::atomic::AtomicUsize::new(0),
         });
         let channel = ctx.config.channel.clone();
         let (ws, welcome) = handshake(&ctx, channel.as_ref()).await?;
@@ -112,10 +113,12 @@ async fn reconnect(
     loop {
         let retry_in = backoff(&ctx.config, attempt);
         ctx.emit(Event::Disconnected {
-            server: ctx.config.server.clone(),
+            server: ctx.server().0.to_owned(),
             why,
             retry_in,
         });
+        // With several relay nodes, the next attempt goes to the next one.
+        ctx.next_server();
         tokio::select! {
             () = tokio::time::sleep(retry_in) => {}
             () = shutdown.cancelled() => return Ok(None),
@@ -167,7 +170,7 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Opens the WebSocket and exchanges hello/welcome.
 async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcome), Error> {
     let config = &ctx.config;
-    let url = &config.ws_url;
+    let url = &ctx.server().1.to_owned();
     let attempt = async {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(MAX_FRAME_LEN);

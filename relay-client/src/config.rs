@@ -42,14 +42,18 @@ pub struct Args {
     )]
     pub config: Option<PathBuf>,
 
-    /// Relay server URL; https:// connects with wss://.
+    /// Relay server URL; https:// connects with wss://. Repeatable (or comma-separated) for
+    /// several relay nodes: the agent connects to the first and, when that connection drops
+    /// or fails, tries the next, with the usual backoff. `events` and `replay` ask the first.
     #[arg(
         long,
         env = "HOOKRELAY_SERVER",
         default_value = "http://127.0.0.1:8080",
+        value_delimiter = ',',
+        action = clap::ArgAction::Append,
         global = true
     )]
-    pub server: String,
+    pub server: Vec<String>,
 
     /// Local target; the delivered path and query are appended (e.g. http://localhost:3000).
     /// Required to run the agent, unless --route gives every target: then the agent takes
@@ -338,7 +342,12 @@ impl Args {
 
     /// Checks the options once, for what was asked: the agent needs `--forward`, `events`
     /// and `replay` need `--channel` or `--token`.
-    pub fn validate(self) -> Result<Invocation, Error> {
+    pub fn validate(mut self) -> Result<Invocation, Error> {
+        self.server.retain(|server| !server.trim().is_empty());
+        let servers = std::mem::take(&mut self.server);
+        let Some((first, more)) = servers.split_first() else {
+            return Err(Error::ServerUrl(String::new()));
+        };
         let token = self.token.filter(|t| !t.is_empty());
         let channel = self.channel.as_deref().map(ChannelId::parse).transpose()?;
         let identity = match (self.cert, self.key) {
@@ -365,10 +374,10 @@ impl Args {
             if channel.is_none() && token.is_none() {
                 return Err(Error::MissingChannel(command));
             }
-            http_url(&self.server)?;
+            http_url(first)?;
             Ok(ApiTarget {
                 command,
-                server: self.server.clone(),
+                server: first.clone(),
                 channel: channel.clone(),
                 token: token.clone(),
                 tls: tls.clone(),
@@ -391,7 +400,7 @@ impl Args {
                 }
                 let forward = self.forward.as_deref().map(Target::parse).transpose()?;
                 let mut config = AgentConfig::with_routes(
-                    &self.server,
+                    first,
                     Routes {
                         routes,
                         forward,
@@ -403,6 +412,9 @@ impl Args {
                 config.tls = tls;
                 config.inspect = self.inspect;
                 config.print_body = self.print_body;
+                config.more_servers = (more.iter())
+                    .map(|server| Ok((server.clone(), ws_url(server)?)))
+                    .collect::<Result<_, Error>>()?;
                 Ok(Invocation::Agent(config))
             }
             Some(Command::Events {
@@ -539,6 +551,9 @@ pub struct AgentConfig {
     pub server: String,
     /// WebSocket URL of the server's agent endpoint (`ws://host:port/ws`).
     pub ws_url: String,
+    /// Further relay nodes (`--server` given more than once), tried in turn after `server`
+    /// when a connection drops or fails: each as given, and its WebSocket URL.
+    pub more_servers: Vec<(String, String)>,
     /// Where deliveries go (`--forward`, `--route`) and which types the agent takes.
     pub routes: Routes,
     pub channel: Option<ChannelId>,
@@ -571,6 +586,27 @@ impl AgentConfig {
         ApiConfig::new(&self.server, channel, self.token.clone(), self.tls.clone())
     }
 
+    /// Every relay node the agent may connect to, in the order it tries them: each as given,
+    /// and its WebSocket URL.
+    pub fn servers(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.server.as_str(), self.ws_url.as_str())).chain(
+            self.more_servers
+                .iter()
+                .map(|(s, w)| (s.as_str(), w.as_str())),
+        )
+    }
+
+    /// Moves the first server to the end: the next [`crate::Agent::connect`] tries the next.
+    pub fn rotate_servers(&mut self) {
+        if self.more_servers.is_empty() {
+            return;
+        }
+        let next = self.more_servers.remove(0);
+        let first = std::mem::replace(&mut self.server, next.0);
+        let first_ws = std::mem::replace(&mut self.ws_url, next.1);
+        self.more_servers.push((first, first_ws));
+    }
+
     /// A configuration with default timings for `server` (http/https URL) and `forward`.
     pub fn new(server: &str, forward: &str) -> Result<Self, Error> {
         Self::with_routes(server, Routes::forward(Target::parse(forward)?))
@@ -581,6 +617,7 @@ impl AgentConfig {
         Ok(Self {
             server: server.to_owned(),
             ws_url: ws_url(server)?,
+            more_servers: Vec::new(),
             routes,
             channel: None,
             token: None,

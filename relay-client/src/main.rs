@@ -80,6 +80,7 @@ async fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
     let printer = std::thread::spawn(move || output::print_events(rx));
 
     let mut attempt = 0;
+    let mut config = config;
     let agent = loop {
         match Agent::connect(config.clone(), Some(events.clone())).await {
             Ok(agent) => break agent,
@@ -99,6 +100,8 @@ async fn run_agent(config: AgentConfig) -> anyhow::Result<()> {
                     }
                 }
                 attempt += 1;
+                // With several relay nodes, the next attempt goes to the next one.
+                config.rotate_servers();
             }
         }
     };

@@ -38,9 +38,28 @@ pub(crate) struct Ctx {
     /// TLS towards the server, read from `config.tls` once for every (re)connection.
     pub(crate) tls: Arc<rustls::ClientConfig>,
     pub(crate) events: Option<mpsc::Sender<Event>>,
+    /// Which of `config.servers()` the agent connects to now; moves on when a connection
+    /// drops or fails.
+    pub(crate) current: std::sync::atomic::AtomicUsize,
 }
 
 impl Ctx {
+    /// The relay node the agent connects to now: as given, and its WebSocket URL.
+    pub(crate) fn server(&self) -> (&str, &str) {
+        let n = 1 + self.config.more_servers.len();
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % n;
+        self.config
+            .servers()
+            .nth(i)
+            .expect("i is below the number of servers")
+    }
+
+    /// Moves on to the next relay node, for the next connection attempt.
+    pub(crate) fn next_server(&self) {
+        self.current
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn emit(&self, event: Event) {
         if let Some(events) = &self.events {
             // Output is best effort: a full queue drops a line rather than stall deliveries.
@@ -86,7 +105,7 @@ pub(crate) async fn serve(ctx: &Arc<Ctx>, ws: Ws, shutdown: &CancellationToken) 
     let drain_deadline = tokio::time::sleep(ctx.config.shutdown_grace);
     tokio::pin!(drain_deadline);
 
-    let server = ctx.config.server.as_str();
+    let (server, _) = ctx.server();
     let end = loop {
         let received = tokio::select! {
             received = wire::recv(&mut stream, server) => received,
