@@ -349,3 +349,60 @@ async fn a_channel_names_its_own_type_and_an_old_agent_takes_every_type() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_webhooks_wait_for_an_agent_that_takes_their_type() {
+    let server = start_server(closed()).await;
+    let token = create_channel(&server, "later", json!({})).await;
+    let url = format!("{}/h/later", server.url());
+    let mut ids = Vec::new();
+    for event in ["pull_request", "push", "issues"] {
+        let headers: [(&str, &[u8]); 1] = [("x-github-event", event.as_bytes())];
+        let answer = send(&client(), "POST", &url, &headers, event).await;
+        assert_eq!(answer.status, 202, "no agent yet: queued");
+        assert_eq!(answer.json()["status"], "queued");
+        ids.push(answer.delivery().expect("an id"));
+    }
+    // Takes only pushes: the pull request before it in the queue does not hold it up.
+    let mut pushes = start_target().await;
+    let _push = start_agent(agent(&server, "later", &token, forward(&pushes, "push"))).await;
+    let seen = timeout(DEADLINE, pushes.seen.recv())
+        .await
+        .expect("delivered");
+    assert_eq!(seen.expect("running").body, Bytes::from("push"));
+    let events = format!("{}/api/channels/later/events", server.url());
+    let status = |id: &str| {
+        let url = format!("{events}/{id}");
+        let token = token.clone();
+        async move { get_with(&url, Some(&token)).await.json()["status"].clone() }
+    };
+    let poll = async {
+        while status(&ids[1]).await != "delivered" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    timeout(DEADLINE, poll)
+        .await
+        .expect("the push is recorded delivered");
+    assert_eq!(status(&ids[0]).await, "queued", "still waiting for a taker");
+    assert_eq!(status(&ids[2]).await, "queued");
+    nothing_more(&mut pushes);
+
+    // An agent that takes the rest comes: each arrives, in order.
+    let mut rest = start_target().await;
+    let _rest = start_agent(agent(
+        &server,
+        "later",
+        &token,
+        forward(&rest, "pull_request,issues"),
+    ))
+    .await;
+    for body in ["pull_request", "issues"] {
+        let seen = timeout(DEADLINE, rest.seen.recv())
+            .await
+            .expect("delivered");
+        assert_eq!(seen.expect("running").body, Bytes::from(body));
+    }
+    nothing_more(&mut pushes);
+    server.stop().await;
+}
