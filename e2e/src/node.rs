@@ -46,10 +46,15 @@ pub fn require_node() {
     }
 }
 
-/// Installs the locked libraries unless they already are; `npm ci` installs exactly what
-/// `package-lock.json` names.
+/// Installs the locked libraries unless they already are, as `package-lock.json` is now;
+/// `npm ci` installs exactly what it names.
 pub fn install_dependencies(dir: &Path) {
-    if dir.join("node_modules").is_dir() {
+    // npm writes node_modules/.package-lock.json as it installs: older than the lock file
+    // means the lock file changed since (a library added), and the install must run again.
+    let modified = |path: PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let installed = modified(dir.join("node_modules/.package-lock.json"));
+    let locked = modified(dir.join("package-lock.json"));
+    if installed.is_some() && installed >= locked {
         return;
     }
     let out = Command::new("npm")
