@@ -43,6 +43,7 @@ mod verify;
 pub use channels::command::run as channels_command;
 pub use config::Config;
 pub use config::args::Args;
+pub use net::acme::AcmeConfig;
 pub use net::http::HttpLimits;
 pub use net::tls::TlsConfig;
 pub use routes::app;
@@ -57,6 +58,8 @@ pub enum ServeError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Tls(#[from] net::tls::TlsError),
+    #[error(transparent)]
+    Acme(#[from] net::acme::AcmeError),
     #[error("cannot listen on {addr} for --metrics-listen: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -101,6 +104,8 @@ pub struct ServerState {
     /// One permit per webhook being handled (`--max-in-flight`).
     pub(crate) ingress_slots: tokio::sync::Semaphore,
     pub(crate) metrics: metrics::Metrics,
+    /// The ACME certificate's status, set once at start-up when ACME is on.
+    pub(crate) acme: std::sync::OnceLock<Arc<net::acme::AcmeStatus>>,
 }
 
 pub type AppState = Arc<ServerState>;
@@ -150,6 +155,7 @@ impl ServerState {
             shutdown,
             agents_shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            acme: std::sync::OnceLock::new(),
         })
     }
 }
@@ -161,7 +167,10 @@ impl ServerState {
 /// `config.tls`, the certificate, key or client CA cannot be used.
 ///
 /// With `config.tls` the listener speaks HTTPS and re-reads the certificate and key on SIGHUP
-/// (connections already open are not affected). Handlers see the peer as
+/// (connections already open are not affected). With `config.acme` it speaks HTTPS with a
+/// certificate from the ACME CA, cached, renewed and swapped in for new handshakes; until the
+/// first one is there only the CA's challenge handshakes succeed and `/readyz` says so, and
+/// failures with the CA are retried, never returned. Handlers see the peer as
 /// `ConnectInfo<net::http::Peer>` either way.
 pub async fn serve(
     listener: TcpListener,
@@ -169,23 +178,32 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let certs = config
-        .tls
-        .clone()
-        .map(net::tls::Certificates::load)
-        .transpose()?;
+    let acme = config.acme.as_ref().map(net::acme::Acme::new).transpose()?;
+    let certs = match (&config.tls, &acme) {
+        (Some(files), _) => Some(net::tls::Certificates::load(files.clone())?),
+        (None, Some(acme)) => Some(net::tls::Certificates::resolved(
+            acme.resolver(),
+            config.acme.as_ref().and_then(|a| a.client_ca.as_deref()),
+        )?),
+        (None, None) => None,
+    };
+    // With ACME the certificate's first name is the public one, unless --public-url says
+    // otherwise; open mode and the per-source limits then treat the relay as public.
+    let named_url = config.public_url.clone().or_else(|| {
+        let domain = config.acme.as_ref()?.domains.first()?;
+        Some(net::acme::public_url(domain, addr.port()))
+    });
     // Registered before the "listening" line, so a SIGHUP sent once that line is logged
     // reloads instead of killing the process (`systemctl reload` sends one, TLS or not).
     #[cfg(unix)]
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let public_url = config
-        .public_url
+    let public_url = named_url
         .clone()
         .unwrap_or_else(|| config::derive_public_url(addr, certs.is_some()));
     let grace = config.shutdown_grace;
     let store = store::open(&config.store, config.quota).await?;
-    let (open, why) = open_mode(config.open, addr, config.public_url.as_deref());
-    let public = is_public(addr, config.public_url.as_deref());
+    let (open, why) = open_mode(config.open, addr, named_url.as_deref());
+    let public = is_public(addr, named_url.as_deref());
     if !config.declared_channels.is_empty() {
         let (created, updated) =
             channels::declare(store.as_ref(), &config.declared_channels).await?;
@@ -197,15 +215,22 @@ pub async fn serve(
     let reach = Reach { open, public };
     let state = ServerState::new(config, public_url, store, reach, shutdown.clone());
     channels::reload(&state).await?;
-    match &certs {
-        None => info!("TLS off: serving plain HTTP (put a TLS-terminating proxy in front)"),
-        Some(certs) => {
-            let files = certs.files();
+    let client_ca = match (&state.config.tls, &state.config.acme) {
+        (Some(files), _) => {
             info!(cert = %files.cert.display(), "TLS on: serving HTTPS; SIGHUP reloads the certificate");
-            if let Some(ca) = &files.client_ca {
-                info!(client_ca = %ca.display(), "agents need a client certificate signed by --client-ca");
-            }
+            files.client_ca.as_ref()
         }
+        (None, Some(acme)) => {
+            info!(domains = ?acme.domains, "TLS on: serving HTTPS with a certificate from ACME");
+            acme.client_ca.as_ref()
+        }
+        (None, None) => {
+            info!("TLS off: serving plain HTTP (put a TLS-terminating proxy in front)");
+            None
+        }
+    };
+    if let Some(ca) = client_ca {
+        info!(client_ca = %ca.display(), "agents need a client certificate signed by --client-ca");
     }
     info!(%addr, public_url = %state.public_url, store = %state.config.store, node = %state.node_id, "relay server listening");
     state.metrics.node(&state.node_id);
@@ -225,7 +250,7 @@ pub async fn serve(
             .await
             .map_err(|source| ServeError::MetricsListen { addr, source })?;
         let bound = metrics.local_addr()?;
-        info!(metrics_addr = %bound, "metrics at /metrics on this address, without a token");
+        info!(metrics_addr = %bound, "/metrics (without a token), /healthz and /readyz on this address");
         state.tracker.spawn(net::http::serve(
             net::http::PlainListener(metrics),
             routes::metrics_app(Arc::clone(&state)),
@@ -233,6 +258,10 @@ pub async fn serve(
             count_refusals(&state),
             shutdown.clone(),
         ));
+    }
+    if let Some(acme) = acme {
+        let _ = state.acme.set(acme.status());
+        state.tracker.spawn(acme.run(shutdown.clone()));
     }
     state.tracker.spawn(prune(Arc::clone(&state)));
     state.tracker.spawn(disk::watch(Arc::clone(&state)));

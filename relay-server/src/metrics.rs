@@ -40,6 +40,11 @@ struct DirectionLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DomainLabels {
+    domain: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ChannelLabels {
     channel: String,
 }
@@ -60,6 +65,7 @@ pub struct Metrics {
     rejected: Family<ReasonLabels, Counter>,
     unrouted: Family<UnroutedLabels, Counter>,
     node: Family<NodeLabels, Gauge>,
+    certificate_expiry: Family<DomainLabels, Gauge>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,7 +123,14 @@ impl Default for Metrics {
             "This server's --node-id, as the label of a series that is always 1",
             node.clone(),
         );
+        let certificate_expiry = Family::<DomainLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "When the ACME certificate being served expires (Unix time), by name on it",
+            certificate_expiry.clone(),
+        );
         Self {
+            certificate_expiry,
             registry,
             requests,
             latency,
@@ -242,6 +255,19 @@ impl Metrics {
             self.queued
                 .get_or_create(&ChannelLabels { channel })
                 .inc_by(i64::try_from(depth).unwrap_or(i64::MAX));
+        }
+        if let Some(acme) = state.acme.get() {
+            self.certificate_expiry.clear();
+            if let Some(not_after) = acme.not_after() {
+                for domain in acme.domains() {
+                    let labels = DomainLabels {
+                        domain: domain.clone(),
+                    };
+                    self.certificate_expiry
+                        .get_or_create(&labels)
+                        .set(not_after);
+                }
+            }
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)

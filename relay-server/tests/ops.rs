@@ -37,8 +37,12 @@ async fn metrics_without_an_admin_token_need_metrics_listen() {
     let answer = get_with(&format!("http://{metrics_addr}/metrics"), None).await;
     assert_eq!(answer.status, 200);
     assert!(answer.text().contains("hookrelay_agents_connected 0"));
-    let elsewhere = get_with(&format!("http://{metrics_addr}/healthz"), None).await;
-    assert_eq!(elsewhere.status, 404, "only /metrics there");
+    for probe in ["healthz", "readyz"] {
+        let answer = get_with(&format!("http://{metrics_addr}/{probe}"), None).await;
+        assert_eq!(answer.status, 200, "/{probe} there too");
+    }
+    let elsewhere = get_with(&format!("http://{metrics_addr}/api/token/channel"), None).await;
+    assert_eq!(elsewhere.status, 404, "and nothing else");
     assert!(terminate(&mut process.child).success());
 }
 

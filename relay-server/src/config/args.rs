@@ -13,6 +13,7 @@ use crate::config::{
     DEFAULT_MAX_STORED_BYTES, DEFAULT_MIN_FREE_SPACE, RetryPolicy,
 };
 use crate::event_type::TypeSource;
+use crate::net::acme::{AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 use crate::net::http::{HttpLimits, MIN_HEAD_BYTES};
 use crate::net::tls::TlsConfig;
 use crate::store::{Quota, StoreConfig};
@@ -136,7 +137,7 @@ pub struct Args {
     pub tls_key: Option<PathBuf>,
 
     /// Agents must present a client certificate signed by this CA (PEM) to open /ws; webhook
-    /// senders need none. Needs --tls-cert.
+    /// senders need none. Needs --tls-cert or --acme-domain.
     #[arg(long, env = "HOOKRELAY_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
     /// The pace at which a channel's webhooks are delivered to its agents (e.g. 10/s, 600/m,
@@ -211,6 +212,34 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Serve HTTPS with a certificate for NAME from an ACME CA (Let's Encrypt by default),
+    /// obtained, cached under --data-dir/acme and renewed by the server itself; repeatable or
+    /// comma-separated for more names on one certificate. The CA validates with TLS-ALPN-01 on
+    /// --listen, which must be reachable as NAME on port 443. Instead of --tls-cert/--tls-key.
+    #[arg(
+        long = "acme-domain",
+        env = "HOOKRELAY_ACME_DOMAIN",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub acme_domains: Vec<String>,
+
+    /// Contact address given to the ACME CA, which mails it about expiring certificates and
+    /// policy changes. Optional.
+    #[arg(long, env = "HOOKRELAY_ACME_EMAIL", value_name = "ADDR")]
+    pub acme_email: Option<String>,
+
+    /// The ACME CA's directory URL, or `letsencrypt` (the default: Let's Encrypt's production
+    /// directory) or `letsencrypt-staging` (its staging one: untrusted certificates, generous
+    /// rate limits, for trying a set-up out).
+    #[arg(long, env = "HOOKRELAY_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// Also trust this CA (PEM) when talking to the ACME server: for a private ACME CA such as
+    /// step-ca or Pebble.
+    #[arg(long, env = "HOOKRELAY_ACME_CA", value_name = "FILE")]
+    pub acme_ca: Option<PathBuf>,
 
     /// Serve `/metrics` without a token on this (private) address too; without it,
     /// `/metrics` on the main listener needs the admin token.
@@ -456,13 +485,31 @@ pub enum ConfigError {
         missing: &'static str,
     },
     #[error(
-        "--client-ca needs --tls-cert and --tls-key: client certificates are checked by the server's own TLS"
+        "--client-ca needs --tls-cert and --tls-key, or --acme-domain: client certificates are checked by the server's own TLS"
     )]
     ClientCaWithoutTls,
+    #[error(
+        "--acme-domain cannot be used with --tls-cert/--tls-key: ACME gets the certificate itself; give one or the other"
+    )]
+    AcmeWithTlsFiles,
+    #[error("--{0} needs --acme-domain")]
+    AcmeWithoutDomain(&'static str),
+    #[error(
+        "--acme-domain {0:?} is not a host name (no scheme, port, IP address or wildcard: a TLS-ALPN-01 challenge cannot prove those)"
+    )]
+    AcmeDomain(String),
+    #[error(
+        "--acme-directory must be an https:// URL, letsencrypt or letsencrypt-staging (got {0:?})"
+    )]
+    AcmeDirectory(String),
 }
 
 impl Args {
     pub fn validate(self) -> Result<Config, ConfigError> {
+        let acme = self.acme()?;
+        if acme.is_some() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            return Err(ConfigError::AcmeWithTlsFiles);
+        }
         let public_url = match self.public_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                 Some(url.trim_end_matches('/').to_owned())
@@ -506,7 +553,7 @@ impl Args {
                 key,
                 client_ca: self.client_ca,
             }),
-            (None, None) if self.client_ca.is_some() => {
+            (None, None) if self.client_ca.is_some() && acme.is_none() => {
                 return Err(ConfigError::ClientCaWithoutTls);
             }
             (None, None) => None,
@@ -567,8 +614,51 @@ impl Args {
                 give_up_after: self.retry_for,
             },
             tls,
+            acme,
             ..Config::default()
         })
+    }
+
+    /// The ACME settings, if `--acme-domain` is given; an ACME option without it is refused.
+    fn acme(&self) -> Result<Option<AcmeConfig>, ConfigError> {
+        if self.acme_domains.is_empty() {
+            let stray = [
+                ("acme-email", self.acme_email.is_some()),
+                ("acme-directory", self.acme_directory.is_some()),
+                ("acme-ca", self.acme_ca.is_some()),
+            ];
+            return match stray.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(ConfigError::AcmeWithoutDomain(flag)),
+                None => Ok(None),
+            };
+        }
+        let mut domains = Vec::with_capacity(self.acme_domains.len());
+        for domain in &self.acme_domains {
+            let domain = domain.trim().trim_end_matches('.').to_ascii_lowercase();
+            let name_ok = !domain.contains('*')
+                && domain.parse::<std::net::IpAddr>().is_err()
+                && rustls::pki_types::DnsName::try_from(domain.as_str()).is_ok();
+            if !name_ok {
+                return Err(ConfigError::AcmeDomain(domain));
+            }
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        let directory = match self.acme_directory.as_deref() {
+            None | Some("letsencrypt") => LETS_ENCRYPT.to_owned(),
+            Some("letsencrypt-staging") => LETS_ENCRYPT_STAGING.to_owned(),
+            Some(url) if url.starts_with("https://") => url.to_owned(),
+            Some(other) => return Err(ConfigError::AcmeDirectory(other.to_owned())),
+        };
+        Ok(Some(AcmeConfig {
+            domains,
+            email: self.acme_email.clone(),
+            directory,
+            ca: self.acme_ca.clone(),
+            cache_dir: self.data_dir.join("acme"),
+            client_ca: self.client_ca.clone(),
+        }))
     }
 }
 
@@ -714,5 +804,75 @@ mod tests {
             "--tls-key needs --tls-cert: pass both to serve HTTPS, or neither for plain HTTP"
         );
         assert!(error(&["relay-server", "--client-ca", "ca.pem"]).starts_with("--client-ca needs"));
+    }
+
+    #[test]
+    fn acme_options_parse_and_exclude_tls_files() {
+        let config = Args::parse_from([
+            "relay-server",
+            "--acme-domain",
+            "Relay.Example.com,hooks.example.com",
+            "--acme-domain",
+            "relay.example.com",
+            "--acme-email",
+            "ops@example.com",
+            "--acme-directory",
+            "letsencrypt-staging",
+            "--data-dir",
+            "/var/lib/hookrelay",
+        ])
+        .validate()
+        .expect("valid");
+        let acme = config.acme.expect("ACME on");
+        assert_eq!(acme.domains, ["relay.example.com", "hooks.example.com"]);
+        assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(acme.directory, LETS_ENCRYPT_STAGING);
+        assert_eq!(acme.cache_dir, PathBuf::from("/var/lib/hookrelay/acme"));
+        assert_eq!(config.tls, None);
+        let default = Args::parse_from(["relay-server", "--acme-domain", "relay.example.com"])
+            .validate()
+            .expect("valid");
+        assert_eq!(default.acme.expect("ACME on").directory, LETS_ENCRYPT);
+
+        let error = |args: &[&str]| {
+            Args::parse_from(args)
+                .validate()
+                .expect_err("refused")
+                .to_string()
+        };
+        assert_eq!(
+            error(&[
+                "relay-server",
+                "--acme-domain",
+                "relay.example.com",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem"
+            ]),
+            "--acme-domain cannot be used with --tls-cert/--tls-key: ACME gets the certificate \
+             itself; give one or the other"
+        );
+        assert_eq!(
+            error(&["relay-server", "--acme-email", "ops@example.com"]),
+            "--acme-email needs --acme-domain"
+        );
+        for bad in [
+            "https://relay.example.com",
+            "*.example.com",
+            "192.0.2.1",
+            "a b",
+        ] {
+            let message = error(&["relay-server", "--acme-domain", bad]);
+            assert!(message.starts_with("--acme-domain"), "{bad}: {message}");
+        }
+        let message = error(&[
+            "relay-server",
+            "--acme-domain",
+            "relay.example.com",
+            "--acme-directory",
+            "http://ca.example/dir",
+        ]);
+        assert!(message.starts_with("--acme-directory"), "{message}");
     }
 }

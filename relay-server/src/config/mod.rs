@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::channel::{DeclaredChannel, Period, RateLimit};
+use crate::net::acme::AcmeConfig;
 use crate::net::http::HttpLimits;
 use crate::net::tls::TlsConfig;
 use crate::store::{Quota, StoreConfig};
@@ -92,6 +93,8 @@ pub struct Config {
     pub prune_interval: Duration,
     /// HTTPS instead of plain HTTP; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// HTTPS with a certificate from an ACME CA; never together with [`Config::tls`].
+    pub acme: Option<AcmeConfig>,
 }
 
 impl Default for Config {
@@ -140,6 +143,7 @@ impl Default for Config {
             retry: RetryPolicy::default(),
             prune_interval: Duration::from_secs(60),
             tls: None,
+            acme: None,
         }
     }
 }

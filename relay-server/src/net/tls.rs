@@ -1,18 +1,19 @@
-//! Serving HTTPS without a proxy: the certificate and key (reloaded on SIGHUP), optional client
-//! certificates for agents, and the listener that runs TLS handshakes.
+//! Serving HTTPS without a proxy: the certificate and key (reloaded on SIGHUP) or ACME's
+//! resolver, optional client certificates for agents, and the listener that runs TLS
+//! handshakes.
 //!
 //! Handshakes run on their own tasks with a timeout, so a slow or silent client cannot hold up
 //! the accept loop; axum only ever sees connections whose handshake has finished.
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::serve::Listener;
 use rustls::RootCertStore;
-use rustls::server::{ServerConfig, WebPkiClientVerifier};
+use rustls::server::{ResolvesServerCert, ServerConfig, WebPkiClientVerifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -31,6 +32,8 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// Most bytes of a plain HTTP request read before answering it with 400.
 const MAX_PLAIN_REQUEST: usize = 8 * 1024;
+/// The ALPN protocol of an ACME CA's TLS-ALPN-01 validation handshake (RFC 8737).
+const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// Why the TLS material cannot be used. Every message names the file to fix.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +66,8 @@ pub struct TlsConfig {
 /// the configuration they were accepted with.
 #[derive(Debug, Clone)]
 pub struct Certificates {
-    files: TlsConfig,
+    /// The files read; `None` when ACME's resolver picks the certificate.
+    files: Option<TlsConfig>,
     current: Arc<RwLock<Arc<ServerConfig>>>,
 }
 
@@ -72,20 +76,39 @@ impl Certificates {
     pub fn load(files: TlsConfig) -> Result<Self, TlsError> {
         let config = server_config(&files)?;
         Ok(Self {
-            files,
+            files: Some(files),
             current: Arc::new(RwLock::new(config)),
         })
     }
 
-    /// The files this configuration was read from.
-    pub fn files(&self) -> &TlsConfig {
-        &self.files
+    /// Certificates picked by `resolver` at each handshake (ACME's, which also answers
+    /// TLS-ALPN-01 challenges), agents' certificates checked against `client_ca`. A new
+    /// certificate from the resolver is used from the next handshake on, without a reload.
+    pub fn resolved(
+        resolver: Arc<dyn ResolvesServerCert>,
+        client_ca: Option<&Path>,
+    ) -> Result<Self, TlsError> {
+        let mut config = builder(client_ca)?.with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+        Ok(Self {
+            files: None,
+            current: Arc::new(RwLock::new(Arc::new(config))),
+        })
+    }
+
+    /// The files this configuration was read from; `None` for ACME.
+    pub fn files(&self) -> Option<&TlsConfig> {
+        self.files.as_ref()
     }
 
     /// Reads the files again. On success new handshakes use them; on failure nothing
-    /// changes and the previous certificate goes on serving.
+    /// changes and the previous certificate goes on serving. Without files (ACME) there is
+    /// nothing to read.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.files)?;
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        let config = server_config(files)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         Ok(())
     }
@@ -106,11 +129,27 @@ impl PeerIo for TlsStream<TcpStream> {
 /// Builds the rustls configuration for `files`. Installs ring as the process's crypto provider
 /// first if none is yet, so in-process callers (tests) need no set-up of their own.
 fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let certs = pem::certificates("--tls-cert", &files.cert)?;
     let key = pem::private_key("--tls-key", &files.key)?;
+    let mut config = builder(files.client_ca.as_deref())?
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::KeyPair {
+            cert: files.cert.display().to_string(),
+            key: files.key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The part of the rustls configuration both certificate sources share: agents' client
+/// certificates checked against `client_ca`, when given.
+fn builder(
+    client_ca: Option<&Path>,
+) -> Result<rustls::ConfigBuilder<ServerConfig, rustls::server::WantsServerCert>, TlsError> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = ServerConfig::builder();
-    let builder = match &files.client_ca {
+    Ok(match client_ca {
         None => builder.with_no_client_auth(),
         Some(path) => {
             let error = |reason: String| TlsError::ClientCa {
@@ -129,25 +168,19 @@ fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, TlsError> {
                 .map_err(|e| error(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| TlsError::KeyPair {
-            cert: files.cert.display().to_string(),
-            key: files.key.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    })
 }
 
 /// Re-reads the certificate and key (for SIGHUP). A failed reload is logged and the
 /// previous certificate stays.
 pub(crate) async fn reload_certificates(certs: &Certificates) {
+    let Some(files) = certs.files() else {
+        return;
+    };
     let reloading = certs.clone();
     match tokio::task::spawn_blocking(move || reloading.reload()).await {
         Ok(Ok(())) => {
-            tracing::info!(cert = %certs.files.cert.display(), "TLS certificate reloaded")
+            tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded")
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
@@ -229,6 +262,13 @@ async fn handshake(
         acceptor.accept(tcp).await
     };
     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, attempt).await {
+        Ok(Ok(mut tls)) if tls.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {
+            // A CA's TLS-ALPN-01 validation: the handshake itself was the answer (RFC 8737
+            // forbids application data on it), so the connection ends here.
+            debug!(%peer, "TLS-ALPN-01 challenge answered");
+            let _ = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.shutdown()).await;
+            None
+        }
         Ok(Ok(tls)) => Some((tls, peer)),
         Ok(Err(e)) => {
             debug!(%peer, error = %e, "TLS handshake failed");

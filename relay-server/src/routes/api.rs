@@ -16,8 +16,9 @@ pub async fn healthz() -> Json<Health> {
     Json(Health::ok())
 }
 
-/// `GET /readyz`: 200 while the store takes writes and the server is not shutting down, else
-/// 503 with the reason, so a load balancer stops sending webhooks here.
+/// `GET /readyz`: 200 while the store takes writes, the server is not shutting down and, with
+/// ACME, a certificate is being served; else 503 with the reason, so a load balancer stops
+/// sending webhooks here.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let not_ready = |reason| {
         (
@@ -27,6 +28,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     };
     if state.shutdown.is_cancelled() {
         return not_ready("shutting down".to_owned());
+    }
+    if state.acme.get().is_some_and(|acme| !acme.has_certificate()) {
+        return not_ready("waiting for a certificate from ACME".to_owned());
     }
     if let Some(free) = state.disk.low() {
         let reason = format!(

@@ -15,10 +15,14 @@ pub mod events;
 pub mod ingress;
 pub mod inspector;
 
-/// The router of `--metrics-listen`: `/metrics` without a token, and nothing else.
+/// The router of `--metrics-listen`: `/metrics` without a token, and `/healthz` and `/readyz`
+/// as on the main listener, so a probe can ask over plain HTTP while the main one waits for
+/// its certificate.
 pub fn metrics_app(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(api::metrics_open))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
         .fallback(|| async { Error::NotFound })
         .with_state(state)
 }
