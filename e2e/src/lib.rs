@@ -16,6 +16,7 @@
 //! | [`client_process`] | none (the `relay-client` binary) | relay-client's tests |
 //! | [`target`], [`agent`] | relay-client too | e2e only |
 //! | [`node`] | none (Node.js and `tests/senders`) | e2e only |
+//! | [`pebble`] | relay-server (through [`tls`]) | e2e only |
 //!
 //! So a module of every row but the last names its siblings as `super::...`, not `crate::...`,
 //! and uses no crate its row does not list. Binaries: [`process::binary`] finds
@@ -28,6 +29,7 @@ pub mod agent;
 pub mod client_process;
 pub mod live;
 pub mod node;
+pub mod pebble;
 pub mod process;
 pub mod requests;
 pub mod rng;

@@ -118,10 +118,15 @@ pub fn tls_config(files: &Files, leaf: &Leaf, client_ca: Option<&Ca>) -> Config 
 pub type HttpsClient = Client<HttpsConnector<HttpConnector>, BoxBody<Bytes, Infallible>>;
 
 pub fn roots(cas: &[&Ca]) -> rustls::RootCertStore {
+    pem_roots(cas.iter().map(|ca| ca.pem.as_str()))
+}
+
+/// The root store of the PEM certificates `pems`.
+pub fn pem_roots<'a>(pems: impl IntoIterator<Item = &'a str>) -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    for ca in cas {
+    for pem in pems {
         roots
-            .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).expect("CA PEM"))
+            .add(CertificateDer::from_pem_slice(pem.as_bytes()).expect("CA PEM"))
             .expect("CA accepted");
     }
     roots
@@ -129,9 +134,14 @@ pub fn roots(cas: &[&Ca]) -> rustls::RootCertStore {
 
 /// A webhook sender: HTTPS trusting `ca`, no client certificate.
 pub fn https_client(ca: &Ca) -> HttpsClient {
+    https_client_trusting(roots(&[ca]))
+}
+
+/// A webhook sender: HTTPS trusting `roots` only, no client certificate.
+pub fn https_client_trusting(roots: rustls::RootCertStore) -> HttpsClient {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots(&[ca]))
+        .with_root_certificates(roots)
         .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)

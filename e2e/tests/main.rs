@@ -2,6 +2,7 @@
 //! both crates instead of one per file), a module per topic. The harness is this crate's
 //! library, `hookrelay_e2e`.
 
+mod acme;
 mod agent_ws;
 mod channels;
 mod client_cli;
