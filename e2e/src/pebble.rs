@@ -25,6 +25,9 @@ pub enum Validation {
     /// Real TLS-ALPN-01 validation against port `tls_port` of 127.0.0.1, every name resolving
     /// there through `pebble-challtestsrv`.
     TlsAlpn { tls_port: u16 },
+    /// Real HTTP-01 validation against port `http_port` of 127.0.0.1, names resolved as for
+    /// [`Validation::TlsAlpn`].
+    Http01 { http_port: u16 },
 }
 
 /// What to start Pebble with.
@@ -110,16 +113,17 @@ impl Pebble {
         let api_ca = files.write("pebble-api-ca.pem", &ca.pem);
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let tls_port = match options.validation {
-            Validation::TlsAlpn { tls_port } => tls_port,
-            Validation::AlwaysValid => free_port(),
+        let (http_port, tls_port) = match options.validation {
+            Validation::TlsAlpn { tls_port } => (free_port(), tls_port),
+            Validation::Http01 { http_port } => (http_port, free_port()),
+            Validation::AlwaysValid => (free_port(), free_port()),
         };
         let mut pebble = serde_json::json!({
             "listenAddress": listen.to_string(),
             "managementListenAddress": management.to_string(),
             "certificate": cert,
             "privateKey": key,
-            "httpPort": free_port(),
+            "httpPort": http_port,
             "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
@@ -142,7 +146,7 @@ impl Pebble {
         ];
         match options.validation {
             Validation::AlwaysValid => env.push(("PEBBLE_VA_ALWAYS_VALID", "1")),
-            Validation::TlsAlpn { .. } => {
+            Validation::TlsAlpn { .. } | Validation::Http01 { .. } => {
                 let dns = SocketAddr::from(([127, 0, 0, 1], free_udp_port()));
                 let dns_args = [
                     "-dns01",

@@ -36,6 +36,7 @@ fn acme_config(pebble: &Pebble, dir: &Path, domains: &[&str]) -> (Config, Socket
             ca: Some(pebble.api_ca.clone()),
             cache_dir: dir.join("acme"),
             client_ca: None,
+            http_listen: None,
         }),
         metrics_listen: Some(metrics),
         ..durable_config(dir)
@@ -305,6 +306,42 @@ async fn relay_answers_a_real_tls_alpn_challenge_on_its_own_port() {
 }
 
 #[tokio::test]
+async fn with_acme_http_listen_http_01_is_answered_there_and_the_rest_redirected() {
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let pebble = Pebble::start(PebbleOptions {
+        validation: Validation::Http01 {
+            http_port: http.port(),
+        },
+        validity: None,
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut config, metrics) = acme_config(&pebble, dir.path(), &[NAME]);
+    if let Some(acme) = &mut config.acme {
+        acme.http_listen = Some(http);
+    }
+    let server = start_server(config).await;
+    wait_ready(metrics).await;
+    assert_eq!(curl_healthz(&pebble.root, server.addr).await, "200");
+
+    let url = format!("http://{http}/h/my-app/push?x=1");
+    let answer = send(&client(), "POST", &url, &[], Bytes::new()).await;
+    assert_eq!(answer.status, 308, "a redirect that keeps the method");
+    let port = server.addr.port();
+    assert_eq!(
+        answer.headers["location"],
+        format!("https://{NAME}:{port}/h/my-app/push?x=1").as_str()
+    );
+    let token = format!("http://{http}/.well-known/acme-challenge/not-a-token");
+    let answer = send(&client(), "GET", &token, &[], Bytes::new()).await;
+    assert_eq!(
+        answer.status, 404,
+        "no challenge in progress with that token"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_short_lived_certificate_is_renewed_under_an_open_connection() {
     // Renewal starts with a third of the lifetime left: 16 s into a 24 s certificate, which
     // leaves 8 s for the order (about 2 s here) on a busy machine.
@@ -379,6 +416,7 @@ async fn while_the_ca_is_unreachable_the_relay_waits_and_says_why() {
             ca: None,
             cache_dir: dir.path().join("acme"),
             client_ca: None,
+            http_listen: None,
         }),
         metrics_listen: Some(metrics),
         ..durable_config(dir.path())

@@ -60,6 +60,11 @@ pub enum ServeError {
     Tls(#[from] net::tls::TlsError),
     #[error(transparent)]
     Acme(#[from] net::acme::AcmeError),
+    #[error("cannot listen on {addr} for --acme-http-listen: {source}")]
+    AcmeHttpListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} for --metrics-listen: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -260,6 +265,20 @@ pub async fn serve(
         ));
     }
     if let Some(acme) = acme {
+        if let Some(addr) = state.config.acme.as_ref().and_then(|a| a.http_listen) {
+            let http = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::AcmeHttpListen { addr, source })?;
+            let bound = http.local_addr()?;
+            info!(acme_http_addr = %bound, "HTTP-01 challenges on this address; other requests are redirected to HTTPS");
+            state.tracker.spawn(net::http::serve(
+                net::http::PlainListener(http),
+                net::acme::http_app(acme.resolver(), state.public_url.clone()),
+                state.config.http,
+                count_refusals(&state),
+                shutdown.clone(),
+            ));
+        }
         let _ = state.acme.set(acme.status());
         state.tracker.spawn(acme.run(shutdown.clone()));
     }

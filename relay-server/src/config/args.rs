@@ -241,6 +241,12 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_ACME_CA", value_name = "FILE")]
     pub acme_ca: Option<PathBuf>,
 
+    /// Answer the ACME CA's HTTP-01 challenges on this plain-HTTP address (e.g. 0.0.0.0:80,
+    /// reachable as every --acme-domain on port 80) instead of TLS-ALPN-01 on --listen; every
+    /// other request there is redirected to the same path over HTTPS.
+    #[arg(long, env = "HOOKRELAY_ACME_HTTP_LISTEN", value_name = "ADDR")]
+    pub acme_http_listen: Option<SocketAddr>,
+
     /// Serve `/metrics` without a token on this (private) address too; without it,
     /// `/metrics` on the main listener needs the admin token.
     #[arg(long, env = "HOOKRELAY_METRICS_LISTEN", value_name = "ADDR")]
@@ -626,6 +632,7 @@ impl Args {
                 ("acme-email", self.acme_email.is_some()),
                 ("acme-directory", self.acme_directory.is_some()),
                 ("acme-ca", self.acme_ca.is_some()),
+                ("acme-http-listen", self.acme_http_listen.is_some()),
             ];
             return match stray.iter().find(|(_, given)| *given) {
                 Some((flag, _)) => Err(ConfigError::AcmeWithoutDomain(flag)),
@@ -658,6 +665,7 @@ impl Args {
             ca: self.acme_ca.clone(),
             cache_dir: self.data_dir.join("acme"),
             client_ca: self.client_ca.clone(),
+            http_listen: self.acme_http_listen,
         }))
     }
 }
@@ -832,7 +840,9 @@ mod tests {
         let default = Args::parse_from(["relay-server", "--acme-domain", "relay.example.com"])
             .validate()
             .expect("valid");
-        assert_eq!(default.acme.expect("ACME on").directory, LETS_ENCRYPT);
+        let default = default.acme.expect("ACME on");
+        assert_eq!(default.directory, LETS_ENCRYPT);
+        assert_eq!(default.http_listen, None, "TLS-ALPN-01 by default");
 
         let error = |args: &[&str]| {
             Args::parse_from(args)

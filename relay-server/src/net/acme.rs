@@ -2,22 +2,28 @@
 //! renewed and served without a file or a proxy.
 //!
 //! The ACME protocol itself is rustls-acme's: it answers TLS-ALPN-01 challenges from the
-//! certificate resolver the TLS listener uses, so the one TLS port is all a CA needs to reach;
-//! it starts renewing once less than a third of the certificate's lifetime is left, and retries
+//! certificate resolver the TLS listener uses, so the one TLS port is all a CA needs to reach
+//! (or, with `--acme-http-listen`, HTTP-01 challenges from [`http_app`]); it starts renewing once less than a third of the certificate's lifetime is left, and retries
 //! a failed order with exponential backoff. This module gives it a cache whose files only the
 //! server's user can read, a client that also trusts `--acme-ca`, and turns its events into
 //! logs, `/readyz` and the expiry metric.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Router;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use futures_util::StreamExt;
 use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use rustls_acme::{AccountCache, CertCache, EventOk, ResolvesServerCertAcme};
+use rustls_acme::{AccountCache, CertCache, EventOk, ResolvesServerCertAcme, UseChallenge};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -46,6 +52,9 @@ pub struct AcmeConfig {
     pub cache_dir: PathBuf,
     /// CA (PEM) that agents' client certificates must chain to, as with `--tls-cert`.
     pub client_ca: Option<PathBuf>,
+    /// Where to answer HTTP-01 challenges (and redirect everything else to HTTPS) instead of
+    /// TLS-ALPN-01 on the TLS listener.
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// Why ACME cannot start. Problems with the CA itself are not among them: those are logged
@@ -147,6 +156,11 @@ impl Acme {
             rustls_acme::AcmeConfig::new_with_client_config(&config.domains, Arc::new(client))
                 .contact(config.email.iter().map(|e| format!("mailto:{e}")))
                 .directory(&config.directory)
+                .challenge_type(if config.http_listen.is_some() {
+                    UseChallenge::Http01
+                } else {
+                    UseChallenge::TlsAlpn01
+                })
                 .cache(cache)
                 .state();
         Ok(Self {
@@ -363,6 +377,50 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()?;
     drop(file);
     std::fs::rename(&partial, path)
+}
+
+/// The router of `--acme-http-listen`: the key authorization of the HTTP-01 challenge in
+/// progress at `/.well-known/acme-challenge/{token}` (404 for any other token), and a
+/// permanent redirect to the same path and query under `public_url` for everything else.
+/// The redirect goes to the public URL, never to the request's Host, so it cannot be made to
+/// point elsewhere.
+pub fn http_app(resolver: Arc<ResolvesServerCertAcme>, public_url: String) -> Router {
+    Router::new()
+        .route("/.well-known/acme-challenge/{token}", get(challenge))
+        .fallback(redirect)
+        .with_state(Arc::new(HttpState {
+            resolver,
+            public_url,
+        }))
+}
+
+/// What [`http_app`]'s handlers share.
+struct HttpState {
+    resolver: Arc<ResolvesServerCertAcme>,
+    public_url: String,
+}
+
+async fn challenge(
+    State(state): State<Arc<HttpState>>,
+    UrlPath(token): UrlPath<String>,
+) -> Response {
+    match state.resolver.get_http_01_key_auth(&token) {
+        Some(key_auth) => {
+            debug!("HTTP-01 challenge answered");
+            ([(header::CONTENT_TYPE, "text/plain")], key_auth).into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn redirect(State(state): State<Arc<HttpState>>, uri: Uri) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("{}{path}", state.public_url);
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
 }
 
 /// The public URL of a relay serving `domain` on `port`: the port is left out when it is
