@@ -510,6 +510,21 @@ pub enum ConfigError {
     AcmeDirectory(String),
 }
 
+impl ConfigError {
+    /// Whether the error is about options together (one needs or excludes another) rather
+    /// than about one value: the configuration file checks each key alone first, and must
+    /// not refuse half of a pair that the file gives whole.
+    pub fn is_combination(&self) -> bool {
+        matches!(
+            self,
+            Self::TlsPair { .. }
+                | Self::ClientCaWithoutTls
+                | Self::AcmeWithTlsFiles
+                | Self::AcmeWithoutDomain(_)
+        )
+    }
+}
+
 impl Args {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let acme = self.acme()?;

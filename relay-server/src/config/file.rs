@@ -101,7 +101,11 @@ fn read(path: &Path) -> Result<File, FileErrors> {
             .try_get_matches_from(alone)
             .and_then(|m| Args::from_arg_matches(&m))
             .map_err(|e| clap_reason(&e))
-            .and_then(|args| args.validate().map(drop).map_err(|e| e.to_string()))
+            .and_then(|args| match args.validate() {
+                // Checked once the whole file is applied, by whoever validates it.
+                Err(e) if !e.is_combination() => Err(e.to_string()),
+                _ => Ok(()),
+            })
     };
     let (settings, mut errors) = file.flags(&Args::command(), &["channel"], check);
     let mut warnings = Vec::new();
@@ -335,6 +339,61 @@ verify = { kind = "github", secret = "s3cret" }
             .collect();
         assert!(sources.contains(&("timeout", Source::Flag)), "{sources:?}");
         assert!(sources.contains(&("listen", Source::File)), "{sources:?}");
+    }
+
+    #[test]
+    fn pairs_of_keys_are_checked_together() {
+        let file = write("tls-cert = \"c.pem\"\ntls-key = \"k.pem\"\nclient-ca = \"ca.pem\"\n");
+        let config = load(argv(file.path(), &[]))
+            .expect("each key is fine alone")
+            .args
+            .validate()
+            .expect("and together");
+        assert!(config.tls.is_some());
+        let half = write("tls-cert = \"c.pem\"\n");
+        let refused = load(argv(half.path(), &[])).expect("loads").args.validate();
+        assert!(
+            matches!(
+                refused,
+                Err(crate::config::args::ConfigError::TlsPair { .. })
+            ),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn acme_domains_are_a_list_in_the_file() {
+        let file = write(
+            r#"
+acme-domain = ["relay.example.com", "hooks.example.com"]
+acme-email = "ops@example.com"
+acme-http-listen = "0.0.0.0:80"
+"#,
+        );
+        let config = load(argv(file.path(), &[]))
+            .expect("loads")
+            .args
+            .validate()
+            .expect("valid");
+        let acme = config.acme.expect("ACME on");
+        assert_eq!(acme.domains, ["relay.example.com", "hooks.example.com"]);
+        assert_eq!(acme.email.as_deref(), Some("ops@example.com"));
+        assert_eq!(acme.http_listen.map(|a| a.port()), Some(80));
+        let both = write(
+            r#"
+acme-domain = ["relay.example.com"]
+tls-cert = "c.pem"
+tls-key = "k.pem"
+"#,
+        );
+        let refused = load(argv(both.path(), &[])).expect("loads").args.validate();
+        assert!(
+            matches!(
+                refused,
+                Err(crate::config::args::ConfigError::AcmeWithTlsFiles)
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]
