@@ -229,7 +229,15 @@ impl Acme {
                     warn!(error = %e, "cannot store the ACME certificate in the cache");
                 }
                 Some(Err(e)) => {
-                    error!(error = %e, "ACME failed; retrying with backoff");
+                    // The error names the CA's answer; an invalid authorization or order
+                    // carries its problem documents as well, logged on their own.
+                    let problems = problems(&e);
+                    if problems.is_empty() {
+                        error!(error = %e, "ACME failed; retrying with backoff");
+                    } else {
+                        let problem = problems.join("; ");
+                        error!(%problem, error = %e, "ACME failed; retrying with backoff");
+                    }
                 }
             }
         }
@@ -248,6 +256,33 @@ impl Acme {
             None => {}
         }
     }
+}
+
+/// The problem documents (RFC 8555 section 6.7) in a failed order or authorization, each as
+/// `type: detail`. Errors of any other request already carry the CA's answer in their text.
+fn problems(e: &rustls_acme::EventError<io::Error, io::Error>) -> Vec<String> {
+    use rustls_acme::OrderError;
+    let found: Vec<&rustls_acme::acme::Problem> = match e {
+        rustls_acme::EventError::Order(OrderError::BadAuth(auth)) => auth
+            .challenges
+            .iter()
+            .filter_map(|c| c.error.as_ref())
+            .collect(),
+        rustls_acme::EventError::Order(
+            OrderError::BadOrder(order) | OrderError::ProcessingTimeout(order),
+        ) => order.error.iter().collect(),
+        _ => Vec::new(),
+    };
+    found
+        .into_iter()
+        .map(|p| {
+            format!(
+                "{}: {}",
+                p.typ.as_deref().unwrap_or("about:blank"),
+                p.detail.as_deref().unwrap_or("(no detail)")
+            )
+        })
+        .collect()
 }
 
 /// The expiry (Unix seconds) of the first certificate in `pem` (a key, then the chain).
@@ -446,6 +481,29 @@ mod tests {
         assert_eq!(
             public_url("relay.example.com", 8443),
             "https://relay.example.com:8443"
+        );
+    }
+
+    #[test]
+    fn an_invalid_authorization_is_logged_with_the_cas_problem_document() {
+        let auth: rustls_acme::acme::Auth = serde_json::from_value(serde_json::json!({
+            "status": "invalid",
+            "identifier": { "type": "dns", "value": "relay.example.com" },
+            "challenges": [{
+                "type": "tls-alpn-01",
+                "url": "https://ca.example/chal/1",
+                "token": "t",
+                "error": {
+                    "type": "urn:ietf:params:acme:error:connection",
+                    "detail": "192.0.2.1: Connection refused"
+                }
+            }]
+        }))
+        .expect("an authorization object");
+        let error = rustls_acme::EventError::Order(rustls_acme::OrderError::BadAuth(auth));
+        assert_eq!(
+            problems(&error),
+            ["urn:ietf:params:acme:error:connection: 192.0.2.1: Connection refused"]
         );
     }
 
