@@ -342,7 +342,7 @@ async fn with_acme_http_listen_http_01_is_answered_there_and_the_rest_redirected
 }
 
 #[tokio::test]
-async fn a_short_lived_certificate_is_renewed_under_an_open_connection() {
+async fn a_short_lived_certificate_is_renewed_under_open_connections() {
     // Renewal starts with a third of the lifetime left: 16 s into a 24 s certificate, which
     // leaves 8 s for the order (about 2 s here) on a busy machine.
     let pebble = Pebble::start(PebbleOptions {
@@ -368,6 +368,18 @@ async fn a_short_lived_certificate_is_renewed_under_an_open_connection() {
         .expect("TLS handshake");
     let first = leaf(&open);
     assert_eq!(healthz_on(&mut open).await, 200);
+    // And an agent over wss, as the channel's status names it.
+    let port = server.addr.port();
+    let base = format!("https://localhost:{port}");
+    let mut target = start_target().await;
+    let mut agent = agent_config_at(&base, &target.url);
+    agent.ws_url = format!("wss://localhost:{port}/ws");
+    agent.tls.ca = Some(pebble.root.clone());
+    let agent = start_agent(agent).await;
+    let status = format!("{base}/api/channels/{}", agent.channel);
+    let session = |answer: Answer| answer.json()["agents"][0].clone();
+    let before = session(send(&pebble.client(), "GET", &status, &[], Bytes::new()).await);
+    assert!(before["connected_at"].is_string(), "{before}");
 
     let renewed = async {
         loop {
@@ -400,6 +412,15 @@ async fn a_short_lived_certificate_is_renewed_under_an_open_connection() {
     tokio::time::timeout(DEADLINE, metric)
         .await
         .expect("the metric follows the renewal");
+
+    // A webhook over a new connection (the new certificate) reaches the same agent session.
+    let url = format!("{base}/h/{}/after-renewal", agent.channel);
+    let answer = send(&pebble.client(), "POST", &url, &[], "renewed").await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(next_seen(&mut target).await.body, "renewed");
+    let after = session(send(&pebble.client(), "GET", &status, &[], Bytes::new()).await);
+    assert_eq!(after, before, "the agent did not reconnect");
+    agent.shutdown.cancel();
     server.stop().await;
 }
 
