@@ -183,7 +183,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let addr = listener.local_addr()?;
-    let acme = config.acme.as_ref().map(net::acme::Acme::new).transpose()?;
+    // The command line refuses both; a Config built in code with both serves the files.
+    let acme = match (&config.tls, &config.acme) {
+        (None, Some(acme)) => Some(net::acme::Acme::new(acme)?),
+        _ => None,
+    };
     let certs = match (&config.tls, &acme) {
         (Some(files), _) => Some(net::tls::Certificates::load(files.clone())?),
         (None, Some(acme)) => Some(net::tls::Certificates::resolved(
@@ -195,7 +199,12 @@ pub async fn serve(
     // With ACME the certificate's first name is the public one, unless --public-url says
     // otherwise; open mode and the per-source limits then treat the relay as public.
     let named_url = config.public_url.clone().or_else(|| {
-        let domain = config.acme.as_ref()?.domains.first()?;
+        let domain = config
+            .acme
+            .as_ref()
+            .filter(|_| acme.is_some())?
+            .domains
+            .first()?;
         Some(net::acme::public_url(domain, addr.port()))
     });
     // Registered before the "listening" line, so a SIGHUP sent once that line is logged

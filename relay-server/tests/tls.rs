@@ -215,3 +215,28 @@ async fn sighup_reloads_the_certificate_and_open_connections_go_on() {
     let _ = connection.await;
     assert!(terminate(&mut server.child).success());
 }
+
+#[tokio::test]
+async fn a_config_with_files_and_acme_serves_the_files_and_leaves_acme_off() {
+    let files = Files::new();
+    let ca = Ca::new("relay CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache_dir = dir.path().join("acme");
+    let config = Config {
+        acme: Some(relay_server::AcmeConfig {
+            domains: vec!["relay.example.com".to_owned()],
+            email: None,
+            directory: "https://127.0.0.1:1/dir".to_owned(),
+            ca: None,
+            cache_dir: cache_dir.clone(),
+            client_ca: None,
+            http_listen: None,
+        }),
+        ..tls_config(&files, &ca.server("relay"), None)
+    };
+    let server = start_server(config).await;
+    // The handshake trusts the CA of the files' certificate only.
+    tls_connect(&server.addr.to_string(), &[&ca]).await;
+    assert!(!cache_dir.exists(), "ACME never started");
+    server.stop().await;
+}

@@ -93,7 +93,8 @@ pub struct Config {
     pub prune_interval: Duration,
     /// HTTPS instead of plain HTTP; `None` serves plain HTTP.
     pub tls: Option<TlsConfig>,
-    /// HTTPS with a certificate from an ACME CA; never together with [`Config::tls`].
+    /// HTTPS with a certificate from an ACME CA. The command line refuses it together with
+    /// [`Config::tls`]; set both in code and the files are served, ACME left off.
     pub acme: Option<AcmeConfig>,
 }
 
