@@ -237,7 +237,8 @@ pub struct Args {
     pub acme_directory: Option<String>,
 
     /// Also trust this CA (PEM) when talking to the ACME server: for a private ACME CA such as
-    /// step-ca or Pebble.
+    /// step-ca or Pebble. The CA that signed the server's HTTPS certificate: a self-signed
+    /// server certificate given here is refused as a CA used as an end entity.
     #[arg(long, env = "HOOKRELAY_ACME_CA", value_name = "FILE")]
     pub acme_ca: Option<PathBuf>,
 
