@@ -11,6 +11,7 @@
 //! | module | uses of our crates | also compiled by |
 //! | --- | --- | --- |
 //! | [`requests`], [`process`] | none | relay-server's and relay-client's tests |
+//! | [`postgres`] | none | relay-server's store tests |
 //! | [`rng`] | none | relay-server's tests |
 //! | [`server`], [`ws`], [`tls`], [`live`] | relay-server | relay-server's tests |
 //! | [`client_process`] | none (the `relay-client` binary) | relay-client's tests |
@@ -30,6 +31,7 @@ pub mod client_process;
 pub mod live;
 pub mod node;
 pub mod pebble;
+pub mod postgres;
 pub mod process;
 pub mod requests;
 pub mod rng;

@@ -137,7 +137,7 @@ impl ServerState {
         let store: Arc<dyn Store> = Arc::new(feed::Observed::new(store, Arc::clone(&feed)));
         let data_dir = match &config.store {
             StoreConfig::Sqlite { dir, .. } => Some(dir.clone()),
-            StoreConfig::Memory => None,
+            StoreConfig::Postgres(_) | StoreConfig::Memory => None,
         };
         Arc::new(Self {
             feed,

@@ -1,5 +1,6 @@
-//! `relay-server channels ...`: manage registered channels in the data dir, beside a server
-//! that may be running on it (it reloads within a second).
+//! `relay-server channels ...`: manage registered channels in the store `--store` names (the
+//! data dir, or a PostgreSQL database), beside a server that may be running on it (it reloads
+//! within a second).
 
 use std::io::Write;
 
@@ -10,7 +11,7 @@ use crate::channel::ChannelRecord;
 use crate::channels::{self, Issued};
 use crate::config::args::ChannelsCommand;
 use crate::config::{Config, derive_public_url};
-use crate::store::{self, StoreConfig};
+use crate::store;
 
 /// Runs one `channels` subcommand, printing to `out`.
 pub async fn run(
@@ -18,13 +19,13 @@ pub async fn run(
     config: &Config,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let store = match &config.store {
-        StoreConfig::Sqlite { dir, .. } => store::open_beside_server(dir).await?,
-        StoreConfig::Memory => bail!(
+    let Some(store) = store::open_beside_server(&config.store).await else {
+        bail!(
             "channels are kept in the store, and a --store memory store vanishes with this \
              command: use the admin API (/api/admin/channels) of the running server"
-        ),
+        );
     };
+    let store = store?;
     let base = config
         .public_url
         .clone()

@@ -1,7 +1,9 @@
 //! The behaviour every [`Store`] backend promises, checked against each of them.
 //!
 //! Each check is an `async fn(&dyn Store)`; [`conformance!`] turns it into one test per
-//! backend, so a new backend gets the whole suite by adding one arm.
+//! backend, so a new backend gets the whole suite by adding one arm. The PostgreSQL arm runs
+//! each check on a fresh database of one throwaway cluster per test binary (see
+//! `e2e/src/postgres.rs`), and fails, not skips, where PostgreSQL is not installed.
 
 use bytes::Bytes;
 use protocol::{ChannelId, DeliveryId, Headers, Subscription, TypePattern};
@@ -30,6 +32,15 @@ macro_rules! conformance {
                     let dir = tempfile::tempdir().expect("create temp dir");
                     let store = crate::store::SqliteStore::open(dir.path(), false)
                         .expect("open store in a fresh temp dir");
+                    super::$check(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let store = super::open_postgres(crate::store::Quota::UNLIMITED).await;
                     super::$check(&store).await;
                 }
             )*
@@ -93,6 +104,15 @@ macro_rules! quota_conformance {
                 }
             )*
         }
+        mod postgres_quota {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let store = super::open_postgres(super::TEST_QUOTA).await;
+                    super::$check(&store).await;
+                }
+            )*
+        }
     };
 }
 
@@ -101,6 +121,16 @@ quota_conformance!(
     the_oldest_finished_events_make_room_and_undelivered_ones_never_go,
     rejected_events_past_their_cap_drop_the_oldest,
 );
+
+/// A PostgreSQL store on a fresh database of the test cluster (started on first use).
+async fn open_postgres(quota: Quota) -> super::PostgresStore {
+    let url = super::postgres::cluster::database()
+        .parse()
+        .expect("the test cluster's URL is valid");
+    super::PostgresStore::open(&url, quota)
+        .await
+        .expect("open the store on a fresh database")
+}
 
 pub(super) fn channel(name: &str) -> ChannelId {
     ChannelId::parse(name).expect("valid channel name")

@@ -1,9 +1,10 @@
 //! The event store: every webhook the server accepts, and every attempt to deliver it.
 //!
-//! One narrow async interface, [`Store`], and two backends: [`SqliteStore`] (durable, the
-//! default; an embedded database under `--data-dir`) and [`MemoryStore`] (`--store memory`, no
-//! durability, for tests and benchmarks). A PostgreSQL backend for several relay nodes will
-//! implement the same trait; nothing outside this module knows which backend is in use.
+//! One narrow async interface, [`Store`], and three backends: [`SqliteStore`] (durable, the
+//! default; an embedded database under `--data-dir`), [`PostgresStore`] (`--store
+//! postgres://...`, durable in a database server; one relay node per database for now) and
+//! [`MemoryStore`] (`--store memory`, no durability, for tests and benchmarks). Nothing
+//! outside this module knows which backend is in use.
 //!
 //! Life of an event: [`Store::insert`] as `Queued` (no agent was connected; the dispatcher
 //! delivers it later) or `Delivering` (an agent is delivering it right now, the sender waiting).
@@ -22,9 +23,11 @@ use crate::channel::ChannelRecord;
 #[cfg(test)]
 mod conformance;
 mod memory;
+mod postgres;
 mod sqlite;
 
 pub use memory::MemoryStore;
+pub use postgres::{PostgresStore, PostgresUrl, UrlError};
 pub use protocol::api::{AttemptKind, EventStatus};
 pub use sqlite::{SqliteStore, WriteStats};
 
@@ -40,6 +43,8 @@ pub enum StoreConfig {
         dir: std::path::PathBuf,
         fsync: bool,
     },
+    /// A PostgreSQL database (shown without its password).
+    Postgres(PostgresUrl),
     Memory,
 }
 
@@ -54,6 +59,7 @@ impl fmt::Display for StoreConfig {
                     if *fsync { "on" } else { "off" }
                 )
             }
+            StoreConfig::Postgres(url) => write!(f, "{url}"),
             StoreConfig::Memory => f.write_str("memory (not durable)"),
         }
     }
@@ -61,10 +67,12 @@ impl fmt::Display for StoreConfig {
 
 /// Opens the store `config` names, holding each channel to `quota`. For SQLite this creates
 /// the data dir if needed, checks it is writable and brings its schema up to date, so a bad
-/// data dir fails at start-up.
+/// data dir fails at start-up; for PostgreSQL it connects and brings the schema up to date, so
+/// an unreachable database fails at start-up.
 pub async fn open(config: &StoreConfig, quota: Quota) -> Result<Arc<dyn Store>, StoreError> {
     match config {
         StoreConfig::Memory => Ok(Arc::new(MemoryStore::with_quota(quota))),
+        StoreConfig::Postgres(url) => Ok(Arc::new(PostgresStore::open(url, quota).await?)),
         StoreConfig::Sqlite { dir, fsync } => {
             let (dir, fsync) = (dir.clone(), *fsync);
             open_blocking(move || SqliteStore::open_with_quota(&dir, fsync, quota)).await
@@ -72,11 +80,24 @@ pub async fn open(config: &StoreConfig, quota: Quota) -> Result<Arc<dyn Store>, 
     }
 }
 
-/// Opens the SQLite store in `dir` for managing channels beside a server that may be running
-/// on it (see [`SqliteStore::open_beside_server`]).
-pub async fn open_beside_server(dir: &std::path::Path) -> Result<Arc<dyn Store>, StoreError> {
-    let dir = dir.to_owned();
-    open_blocking(move || SqliteStore::open_beside_server(&dir)).await
+/// Opens the durable store `config` names for managing channels beside a server that may be
+/// running on it (see [`SqliteStore::open_beside_server`], [`PostgresStore::open_beside_server`]).
+/// `None` for the memory store, which only the process that made it can see.
+pub async fn open_beside_server(
+    config: &StoreConfig,
+) -> Option<Result<Arc<dyn Store>, StoreError>> {
+    match config {
+        StoreConfig::Sqlite { dir, .. } => {
+            let dir = dir.clone();
+            Some(open_blocking(move || SqliteStore::open_beside_server(&dir)).await)
+        }
+        StoreConfig::Postgres(url) => Some(
+            PostgresStore::open_beside_server(url)
+                .await
+                .map(|store| Arc::new(store) as Arc<dyn Store>),
+        ),
+        StoreConfig::Memory => None,
+    }
 }
 
 /// Runs `open` (file I/O and migrations) off the async workers.
@@ -374,6 +395,8 @@ pub enum StoreError {
         found: i64,
         known: i64,
     },
+    #[error("cannot use database {target}: {reason}")]
+    Database { target: String, reason: String },
     #[error("{}", in_use(path, *pid))]
     InUse { path: String, pid: Option<u32> },
     #[error("store failed: {0}")]

@@ -1,0 +1,702 @@
+//! The PostgreSQL [`Store`] backend (`--store postgres://...`): events, attempts and channels
+//! in a database a team already runs, so that the data outlives the relay's machine.
+//!
+//! One node per database for now: the recovery at open requeues every `delivering` event,
+//! which is right only when no other node is delivering (see [`schema::recover`]).
+//!
+//! Connections come from a pool (deadpool), each driven by its own task; a connection the
+//! database dropped (a restart) fails the one write that finds it and is replaced on the next,
+//! so the store recovers by itself once the database is back. Each write is one transaction;
+//! the quota is counted in the database (`channel_usage`, kept by triggers) and checked under
+//! that channel's row lock, so it holds however many processes write.
+
+use std::fmt;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use protocol::{ChannelId, DeliveryId, Subscription, TypePattern};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, NoTls};
+use tracing::info;
+
+use crate::channel::ChannelRecord;
+
+use super::{
+    Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,
+    Quota, Recorded, Store, StoreError, Transition, Usage, encode_headers, stored_size,
+};
+use rows::{
+    attempt_from_row, bigint, channel_from_row, channel_name, db_error, describe, event_columns,
+    event_from_row, event_status, summary_columns, summary_from_row,
+};
+use schema::{MIGRATIONS, MigrateError, migrate, recover};
+pub use url::{PostgresUrl, UrlError};
+use url::{Tls, client_config};
+
+mod rows;
+mod schema;
+mod url;
+
+#[cfg(test)]
+#[path = "../../../../e2e/src/postgres.rs"]
+pub(crate) mod cluster;
+
+/// Connections the pool opens at most. Every write holds one for a few round trips; more
+/// than this many at once wait (up to [`POOL_WAIT`]).
+const POOL_SIZE: usize = 16;
+/// How long a caller waits for a free connection, or for a new one to open, before its write
+/// fails (a 503 for a webhook) rather than hanging while the database is unreachable.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// Events one prune transaction deletes at most, so inserts (which wait for prune's channel
+/// locks) commit between slices.
+const PRUNE_SLICE: i64 = 2_000;
+
+/// The PostgreSQL [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    url: PostgresUrl,
+    quota: Quota,
+}
+
+impl PostgresStore {
+    /// Connects to the database `url` names, brings its schema up to date and requeues events
+    /// a previous run left `delivering`, holding each channel to `quota`.
+    ///
+    /// A database that cannot be reached, refuses the login or has a newer schema fails here,
+    /// as [`StoreError::Database`], so the server refuses to start.
+    pub async fn open(url: &PostgresUrl, quota: Quota) -> Result<PostgresStore, StoreError> {
+        Self::open_with(url, quota, true).await
+    }
+
+    /// Opens the store beside a server that may be running on it (for `relay-server
+    /// channels`): the same as [`PostgresStore::open`] but without requeueing `delivering`
+    /// events, which that server is delivering.
+    pub async fn open_beside_server(url: &PostgresUrl) -> Result<PostgresStore, StoreError> {
+        Self::open_with(url, Quota::UNLIMITED, false).await
+    }
+
+    async fn open_with(
+        url: &PostgresUrl,
+        quota: Quota,
+        requeue: bool,
+    ) -> Result<PostgresStore, StoreError> {
+        let failed = |reason: String| StoreError::Database {
+            target: url.to_string(),
+            reason,
+        };
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match url.tls() {
+            Tls::Off => Manager::from_config(url.config(), NoTls, manager_config),
+            tls => {
+                let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+                    client_config(tls).map_err(|e| failed(format!("set up TLS: {e}")))?,
+                );
+                Manager::from_config(url.config(), tls, manager_config)
+            }
+        };
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(POOL_WAIT))
+            .recycle_timeout(Some(POOL_WAIT))
+            .build()
+            .map_err(|e| failed(format!("set up the connection pool: {e}")))?;
+        let mut client = pool
+            .get()
+            .await
+            .map_err(|e| failed(format!("connect: {}", pool_reason(&e))))?;
+        let migrated = migrate(&mut client, MIGRATIONS.len()).await;
+        let recovered = match migrated {
+            Ok(()) if requeue => recover(&client).await,
+            other => other,
+        };
+        recovered.map_err(|e| match e {
+            MigrateError::Database { what, source } => {
+                failed(format!("{what}: {}", describe(&source)))
+            }
+            e @ MigrateError::TooNew { .. } => failed(e.to_string()),
+        })?;
+        drop(client);
+        info!(store = %url, "event store open");
+        Ok(PostgresStore {
+            pool,
+            url: url.clone(),
+            quota,
+        })
+    }
+
+    /// A connection from the pool; [`StoreError::Backend`] when none can be had in time.
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|e| {
+            StoreError::Backend(format!("cannot reach the database: {}", pool_reason(&e)))
+        })
+    }
+}
+
+/// Why the pool could not hand out a connection, with the database's own reason.
+fn pool_reason(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => describe(e),
+        deadpool_postgres::PoolError::Timeout(_) => {
+            format!("no connection within {} s", POOL_WAIT.as_secs())
+        }
+        e => e.to_string(),
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.url)
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks the `channel_usage` row of the channel `$1` names, creating it when new, and reads
+/// what the channel holds. Every write that changes a channel's usage takes this lock first.
+const LOCK_NEW_CHANNEL: &str = "INSERT INTO channel_usage (channel) VALUES ($1)
+    ON CONFLICT (channel) DO UPDATE SET channel = excluded.channel
+    RETURNING undelivered, open_bytes, bytes, rejected";
+/// Locks the `channel_usage` row of event `$1`'s channel; no row when there is no such event.
+const LOCK_CHANNEL_OF: &str = "SELECT u.channel FROM channel_usage u
+    JOIN events e ON e.channel = u.channel WHERE e.id = $1 FOR UPDATE OF u";
+const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq IN (
+        SELECT seq FROM events WHERE channel = $1 AND status = 'rejected'
+        ORDER BY seq LIMIT $2::BIGINT)
+    RETURNING size";
+/// Deletes the oldest finished events of channel `$1` until at least `$2` bytes are freed
+/// (each goes when what went before it is not yet enough).
+const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq IN (
+        SELECT seq FROM (
+            SELECT seq, (sum(size) OVER (ORDER BY seq) - size)::BIGINT AS before
+            FROM events WHERE channel = $1
+            AND status IN ('delivered', 'failed', 'rejected', 'unrouted')) finished
+        WHERE before < $2::BIGINT)";
+const INSERT_EVENT: &str = "INSERT INTO events (id, channel, received_at, source, method, path,
+        query, headers, body, size, body_len, status, next_attempt_at, event_type, replay_of)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+/// Counts an attempt on event `$1` and applies its outcome: `$3` the new status (`NULL`:
+/// unchanged), `$4` whether `next_attempt_at` becomes `$5`, `$6` the new failure count
+/// (`NULL`: unchanged); then adds the attempt numbered as the event's new count.
+const RECORD: &str = "WITH e AS (
+        UPDATE events SET attempts = attempts + 1,
+            response_status = coalesce($2::BIGINT, response_status),
+            status = coalesce($3::TEXT, status),
+            next_attempt_at = CASE WHEN $4::BOOLEAN THEN $5::BIGINT ELSE next_attempt_at END,
+            failures = coalesce($6::BIGINT, failures)
+        WHERE id = $1
+        RETURNING seq, attempts, status, channel),
+    a AS (
+        INSERT INTO attempts (event_seq, n, kind, started_at, duration_ms, agent, status,
+                              headers, body, error)
+        SELECT seq, attempts, $7, $8, $9, $10, $2::BIGINT, $11, $12, $13 FROM e)
+    SELECT attempts, status, channel FROM e";
+/// The condition that an event's type is one a subscription takes: `$N` every type (no
+/// filter), `$N+1` exact types, `$N+2` prefixes; an untyped event matches only the first.
+macro_rules! takes {
+    ($all:literal, $exact:literal, $prefixes:literal) => {
+        concat!(
+            "(",
+            $all,
+            "::BOOLEAN OR event_type = ANY(",
+            $exact,
+            "::TEXT[]) OR EXISTS (SELECT 1 FROM unnest(",
+            $prefixes,
+            "::TEXT[]) AS p WHERE starts_with(event_type, p)))"
+        )
+    };
+}
+const DUE: &str = concat!(
+    "SELECT ",
+    event_columns!(),
+    " FROM events WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 AND ",
+    takes!("$3", "$4", "$5"),
+    " ORDER BY seq LIMIT $6"
+);
+const NEXT_DUE: &str = concat!(
+    "SELECT min(next_attempt_at) FROM events WHERE channel = $1 AND status = 'queued' AND ",
+    takes!("$2", "$3", "$4")
+);
+const LIST: &str = concat!(
+    "SELECT ",
+    summary_columns!(),
+    " FROM events WHERE channel = $1 AND seq < $2 AND ($3::TEXT IS NULL OR status = $3) AND ",
+    takes!("$4", "$5", "$6"),
+    " ORDER BY seq DESC LIMIT $7"
+);
+
+/// A subscription as the three parameters of [`takes!`]: every type, exact types, prefixes.
+fn takes_params(patterns: Option<&[TypePattern]>) -> (bool, Vec<&str>, Vec<&str>) {
+    let Some(patterns) = patterns else {
+        return (true, Vec::new(), Vec::new());
+    };
+    let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+    for pattern in patterns {
+        match pattern {
+            TypePattern::Exact(name) => exact.push(name.as_str()),
+            TypePattern::Prefix(prefix) => prefixes.push(prefix.as_str()),
+        }
+    }
+    (false, exact, prefixes)
+}
+
+fn subscription_patterns(takes: &Subscription) -> Option<&[TypePattern]> {
+    match takes {
+        Subscription::All => None,
+        Subscription::Only(patterns) => Some(patterns),
+    }
+}
+
+/// A SQL `LIMIT` for `limit`.
+fn sql_limit(limit: usize) -> i64 {
+    bigint(limit)
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let channel = event.channel.as_str();
+        let row = tx
+            .query_one(LOCK_NEW_CHANNEL, &[&channel])
+            .await
+            .map_err(db_error)?;
+        let count = |idx: usize| row.get::<_, i64>(idx).try_into().unwrap_or(0u64);
+        let usage = Usage {
+            undelivered: count(0),
+            open_bytes: count(1),
+            bytes: count(2),
+            rejected: count(3),
+        };
+        let size = stored_size(&event.headers, &event.body);
+        // A refusal drops the transaction, which rolls it back: nothing was changed yet.
+        let room = self
+            .quota
+            .room(&event.channel, &usage, event.status, size)?;
+        let mut freed = 0u64;
+        if room.drop_rejected > 0 {
+            let rows = tx
+                .query(
+                    DELETE_OLDEST_REJECTED,
+                    &[&channel, &bigint(room.drop_rejected)],
+                )
+                .await
+                .map_err(db_error)?;
+            freed = rows
+                .iter()
+                .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+                .sum();
+        }
+        if freed < room.free_bytes {
+            tx.execute(
+                DELETE_OLDEST_FINISHED,
+                &[&channel, &bigint(room.free_bytes - freed)],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        let next_attempt_at = (event.status == EventStatus::Queued).then_some(event.received_at);
+        let params: [&(dyn ToSql + Sync); 15] = [
+            event.id.as_uuid(),
+            &channel,
+            &event.received_at,
+            &event.source,
+            &event.method,
+            &event.path,
+            &event.query,
+            &encode_headers(&event.headers),
+            &event.body.as_ref(),
+            &bigint(size),
+            &bigint(event.body.len()),
+            &event.status.as_str(),
+            &next_attempt_at,
+            &event.event_type,
+            &event.replay_of.map(|id| *id.as_uuid()),
+        ];
+        tx.execute(INSERT_EVENT, &params).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
+        // Queued to delivering changes no count, so it needs no channel lock (see the
+        // `events_moved` trigger).
+        let client = self.client().await?;
+        client
+            .execute(
+                "UPDATE events SET status = 'delivering' WHERE id = $1 AND status = 'queued'",
+                &[id.as_uuid()],
+            )
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+
+    async fn record(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    ) -> Result<Recorded, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let locked = tx
+            .query_opt(LOCK_CHANNEL_OF, &[id.as_uuid()])
+            .await
+            .map_err(db_error)?;
+        if locked.is_none() {
+            return Err(StoreError::UnknownEvent(id));
+        }
+        // (new status, whether next_attempt_at changes, its new value, new failure count)
+        let (status, set_next, next, failures) = match then {
+            Transition::Delivered => (Some(EventStatus::Delivered), true, None, None),
+            Transition::Failed => (Some(EventStatus::Failed), true, None, None),
+            Transition::Retry { at, failures } => (
+                Some(EventStatus::Queued),
+                true,
+                Some(at),
+                Some(i64::from(failures)),
+            ),
+            Transition::Keep => (None, false, None, None),
+        };
+        let body = &attempt.body[..attempt.body.len().min(MAX_RECORDED_BODY)];
+        let params: [&(dyn ToSql + Sync); 13] = [
+            id.as_uuid(),
+            &attempt.status.map(i64::from),
+            &status.map(EventStatus::as_str),
+            &set_next,
+            &next,
+            &failures,
+            &attempt.kind.as_str(),
+            &attempt.started_at,
+            &bigint(attempt.duration_ms),
+            &attempt.agent,
+            &encode_headers(&attempt.headers),
+            &body,
+            &attempt.error,
+        ];
+        let row = tx
+            .query_opt(RECORD, &params)
+            .await
+            .map_err(db_error)?
+            .ok_or(StoreError::UnknownEvent(id))?;
+        tx.commit().await.map_err(db_error)?;
+        let n: i64 = row.get(0);
+        Ok(Recorded {
+            n: u32::try_from(n).unwrap_or(u32::MAX),
+            status: event_status(row.get(1))?,
+            channel: channel_name(row.get(2))?,
+        })
+    }
+
+    async fn due(
+        &self,
+        channel: &ChannelId,
+        takes: &Subscription,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let (all, exact, prefixes) = takes_params(subscription_patterns(takes));
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(DUE).await.map_err(db_error)?;
+        let rows = client
+            .query(
+                &stmt,
+                &[
+                    &channel.as_str(),
+                    &now,
+                    &all,
+                    &exact,
+                    &prefixes,
+                    &sql_limit(limit),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| event_from_row(row, channel).map(|(event, _)| event))
+            .collect()
+    }
+
+    async fn next_due(
+        &self,
+        channel: &ChannelId,
+        takes: &Subscription,
+    ) -> Result<Option<Millis>, StoreError> {
+        let (all, exact, prefixes) = takes_params(subscription_patterns(takes));
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(NEXT_DUE).await.map_err(db_error)?;
+        let row = client
+            .query_one(&stmt, &[&channel.as_str(), &all, &exact, &prefixes])
+            .await
+            .map_err(db_error)?;
+        Ok(row.get(0))
+    }
+
+    async fn list(
+        &self,
+        channel: &ChannelId,
+        query: &ListQuery,
+    ) -> Result<Vec<EventSummary>, StoreError> {
+        let client = self.client().await?;
+        let before = match query.before {
+            None => i64::MAX,
+            Some(id) => client
+                .query_opt(
+                    "SELECT seq FROM events WHERE id = $1 AND channel = $2",
+                    &[id.as_uuid(), &channel.as_str()],
+                )
+                .await
+                .map_err(db_error)?
+                .ok_or(StoreError::UnknownEvent(id))?
+                .get(0),
+        };
+        let (all, exact, prefixes) =
+            takes_params(query.event_type.as_ref().map(std::slice::from_ref));
+        let stmt = client.prepare_cached(LIST).await.map_err(db_error)?;
+        let params: [&(dyn ToSql + Sync); 7] = [
+            &channel.as_str(),
+            &before,
+            &query.status.map(EventStatus::as_str),
+            &all,
+            &exact,
+            &prefixes,
+            &sql_limit(query.limit),
+        ];
+        let rows = client.query(&stmt, &params).await.map_err(db_error)?;
+        rows.iter()
+            .map(|row| summary_from_row(row, channel))
+            .collect()
+    }
+
+    async fn get(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError> {
+        let mut client = self.client().await?;
+        // One snapshot, so the attempts belong to the same moment as the event.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db_error)?;
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM events WHERE channel = $1 AND id = $2"
+        );
+        let Some(row) = tx
+            .query_opt(sql, &[&channel.as_str(), id.as_uuid()])
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        let (mut event, seq) = event_from_row(&row, channel)?;
+        let sql = "SELECT n, kind, started_at, duration_ms, agent, status, headers, body, error
+                   FROM attempts WHERE event_seq = $1 ORDER BY n";
+        let rows = tx.query(sql, &[&seq]).await.map_err(db_error)?;
+        event.attempts = rows
+            .iter()
+            .map(attempt_from_row)
+            .collect::<Result<_, _>>()?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(Some(event))
+    }
+
+    async fn count(
+        &self,
+        channel: &ChannelId,
+        status: Option<EventStatus>,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM events
+                 WHERE channel = $1 AND ($2::TEXT IS NULL OR status = $2)",
+                &[&channel.as_str(), &status.map(EventStatus::as_str)],
+            )
+            .await
+            .map_err(db_error)?;
+        let n: i64 = row.get(0);
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+    }
+
+    async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let slice = self.prune_slice(cutoff, cap).await?;
+            deleted += slice;
+            if slice < PRUNE_SLICE as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    async fn create_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {
+        let settings = settings_json(&record)?;
+        let client = self.client().await?;
+        let inserted = client
+            .execute(
+                "INSERT INTO channels (name, token_hash, created_at, settings)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                &[
+                    &record.name.as_str(),
+                    &record.token_hash.0.as_slice(),
+                    &record.created_at,
+                    &settings,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        if inserted == 0 {
+            return Err(StoreError::ChannelExists(record.name));
+        }
+        Ok(())
+    }
+
+    async fn update_channel(&self, record: ChannelRecord) -> Result<(), StoreError> {
+        let settings = settings_json(&record)?;
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                "UPDATE channels SET token_hash = $2, settings = $3 WHERE name = $1",
+                &[
+                    &record.name.as_str(),
+                    &record.token_hash.0.as_slice(),
+                    &settings,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        if changed == 0 {
+            return Err(StoreError::UnknownChannel(record.name));
+        }
+        Ok(())
+    }
+
+    async fn delete_channel(&self, name: &ChannelId) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let deleted = client
+            .execute("DELETE FROM channels WHERE name = $1", &[&name.as_str()])
+            .await
+            .map_err(db_error)?;
+        Ok(deleted > 0)
+    }
+
+    async fn channels(&self) -> Result<(u64, Vec<ChannelRecord>), StoreError> {
+        let client = self.client().await?;
+        // One statement, so the version belongs to the same snapshot as the rows.
+        let rows = client
+            .query(
+                "SELECT v.version, c.name, c.token_hash, c.created_at, c.settings
+                 FROM channels_version v LEFT JOIN channels c ON true
+                 ORDER BY c.name COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        let version = rows.first().map_or(0, |row| row.get::<_, i64>(0));
+        let records = rows
+            .iter()
+            .filter(|row| row.get::<_, Option<&str>>(1).is_some())
+            .map(|row| channel_from_row(row, 1))
+            .collect::<Result<_, _>>()?;
+        Ok((u64::try_from(version).unwrap_or(0), records))
+    }
+
+    async fn channels_version(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT version FROM channels_version", &[])
+            .await
+            .map_err(db_error)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        // Assigning a transaction id is what a write needs first; a read-only replica (or a
+        // database in recovery) refuses it.
+        let client = self.client().await?;
+        client
+            .execute("SELECT txid_current()", &[])
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT channel, count(*) FROM events WHERE status = 'queued'
+                 GROUP BY channel ORDER BY channel COLLATE \"C\"",
+                &[],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let n: i64 = row.get(1);
+                Ok((channel_name(row.get(0))?, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+}
+
+impl PostgresStore {
+    /// One transaction of [`Store::prune`]: at most [`PRUNE_SLICE`] events, by age first, then
+    /// per channel the finished events older than the newest `cap`. It locks every channel's
+    /// usage row first, in name order, as an insert locks its one: deleting takes those locks
+    /// (the counting triggers), and taking them after the events' rows could deadlock with an
+    /// insert making room in the same channel.
+    async fn prune_slice(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        tx.execute(
+            "SELECT channel FROM channel_usage ORDER BY channel FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+        let by_age = tx
+            .execute(
+                "DELETE FROM events WHERE seq IN (
+                     SELECT seq FROM events WHERE received_at < $1 ORDER BY seq LIMIT $2)",
+                &[&cutoff, &PRUNE_SLICE],
+            )
+            .await
+            .map_err(db_error)?;
+        let left = PRUNE_SLICE - bigint(by_age);
+        let by_cap = if left > 0 {
+            tx.execute(
+                "DELETE FROM events WHERE seq IN (
+                     SELECT seq FROM (
+                         SELECT seq, status,
+                                row_number() OVER (PARTITION BY channel ORDER BY seq DESC) AS rank
+                         FROM events) ranked
+                     WHERE rank > $1
+                     AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
+                     ORDER BY seq LIMIT $2)",
+                &[&bigint(cap), &left],
+            )
+            .await
+            .map_err(db_error)?
+        } else {
+            0
+        };
+        tx.commit().await.map_err(db_error)?;
+        Ok(by_age + by_cap)
+    }
+}
+
+fn settings_json(record: &ChannelRecord) -> Result<String, StoreError> {
+    serde_json::to_string(&record.settings)
+        .map_err(|e| StoreError::Backend(format!("cannot encode channel settings: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,222 @@
+//! The database's tables, how they are brought up to date, and the recovery at open.
+
+use tracing::{info, warn};
+
+use crate::store::now_ms;
+
+/// Key of the advisory lock the migrations run under (any 64-bit number no other user of the
+/// database takes; this one spells "hookrelay" in part).
+const MIGRATION_LOCK: i64 = 0x686f_6f6b_7265_6c61;
+
+/// Schema migrations, in order: entry `i` takes the database from version `i` to `i + 1`
+/// (kept in `schema_version`). Append only: a released migration is never edited, since
+/// databases already past it would not run it again.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: events, their attempts, registered channels, and what each channel holds.
+    //
+    // Headers and body stay in the event's row: PostgreSQL keeps large values out of line
+    // (TOAST) and an update that does not touch them (recording an attempt) does not copy
+    // them, which is why the SQLite schema moved them to a table of their own.
+    //
+    // `channel_usage` is what the quota counts, kept by triggers so that every writer (any
+    // node, prune, an operator's psql) keeps it right. Its row is also each channel's lock:
+    // every write that changes a channel's usage locks the row first (see `lock_channel`),
+    // so writes to one channel are serialised in one order and cannot deadlock.
+    "CREATE TABLE events (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        id UUID NOT NULL UNIQUE,
+        channel TEXT NOT NULL,
+        received_at BIGINT NOT NULL,
+        source TEXT,
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        query TEXT,
+        headers BYTEA NOT NULL,
+        body BYTEA NOT NULL,
+        size BIGINT NOT NULL,
+        body_len BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL DEFAULT 0,
+        failures BIGINT NOT NULL DEFAULT 0,
+        response_status BIGINT,
+        next_attempt_at BIGINT,
+        event_type TEXT,
+        replay_of UUID
+    );
+    CREATE INDEX events_channel_seq ON events (channel, seq);
+    CREATE INDEX events_queued_due ON events (channel, next_attempt_at) WHERE status = 'queued';
+    CREATE INDEX events_rejected ON events (channel, seq) WHERE status = 'rejected';
+    CREATE TABLE attempts (
+        event_seq BIGINT NOT NULL REFERENCES events (seq) ON DELETE CASCADE,
+        n BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        duration_ms BIGINT NOT NULL,
+        agent TEXT,
+        status BIGINT,
+        headers BYTEA NOT NULL,
+        body BYTEA NOT NULL,
+        error TEXT,
+        PRIMARY KEY (event_seq, n)
+    );
+    CREATE TABLE channels (
+        name TEXT PRIMARY KEY,
+        token_hash BYTEA NOT NULL,
+        created_at BIGINT NOT NULL,
+        settings TEXT NOT NULL
+    );
+    CREATE TABLE channels_version (version BIGINT NOT NULL);
+    INSERT INTO channels_version VALUES (0);
+    CREATE FUNCTION hookrelay_channels_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE channels_version SET version = version + 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER channels_changed AFTER INSERT OR UPDATE OR DELETE ON channels
+        FOR EACH ROW EXECUTE FUNCTION hookrelay_channels_changed();
+
+    CREATE TABLE channel_usage (
+        channel TEXT PRIMARY KEY,
+        undelivered BIGINT NOT NULL DEFAULT 0,
+        open_bytes BIGINT NOT NULL DEFAULT 0,
+        bytes BIGINT NOT NULL DEFAULT 0,
+        rejected BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE FUNCTION hookrelay_count(ch TEXT, st TEXT, n BIGINT, sz BIGINT) RETURNS void
+    LANGUAGE sql AS $$
+        INSERT INTO channel_usage AS u (channel, undelivered, open_bytes, bytes, rejected)
+        VALUES (ch,
+                CASE WHEN st IN ('queued', 'delivering') THEN n ELSE 0 END,
+                CASE WHEN st IN ('queued', 'delivering') THEN sz ELSE 0 END,
+                sz,
+                CASE WHEN st = 'rejected' THEN n ELSE 0 END)
+        ON CONFLICT (channel) DO UPDATE SET
+            undelivered = u.undelivered + excluded.undelivered,
+            open_bytes = u.open_bytes + excluded.open_bytes,
+            bytes = u.bytes + excluded.bytes,
+            rejected = u.rejected + excluded.rejected
+    $$;
+    CREATE FUNCTION hookrelay_events_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM hookrelay_count(channel, status, count(*), sum(size)::BIGINT)
+        FROM new_rows GROUP BY channel, status;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION hookrelay_events_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM hookrelay_count(channel, status, -count(*), -sum(size)::BIGINT)
+        FROM old_rows GROUP BY channel, status;
+        RETURN NULL;
+    END $$;
+    CREATE FUNCTION hookrelay_event_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM hookrelay_count(OLD.channel, OLD.status, -1, -OLD.size);
+        PERFORM hookrelay_count(NEW.channel, NEW.status, 1, NEW.size);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_inserted AFTER INSERT ON events
+        REFERENCING NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION hookrelay_events_inserted();
+    CREATE TRIGGER events_deleted AFTER DELETE ON events
+        REFERENCING OLD TABLE AS old_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION hookrelay_events_deleted();
+    -- Only a change the quota counts: queued to delivering and back changes nothing.
+    CREATE TRIGGER events_moved AFTER UPDATE OF status ON events FOR EACH ROW
+        WHEN ((OLD.status IN ('queued', 'delivering')) <> (NEW.status IN ('queued', 'delivering'))
+              OR (OLD.status = 'rejected') <> (NEW.status = 'rejected'))
+        EXECUTE FUNCTION hookrelay_event_moved();",
+];
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum MigrateError {
+    #[error(
+        "its schema is version {found}, newer than this build knows ({known}); upgrade relay-server"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("{what}: {source}")]
+    Database {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+/// What failed, for [`MigrateError::Database`].
+fn step(what: &str) -> impl FnOnce(tokio_postgres::Error) -> MigrateError + '_ {
+    move |source| MigrateError::Database {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+/// Applies the migrations the database lacks, up to `target`, in one transaction that holds
+/// an advisory lock ([`MIGRATION_LOCK`]): nodes starting together on an empty database take
+/// turns, and the ones after the first find the schema current. The lock is the transaction's
+/// (`pg_advisory_xact_lock`), so it is released however the transaction ends, and a failed
+/// migration leaves the database as it was.
+pub(super) async fn migrate(
+    client: &mut tokio_postgres::Client,
+    target: usize,
+) -> Result<(), MigrateError> {
+    let tx = client
+        .transaction()
+        .await
+        .map_err(step("begin migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(step("take the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL);
+         INSERT INTO schema_version SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM schema_version);",
+    )
+    .await
+    .map_err(step("create schema_version"))?;
+    let found: i64 = tx
+        .query_one("SELECT version FROM schema_version", &[])
+        .await
+        .map_err(step("read schema version"))?
+        .get(0);
+    let known = schema_version(MIGRATIONS.len());
+    if found > known {
+        return Err(MigrateError::TooNew { found, known });
+    }
+    let start = usize::try_from(found).unwrap_or(0);
+    for (index, sql) in MIGRATIONS.iter().enumerate().take(target).skip(start) {
+        let version = schema_version(index + 1);
+        let what = format!("migrate schema to version {version}");
+        tx.batch_execute(sql).await.map_err(step(&what))?;
+        tx.execute("UPDATE schema_version SET version = $1", &[&version])
+            .await
+            .map_err(step(&what))?;
+        info!(version, "event store schema migrated");
+    }
+    tx.commit().await.map_err(step("commit migration"))
+}
+
+/// Turns events left `delivering` back into due `queued` ones: with one node, whoever was
+/// delivering them is gone (the previous run of this server). With several nodes on one
+/// database this would requeue what a live node is delivering; it must become lease-based
+/// (a node requeues only the events of nodes whose lease expired) before they are supported.
+pub(super) async fn recover(client: &tokio_postgres::Client) -> Result<(), MigrateError> {
+    let recovered = client
+        .execute(
+            "UPDATE events SET status = 'queued', next_attempt_at = $1
+             WHERE status = 'delivering'",
+            &[&now_ms()],
+        )
+        .await
+        .map_err(step("requeue events left delivering"))?;
+    if recovered > 0 {
+        warn!(
+            recovered,
+            "requeued events that were being delivered when the server stopped"
+        );
+    }
+    Ok(())
+}
+
+/// The schema version after `migrations` migrations.
+fn schema_version(migrations: usize) -> i64 {
+    i64::try_from(migrations).expect("a handful of migrations fits in i64")
+}

@@ -1,0 +1,184 @@
+//! What the conformance suite cannot check through the trait alone: reopening, migrations
+//! racing, a newer schema, a database that is unreachable or restarts, and the quota under
+//! concurrent writers.
+
+use std::time::{Duration, Instant};
+
+use protocol::{DeliveryId, Subscription};
+
+use super::cluster::{Cluster, database};
+use super::{PostgresStore, PostgresUrl};
+use crate::store::conformance::{channel, new_event};
+use crate::store::{EventStatus, Full, Quota, Store, StoreError};
+
+fn url(text: &str) -> PostgresUrl {
+    text.parse().expect("the test cluster's URL is valid")
+}
+
+/// A plain connection to `url`, for what the store does not offer (the schema version).
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test cluster");
+    tokio::spawn(connection);
+    client
+}
+
+#[tokio::test]
+async fn data_survives_reopen_and_delivering_events_are_requeued() {
+    let db = url(&database());
+    let ch = channel("reopen");
+    let store = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("open");
+    let live = new_event(&ch, 1, EventStatus::Delivering);
+    let id = live.id;
+    store.insert(live).await.expect("insert");
+    drop(store);
+
+    let beside = PostgresStore::open_beside_server(&db).await.expect("open");
+    let event = beside.get(&ch, id).await.expect("get").expect("kept");
+    assert_eq!(
+        event.summary.status,
+        EventStatus::Delivering,
+        "the channels command leaves a running server's deliveries alone"
+    );
+    let store = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("reopen");
+    let event = store.get(&ch, id).await.expect("get").expect("kept");
+    assert_eq!(event.summary.status, EventStatus::Queued);
+    let due = store.due(&ch, &Subscription::All, i64::MAX, 10).await;
+    assert_eq!(due.expect("due").len(), 1, "and due now");
+}
+
+#[tokio::test]
+async fn nodes_starting_together_on_an_empty_database_migrate_it_once() {
+    let text = database();
+    let db = url(&text);
+    let opens = (0..4).map(|_| PostgresStore::open(&db, Quota::UNLIMITED));
+    for opened in futures_util::future::join_all(opens).await {
+        opened.expect("every node opens");
+    }
+    let client = raw(&text).await;
+    let version: i64 = client
+        .query_one("SELECT version FROM schema_version", &[])
+        .await
+        .expect("read version")
+        .get(0);
+    assert_eq!(
+        version,
+        i64::try_from(super::MIGRATIONS.len()).expect("small")
+    );
+}
+
+#[tokio::test]
+async fn a_newer_schema_is_refused_at_open() {
+    let text = database();
+    let db = url(&text);
+    drop(
+        PostgresStore::open(&db, Quota::UNLIMITED)
+            .await
+            .expect("open"),
+    );
+    raw(&text)
+        .await
+        .execute("UPDATE schema_version SET version = 99", &[])
+        .await
+        .expect("set version");
+    let err = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect_err("too new");
+    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert!(err.to_string().contains("upgrade relay-server"), "{err}");
+}
+
+#[tokio::test]
+async fn an_unreachable_database_fails_open_naming_it_without_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind")
+        .port();
+    let db = url(&format!(
+        "postgres://relay:s3cret@127.0.0.1:{port}/hookrelay?sslmode=disable"
+    ));
+    let err = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect_err("nothing listens there");
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "cannot use database postgres://relay@127.0.0.1:{port}/hookrelay"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("connect"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+}
+
+#[tokio::test]
+async fn writes_fail_while_the_database_is_down_and_recover_when_it_is_back() {
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("start cluster");
+    let db = url(&cluster.database());
+    let store = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("open");
+    let ch = channel("outage");
+    store
+        .insert(new_event(&ch, 1, EventStatus::Queued))
+        .await
+        .expect("insert");
+
+    cluster.stop();
+    let err = store
+        .insert(new_event(&ch, 2, EventStatus::Queued))
+        .await
+        .expect_err("the database is down");
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(store.ready().await.is_err(), "not ready while it is down");
+
+    cluster.start_again();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while let Err(e) = store.ready().await {
+        assert!(Instant::now() < deadline, "never ready again: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    store
+        .insert(new_event(&ch, 3, EventStatus::Queued))
+        .await
+        .expect("insert after the restart");
+    assert_eq!(store.count(&ch, None).await.expect("count"), 2);
+}
+
+#[tokio::test]
+async fn concurrent_inserts_into_one_channel_never_pass_its_quota() {
+    let quota = Quota {
+        max_undelivered: 4,
+        ..Quota::UNLIMITED
+    };
+    let store = PostgresStore::open(&url(&database()), quota)
+        .await
+        .expect("open");
+    let ch = channel("crowded");
+    let inserts = (0..24).map(|t| store.insert(new_event(&ch, t, EventStatus::Queued)));
+    let results = futures_util::future::join_all(inserts).await;
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    let full = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(StoreError::Full {
+                    what: Full::Undelivered,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!((stored, full), (4, 20), "{results:?}");
+    assert_eq!(store.count(&ch, None).await.expect("count"), 4);
+    let unknown = store.begin(DeliveryId::random()).await;
+    assert!(unknown.is_ok(), "{unknown:?}");
+}
