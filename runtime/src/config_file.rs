@@ -271,7 +271,9 @@ pub fn given(
             matches
                 .get_raw(id)
                 .map(|values| {
-                    let values: Vec<_> = values.map(|v| v.to_string_lossy()).collect();
+                    let values: Vec<_> = values
+                        .map(|v| without_url_password(&v.to_string_lossy()))
+                        .collect();
                     values.join(", ")
                 })
                 .unwrap_or_default()
@@ -279,6 +281,23 @@ pub fn given(
         out.push((long.to_owned(), value, source));
     }
     out
+}
+
+/// `value` with the password of a URL in it (`scheme://user:password@host`) replaced by
+/// `***`, so a database URL given as a setting can be shown.
+pub fn without_url_password(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return value.to_owned();
+    };
+    let Some((user, _)) = userinfo.split_once(':') else {
+        return value.to_owned();
+    };
+    format!("{scheme}://{user}:***@{host}{path}")
 }
 
 /// The first line of clap's message, without its `error: ` prefix.
@@ -319,6 +338,17 @@ fn nth_table_line(text: &str, name: &str, n: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_passwords_are_not_shown() {
+        assert_eq!(
+            without_url_password("postgres://relay:s3cret@db:5432/hookrelay?sslmode=require"),
+            "postgres://relay:***@db:5432/hookrelay?sslmode=require"
+        );
+        for kept in ["postgres://relay@db/x", "sqlite", "http://a/b@c", "10/s"] {
+            assert_eq!(without_url_password(kept), kept);
+        }
+    }
 
     #[test]
     fn edit_distance_counts_single_character_edits() {

@@ -16,7 +16,9 @@ use crate::event_type::TypeSource;
 use crate::net::acme::{AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 use crate::net::http::{HttpLimits, MIN_HEAD_BYTES};
 use crate::net::tls::TlsConfig;
-use crate::store::{Quota, StoreConfig};
+use runtime::config_file::without_url_password;
+
+use crate::store::{PostgresUrl, Quota, StoreConfig, UrlError};
 use crate::verify::{VerifyArgs, VerifySpecError};
 
 /// Raw command-line and environment options of `relay-server`.
@@ -71,13 +73,14 @@ pub struct Args {
     #[arg(long, env = "HOOKRELAY_AGENT_TOKEN", hide_env_values = true)]
     pub agent_token: Option<String>,
 
-    /// Where events are stored: `sqlite` (durable, under --data-dir) or `memory` (lost on
-    /// exit; for tests and benchmarks).
+    /// Where events are stored: `sqlite` (durable, under --data-dir), a PostgreSQL URL
+    /// (`postgres://user:password@host:5432/dbname?sslmode=require`; one relay node per
+    /// database for now) or `memory` (lost on exit; for tests and benchmarks).
     #[arg(
         long,
         env = "HOOKRELAY_STORE",
-        value_enum,
         default_value_t = StoreKind::Sqlite,
+        hide_env_values = true,
         global = true
     )]
     pub store: StoreKind,
@@ -454,16 +457,51 @@ impl ChannelOptions {
     }
 }
 
-/// Which event store backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// Which event store backend to use, as `--store` names it. A PostgreSQL URL is kept as
+/// given here and checked by [`Args::validate`], whose error never repeats it (clap's would,
+/// password and all).
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Sqlite,
     Memory,
+    Postgres(String),
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "sqlite" => Ok(StoreKind::Sqlite),
+            "memory" => Ok(StoreKind::Memory),
+            url if PostgresUrl::is_postgres(url) => Ok(StoreKind::Postgres(url.to_owned())),
+            _ => Err("use sqlite, memory or a postgres:// URL".to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    /// The name `--store` takes; a URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreKind::Sqlite => f.write_str("sqlite"),
+            StoreKind::Memory => f.write_str("memory"),
+            StoreKind::Postgres(url) => f.write_str(&without_url_password(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreKind({self})")
+    }
 }
 
 /// Why the options cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error("--store: {0}")]
+    Store(UrlError),
     #[error("--public-url must start with http:// or https:// (got {0:?})")]
     PublicUrl(String),
     #[error("--timeout must be at least 1 second")]
@@ -597,6 +635,9 @@ impl Args {
                 dir: self.data_dir,
                 fsync: self.fsync,
             },
+            StoreKind::Postgres(url) => {
+                StoreConfig::Postgres(url.parse().map_err(ConfigError::Store)?)
+            }
             StoreKind::Memory => StoreConfig::Memory,
         };
         Ok(Config {
@@ -773,6 +814,31 @@ mod tests {
         .expect("valid");
         assert_eq!(config.store, StoreConfig::Memory);
         assert_eq!(config.offline_status, 503);
+        let url = "postgresql://relay:s3cret@db:5432/hookrelay?sslmode=require";
+        let pg = Args::parse_from(["relay-server", "--store", url])
+            .validate()
+            .expect("valid");
+        let StoreConfig::Postgres(parsed) = &pg.store else {
+            panic!("{:?}", pg.store);
+        };
+        assert_eq!(
+            pg.store.to_string(),
+            "postgres://relay@db:5432/hookrelay?sslmode=require",
+            "shown without the password"
+        );
+        assert_eq!(*parsed, url.parse().expect("valid"));
+        for bad in ["postgres", "mysql://db"] {
+            let err = Args::try_parse_from(["relay-server", "--store", bad]).expect_err(bad);
+            assert!(err.to_string().contains("--store"), "{err}");
+        }
+        let bad = "postgres://u:s3cret@h/db?sslmode=allow";
+        let err = Args::parse_from(["relay-server", "--store", bad])
+            .validate()
+            .expect_err("no such sslmode");
+        assert_eq!(
+            err.to_string(),
+            "--store: sslmode \"allow\" is not supported: use disable, prefer, require or verify-full"
+        );
         assert_eq!(config.ack_after, Some(Duration::from_secs(5)));
         assert_eq!(config.retention, Duration::from_secs(36 * 3600));
         assert_eq!(config.retry.min, Duration::from_secs(2));
