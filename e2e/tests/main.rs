@@ -13,6 +13,7 @@ mod inspector;
 mod limits;
 mod never_refuse;
 mod ops;
+mod postgres;
 mod real_senders;
 mod relay;
 mod store;

@@ -1,0 +1,126 @@
+//! One relay node on a PostgreSQL store (`--store postgres://...`), end to end: a real server
+//! in-process, a real agent and target on 127.0.0.1, and a fresh database of the test
+//! binary's throwaway cluster (`hookrelay_e2e::postgres`; PostgreSQL must be installed).
+
+use std::process::Command;
+use std::time::Duration;
+
+use hookrelay_e2e::*;
+use relay_server::{Config, StoreConfig};
+
+/// A server config on a fresh database, in open mode (loopback).
+fn on_postgres(url: &str) -> Config {
+    Config {
+        store: StoreConfig::Postgres(url.parse().expect("the test cluster's URL is valid")),
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn a_node_on_postgres_relays_queues_offline_webhooks_and_keeps_history_across_restarts() {
+    let url = postgres::database();
+    let server = start_server(on_postgres(&url)).await;
+    let mut target = start_target().await;
+    let client = client();
+    let hook = format!("{}/h/pg/hook?n=1", server.url());
+
+    // No agent yet: the webhook is queued in PostgreSQL, then delivered once one connects.
+    let queued = post_queued(&client, &hook, body_for(0)).await;
+    let agent = start_agent(pinned_agent(&server.url(), "pg", &target.url)).await;
+    let seen = next_seen(&mut target).await;
+    assert_eq!(seen.header("x-hookrelay-delivery"), [queued.as_bytes()]);
+    assert_eq!(seen.header("x-hookrelay-attempt"), [b"queued"]);
+    assert_eq!(seen.body, body_for(0), "byte for byte");
+    assert_eq!(seen.uri, "/hook?n=1");
+
+    // With the agent connected, the sender gets the target's own answer.
+    let answer = send(&client, "POST", &hook, &[], body_for(1)).await;
+    assert_eq!(answer.status, 201, "{:?}", answer.body);
+    assert_eq!(answer.body, body_for(1), "the target echoes the body");
+    let live = answer.delivery().expect("delivery id header");
+    assert_eq!(next_seen(&mut target).await.body, body_for(1));
+
+    let events = format!("{}/api/channels/pg/events?status=delivered", server.url());
+    poll_json(&client, &events, |doc| {
+        doc["events"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    agent.shutdown.cancel();
+    server.stop().await;
+
+    // A new server on the same database has the whole history.
+    let server = start_server(on_postgres(&url)).await;
+    let events = format!("{}/api/channels/pg/events", server.url());
+    let doc = get_json(&client, &events).await;
+    let ids: Vec<&str> = doc["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|event| event["id"].as_str())
+        .collect();
+    assert_eq!(ids, [live.as_str(), queued.as_str()], "newest first: {doc}");
+    let first = get_json(&client, &format!("{events}/{queued}")).await;
+    assert_eq!(first["status"], "delivered");
+    assert_eq!(first["attempts"][0]["kind"], "queued");
+    assert_eq!(first["attempts"][0]["status"], 201);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_channels_command_manages_channels_in_the_database_store_names() {
+    // A password the cluster does not ask for (trust): it must not show anywhere.
+    let url = postgres::database().replace("postgres@", "postgres:pg-s3cret@");
+    let server = start_server(Config {
+        open: Some(false),
+        channel_reload: Duration::from_millis(50),
+        ..on_postgres(&url)
+    })
+    .await;
+    let target = start_target().await;
+    let run = |args: &[&str]| {
+        let output = Command::new(server_binary())
+            .args(args)
+            .args(["--store", &url, "--public-url", "https://relay.example.com"])
+            .output()
+            .expect("run relay-server");
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        let err = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            !out.contains("pg-s3cret") && !err.contains("pg-s3cret"),
+            "{out}{err}"
+        );
+        (output.status.success(), out, err)
+    };
+    let (ok, out, err) = run(&["channels", "create", "pg-made"]);
+    assert!(ok, "{out}{err}");
+    let token = out
+        .split_whitespace()
+        .find(|word| word.starts_with("hrt_"))
+        .expect("token printed")
+        .to_owned();
+
+    // The running server, on the same database, picks the channel up by itself.
+    let connect = async {
+        loop {
+            let mut config = agent_config(&server, &target.url);
+            config.channel = Some(protocol::ChannelId::parse("pg-made").expect("valid"));
+            config.token = Some(token.clone());
+            if let Ok(agent) = relay_client::Agent::connect(config, None).await {
+                return agent;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let agent = tokio::time::timeout(DEADLINE, connect)
+        .await
+        .expect("server reloads channels in time");
+    assert_eq!(agent.channel(), "pg-made");
+    let (ok, out, _) = run(&["channels", "list"]);
+    assert!(ok && out.contains("pg-made"), "{out}");
+    let (ok, out, err) = run(&["channels", "revoke", "pg-made"]);
+    assert!(ok, "{out}{err}");
+    let (ok, out, _) = run(&["channels", "list"]);
+    assert!(ok && out.contains("No channels registered"), "{out}");
+    drop(agent);
+    server.stop().await;
+}
