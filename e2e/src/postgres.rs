@@ -29,6 +29,8 @@ pub struct Cluster {
     port: u16,
     /// Whether the programs run as the `postgres` user (the tests run as root).
     as_postgres: bool,
+    /// Server settings beyond the defaults below (`-c name=value ...`).
+    settings: String,
 }
 
 /// The cluster [`database`] creates its databases in, started on first use.
@@ -43,6 +45,16 @@ pub fn database() -> String {
 impl Cluster {
     /// Initialises and starts a cluster of its own (for a test that stops and restarts it).
     pub fn start() -> Cluster {
+        Self::start_with(None)
+    }
+
+    /// [`Cluster::start`] with TLS on (`ssl=on`), serving certificate `cert_pem` with key
+    /// `key_pem` (PEM text); plain connections are still accepted.
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> Cluster {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Cluster {
         let bin = bin_dir();
         let as_postgres = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         let dir = tempfile::Builder::new()
@@ -50,17 +62,39 @@ impl Cluster {
             .tempdir()
             .expect("create a temp dir for the cluster")
             .keep();
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             bin,
             dir,
             port: free_port(),
             as_postgres,
+            settings: String::new(),
         };
-        if as_postgres {
-            let uid = id("-u");
-            let gid = id("-g");
-            std::os::unix::fs::chown(&cluster.dir, Some(uid), Some(gid))
-                .expect("hand the cluster's dir to the postgres user");
+        let owner = as_postgres.then(|| (id("-u"), id("-g")));
+        let give = |path: &Path| {
+            if let Some((uid, gid)) = owner {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .expect("hand the cluster's files to the postgres user");
+            }
+        };
+        give(&cluster.dir);
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt as _;
+            let (cert_path, key_path) = (
+                cluster.dir.join("server.crt"),
+                cluster.dir.join("server.key"),
+            );
+            std::fs::write(&cert_path, cert).expect("write the server certificate");
+            std::fs::write(&key_path, key).expect("write the server key");
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+                .expect("restrict the server key");
+            give(&cert_path);
+            give(&key_path);
+            cluster.settings = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_path.display(),
+                key_path.display()
+            );
         }
         watch(&cluster);
         let data = cluster.data();
@@ -89,9 +123,10 @@ impl Cluster {
         // they return (synchronous_commit stays on), so a commit survives [`Cluster::stop`].
         let options = format!(
             "-h 127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off \
-             -c max_connections=300",
+             -c max_connections=300{}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings
         );
         let log = self.dir.join("server.log");
         let log = log.to_str().expect("UTF-8 temp dir");

@@ -152,6 +152,50 @@ async fn writes_fail_while_the_database_is_down_and_recover_when_it_is_back() {
     assert_eq!(store.count(&ch, None).await.expect("count"), 2);
 }
 
+/// Whether the store's connections are encrypted, as the server sees them.
+async fn encrypted(store: &PostgresStore) -> bool {
+    let client = store.client().await.expect("a connection");
+    client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("read pg_stat_ssl")
+        .get(0)
+}
+
+#[tokio::test]
+async fn sslmode_require_encrypts_and_verify_full_refuses_an_untrusted_certificate() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    let cert = params.self_signed(&key).expect("certificate");
+    let (cert, key) = (cert.pem(), key.serialize_pem());
+    let cluster = tokio::task::spawn_blocking(move || Cluster::start_with_tls(&cert, &key))
+        .await
+        .expect("start cluster");
+    let plain = cluster.database();
+    let with = |mode: &str| url(&plain.replace("sslmode=disable", &format!("sslmode={mode}")));
+
+    for mode in ["require", "prefer"] {
+        let store = PostgresStore::open(&with(mode), Quota::UNLIMITED)
+            .await
+            .expect("open over TLS");
+        assert!(encrypted(&store).await, "sslmode={mode} encrypts");
+        store.ready().await.expect("ready over TLS");
+    }
+    let store = PostgresStore::open(&with("disable"), Quota::UNLIMITED)
+        .await
+        .expect("open");
+    assert!(!encrypted(&store).await, "sslmode=disable does not");
+
+    let err = PostgresStore::open(&with("verify-full"), Quota::UNLIMITED)
+        .await
+        .expect_err("a self-signed certificate is not trusted");
+    assert!(matches!(err, StoreError::Database { .. }), "{err:?}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+}
+
 #[tokio::test]
 async fn concurrent_inserts_into_one_channel_never_pass_its_quota() {
     let quota = Quota {
