@@ -23,8 +23,9 @@ use crate::channel::ChannelRecord;
 
 use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,
-    Quota, Recorded, Store, StoreError, Transition, Usage, encode_headers, stored_size,
+    Quota, Recorded, Store, StoreError, Transition, encode_headers,
 };
+use insert::Inserter;
 use rows::{
     attempt_from_row, bigint, channel_from_row, channel_name, db_error, describe, event_columns,
     event_from_row, event_status, summary_columns, summary_from_row,
@@ -33,6 +34,7 @@ use schema::{MIGRATIONS, MigrateError, migrate, recover};
 pub use url::{PostgresUrl, UrlError};
 use url::{Tls, client_config};
 
+mod insert;
 mod rows;
 mod schema;
 mod url;
@@ -55,7 +57,7 @@ const PRUNE_SLICE: i64 = 2_000;
 pub struct PostgresStore {
     pool: Pool,
     url: PostgresUrl,
-    quota: Quota,
+    inserter: Inserter,
 }
 
 impl PostgresStore {
@@ -122,10 +124,16 @@ impl PostgresStore {
         drop(client);
         info!(store = %url, "event store open");
         Ok(PostgresStore {
+            inserter: Inserter::start(pool.clone(), quota),
             pool,
             url: url.clone(),
-            quota,
         })
+    }
+
+    /// How well insert batching is doing: `commits` counts the batches, `writes` the inserts
+    /// they carried.
+    pub fn write_stats(&self) -> super::WriteStats {
+        self.inserter.stats()
     }
 
     /// A connection from the pool; [`StoreError::Backend`] when none can be had in time.
@@ -152,33 +160,14 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("url", &self.url)
             .field("pool", &self.pool.status())
+            .field("inserts", &self.write_stats())
             .finish_non_exhaustive()
     }
 }
 
-/// Locks the `channel_usage` row of the channel `$1` names, creating it when new, and reads
-/// what the channel holds. Every write that changes a channel's usage takes this lock first.
-const LOCK_NEW_CHANNEL: &str = "INSERT INTO channel_usage (channel) VALUES ($1)
-    ON CONFLICT (channel) DO UPDATE SET channel = excluded.channel
-    RETURNING undelivered, open_bytes, bytes, rejected";
 /// Locks the `channel_usage` row of event `$1`'s channel; no row when there is no such event.
 const LOCK_CHANNEL_OF: &str = "SELECT u.channel FROM channel_usage u
     JOIN events e ON e.channel = u.channel WHERE e.id = $1 FOR UPDATE OF u";
-const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq IN (
-        SELECT seq FROM events WHERE channel = $1 AND status = 'rejected'
-        ORDER BY seq LIMIT $2::BIGINT)
-    RETURNING size";
-/// Deletes the oldest finished events of channel `$1` until at least `$2` bytes are freed
-/// (each goes when what went before it is not yet enough).
-const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq IN (
-        SELECT seq FROM (
-            SELECT seq, (sum(size) OVER (ORDER BY seq) - size)::BIGINT AS before
-            FROM events WHERE channel = $1
-            AND status IN ('delivered', 'failed', 'rejected', 'unrouted')) finished
-        WHERE before < $2::BIGINT)";
-const INSERT_EVENT: &str = "INSERT INTO events (id, channel, received_at, source, method, path,
-        query, headers, body, size, body_len, status, next_attempt_at, event_type, replay_of)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 /// Counts an attempt on event `$1` and applies its outcome: `$3` the new status (`NULL`:
 /// unchanged), `$4` whether `next_attempt_at` becomes `$5`, `$6` the new failure count
 /// (`NULL`: unchanged); then adds the attempt numbered as the event's new count.
@@ -259,67 +248,7 @@ fn sql_limit(limit: usize) -> i64 {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let channel = event.channel.as_str();
-        let row = tx
-            .query_one(LOCK_NEW_CHANNEL, &[&channel])
-            .await
-            .map_err(db_error)?;
-        let count = |idx: usize| row.get::<_, i64>(idx).try_into().unwrap_or(0u64);
-        let usage = Usage {
-            undelivered: count(0),
-            open_bytes: count(1),
-            bytes: count(2),
-            rejected: count(3),
-        };
-        let size = stored_size(&event.headers, &event.body);
-        // A refusal drops the transaction, which rolls it back: nothing was changed yet.
-        let room = self
-            .quota
-            .room(&event.channel, &usage, event.status, size)?;
-        let mut freed = 0u64;
-        if room.drop_rejected > 0 {
-            let rows = tx
-                .query(
-                    DELETE_OLDEST_REJECTED,
-                    &[&channel, &bigint(room.drop_rejected)],
-                )
-                .await
-                .map_err(db_error)?;
-            freed = rows
-                .iter()
-                .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-                .sum();
-        }
-        if freed < room.free_bytes {
-            tx.execute(
-                DELETE_OLDEST_FINISHED,
-                &[&channel, &bigint(room.free_bytes - freed)],
-            )
-            .await
-            .map_err(db_error)?;
-        }
-        let next_attempt_at = (event.status == EventStatus::Queued).then_some(event.received_at);
-        let params: [&(dyn ToSql + Sync); 15] = [
-            event.id.as_uuid(),
-            &channel,
-            &event.received_at,
-            &event.source,
-            &event.method,
-            &event.path,
-            &event.query,
-            &encode_headers(&event.headers),
-            &event.body.as_ref(),
-            &bigint(size),
-            &bigint(event.body.len()),
-            &event.status.as_str(),
-            &next_attempt_at,
-            &event.event_type,
-            &event.replay_of.map(|id| *id.as_uuid()),
-        ];
-        tx.execute(INSERT_EVENT, &params).await.map_err(db_error)?;
-        tx.commit().await.map_err(db_error)
+        self.inserter.insert(event).await
     }
 
     async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
@@ -650,14 +579,14 @@ impl Store for PostgresStore {
 impl PostgresStore {
     /// One transaction of [`Store::prune`]: at most [`PRUNE_SLICE`] events, by age first, then
     /// per channel the finished events older than the newest `cap`. It locks every channel's
-    /// usage row first, in name order, as an insert locks its one: deleting takes those locks
+    /// usage row first, in name order (bytewise, as inserts sort theirs): deleting takes those locks
     /// (the counting triggers), and taking them after the events' rows could deadlock with an
     /// insert making room in the same channel.
     async fn prune_slice(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         tx.execute(
-            "SELECT channel FROM channel_usage ORDER BY channel FOR UPDATE",
+            "SELECT channel FROM channel_usage ORDER BY channel COLLATE \"C\" FOR UPDATE",
             &[],
         )
         .await

@@ -8,8 +8,8 @@ use protocol::{DeliveryId, Subscription};
 
 use super::cluster::{Cluster, database};
 use super::{PostgresStore, PostgresUrl};
-use crate::store::conformance::{channel, new_event};
-use crate::store::{EventStatus, Full, Quota, Store, StoreError};
+use crate::store::conformance::{attempt, channel, new_event};
+use crate::store::{EventStatus, Full, Quota, Store, StoreError, Transition, stored_size};
 
 fn url(text: &str) -> PostgresUrl {
     text.parse().expect("the test cluster's URL is valid")
@@ -225,4 +225,76 @@ async fn concurrent_inserts_into_one_channel_never_pass_its_quota() {
     assert_eq!(store.count(&ch, None).await.expect("count"), 4);
     let unknown = store.begin(DeliveryId::random()).await;
     assert!(unknown.is_ok(), "{unknown:?}");
+}
+
+#[tokio::test]
+async fn concurrent_inserts_share_a_transaction_and_a_duplicate_fails_alone() {
+    let store = PostgresStore::open(&url(&database()), Quota::UNLIMITED)
+        .await
+        .expect("open");
+    let ch = channel("burst");
+    let events: Vec<_> = (0..64)
+        .map(|t| new_event(&ch, t, EventStatus::Queued))
+        .collect();
+    let inserts = events.iter().cloned().map(|event| store.insert(event));
+    for result in futures_util::future::join_all(inserts).await {
+        result.expect("insert");
+    }
+    let stats = store.write_stats();
+    assert_eq!(stats.writes, 64);
+    assert!(stats.commits < 64, "inserts were batched: {stats:?}");
+    let due = store.due(&ch, &Subscription::All, i64::MAX, 100).await;
+    let ids: Vec<_> = due.expect("due").iter().map(|e| e.summary.id).collect();
+    let sent: Vec<_> = events.iter().map(|e| e.id).collect();
+    assert_eq!(ids, sent, "in the order they were handed in");
+
+    let again = [
+        new_event(&ch, 100, EventStatus::Queued),
+        events[0].clone(),
+        new_event(&ch, 101, EventStatus::Queued),
+    ];
+    let results = futures_util::future::join_all(again.map(|e| store.insert(e))).await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(results[1], Err(StoreError::Backend(_))),
+        "{results:?}"
+    );
+    assert_eq!(store.count(&ch, None).await.expect("count"), 66);
+}
+
+#[tokio::test]
+async fn concurrent_inserts_into_a_full_channel_each_make_room() {
+    let sample = new_event(&channel("x"), 0, EventStatus::Queued);
+    let size = stored_size(&sample.headers, &sample.body);
+    let quota = Quota {
+        max_bytes: 6 * size,
+        ..Quota::UNLIMITED
+    };
+    let store = PostgresStore::open(&url(&database()), quota)
+        .await
+        .expect("open");
+    let ch = channel("full");
+    let mut done = Vec::new();
+    for t in 0..6 {
+        let event = new_event(&ch, t, EventStatus::Delivering);
+        done.push(event.id);
+        store.insert(event).await.expect("insert");
+        store
+            .record(
+                done[done.len() - 1],
+                attempt(Some(200)),
+                Transition::Delivered,
+            )
+            .await
+            .expect("record");
+    }
+    let inserts = (10..13).map(|t| store.insert(new_event(&ch, t, EventStatus::Queued)));
+    for result in futures_util::future::join_all(inserts).await {
+        result.expect("room was made");
+    }
+    assert_eq!(store.count(&ch, None).await.expect("count"), 6);
+    for (i, id) in done.iter().enumerate() {
+        let kept = store.get(&ch, *id).await.expect("get").is_some();
+        assert_eq!(kept, i >= 3, "the three oldest went, event {i}");
+    }
 }

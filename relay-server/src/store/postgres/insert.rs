@@ -1,0 +1,316 @@
+//! Inserts: one task takes the events of every concurrent caller and stores them in one
+//! transaction, with one `INSERT ... SELECT * FROM UNNEST(...)` for the lot, the same group
+//! commit the SQLite writer does. Under a burst that turns four round trips and a commit per
+//! webhook into four per batch.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use super::pool_reason;
+use super::rows::{bigint, db_error};
+use crate::store::{
+    EventStatus, NewEvent, Quota, Room, StoreError, Usage, WriteStats, encode_headers, stored_size,
+};
+
+/// Inserts waiting for the task; a full queue makes callers wait (backpressure).
+const QUEUE: usize = 1024;
+/// Most events stored in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// Locks the `channel_usage` rows of the channels `$1` names (in that order: callers sort
+/// them, as prune does, so that lockers never wait for each other in a circle), creating the
+/// missing ones, and reads what each channel holds.
+const LOCK_CHANNELS: &str = "INSERT INTO channel_usage (channel) SELECT unnest($1::TEXT[])
+    ON CONFLICT (channel) DO UPDATE SET channel = excluded.channel
+    RETURNING channel, undelivered, open_bytes, bytes, rejected";
+const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq IN (
+        SELECT seq FROM events WHERE channel = $1 AND status = 'rejected'
+        ORDER BY seq LIMIT $2::BIGINT)
+    RETURNING size";
+/// Deletes the oldest finished events of channel `$1` until at least `$2` bytes are freed
+/// (each goes when what went before it is not yet enough).
+const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq IN (
+        SELECT seq FROM (
+            SELECT seq, (sum(size) OVER (ORDER BY seq) - size)::BIGINT AS before
+            FROM events WHERE channel = $1
+            AND status IN ('delivered', 'failed', 'rejected', 'unrouted')) finished
+        WHERE before < $2::BIGINT)";
+/// Inserts one row per element of the arrays, in their order (so in the order of arrival).
+const INSERT_EVENTS: &str = "INSERT INTO events (id, channel, received_at, source, method, path,
+        query, headers, body, size, body_len, status, next_attempt_at, event_type, replay_of)
+    SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
+        $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[], $10::BIGINT[], $11::BIGINT[],
+        $12::TEXT[], $13::BIGINT[], $14::TEXT[], $15::UUID[])";
+
+/// One caller's event and where its answer goes.
+struct Request {
+    event: NewEvent,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The insert task and its queue. Dropping it closes the queue: the task stores what is
+/// already queued, answers, and ends.
+#[derive(Debug)]
+pub(super) struct Inserter {
+    queue: mpsc::Sender<Request>,
+    stats: Arc<Counters>,
+    _task: JoinHandle<()>,
+}
+
+/// Batches the task has stored (or tried to), and the events they carried.
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    events: AtomicU64,
+}
+
+impl Inserter {
+    /// Starts the task (on the current runtime), holding each channel to `quota`.
+    pub(super) fn start(pool: Pool, quota: Quota) -> Inserter {
+        let (queue, requests) = mpsc::channel(QUEUE);
+        let stats = Arc::new(Counters::default());
+        Inserter {
+            queue,
+            _task: tokio::spawn(run(pool, quota, requests, Arc::clone(&stats))),
+            stats,
+        }
+    }
+
+    /// How many batches have carried how many inserts since open.
+    pub(super) fn stats(&self) -> WriteStats {
+        WriteStats {
+            commits: self.stats.batches.load(Ordering::Relaxed),
+            writes: self.stats.events.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stores `event` (see [`crate::store::Store::insert`]). Once queued, it is stored or not
+    /// as a whole whether or not the caller still waits.
+    pub(super) async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { event, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Takes the first insert, then whatever else is already waiting (up to [`MAX_BATCH`]),
+/// stores them and answers each.
+async fn run(
+    pool: Pool,
+    quota: Quota,
+    mut requests: mpsc::Receiver<Request>,
+    stats: Arc<Counters>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let results = insert_batch(&pool, quota, &batch).await;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .events
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for (request, result) in batch.drain(..).zip(results) {
+            // The caller may have stopped waiting; its event was stored all the same.
+            let _ = request.reply.send(result);
+        }
+    }
+    debug!("event store inserter stopped");
+}
+
+/// Why a batch's transaction failed as a whole.
+enum Failed {
+    /// The database refused a statement (a duplicate id): each event is worth trying alone.
+    Statement(StoreError),
+    /// No connection, or it broke: every event fails with this.
+    Connection(StoreError),
+}
+
+impl From<tokio_postgres::Error> for Failed {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if e.as_db_error().is_some() {
+            Failed::Statement(db_error(e))
+        } else {
+            Failed::Connection(db_error(e))
+        }
+    }
+}
+
+/// Stores `batch` in one transaction; when the database refuses it, each event in a
+/// transaction of its own, so that only the one at fault fails.
+async fn insert_batch(pool: &Pool, quota: Quota, batch: &[Request]) -> Vec<Result<(), StoreError>> {
+    let events: Vec<&NewEvent> = batch.iter().map(|request| &request.event).collect();
+    match insert_together(pool, quota, &events).await {
+        Ok(results) => results,
+        Err(Failed::Connection(e)) => events.iter().map(|_| Err(clone(&e))).collect(),
+        Err(Failed::Statement(_)) if events.len() > 1 => {
+            let mut results = Vec::with_capacity(events.len());
+            for event in &events {
+                let result = match insert_together(pool, quota, &[*event]).await {
+                    Ok(mut one) => one.pop().unwrap_or(Ok(())),
+                    Err(Failed::Statement(e) | Failed::Connection(e)) => Err(e),
+                };
+                results.push(result);
+            }
+            results
+        }
+        Err(Failed::Statement(e)) => vec![Err(e)],
+    }
+}
+
+/// A copy of `e` for each caller of a failed batch (only [`StoreError::Backend`] and
+/// [`StoreError::Closed`] come here).
+fn clone(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Closed => StoreError::Closed,
+        e => StoreError::Backend(e.to_string()),
+    }
+}
+
+/// The events of one transaction: locks their channels, checks each event against its
+/// channel's quota in order, and inserts those that fit, in one statement. An event that
+/// needs room made first (deleting the oldest finished events) is inserted on its own after
+/// the deletes, the ones before it first, so that the deletes see the channel as it is.
+async fn insert_together(
+    pool: &Pool,
+    quota: Quota,
+    events: &[&NewEvent],
+) -> Result<Vec<Result<(), StoreError>>, Failed> {
+    let mut client = pool.get().await.map_err(|e| {
+        Failed::Connection(StoreError::Backend(format!(
+            "cannot reach the database: {}",
+            pool_reason(&e)
+        )))
+    })?;
+    let tx = client.transaction().await?;
+    let mut channels: Vec<&str> = events.iter().map(|event| event.channel.as_str()).collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let mut usage = HashMap::with_capacity(channels.len());
+    for row in tx.query(LOCK_CHANNELS, &[&channels]).await? {
+        usage.insert(row.get::<_, String>(0), usage_from(&row, 1));
+    }
+    let mut results = Vec::with_capacity(events.len());
+    let mut pending: Vec<&NewEvent> = Vec::with_capacity(events.len());
+    for event in events {
+        let size = stored_size(&event.headers, &event.body);
+        let held = usage.entry(event.channel.as_str().to_owned()).or_default();
+        let room = match quota.room(&event.channel, held, event.status, size) {
+            Ok(room) => room,
+            Err(refused) => {
+                results.push(Err(refused));
+                continue;
+            }
+        };
+        if room == Room::default() {
+            held.add(event.status, size);
+            pending.push(event);
+        } else {
+            insert_rows(&tx, &pending).await?;
+            pending.clear();
+            make_room(&tx, event.channel.as_str(), room).await?;
+            insert_rows(&tx, &[*event]).await?;
+            let channel = [event.channel.as_str()];
+            if let Some(row) = tx
+                .query(LOCK_CHANNELS, &[&channel.as_slice()])
+                .await?
+                .first()
+            {
+                *held = usage_from(row, 1);
+            }
+        }
+        results.push(Ok(()));
+    }
+    insert_rows(&tx, &pending).await?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+/// The [`Usage`] in the four columns from `at` of a `channel_usage` row.
+fn usage_from(row: &tokio_postgres::Row, at: usize) -> Usage {
+    let count = |idx: usize| u64::try_from(row.get::<_, i64>(at + idx)).unwrap_or(0);
+    Usage {
+        undelivered: count(0),
+        open_bytes: count(1),
+        bytes: count(2),
+        rejected: count(3),
+    }
+}
+
+/// Deletes what `room` says must go from `channel`, oldest first.
+async fn make_room(tx: &Transaction<'_>, channel: &str, room: Room) -> Result<(), Failed> {
+    let mut freed = 0u64;
+    if room.drop_rejected > 0 {
+        let rows = tx
+            .query(
+                DELETE_OLDEST_REJECTED,
+                &[&channel, &bigint(room.drop_rejected)],
+            )
+            .await?;
+        freed = rows
+            .iter()
+            .map(|row| u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            .sum();
+    }
+    if freed < room.free_bytes {
+        tx.execute(
+            DELETE_OLDEST_FINISHED,
+            &[&channel, &bigint(room.free_bytes - freed)],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inserts `events` in one statement, in their order.
+async fn insert_rows(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), Failed> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let column = |f: &dyn Fn(&NewEvent) -> i64| events.iter().map(|e| f(e)).collect::<Vec<_>>();
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.id.as_uuid()).collect();
+    let channels: Vec<&str> = events.iter().map(|e| e.channel.as_str()).collect();
+    let received = column(&|e| e.received_at);
+    let sources: Vec<Option<&str>> = events.iter().map(|e| e.source.as_deref()).collect();
+    let methods: Vec<&str> = events.iter().map(|e| e.method.as_str()).collect();
+    let paths: Vec<&str> = events.iter().map(|e| e.path.as_str()).collect();
+    let queries: Vec<Option<&str>> = events.iter().map(|e| e.query.as_deref()).collect();
+    let headers: Vec<Vec<u8>> = events.iter().map(|e| encode_headers(&e.headers)).collect();
+    let bodies: Vec<&[u8]> = events.iter().map(|e| e.body.as_ref()).collect();
+    let sizes = column(&|e| bigint(stored_size(&e.headers, &e.body)));
+    let body_lens = column(&|e| bigint(e.body.len()));
+    let statuses: Vec<&str> = events.iter().map(|e| e.status.as_str()).collect();
+    let next: Vec<Option<i64>> = events
+        .iter()
+        .map(|e| (e.status == EventStatus::Queued).then_some(e.received_at))
+        .collect();
+    let types: Vec<Option<&str>> = events.iter().map(|e| e.event_type.as_deref()).collect();
+    let replays: Vec<Option<uuid::Uuid>> = events
+        .iter()
+        .map(|e| e.replay_of.map(|id| *id.as_uuid()))
+        .collect();
+    let stmt = tx.prepare_cached(INSERT_EVENTS).await?;
+    tx.execute(
+        &stmt,
+        &[
+            &ids, &channels, &received, &sources, &methods, &paths, &queries, &headers, &bodies,
+            &sizes, &body_lens, &statuses, &next, &types, &replays,
+        ],
+    )
+    .await?;
+    Ok(())
+}
