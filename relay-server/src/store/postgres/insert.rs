@@ -1,27 +1,16 @@
-//! Inserts: one task takes the events of every concurrent caller and stores them in one
-//! transaction, with one `INSERT ... SELECT * FROM UNNEST(...)` for the lot, the same group
-//! commit the SQLite writer does. Under a burst that turns four round trips and a commit per
-//! webhook into four per batch.
+//! Inserts, a batch at a time ([`super::batch`]): one statement locks the batch's channels,
+//! each event is checked against its channel's quota in order, and one `INSERT ... SELECT *
+//! FROM UNNEST(...)` writes all that fit: four round trips per batch, not per webhook.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use deadpool_postgres::{Pool, Transaction};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tracing::debug;
+use deadpool_postgres::{Object, Transaction};
 
-use super::pool_reason;
-use super::rows::{bigint, db_error};
+use super::batch::{Failed, Work};
+use super::rows::bigint;
 use crate::store::{
-    EventStatus, NewEvent, Quota, Room, StoreError, Usage, WriteStats, encode_headers, stored_size,
+    EventStatus, NewEvent, Quota, Room, StoreError, Usage, encode_headers, stored_size,
 };
-
-/// Inserts waiting for the task; a full queue makes callers wait (backpressure).
-const QUEUE: usize = 1024;
-/// Most events stored in one transaction.
-const MAX_BATCH: usize = 256;
 
 /// Locks the `channel_usage` rows of the channels `$1` names (in that order: callers sort
 /// them, as prune does, so that lockers never wait for each other in a circle), creating the
@@ -48,136 +37,21 @@ const INSERT_EVENTS: &str = "INSERT INTO events (id, channel, received_at, sourc
         $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[], $10::BIGINT[], $11::BIGINT[],
         $12::TEXT[], $13::BIGINT[], $14::TEXT[], $15::UUID[])";
 
-/// One caller's event and where its answer goes.
-struct Request {
-    event: NewEvent,
-    reply: oneshot::Sender<Result<(), StoreError>>,
+/// Inserts, each event held to its channel's [`Quota`].
+pub(super) struct Inserts {
+    pub(super) quota: Quota,
 }
 
-/// The insert task and its queue. Dropping it closes the queue: the task stores what is
-/// already queued, answers, and ends.
-#[derive(Debug)]
-pub(super) struct Inserter {
-    queue: mpsc::Sender<Request>,
-    stats: Arc<Counters>,
-    _task: JoinHandle<()>,
-}
+impl Work for Inserts {
+    type Op = NewEvent;
+    type Out = ();
 
-/// Batches the task has stored (or tried to), and the events they carried.
-#[derive(Debug, Default)]
-struct Counters {
-    batches: AtomicU64,
-    events: AtomicU64,
-}
-
-impl Inserter {
-    /// Starts the task (on the current runtime), holding each channel to `quota`.
-    pub(super) fn start(pool: Pool, quota: Quota) -> Inserter {
-        let (queue, requests) = mpsc::channel(QUEUE);
-        let stats = Arc::new(Counters::default());
-        Inserter {
-            queue,
-            _task: tokio::spawn(run(pool, quota, requests, Arc::clone(&stats))),
-            stats,
-        }
-    }
-
-    /// How many batches have carried how many inserts since open.
-    pub(super) fn stats(&self) -> WriteStats {
-        WriteStats {
-            commits: self.stats.batches.load(Ordering::Relaxed),
-            writes: self.stats.events.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Stores `event` (see [`crate::store::Store::insert`]). Once queued, it is stored or not
-    /// as a whole whether or not the caller still waits.
-    pub(super) async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Request { event, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-}
-
-/// Takes the first insert, then whatever else is already waiting (up to [`MAX_BATCH`]),
-/// stores them and answers each.
-async fn run(
-    pool: Pool,
-    quota: Quota,
-    mut requests: mpsc::Receiver<Request>,
-    stats: Arc<Counters>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = requests.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        let results = insert_batch(&pool, quota, &batch).await;
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .events
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (request, result) in batch.drain(..).zip(results) {
-            // The caller may have stopped waiting; its event was stored all the same.
-            let _ = request.reply.send(result);
-        }
-    }
-    debug!("event store inserter stopped");
-}
-
-/// Why a batch's transaction failed as a whole.
-enum Failed {
-    /// The database refused a statement (a duplicate id): each event is worth trying alone.
-    Statement(StoreError),
-    /// No connection, or it broke: every event fails with this.
-    Connection(StoreError),
-}
-
-impl From<tokio_postgres::Error> for Failed {
-    fn from(e: tokio_postgres::Error) -> Self {
-        if e.as_db_error().is_some() {
-            Failed::Statement(db_error(e))
-        } else {
-            Failed::Connection(db_error(e))
-        }
-    }
-}
-
-/// Stores `batch` in one transaction; when the database refuses it, each event in a
-/// transaction of its own, so that only the one at fault fails.
-async fn insert_batch(pool: &Pool, quota: Quota, batch: &[Request]) -> Vec<Result<(), StoreError>> {
-    let events: Vec<&NewEvent> = batch.iter().map(|request| &request.event).collect();
-    match insert_together(pool, quota, &events).await {
-        Ok(results) => results,
-        Err(Failed::Connection(e)) => events.iter().map(|_| Err(clone(&e))).collect(),
-        Err(Failed::Statement(_)) if events.len() > 1 => {
-            let mut results = Vec::with_capacity(events.len());
-            for event in &events {
-                let result = match insert_together(pool, quota, &[*event]).await {
-                    Ok(mut one) => one.pop().unwrap_or(Ok(())),
-                    Err(Failed::Statement(e) | Failed::Connection(e)) => Err(e),
-                };
-                results.push(result);
-            }
-            results
-        }
-        Err(Failed::Statement(e)) => vec![Err(e)],
-    }
-}
-
-/// A copy of `e` for each caller of a failed batch (only [`StoreError::Backend`] and
-/// [`StoreError::Closed`] come here).
-fn clone(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Closed => StoreError::Closed,
-        e => StoreError::Backend(e.to_string()),
+    async fn together(
+        &self,
+        client: &mut Object,
+        ops: &[&NewEvent],
+    ) -> Result<Vec<Result<(), StoreError>>, Failed> {
+        insert_together(client, self.quota, ops).await
     }
 }
 
@@ -186,16 +60,10 @@ fn clone(e: &StoreError) -> StoreError {
 /// needs room made first (deleting the oldest finished events) is inserted on its own after
 /// the deletes, the ones before it first, so that the deletes see the channel as it is.
 async fn insert_together(
-    pool: &Pool,
+    client: &mut Object,
     quota: Quota,
     events: &[&NewEvent],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
-    let mut client = pool.get().await.map_err(|e| {
-        Failed::Connection(StoreError::Backend(format!(
-            "cannot reach the database: {}",
-            pool_reason(&e)
-        )))
-    })?;
     let tx = client.transaction().await?;
     let mut channels: Vec<&str> = events.iter().map(|event| event.channel.as_str()).collect();
     channels.sort_unstable();

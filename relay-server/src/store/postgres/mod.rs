@@ -22,19 +22,23 @@ use tracing::info;
 use crate::channel::ChannelRecord;
 
 use super::{
-    Attempt, Event, EventStatus, EventSummary, ListQuery, MAX_RECORDED_BODY, Millis, NewEvent,
-    Quota, Recorded, Store, StoreError, Transition, encode_headers,
+    Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Quota, Recorded, Store,
+    StoreError, Transition,
 };
-use insert::Inserter;
+use batch::Batcher;
+use insert::Inserts;
+use record::{RecordOp, Records};
 use rows::{
     attempt_from_row, bigint, channel_from_row, channel_name, db_error, describe, event_columns,
-    event_from_row, event_status, summary_columns, summary_from_row,
+    event_from_row, summary_columns, summary_from_row,
 };
 use schema::{MIGRATIONS, MigrateError, migrate, recover};
 pub use url::{PostgresUrl, UrlError};
 use url::{Tls, client_config};
 
+mod batch;
 mod insert;
+mod record;
 mod rows;
 mod schema;
 mod url;
@@ -57,7 +61,8 @@ const PRUNE_SLICE: i64 = 2_000;
 pub struct PostgresStore {
     pool: Pool,
     url: PostgresUrl,
-    inserter: Inserter,
+    inserts: Batcher<Inserts>,
+    records: Batcher<Records>,
 }
 
 impl PostgresStore {
@@ -124,16 +129,21 @@ impl PostgresStore {
         drop(client);
         info!(store = %url, "event store open");
         Ok(PostgresStore {
-            inserter: Inserter::start(pool.clone(), quota),
+            inserts: Batcher::start(pool.clone(), Inserts { quota }),
+            records: Batcher::start(pool.clone(), Records),
             pool,
             url: url.clone(),
         })
     }
 
-    /// How well insert batching is doing: `commits` counts the batches, `writes` the inserts
-    /// they carried.
+    /// How well group commit is doing: `commits` counts the batches of inserts and records,
+    /// `writes` the writes they carried.
     pub fn write_stats(&self) -> super::WriteStats {
-        self.inserter.stats()
+        let (inserts, records) = (self.inserts.stats(), self.records.stats());
+        super::WriteStats {
+            commits: inserts.commits + records.commits,
+            writes: inserts.writes + records.writes,
+        }
     }
 
     /// A connection from the pool; [`StoreError::Backend`] when none can be had in time.
@@ -165,25 +175,6 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// Locks the `channel_usage` row of event `$1`'s channel; no row when there is no such event.
-const LOCK_CHANNEL_OF: &str = "SELECT u.channel FROM channel_usage u
-    JOIN events e ON e.channel = u.channel WHERE e.id = $1 FOR UPDATE OF u";
-/// Counts an attempt on event `$1` and applies its outcome: `$3` the new status (`NULL`:
-/// unchanged), `$4` whether `next_attempt_at` becomes `$5`, `$6` the new failure count
-/// (`NULL`: unchanged); then adds the attempt numbered as the event's new count.
-const RECORD: &str = "WITH e AS (
-        UPDATE events SET attempts = attempts + 1,
-            response_status = coalesce($2::BIGINT, response_status),
-            status = coalesce($3::TEXT, status),
-            next_attempt_at = CASE WHEN $4::BOOLEAN THEN $5::BIGINT ELSE next_attempt_at END,
-            failures = coalesce($6::BIGINT, failures)
-        WHERE id = $1
-        RETURNING seq, attempts, status, channel),
-    a AS (
-        INSERT INTO attempts (event_seq, n, kind, started_at, duration_ms, agent, status,
-                              headers, body, error)
-        SELECT seq, attempts, $7, $8, $9, $10, $2::BIGINT, $11, $12, $13 FROM e)
-    SELECT attempts, status, channel FROM e";
 /// The condition that an event's type is one a subscription takes: `$N` every type (no
 /// filter), `$N+1` exact types, `$N+2` prefixes; an untyped event matches only the first.
 macro_rules! takes {
@@ -248,7 +239,7 @@ fn sql_limit(limit: usize) -> i64 {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
-        self.inserter.insert(event).await
+        self.inserts.submit(event).await
     }
 
     async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
@@ -271,55 +262,7 @@ impl Store for PostgresStore {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        let locked = tx
-            .query_opt(LOCK_CHANNEL_OF, &[id.as_uuid()])
-            .await
-            .map_err(db_error)?;
-        if locked.is_none() {
-            return Err(StoreError::UnknownEvent(id));
-        }
-        // (new status, whether next_attempt_at changes, its new value, new failure count)
-        let (status, set_next, next, failures) = match then {
-            Transition::Delivered => (Some(EventStatus::Delivered), true, None, None),
-            Transition::Failed => (Some(EventStatus::Failed), true, None, None),
-            Transition::Retry { at, failures } => (
-                Some(EventStatus::Queued),
-                true,
-                Some(at),
-                Some(i64::from(failures)),
-            ),
-            Transition::Keep => (None, false, None, None),
-        };
-        let body = &attempt.body[..attempt.body.len().min(MAX_RECORDED_BODY)];
-        let params: [&(dyn ToSql + Sync); 13] = [
-            id.as_uuid(),
-            &attempt.status.map(i64::from),
-            &status.map(EventStatus::as_str),
-            &set_next,
-            &next,
-            &failures,
-            &attempt.kind.as_str(),
-            &attempt.started_at,
-            &bigint(attempt.duration_ms),
-            &attempt.agent,
-            &encode_headers(&attempt.headers),
-            &body,
-            &attempt.error,
-        ];
-        let row = tx
-            .query_opt(RECORD, &params)
-            .await
-            .map_err(db_error)?
-            .ok_or(StoreError::UnknownEvent(id))?;
-        tx.commit().await.map_err(db_error)?;
-        let n: i64 = row.get(0);
-        Ok(Recorded {
-            n: u32::try_from(n).unwrap_or(u32::MAX),
-            status: event_status(row.get(1))?,
-            channel: channel_name(row.get(2))?,
-        })
+        self.records.submit(RecordOp { id, attempt, then }).await
     }
 
     async fn due(
