@@ -4,11 +4,12 @@
 //! Usage: `store-bench [EVENTS] [CONCURRENCY]` (defaults 20000 and 64), e.g.
 //! `cargo run --release -p hookrelay-bench --bin store-bench -- 20000 64`.
 //!
-//! For each backend (SQLite with fsync, SQLite without, memory) it inserts `EVENTS` queued
+//! For each backend (SQLite with fsync, SQLite without, memory, and PostgreSQL when
+//! `STORE_BENCH_POSTGRES` names an empty database by URL) it inserts `EVENTS` queued
 //! events (1 KiB body, 10 headers) from `CONCURRENCY` tasks, then records one delivered attempt
-//! per event the same way, and prints one line per phase: writes per second and, for SQLite,
-//! the average number of writes that shared one commit (group commit at work). SQLite runs in
-//! a fresh temp dir, removed at the end.
+//! per event the same way, and prints one line per phase: writes per second and, for SQLite
+//! and PostgreSQL inserts, the average number of writes that shared one commit (group commit
+//! at work). SQLite runs in a fresh temp dir, removed at the end.
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use protocol::{ChannelId, DeliveryId};
 use relay_server::store::{
-    Attempt, AttemptKind, EventStatus, MemoryStore, NewEvent, SqliteStore, Store, Transition,
-    now_ms,
+    Attempt, AttemptKind, EventStatus, MemoryStore, NewEvent, PostgresStore, Quota, SqliteStore,
+    Store, Transition, WriteStats, now_ms,
 };
 
 const DEFAULT_EVENTS: usize = 20_000;
@@ -30,7 +31,8 @@ const BODY_BYTES: usize = 1024;
 struct Backend {
     name: &'static str,
     store: Arc<dyn Store>,
-    sqlite: Option<Arc<SqliteStore>>,
+    /// Its group-commit counters, for the backends that keep them.
+    stats: Option<Box<dyn Fn() -> WriteStats>>,
 }
 
 #[tokio::main]
@@ -57,12 +59,12 @@ async fn main() -> anyhow::Result<()> {
                 .context("open sqlite store")?,
         );
         let store: Arc<dyn Store> = sqlite.clone();
-        let sqlite = Some(sqlite);
+        let stats: Box<dyn Fn() -> WriteStats> = Box::new(move || sqlite.write_stats());
         run(
             Backend {
                 name,
                 store,
-                sqlite,
+                stats: Some(stats),
             },
             events,
             concurrency,
@@ -72,9 +74,28 @@ async fn main() -> anyhow::Result<()> {
     let memory = Backend {
         name: "memory",
         store: Arc::new(MemoryStore::new()),
-        sqlite: None,
+        stats: None,
     };
-    run(memory, events, concurrency).await
+    run(memory, events, concurrency).await?;
+    if let Ok(url) = std::env::var("STORE_BENCH_POSTGRES") {
+        let url = url
+            .parse()
+            .context("STORE_BENCH_POSTGRES is not a PostgreSQL URL")?;
+        let postgres = Arc::new(
+            PostgresStore::open(&url, Quota::UNLIMITED)
+                .await
+                .context("open postgres store")?,
+        );
+        let store: Arc<dyn Store> = postgres.clone();
+        let stats: Box<dyn Fn() -> WriteStats> = Box::new(move || postgres.write_stats());
+        let backend = Backend {
+            name: "postgres",
+            store,
+            stats: Some(stats),
+        };
+        run(backend, events, concurrency).await?;
+    }
+    Ok(())
 }
 
 async fn run(backend: Backend, events: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -82,7 +103,7 @@ async fn run(backend: Backend, events: usize, concurrency: usize) -> anyhow::Res
     let batch: Vec<NewEvent> = (0..events).map(|_| new_event(&channel)).collect();
     let ids: Vec<DeliveryId> = batch.iter().map(|e| e.id).collect();
 
-    let stats = || backend.sqlite.as_ref().map(|s| s.write_stats());
+    let stats = || backend.stats.as_ref().map(|stats| stats());
     let before = stats();
     let elapsed = in_parallel(
         &backend.store,
