@@ -1,6 +1,7 @@
 //! One relay node on a PostgreSQL store (`--store postgres://...`), end to end: a real server
 //! in-process, a real agent and target on 127.0.0.1, and a fresh database of the test
-//! binary's throwaway cluster (`hookrelay_e2e::postgres`; PostgreSQL must be installed).
+//! binary's throwaway cluster (`hookrelay_e2e::postgres`; PostgreSQL must be installed), or
+//! of a cluster of its own for the test that stops the database.
 
 use std::process::Command;
 use std::time::Duration;
@@ -122,5 +123,37 @@ async fn the_channels_command_manages_channels_in_the_database_store_names() {
     let (ok, out, _) = run(&["channels", "list"]);
     assert!(ok && out.contains("No channels registered"), "{out}");
     drop(agent);
+    server.stop().await;
+}
+
+// Multi-threaded: stopping and starting the cluster blocks a worker (`block_in_place`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_get_503_while_the_database_is_down_and_are_stored_again_once_it_is_back() {
+    let cluster = tokio::task::spawn_blocking(postgres::Cluster::start)
+        .await
+        .expect("start cluster");
+    let server = start_server(on_postgres(&cluster.database())).await;
+    let client = client();
+    let hook = format!("{}/h/outage/x", server.url());
+    let ready = format!("{}/readyz", server.url());
+    post_queued(&client, &hook, body_for(0)).await;
+
+    tokio::task::block_in_place(|| cluster.stop());
+    let answer = send(&client, "POST", &hook, &[], body_for(1)).await;
+    assert_eq!(answer.status, 503, "{:?}", answer.body);
+    let answer = send(&client, "GET", &ready, &[], "").await;
+    assert_eq!(answer.status, 503);
+    assert!(answer.text().contains("store"), "{}", answer.text());
+
+    tokio::task::block_in_place(|| cluster.start_again());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while send(&client, "GET", &ready, &[], "").await.status != 200 {
+        assert!(tokio::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    post_queued(&client, &hook, body_for(2)).await;
+    let events = format!("{}/api/channels/outage/events", server.url());
+    let doc = get_json(&client, &events).await;
+    assert_eq!(doc["events"].as_array().map(Vec::len), Some(2), "{doc}");
     server.stop().await;
 }
