@@ -14,7 +14,7 @@ use std::fmt;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use protocol::{ChannelId, DeliveryId, Subscription, TypePattern};
+use protocol::{ChannelId, DeliveryId, Subscription};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 use tracing::info;
@@ -26,10 +26,12 @@ use super::{
     StoreError, Transition,
 };
 use batch::Batcher;
+use filter::{DUE, LIST, NEXT_DUE, sql_limit, subscription_patterns, takes_params};
 use insert::Inserts;
+use prune::PRUNE_SLICE;
 use record::{RecordOp, Records};
 use rows::{
-    attempt_from_row, bigint, channel_from_row, channel_name, db_error, describe, event_columns,
+    attempt_from_row, channel_from_row, channel_name, db_error, describe, event_columns,
     event_from_row, summary_columns, summary_from_row,
 };
 use schema::{MIGRATIONS, MigrateError, migrate, recover};
@@ -37,7 +39,9 @@ pub use url::{PostgresUrl, UrlError};
 use url::{Tls, client_config};
 
 mod batch;
+mod filter;
 mod insert;
+mod prune;
 mod record;
 mod rows;
 mod schema;
@@ -53,10 +57,6 @@ const POOL_SIZE: usize = 16;
 /// How long a caller waits for a free connection, or for a new one to open, before its write
 /// fails (a 503 for a webhook) rather than hanging while the database is unreachable.
 const POOL_WAIT: Duration = Duration::from_secs(5);
-/// Events one prune transaction deletes at most, so inserts (which wait for prune's channel
-/// locks) commit between slices.
-const PRUNE_SLICE: i64 = 2_000;
-
 /// The PostgreSQL [`Store`].
 pub struct PostgresStore {
     pool: Pool,
@@ -173,67 +173,6 @@ impl fmt::Debug for PostgresStore {
             .field("inserts", &self.write_stats())
             .finish_non_exhaustive()
     }
-}
-
-/// The condition that an event's type is one a subscription takes: `$N` every type (no
-/// filter), `$N+1` exact types, `$N+2` prefixes; an untyped event matches only the first.
-macro_rules! takes {
-    ($all:literal, $exact:literal, $prefixes:literal) => {
-        concat!(
-            "(",
-            $all,
-            "::BOOLEAN OR event_type = ANY(",
-            $exact,
-            "::TEXT[]) OR EXISTS (SELECT 1 FROM unnest(",
-            $prefixes,
-            "::TEXT[]) AS p WHERE starts_with(event_type, p)))"
-        )
-    };
-}
-const DUE: &str = concat!(
-    "SELECT ",
-    event_columns!(),
-    " FROM events WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 AND ",
-    takes!("$3", "$4", "$5"),
-    " ORDER BY seq LIMIT $6"
-);
-const NEXT_DUE: &str = concat!(
-    "SELECT min(next_attempt_at) FROM events WHERE channel = $1 AND status = 'queued' AND ",
-    takes!("$2", "$3", "$4")
-);
-const LIST: &str = concat!(
-    "SELECT ",
-    summary_columns!(),
-    " FROM events WHERE channel = $1 AND seq < $2 AND ($3::TEXT IS NULL OR status = $3) AND ",
-    takes!("$4", "$5", "$6"),
-    " ORDER BY seq DESC LIMIT $7"
-);
-
-/// A subscription as the three parameters of [`takes!`]: every type, exact types, prefixes.
-fn takes_params(patterns: Option<&[TypePattern]>) -> (bool, Vec<&str>, Vec<&str>) {
-    let Some(patterns) = patterns else {
-        return (true, Vec::new(), Vec::new());
-    };
-    let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
-    for pattern in patterns {
-        match pattern {
-            TypePattern::Exact(name) => exact.push(name.as_str()),
-            TypePattern::Prefix(prefix) => prefixes.push(prefix.as_str()),
-        }
-    }
-    (false, exact, prefixes)
-}
-
-fn subscription_patterns(takes: &Subscription) -> Option<&[TypePattern]> {
-    match takes {
-        Subscription::All => None,
-        Subscription::Only(patterns) => Some(patterns),
-    }
-}
-
-/// A SQL `LIMIT` for `limit`.
-fn sql_limit(limit: usize) -> i64 {
-    bigint(limit)
 }
 
 #[async_trait::async_trait]
@@ -516,52 +455,6 @@ impl Store for PostgresStore {
                 Ok((channel_name(row.get(0))?, u64::try_from(n).unwrap_or(0)))
             })
             .collect()
-    }
-}
-
-impl PostgresStore {
-    /// One transaction of [`Store::prune`]: at most [`PRUNE_SLICE`] events, by age first, then
-    /// per channel the finished events older than the newest `cap`. It locks every channel's
-    /// usage row first, in name order (bytewise, as inserts sort theirs): deleting takes those locks
-    /// (the counting triggers), and taking them after the events' rows could deadlock with an
-    /// insert making room in the same channel.
-    async fn prune_slice(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_error)?;
-        tx.execute(
-            "SELECT channel FROM channel_usage ORDER BY channel COLLATE \"C\" FOR UPDATE",
-            &[],
-        )
-        .await
-        .map_err(db_error)?;
-        let by_age = tx
-            .execute(
-                "DELETE FROM events WHERE seq IN (
-                     SELECT seq FROM events WHERE received_at < $1 ORDER BY seq LIMIT $2)",
-                &[&cutoff, &PRUNE_SLICE],
-            )
-            .await
-            .map_err(db_error)?;
-        let left = PRUNE_SLICE - bigint(by_age);
-        let by_cap = if left > 0 {
-            tx.execute(
-                "DELETE FROM events WHERE seq IN (
-                     SELECT seq FROM (
-                         SELECT seq, status,
-                                row_number() OVER (PARTITION BY channel ORDER BY seq DESC) AS rank
-                         FROM events) ranked
-                     WHERE rank > $1
-                     AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
-                     ORDER BY seq LIMIT $2)",
-                &[&bigint(cap), &left],
-            )
-            .await
-            .map_err(db_error)?
-        } else {
-            0
-        };
-        tx.commit().await.map_err(db_error)?;
-        Ok(by_age + by_cap)
     }
 }
 
