@@ -6,9 +6,11 @@
 //!
 //! Connections come from a pool (deadpool), each driven by its own task; a connection the
 //! database dropped (a restart) fails the one write that finds it and is replaced on the next,
-//! so the store recovers by itself once the database is back. Each write is one transaction;
-//! the quota is counted in the database (`channel_usage`, kept by triggers) and checked under
-//! that channel's row lock, so it holds however many processes write.
+//! so the store recovers by itself once the database is back. Each write is one transaction,
+//! and the inserts and the records of concurrent callers share one ([`batch`]). The quota is
+//! counted in the database (`channel_usage`, kept by triggers) and checked under that
+//! channel's row lock, so it holds however many processes write; every transaction takes the
+//! channel locks it needs first, in one statement, in name order, so none waits in a circle.
 
 use std::fmt;
 use std::time::Duration;
@@ -57,7 +59,9 @@ const POOL_SIZE: usize = 16;
 /// How long a caller waits for a free connection, or for a new one to open, before its write
 /// fails (a 503 for a webhook) rather than hanging while the database is unreachable.
 const POOL_WAIT: Duration = Duration::from_secs(5);
-/// The PostgreSQL [`Store`].
+
+/// The PostgreSQL [`Store`]. Dropping it closes the batch tasks' queues: they run what is
+/// queued and end.
 pub struct PostgresStore {
     pool: Pool,
     url: PostgresUrl,
@@ -170,7 +174,7 @@ impl fmt::Debug for PostgresStore {
         f.debug_struct("PostgresStore")
             .field("url", &self.url)
             .field("pool", &self.pool.status())
-            .field("inserts", &self.write_stats())
+            .field("writes", &self.write_stats())
             .finish_non_exhaustive()
     }
 }
