@@ -209,7 +209,14 @@ impl Drop for Cluster {
 /// The directory of the newest installed PostgreSQL's programs.
 fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HOOKRELAY_PG_BIN") {
-        return PathBuf::from(dir);
+        let dir = PathBuf::from(dir);
+        assert!(
+            dir.join("initdb").exists(),
+            "HOOKRELAY_PG_BIN={} holds no initdb: point it at PostgreSQL's bin directory, or \
+             unset it and install PostgreSQL with `apt-get install postgresql`",
+            dir.display()
+        );
+        return dir;
     }
     let root = Path::new("/usr/lib/postgresql");
     let newest = std::fs::read_dir(root)
