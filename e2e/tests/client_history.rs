@@ -244,19 +244,31 @@ async fn replay_delivers_the_event_again_through_the_agent() {
     assert_eq!(again.header("x-hookrelay-attempt"), [b"replay"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() {
+/// A relay, an agent of `channel` forwarding to `relayed`, a second target `local` for
+/// replays from here, and one webhook relayed already: a PATCH to `path` with a binary body
+/// and binary, repeated headers.
+struct Relayed {
+    relay: TestServer,
+    addr: std::net::SocketAddr,
+    relayed: TestTarget,
+    local: TestTarget,
+    agent: TestAgent,
+    /// The webhook's delivery id.
+    id: String,
+}
+
+async fn relay_binary_patch(channel: &str, path: &str) -> Relayed {
     let relay = start_server(Config::default()).await;
     let addr = relay.addr;
     let mut relayed = start_target().await;
-    let mut local = start_target().await;
-    let _agent = start_agent(pinned_agent(
+    let local = start_target().await;
+    let agent = start_agent(pinned_agent(
         &format!("http://{addr}"),
-        "hist-local",
+        channel,
         &relayed.url,
     ))
     .await;
-    let url = format!("http://{addr}/h/hist-local/stripe?a=1&b=%20");
+    let url = format!("http://{addr}/h/{channel}{path}");
     let headers: [(&str, &[u8]); 4] = [
         ("content-type", b"application/octet-stream"),
         ("x-signature", b"t=1,v1=\xfe\xff"),
@@ -266,6 +278,26 @@ async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() 
     let answer = send(&client(), "PATCH", &url, &headers, BINARY_BODY).await;
     let id = answer.delivery().expect("delivery id");
     assert_eq!(next_seen(&mut relayed).await.body, BINARY_BODY);
+    Relayed {
+        relay,
+        addr,
+        relayed,
+        local,
+        agent,
+        id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_with_forward_sends_the_stored_request_from_here_byte_for_byte() {
+    let Relayed {
+        relay: _relay,
+        addr,
+        relayed: _relayed,
+        mut local,
+        agent: _agent,
+        id,
+    } = relay_binary_patch("hist-local", "/stripe?a=1&b=%20").await;
 
     let server = format!("http://{addr}");
     let forward = format!("{}/local", local.url);
@@ -450,26 +482,14 @@ async fn replay_with_edits_delivers_them_as_a_new_event_and_keeps_the_original()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_with_edits_and_forward_edits_here_and_stores_nothing() {
-    let relay = start_server(Config::default()).await;
-    let addr = relay.addr;
-    let mut relayed = start_target().await;
-    let mut local = start_target().await;
-    let _agent = start_agent(pinned_agent(
-        &format!("http://{addr}"),
-        "hist-edit-here",
-        &relayed.url,
-    ))
-    .await;
-    let url = format!("http://{addr}/h/hist-edit-here/stripe?a=1");
-    let headers: [(&str, &[u8]); 4] = [
-        ("content-type", b"application/octet-stream"),
-        ("x-signature", b"t=1,v1=\xfe\xff"),
-        ("x-dup", b"1"),
-        ("x-dup", b"2"),
-    ];
-    let answer = send(&client(), "PATCH", &url, &headers, BINARY_BODY).await;
-    let id = answer.delivery().expect("delivery id");
-    next_seen(&mut relayed).await;
+    let Relayed {
+        relay: _relay,
+        addr,
+        relayed: _relayed,
+        mut local,
+        agent: _agent,
+        id,
+    } = relay_binary_patch("hist-edit-here", "/stripe?a=1").await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let body_file = dir.path().join("body.txt");
