@@ -475,6 +475,10 @@ impl std::str::FromStr for StoreKind {
             "sqlite" => Ok(StoreKind::Sqlite),
             "memory" => Ok(StoreKind::Memory),
             url if PostgresUrl::is_postgres(url) => Ok(StoreKind::Postgres(url.to_owned())),
+            // Any other URL (`postgress://`, `mysql://`) too, so that the refusal comes from
+            // `validate`, which does not repeat it, rather than from clap, which would show
+            // its password.
+            url if url.contains("://") => Ok(StoreKind::Postgres(url.to_owned())),
             _ => Err("use sqlite, memory or a postgres:// URL".to_owned()),
         }
     }
@@ -827,10 +831,18 @@ mod tests {
             "shown without the password"
         );
         assert_eq!(*parsed, url.parse().expect("valid"));
-        for bad in ["postgres", "mysql://db"] {
-            let err = Args::try_parse_from(["relay-server", "--store", bad]).expect_err(bad);
-            assert!(err.to_string().contains("--store"), "{err}");
-        }
+        let err =
+            Args::try_parse_from(["relay-server", "--store", "postgres"]).expect_err("a name");
+        assert!(err.to_string().contains("--store"), "{err}");
+        // A mistyped scheme is refused without repeating the URL and its password.
+        let typo = "postgress://u:s3cret@h/db";
+        let err = Args::parse_from(["relay-server", "--store", typo])
+            .validate()
+            .expect_err("not a PostgreSQL URL");
+        assert_eq!(
+            err.to_string(),
+            "--store: a PostgreSQL store URL starts with postgres:// or postgresql://"
+        );
         let bad = "postgres://u:s3cret@h/db?sslmode=allow";
         let err = Args::parse_from(["relay-server", "--store", bad])
             .validate()

@@ -17,6 +17,18 @@ use tokio_postgres::config::{Host, SslMode};
 /// store write, within this, rather than after the system's TCP timeout of minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long sent data may go unacknowledged before a connection counts as dead, when the URL
+/// does not say (`tcp_user_timeout`): a database that stops answering mid-query (a network
+/// that drops its packets) fails that query, and the webhook waiting on it gets 503, within
+/// this, rather than after minutes of TCP retransmissions. Long queries are not cut short:
+/// only unacknowledged data counts.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a pooled connection may sit idle before TCP keepalives probe it (libpq's
+/// `keepalives_idle`; the system default is two hours), so a dead idle connection is found
+/// before a webhook is given it.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(15);
+
 /// A PostgreSQL connection URL, libpq-style: `postgres://user:password@host:port/dbname`
 /// (or `postgresql://`), with `?sslmode=` `disable`, `prefer` (the default), `require` or
 /// `verify-full`, and the other parameters tokio-postgres knows.
@@ -64,11 +76,19 @@ impl PostgresUrl {
         })
     }
 
-    /// The connection settings, with [`CONNECT_TIMEOUT`] when the URL sets none.
+    /// The connection settings, with [`CONNECT_TIMEOUT`] and [`TCP_USER_TIMEOUT`] when the
+    /// URL sets none, and keepalives after [`KEEPALIVES_IDLE`] unless it sets another idle.
     pub(super) fn config(&self) -> tokio_postgres::Config {
         let mut config = (*self.config).clone();
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        // tokio-postgres's own default: the URL set none.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(KEEPALIVES_IDLE);
         }
         config
     }
@@ -260,6 +280,14 @@ mod tests {
         assert_eq!(url.tls(), Tls::Off);
         assert_eq!(url.config().get_application_name(), Some("x"));
         assert_eq!(url.config().get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+        assert_eq!(url.config().get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(url.config().get_keepalives_idle(), KEEPALIVES_IDLE);
+        let own = parse("postgres://u@h/db?tcp_user_timeout=3&keepalives_idle=60").expect("valid");
+        assert_eq!(
+            own.config().get_tcp_user_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+        assert_eq!(own.config().get_keepalives_idle(), Duration::from_secs(60));
     }
 
     #[test]
