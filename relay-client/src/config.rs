@@ -15,7 +15,7 @@ use runtime::config_file::{FileErrors, Settings, apply, clap_reason};
 use crate::edit::{HeaderEdit, RequestEdit};
 use crate::error::Error;
 use crate::forward::Target;
-use crate::route::{Route, Routes, parse_events};
+use crate::route::{Route, RouteError, Routes, parse_events};
 
 /// Bound on one request to the target, up to its response head, unless configured otherwise.
 pub const DEFAULT_TARGET_TIMEOUT: Duration = Duration::from_secs(300);
@@ -397,6 +397,14 @@ impl Args {
                 };
                 if self.forward.is_none() && routes.is_empty() {
                     return Err(Error::MissingForward);
+                }
+                // Without --forward the routes' types are the subscription, which the relay
+                // bounds.
+                if self.forward.is_none()
+                    && events.is_none()
+                    && routes.len() > protocol::MAX_PATTERNS
+                {
+                    return Err(RouteError::TooManyRoutes(routes.len()).into());
                 }
                 let forward = self.forward.as_deref().map(Target::parse).transpose()?;
                 let mut config = AgentConfig::with_routes(
@@ -998,6 +1006,11 @@ mod tests {
             "--events \"a*b\": `*` may only end a pattern (as in payment_intent.*)"
         );
         assert!(refused(&[]).starts_with("--forward is required"));
+        let many: Vec<String> = (0..=protocol::MAX_PATTERNS)
+            .flat_map(|n| ["--route".to_owned(), format!("t{n}=http://a:1")])
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert!(refused(&many).contains("--route flags without --forward"));
     }
 
     #[test]

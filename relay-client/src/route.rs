@@ -36,6 +36,11 @@ pub enum RouteError {
         "--events {0:?} names no event type: give a comma-separated list, e.g. --events push,pull_request*"
     )]
     NoEvents(String),
+    #[error(
+        "{0} --route flags without --forward: the relay takes at most {max} event types from one agent; add --forward for the rest, or use fewer routes",
+        max = protocol::MAX_PATTERNS
+    )]
+    TooManyRoutes(usize),
 }
 
 impl Route {
