@@ -157,3 +157,33 @@ async fn webhooks_get_503_while_the_database_is_down_and_are_stored_again_once_i
     assert_eq!(doc["events"].as_array().map(Vec::len), Some(2), "{doc}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_lists_every_nodes_agents_until_that_node_leaves() {
+    let url = postgres::database();
+    let node = |id: &str| Config {
+        node_id: Some(id.to_owned()),
+        ..on_postgres(&url)
+    };
+    let a = start_server(node("node-a")).await;
+    let b = start_server(node("node-b")).await;
+    let target = start_target().await;
+    let agent = start_agent(pinned_agent(&b.url(), "shared", &target.url)).await;
+    let client = client();
+    // Node a learns of it from b's lease, within a renewal or two.
+    let status = format!("{}/api/channels/shared", a.url());
+    let doc = poll_json(&client, &status, |doc| doc["agent_count"] == 1).await;
+    assert_eq!(doc["agents"][0]["node"], "node-b");
+    assert_eq!(
+        doc["agents"][0]["client"],
+        format!("relay-client/{}", env!("CARGO_PKG_VERSION"))
+    );
+    let on_b = get_json(&client, &format!("{}/api/channels/shared", b.url())).await;
+    assert_eq!(on_b["agents"], doc["agents"], "both nodes answer the same");
+
+    // Node b leaves: it gives its leases up, and a stops listing its agent.
+    agent.shutdown.cancel();
+    b.stop().await;
+    poll_json(&client, &status, |doc| doc["agent_count"] == 0).await;
+    a.stop().await;
+}

@@ -12,8 +12,8 @@ use tokio::sync::broadcast;
 
 use crate::channel::ChannelRecord;
 use crate::store::{
-    Attempt, AttemptKind, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Recorded,
-    Store, StoreError, Transition,
+    AgentLease, Attempt, AttemptKind, Event, EventStatus, EventSummary, ListQuery, Millis,
+    NewEvent, Recorded, Store, StoreError, Transition,
 };
 
 /// Changes a slow subscriber may fall behind by before it misses some (it is told how many).
@@ -250,6 +250,27 @@ impl Store for Observed {
 
     async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError> {
         self.inner.queue_depths().await
+    }
+
+    fn shares_agents(&self) -> bool {
+        self.inner.shares_agents()
+    }
+
+    async fn renew_leases(
+        &self,
+        node: &str,
+        agents: Vec<AgentLease>,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        self.inner.renew_leases(node, agents, until).await
+    }
+
+    async fn leased_agents(
+        &self,
+        channel: &ChannelId,
+        now: Millis,
+    ) -> Result<Vec<AgentLease>, StoreError> {
+        self.inner.leased_agents(channel, now).await
     }
 }
 

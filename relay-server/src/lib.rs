@@ -292,6 +292,9 @@ pub async fn serve(
         state.tracker.spawn(acme.run(shutdown.clone()));
     }
     state.tracker.spawn(prune(Arc::clone(&state)));
+    state
+        .tracker
+        .spawn(agents::leases::renew(Arc::clone(&state)));
     state.tracker.spawn(disk::watch(Arc::clone(&state)));
     state.tracker.spawn(channels::watch(Arc::clone(&state)));
     #[cfg(unix)]

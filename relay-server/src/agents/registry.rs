@@ -325,6 +325,13 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every agent connected, over all channels.
+    pub fn every_agent(&self) -> Vec<Arc<AgentHandle>> {
+        (self.channels.iter())
+            .flat_map(|entry| entry.agents.clone())
+            .collect()
+    }
+
     /// Agents connected, over all channels.
     pub fn total_agents(&self) -> usize {
         self.channels.iter().map(|entry| entry.agents.len()).sum()

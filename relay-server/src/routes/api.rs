@@ -95,6 +95,28 @@ pub async fn channel(
             }
         })
         .collect();
+    // Agents other nodes of a shared store hold (this node's own are the registry's, fresher).
+    let mut agents = agents;
+    if state.store.shares_agents() {
+        let leased = state
+            .store
+            .leased_agents(&channel, crate::store::now_ms())
+            .await?;
+        agents.extend(
+            (leased.into_iter())
+                .filter(|lease| lease.node != state.node_id)
+                .map(|lease| api::AgentStatus {
+                    client: lease.client,
+                    connected_at: crate::routes::events::time_json(lease.connected_at),
+                    events: lease.events,
+                    id: lease.agent_id.to_string(),
+                    in_flight: usize::try_from(lease.in_flight).unwrap_or(usize::MAX),
+                    node: lease.node,
+                    peer: lease.peer,
+                }),
+        );
+        agents.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+    }
     let registered = record.is_some();
     let mode = record.map_or(crate::channel::Mode::Balance, |r| r.settings.mode);
     Ok(Json(api::ChannelStatus {

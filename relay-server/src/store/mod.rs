@@ -546,6 +546,55 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Queued events per channel (channels with none are left out), for metrics.
     async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError>;
+
+    /// Whether other relay nodes may use this store at the same time, so that each must tell
+    /// the others which agents it holds ([`Store::renew_leases`]). A store of one process
+    /// (SQLite under a locked data dir, memory) does not.
+    fn shares_agents(&self) -> bool {
+        false
+    }
+
+    /// Node `node` holds exactly `agents` until `until` (the others see them until then,
+    /// unless it renews): what it published before and no longer holds goes. An empty list
+    /// gives up everything it held.
+    async fn renew_leases(
+        &self,
+        node: &str,
+        agents: Vec<AgentLease>,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        let _ = (node, agents, until);
+        Ok(())
+    }
+
+    /// The agents of `channel` held by any node under a lease that is still good at `now`,
+    /// in the order they connected.
+    async fn leased_agents(
+        &self,
+        channel: &ChannelId,
+        now: Millis,
+    ) -> Result<Vec<AgentLease>, StoreError> {
+        let _ = (channel, now);
+        Ok(Vec::new())
+    }
+}
+
+/// An agent as one node tells the others of it ([`Store::renew_leases`]): what the channel
+/// status shows of an agent, and the node that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentLease {
+    pub node: String,
+    pub agent_id: uuid::Uuid,
+    pub channel: ChannelId,
+    /// Its name and version from its hello.
+    pub client: String,
+    /// Its address, as its node sees it.
+    pub peer: String,
+    pub connected_at: Millis,
+    /// What it subscribed to; `None` for every type.
+    pub events: Option<Vec<String>>,
+    /// Deliveries it owed an answer for at the last renewal.
+    pub in_flight: u64,
 }
 
 /// Headers in the store's own binary form: per header, name length (u32 LE), name, value

@@ -24,8 +24,8 @@ use tracing::info;
 use crate::channel::ChannelRecord;
 
 use super::{
-    Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Quota, Recorded, Store,
-    StoreError, Transition,
+    AgentLease, Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Quota,
+    Recorded, Store, StoreError, Transition,
 };
 use batch::Batcher;
 use filter::{DUE, LIST, NEXT_DUE, sql_limit, subscription_patterns, takes_params};
@@ -459,6 +459,88 @@ impl Store for PostgresStore {
                 Ok((channel_name(row.get(0))?, u64::try_from(n).unwrap_or(0)))
             })
             .collect()
+    }
+
+    fn shares_agents(&self) -> bool {
+        true
+    }
+
+    async fn renew_leases(
+        &self,
+        node: &str,
+        agents: Vec<AgentLease>,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let held: Vec<uuid::Uuid> = agents.iter().map(|a| a.agent_id).collect();
+        tx.execute(
+            "DELETE FROM agent_leases WHERE node = $1 AND NOT (agent_id = ANY($2))",
+            &[&node, &held],
+        )
+        .await
+        .map_err(db_error)?;
+        let upsert = tx
+            .prepare_cached(
+                "INSERT INTO agent_leases (agent_id, node, channel, client, peer, connected_at,
+                                           events, in_flight, expires_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (agent_id) DO UPDATE
+                 SET node = EXCLUDED.node, in_flight = EXCLUDED.in_flight,
+                     expires_at = EXCLUDED.expires_at",
+            )
+            .await
+            .map_err(db_error)?;
+        for agent in &agents {
+            let in_flight = i64::try_from(agent.in_flight).unwrap_or(i64::MAX);
+            tx.execute(
+                &upsert,
+                &[
+                    &agent.agent_id,
+                    &node,
+                    &agent.channel.as_str(),
+                    &agent.client,
+                    &agent.peer,
+                    &agent.connected_at,
+                    &agent.events,
+                    &in_flight,
+                    &until,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        }
+        tx.commit().await.map_err(db_error)
+    }
+
+    async fn leased_agents(
+        &self,
+        channel: &ChannelId,
+        now: Millis,
+    ) -> Result<Vec<AgentLease>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT agent_id, node, client, peer, connected_at, events, in_flight
+                 FROM agent_leases WHERE channel = $1 AND expires_at > $2
+                 ORDER BY connected_at, agent_id",
+                &[&channel.as_str(), &now],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .iter()
+            .map(|row| AgentLease {
+                agent_id: row.get(0),
+                node: row.get(1),
+                channel: channel.clone(),
+                client: row.get(2),
+                peer: row.get(3),
+                connected_at: row.get(4),
+                events: row.get(5),
+                in_flight: u64::try_from(row.get::<_, i64>(6)).unwrap_or(0),
+            })
+            .collect())
     }
 }
 

@@ -125,6 +125,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
         WHEN ((OLD.status IN ('queued', 'delivering')) <> (NEW.status IN ('queued', 'delivering'))
               OR (OLD.status = 'rejected') <> (NEW.status = 'rejected'))
         EXECUTE FUNCTION hookrelay_event_moved();",
+    // 2: which node holds which agent, until when: each node renews its rows every few
+    // seconds, so a node that dies loses them within seconds (see `Store::renew_leases`).
+    "CREATE TABLE agent_leases (
+        agent_id UUID PRIMARY KEY,
+        node TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        client TEXT NOT NULL,
+        peer TEXT NOT NULL,
+        connected_at BIGINT NOT NULL,
+        events TEXT[],
+        in_flight BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
+    CREATE INDEX agent_leases_channel ON agent_leases (channel, connected_at);
+    CREATE INDEX agent_leases_node ON agent_leases (node);",
 ];
 
 /// Why the schema could not be brought up to date.

@@ -298,3 +298,68 @@ async fn concurrent_inserts_into_a_full_channel_each_make_room() {
         assert_eq!(kept, i >= 3, "the three oldest went, event {i}");
     }
 }
+
+#[tokio::test]
+async fn leases_show_each_nodes_agents_until_they_expire_or_are_given_up() {
+    use crate::store::AgentLease;
+    let db = url(&database());
+    let store = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("open");
+    assert!(store.shares_agents());
+    let ch = channel("leased");
+    let lease = |node: &str, n: u128, at: i64| AgentLease {
+        node: node.to_owned(),
+        agent_id: uuid::Uuid::from_u128(n),
+        channel: ch.clone(),
+        client: "relay-client/test".to_owned(),
+        peer: "127.0.0.1:4000".to_owned(),
+        connected_at: at,
+        events: (n == 2).then(|| vec!["push".to_owned()]),
+        in_flight: 0,
+    };
+    let ids = |leases: Vec<AgentLease>| {
+        leases
+            .iter()
+            .map(|l| l.agent_id.as_u128())
+            .collect::<Vec<_>>()
+    };
+    store
+        .renew_leases("a", vec![lease("a", 1, 10), lease("a", 2, 20)], 1_000)
+        .await
+        .expect("renew a");
+    store
+        .renew_leases("b", vec![lease("b", 3, 15)], 2_000)
+        .await
+        .expect("renew b");
+    let seen = store.leased_agents(&ch, 500).await.expect("leased");
+    assert_eq!(ids(seen.clone()), [1, 3, 2], "in the order they connected");
+    assert_eq!(seen[2].events, Some(vec!["push".to_owned()]));
+    assert_eq!(seen[1].node, "b");
+    // Node a no longer holds agent 1; then its lease runs out.
+    store
+        .renew_leases("a", vec![lease("a", 2, 20)], 1_000)
+        .await
+        .expect("renew a");
+    assert_eq!(
+        ids(store.leased_agents(&ch, 500).await.expect("leased")),
+        [3, 2]
+    );
+    assert_eq!(
+        ids(store.leased_agents(&ch, 1_500).await.expect("leased")),
+        [3]
+    );
+    // Node b gives up everything.
+    store
+        .renew_leases("b", Vec::new(), 0)
+        .await
+        .expect("give up");
+    assert!(store.leased_agents(&ch, 500).await.expect("leased").len() == 1);
+    assert!(
+        store
+            .leased_agents(&channel("other"), 0)
+            .await
+            .expect("leased")
+            .is_empty()
+    );
+}
