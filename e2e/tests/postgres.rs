@@ -187,3 +187,46 @@ async fn every_node_lists_every_nodes_agents_until_that_node_leaves() {
     poll_json(&client, &status, |doc| doc["agent_count"] == 0).await;
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_draining_one_queue_deliver_each_webhook_once() {
+    let url = postgres::database();
+    let node = |id: &str| Config {
+        node_id: Some(id.to_owned()),
+        ..on_postgres(&url)
+    };
+    let (a, b) = (
+        start_server(node("node-a")).await,
+        start_server(node("node-b")).await,
+    );
+    let client = client();
+    // Queued on node a while no agent is connected anywhere.
+    let hook = format!("{}/h/drained/x", a.url());
+    let mut queued = std::collections::HashSet::new();
+    for i in 0..40 {
+        queued.insert(post_queued(&client, &hook, body_for(i)).await);
+    }
+    // One agent on each node: both drains read the same queue from the shared database.
+    let mut target = start_target().await;
+    let _on_a = start_agent(pinned_agent(&a.url(), "drained", &target.url)).await;
+    let _on_b = start_agent(pinned_agent(&b.url(), "drained", &target.url)).await;
+    let mut delivered = std::collections::HashSet::new();
+    while delivered.len() < queued.len() {
+        let seen = next_seen(&mut target).await;
+        let id = String::from_utf8(seen.header("x-hookrelay-delivery")[0].to_vec()).expect("an id");
+        assert!(delivered.insert(id.clone()), "{id} delivered twice");
+    }
+    assert_eq!(delivered, queued);
+    // Nothing more comes: no node delivers one a second time afterwards.
+    let events = format!(
+        "{}/api/channels/drained/events?status=delivered&limit=100",
+        a.url()
+    );
+    poll_json(&client, &events, |doc| {
+        doc["events"].as_array().map_or(0, Vec::len) == 40
+    })
+    .await;
+    assert!(target.seen.try_recv().is_err(), "a duplicate delivery");
+    a.stop().await;
+    b.stop().await;
+}

@@ -178,7 +178,7 @@ impl Store for Observed {
         self.publish_attempt(id, attempt, then, true).await
     }
 
-    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
+    async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError> {
         self.inner.begin(id).await
     }
 

@@ -159,12 +159,19 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
                 // The agents changed since the query: look again with theirs.
                 break;
             };
-            state.paces.started(&channel);
             let id = event.summary.id;
             let failures = event.summary.failures;
-            if let Err(e) = state.store.begin(id).await {
-                warn!(delivery_id = %id, error = %e, "cannot mark the event delivering");
+            match state.store.begin(id).await {
+                Ok(true) => {}
+                // Another dispatcher (another node on a shared store) claimed it since the
+                // query, or it was recorded meanwhile: not ours to deliver.
+                Ok(false) => {
+                    debug!(delivery_id = %id, "queued event claimed elsewhere; skipped");
+                    continue;
+                }
+                Err(e) => warn!(delivery_id = %id, error = %e, "cannot mark the event delivering"),
             }
+            state.paces.started(&channel);
             let (attempt, agent_gone) =
                 attempt(&state, Arc::clone(&agent), &event, AttemptKind::Queued).await;
             record::retryable(&state, &channel, id, attempt, failures, agent_gone).await;

@@ -461,7 +461,8 @@ async fn due_returns_due_queued_events_in_arrival_order(store: &dyn Store) {
 async fn begin_marks_a_queued_event_delivering_until_its_outcome(store: &dyn Store) {
     let ch = channel("begin");
     let id = put(store, new_event(&ch, 100, EventStatus::Queued)).await;
-    store.begin(id).await.expect("begin");
+    assert!(store.begin(id).await.expect("begin"), "the first claims it");
+    assert!(!store.begin(id).await.expect("begin"), "a second does not");
     assert_eq!(status_of(store, &ch, id).await, EventStatus::Delivering);
     assert!(
         store
@@ -494,12 +495,13 @@ async fn begin_marks_a_queued_event_delivering_until_its_outcome(store: &dyn Sto
         .record(live, attempt(Some(200)), Transition::Delivered)
         .await
         .expect("record");
-    store.begin(live).await.expect("begin");
+    assert!(
+        !store.begin(live).await.expect("begin"),
+        "not queued: no claim"
+    );
     assert_eq!(status_of(store, &ch, live).await, EventStatus::Delivered);
-    store
-        .begin(DeliveryId::random())
-        .await
-        .expect("begin unknown");
+    let unknown = store.begin(DeliveryId::random()).await;
+    assert!(!unknown.expect("begin unknown"), "nothing to claim");
 }
 
 async fn next_due_is_the_earliest_queued_attempt(store: &dyn Store) {

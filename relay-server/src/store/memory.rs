@@ -176,22 +176,23 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
+    async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError> {
         let mut inner = self.lock();
         let Inner {
             events, channels, ..
         } = &mut *inner;
         let Some(entry) = events.get_mut(&id) else {
-            return Ok(());
+            return Ok(false);
         };
         let summary = &mut entry.event.summary;
-        if summary.status == EventStatus::Queued {
-            summary.status = EventStatus::Delivering;
-            if let Some(channel) = channels.get_mut(&summary.channel) {
-                channel.queued.remove(&entry.seq);
-            }
+        if summary.status != EventStatus::Queued {
+            return Ok(false);
         }
-        Ok(())
+        summary.status = EventStatus::Delivering;
+        if let Some(channel) = channels.get_mut(&summary.channel) {
+            channel.queued.remove(&entry.seq);
+        }
+        Ok(true)
     }
 
     async fn record(

@@ -479,7 +479,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Marks a queued event `delivering` while the dispatcher attempts it, so the history
     /// shows it (a crash leaves it to the recovery at open). Its `next_attempt_at` stays until
     /// [`Store::record`] sets the outcome. Does nothing to an event in another status.
-    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError>;
+    ///
+    /// Answers whether this call made the change: the caller's claim on the attempt. Of two
+    /// dispatchers that read the same queued event (two nodes on one shared store), only the
+    /// one whose `begin` answers `true` delivers it.
+    async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError>;
 
     /// Queued events of `channel` whose `next_attempt_at` is at or before `now` and whose type
     /// `takes` takes (what the channel's connected agents subscribe to), in arrival order, at

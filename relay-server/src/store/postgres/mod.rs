@@ -185,9 +185,10 @@ impl Store for PostgresStore {
         self.inserts.submit(event).await
     }
 
-    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
+    async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError> {
         // Queued to delivering changes no count, so it needs no channel lock (see the
-        // `events_moved` trigger).
+        // `events_moved` trigger). The row's lock makes it a claim: of two nodes updating the
+        // same queued event, the second finds it delivering and changes nothing.
         let client = self.client().await?;
         client
             .execute(
@@ -196,7 +197,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db_error)
-            .map(drop)
+            .map(|changed| changed > 0)
     }
 
     async fn record(

@@ -232,8 +232,8 @@ impl Store for SqliteStore {
         self.write(Op::Insert(event)).await.map(drop)
     }
 
-    async fn begin(&self, id: DeliveryId) -> Result<(), StoreError> {
-        self.write(Op::Begin(id)).await.map(drop)
+    async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError> {
+        Ok(self.write(Op::Begin(id)).await?.count() > 0)
     }
 
     async fn record(

@@ -307,7 +307,7 @@ fn apply(conn: &Connection, op: &Op, ledger: &mut Ledger) -> Result<Reply, Store
             )
             .and_then(|mut stmt| stmt.execute([id.to_string()]))
             .map_err(db_error)
-            .map(|_| 0),
+            .map(|changed| changed as u64),
         Op::Record { id, attempt, then } => {
             return record(conn, *id, attempt, *then, ledger).map(Reply::Recorded);
         }
