@@ -230,3 +230,26 @@ async fn two_nodes_draining_one_queue_deliver_each_webhook_once() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_queued_on_one_node_is_delivered_by_the_node_that_holds_the_agent() {
+    let url = postgres::database();
+    let node = |id: &str| Config {
+        node_id: Some(id.to_owned()),
+        ..on_postgres(&url)
+    };
+    let (a, b) = (
+        start_server(node("node-a")).await,
+        start_server(node("node-b")).await,
+    );
+    let mut target = start_target().await;
+    let _on_b = start_agent(pinned_agent(&b.url(), "across", &target.url)).await;
+    // Node a has no agent of the channel: it stores the webhook and answers 202; node b's
+    // next lease renewal finds it due on its agent's channel and delivers it.
+    let id = post_queued(&client(), &format!("{}/h/across/x", a.url()), body_for(7)).await;
+    let seen = next_seen(&mut target).await;
+    assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
+    assert_eq!(seen.body, body_for(7));
+    a.stop().await;
+    b.stop().await;
+}

@@ -261,7 +261,7 @@ impl Store for Observed {
         node: &str,
         agents: Vec<AgentLease>,
         until: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ChannelId>, StoreError> {
         self.inner.renew_leases(node, agents, until).await
     }
 

@@ -1,7 +1,10 @@
 //! Which node holds which agent, for a store that several relay nodes share: every few seconds
 //! this node tells the store the agents it holds, under a lease that outlives a few missed
 //! renewals only ([`LEASE_TTL`]), so a node that dies loses its agents within seconds. The
-//! channel status of any node then lists every node's agents.
+//! channel status of any node then lists every node's agents. The same renewal keeps this
+//! node's store alive in the others' eyes (what a dead one was delivering is queued again),
+//! and wakes this node's dispatcher for its agents' channels that have queued work, whichever
+//! node queued it.
 
 use std::time::Duration;
 
@@ -32,8 +35,14 @@ pub async fn renew(state: AppState) {
         }
         let held = held(&state);
         let until = store::now_ms().saturating_add(ttl);
-        if let Err(e) = state.store.renew_leases(&state.node_id, held, until).await {
-            warn!(error = %e, "cannot renew this node's agent leases");
+        match state.store.renew_leases(&state.node_id, held, until).await {
+            // Queued by any node (or requeued from a node that died): delivered from here.
+            Ok(due) => {
+                for channel in &due {
+                    state.dispatcher.kick(&state, channel);
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot renew this node's agent leases"),
         }
     }
     // Leaving: the other nodes stop listing this node's agents at once.

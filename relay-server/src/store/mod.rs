@@ -560,15 +560,17 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Node `node` holds exactly `agents` until `until` (the others see them until then,
     /// unless it renews): what it published before and no longer holds goes. An empty list
-    /// gives up everything it held.
+    /// gives up everything it held. The store's own lease is renewed with it, and what a store
+    /// whose lease ran out was delivering is queued again. Answers the channels of `agents`
+    /// that have queued events due, which this node's dispatcher should deliver.
     async fn renew_leases(
         &self,
         node: &str,
         agents: Vec<AgentLease>,
         until: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ChannelId>, StoreError> {
         let _ = (node, agents, until);
-        Ok(())
+        Ok(Vec::new())
     }
 
     /// The agents of `channel` held by any node under a lease that is still good at `now`,

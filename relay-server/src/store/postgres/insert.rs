@@ -32,14 +32,17 @@ const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq IN (
         WHERE before < $2::BIGINT)";
 /// Inserts one row per element of the arrays, in their order (so in the order of arrival).
 const INSERT_EVENTS: &str = "INSERT INTO events (id, channel, received_at, source, method, path,
-        query, headers, body, size, body_len, status, next_attempt_at, event_type, replay_of)
+        query, headers, body, size, body_len, status, next_attempt_at, event_type, replay_of,
+        instance)
     SELECT * FROM UNNEST($1::UUID[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
         $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[], $10::BIGINT[], $11::BIGINT[],
-        $12::TEXT[], $13::BIGINT[], $14::TEXT[], $15::UUID[])";
+        $12::TEXT[], $13::BIGINT[], $14::TEXT[], $15::UUID[], $16::UUID[])";
 
 /// Inserts, each event held to its channel's [`Quota`].
 pub(super) struct Inserts {
     pub(super) quota: Quota,
+    /// The store's instance, which a `delivering` event names as the one delivering it.
+    pub(super) instance: uuid::Uuid,
 }
 
 impl Work for Inserts {
@@ -51,7 +54,7 @@ impl Work for Inserts {
         client: &mut Object,
         ops: &[&NewEvent],
     ) -> Result<Vec<Result<(), StoreError>>, Failed> {
-        insert_together(client, self.quota, ops).await
+        insert_together(client, self.quota, self.instance, ops).await
     }
 }
 
@@ -62,6 +65,7 @@ impl Work for Inserts {
 async fn insert_together(
     client: &mut Object,
     quota: Quota,
+    instance: uuid::Uuid,
     events: &[&NewEvent],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
     let tx = client.transaction().await?;
@@ -88,10 +92,10 @@ async fn insert_together(
             held.add(event.status, size);
             pending.push(event);
         } else {
-            insert_rows(&tx, &pending).await?;
+            insert_rows(&tx, instance, &pending).await?;
             pending.clear();
             make_room(&tx, event.channel.as_str(), room).await?;
-            insert_rows(&tx, &[*event]).await?;
+            insert_rows(&tx, instance, &[*event]).await?;
             let channel = [event.channel.as_str()];
             if let Some(row) = tx
                 .query(LOCK_CHANNELS, &[&channel.as_slice()])
@@ -103,7 +107,7 @@ async fn insert_together(
         }
         results.push(Ok(()));
     }
-    insert_rows(&tx, &pending).await?;
+    insert_rows(&tx, instance, &pending).await?;
     tx.commit().await?;
     Ok(results)
 }
@@ -144,8 +148,12 @@ async fn make_room(tx: &Transaction<'_>, channel: &str, room: Room) -> Result<()
     Ok(())
 }
 
-/// Inserts `events` in one statement, in their order.
-async fn insert_rows(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), Failed> {
+/// Inserts `events` in one statement, in their order; a `delivering` one names `instance`.
+async fn insert_rows(
+    tx: &Transaction<'_>,
+    instance: uuid::Uuid,
+    events: &[&NewEvent],
+) -> Result<(), Failed> {
     if events.is_empty() {
         return Ok(());
     }
@@ -171,12 +179,16 @@ async fn insert_rows(tx: &Transaction<'_>, events: &[&NewEvent]) -> Result<(), F
         .iter()
         .map(|e| e.replay_of.map(|id| *id.as_uuid()))
         .collect();
+    let instances: Vec<Option<uuid::Uuid>> = events
+        .iter()
+        .map(|e| (e.status == EventStatus::Delivering).then_some(instance))
+        .collect();
     let stmt = tx.prepare_cached(INSERT_EVENTS).await?;
     tx.execute(
         &stmt,
         &[
             &ids, &channels, &received, &sources, &methods, &paths, &queries, &headers, &bodies,
-            &sizes, &body_lens, &statuses, &next, &types, &replays,
+            &sizes, &body_lens, &statuses, &next, &types, &replays, &instances,
         ],
     )
     .await?;

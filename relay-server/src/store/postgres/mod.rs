@@ -1,8 +1,9 @@
 //! The PostgreSQL [`Store`] backend (`--store postgres://...`): events, attempts and channels
 //! in a database a team already runs, so that the data outlives the relay's machine.
 //!
-//! One node per database for now: the recovery at open requeues every `delivering` event,
-//! which is right only when no other node is delivering (see [`schema::recover`]).
+//! Each open store is an instance with a lease of its own (`instances`), renewed with its
+//! node's agent leases; a `delivering` event names the instance delivering it, and any node
+//! requeues the events of an instance whose lease ran out (see [`schema::sweep`]).
 //!
 //! Connections come from a pool (deadpool), each driven by its own task; a connection the
 //! database dropped (a restart) fails the one write that finds it and is replaced on the next,
@@ -65,6 +66,8 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 pub struct PostgresStore {
     pool: Pool,
     url: PostgresUrl,
+    /// This open store, as `delivering` events and the `instances` table name it.
+    instance: uuid::Uuid,
     inserts: Batcher<Inserts>,
     records: Batcher<Records>,
 }
@@ -132,8 +135,10 @@ impl PostgresStore {
         })?;
         drop(client);
         info!(store = %url, "event store open");
+        let instance = uuid::Uuid::new_v4();
         Ok(PostgresStore {
-            inserts: Batcher::start(pool.clone(), Inserts { quota }),
+            instance,
+            inserts: Batcher::start(pool.clone(), Inserts { quota, instance }),
             records: Batcher::start(pool.clone(), Records),
             pool,
             url: url.clone(),
@@ -192,8 +197,9 @@ impl Store for PostgresStore {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE events SET status = 'delivering' WHERE id = $1 AND status = 'queued'",
-                &[id.as_uuid()],
+                "UPDATE events SET status = 'delivering', instance = $2
+                 WHERE id = $1 AND status = 'queued'",
+                &[id.as_uuid(), &self.instance],
             )
             .await
             .map_err(db_error)
@@ -471,7 +477,7 @@ impl Store for PostgresStore {
         node: &str,
         agents: Vec<AgentLease>,
         until: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<ChannelId>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
         let held: Vec<uuid::Uuid> = agents.iter().map(|a| a.agent_id).collect();
@@ -492,6 +498,13 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(db_error)?;
+        tx.execute(
+            "INSERT INTO instances (instance, node, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (instance) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+            &[&self.instance, &node, &until],
+        )
+        .await
+        .map_err(db_error)?;
         for agent in &agents {
             let in_flight = i64::try_from(agent.in_flight).unwrap_or(i64::MAX);
             tx.execute(
@@ -511,7 +524,22 @@ impl Store for PostgresStore {
             .await
             .map_err(db_error)?;
         }
-        tx.commit().await.map_err(db_error)
+        tx.commit().await.map_err(db_error)?;
+        // What a dead instance was delivering is queued again, and what is due on the
+        // channels of this node's agents is for its dispatcher to deliver (queued by any node).
+        let now = super::now_ms();
+        schema::sweep(&client, now).await.map_err(db_error)?;
+        forget_dead_instances(&client, now).await?;
+        let channels: Vec<&str> = agents.iter().map(|a| a.channel.as_str()).collect();
+        let rows = client
+            .query(
+                "SELECT DISTINCT channel FROM events
+                 WHERE status = 'queued' AND next_attempt_at <= $2 AND channel = ANY($1)",
+                &[&channels, &now],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(|row| channel_name(row.get(0))).collect()
     }
 
     async fn leased_agents(
@@ -543,6 +571,22 @@ impl Store for PostgresStore {
             })
             .collect())
     }
+}
+
+/// Forgets instances whose lease ran out a minute ago or more (their events were requeued by
+/// then), so the table stays as small as the nodes that run.
+async fn forget_dead_instances(
+    client: &tokio_postgres::Client,
+    now: i64,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "DELETE FROM instances WHERE expires_at < $1",
+            &[&now.saturating_sub(60_000)],
+        )
+        .await
+        .map_err(db_error)
+        .map(drop)
 }
 
 fn settings_json(record: &ChannelRecord) -> Result<String, StoreError> {

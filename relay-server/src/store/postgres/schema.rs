@@ -140,6 +140,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX agent_leases_channel ON agent_leases (channel, connected_at);
     CREATE INDEX agent_leases_node ON agent_leases (node);",
+    // 3: which running store (one per server process) is delivering each `delivering` event,
+    // and until when each is alive: a store whose lease ran out died, and the others requeue
+    // what it was delivering (`sweep`). The partial index is as small as what is in flight.
+    "ALTER TABLE events ADD COLUMN instance UUID;
+    CREATE INDEX events_delivering ON events (instance) WHERE status = 'delivering';
+    CREATE TABLE instances (
+        instance UUID PRIMARY KEY,
+        node TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );",
 ];
 
 /// Why the schema could not be brought up to date.
@@ -209,26 +219,39 @@ pub(super) async fn migrate(
     tx.commit().await.map_err(step("commit migration"))
 }
 
-/// Turns events left `delivering` back into due `queued` ones: with one node, whoever was
-/// delivering them is gone (the previous run of this server). With several nodes on one
-/// database this would requeue what a live node is delivering; it must become lease-based
-/// (a node requeues only the events of nodes whose lease expired) before they are supported.
-pub(super) async fn recover(client: &tokio_postgres::Client) -> Result<(), MigrateError> {
-    let recovered = client
+/// Requeues, due now, the events left `delivering` by a store instance that is gone: one
+/// whose lease in `instances` has run out (it stopped renewing: its process died), or none at
+/// all (rows from before instances, and instances that never renewed). A live instance's
+/// deliveries are left alone, so every node may sweep at any time; it runs at open and with
+/// every renewal of a node's leases. Answers how many it requeued.
+pub(super) async fn sweep(
+    client: &tokio_postgres::Client,
+    now: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    let requeued = client
         .execute(
-            "UPDATE events SET status = 'queued', next_attempt_at = $1
-             WHERE status = 'delivering'",
-            &[&now_ms()],
+            "UPDATE events SET status = 'queued', next_attempt_at = $1, instance = NULL
+             WHERE status = 'delivering' AND NOT EXISTS (
+                 SELECT 1 FROM instances i
+                 WHERE i.instance = events.instance AND i.expires_at > $1)",
+            &[&now],
         )
-        .await
-        .map_err(step("requeue events left delivering"))?;
-    if recovered > 0 {
+        .await?;
+    if requeued > 0 {
         warn!(
-            recovered,
-            "requeued events that were being delivered when the server stopped"
+            requeued,
+            "requeued events whose server stopped while delivering them"
         );
     }
-    Ok(())
+    Ok(requeued)
+}
+
+/// [`sweep`] at open, as a step of opening.
+pub(super) async fn recover(client: &tokio_postgres::Client) -> Result<(), MigrateError> {
+    sweep(client, now_ms())
+        .await
+        .map(drop)
+        .map_err(step("requeue events left delivering"))
 }
 
 /// The schema version after `migrations` migrations.

@@ -363,3 +363,63 @@ async fn leases_show_each_nodes_agents_until_they_expire_or_are_given_up() {
             .is_empty()
     );
 }
+
+/// The status of event `id` of `ch` in `store`.
+async fn status(store: &PostgresStore, ch: &protocol::ChannelId, id: DeliveryId) -> EventStatus {
+    let event = store.get(ch, id).await.expect("get").expect("kept");
+    event.summary.status
+}
+
+#[tokio::test]
+async fn a_dead_stores_deliveries_are_requeued_and_a_live_ones_are_left_alone() {
+    use crate::store::{AgentLease, now_ms};
+    let db = url(&database());
+    let ch = channel("swept");
+    let a = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("open a");
+    let live = new_event(&ch, 1, EventStatus::Delivering);
+    let id = live.id;
+    a.insert(live).await.expect("insert");
+    a.renew_leases("a", Vec::new(), now_ms() + 60_000)
+        .await
+        .expect("a is alive");
+
+    // Another node opens (and sweeps): a is alive, so its delivery stays its own.
+    let b = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("open b");
+    assert_eq!(status(&b, &ch, id).await, EventStatus::Delivering);
+    let agent = AgentLease {
+        node: "b".to_owned(),
+        agent_id: uuid::Uuid::from_u128(7),
+        channel: ch.clone(),
+        client: "relay-client/test".to_owned(),
+        peer: "127.0.0.1:4000".to_owned(),
+        connected_at: 1,
+        events: None,
+        in_flight: 0,
+    };
+    let until = now_ms() + 6_000;
+    let due = b
+        .renew_leases("b", vec![agent.clone()], until)
+        .await
+        .expect("renew b");
+    assert!(due.is_empty(), "nothing queued yet: {due:?}");
+    assert_eq!(status(&b, &ch, id).await, EventStatus::Delivering);
+
+    // a stops renewing: once its lease has run out, b's next renewal requeues the delivery
+    // and says that b's agent's channel has work.
+    a.renew_leases("a", Vec::new(), 1)
+        .await
+        .expect("a's lease runs out");
+    let due = b
+        .renew_leases("b", vec![agent], until)
+        .await
+        .expect("renew b");
+    assert_eq!(due, std::slice::from_ref(&ch));
+    assert_eq!(status(&b, &ch, id).await, EventStatus::Queued);
+    // And a claim names b now: a second claim fails.
+    assert!(b.begin(id).await.expect("begin"));
+    assert!(!a.begin(id).await.expect("begin"));
+}
