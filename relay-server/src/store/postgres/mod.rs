@@ -505,32 +505,37 @@ impl Store for PostgresStore {
         )
         .await
         .map_err(db_error)?;
-        for agent in &agents {
-            let in_flight = i64::try_from(agent.in_flight).unwrap_or(i64::MAX);
-            tx.execute(
-                &upsert,
-                &[
+        // Pipelined, as records are (`record.rs`): one round trip for all of a node's agents,
+        // not one each every renewal.
+        let in_flight: Vec<i64> = (agents.iter())
+            .map(|agent| i64::try_from(agent.in_flight).unwrap_or(i64::MAX))
+            .collect();
+        let channels: Vec<&str> = agents.iter().map(|a| a.channel.as_str()).collect();
+        let upserts =
+            (agents.iter().zip(&in_flight).zip(&channels)).map(|((agent, in_flight), channel)| {
+                let values: [&(dyn ToSql + Sync); 9] = [
                     &agent.agent_id,
                     &node,
-                    &agent.channel.as_str(),
+                    channel,
                     &agent.client,
                     &agent.peer,
                     &agent.connected_at,
                     &agent.events,
-                    &in_flight,
+                    in_flight,
                     &until,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
+                ];
+                let (tx, upsert) = (&tx, &upsert);
+                async move { tx.execute(upsert, &values).await }
+            });
+        for done in futures_util::future::join_all(upserts).await {
+            done.map_err(db_error)?;
         }
         tx.commit().await.map_err(db_error)?;
         // What a dead instance was delivering is queued again, and what is due on the
         // channels of this node's agents is for its dispatcher to deliver (queued by any node).
         let now = super::now_ms();
         schema::sweep(&client, now).await.map_err(db_error)?;
-        forget_dead_instances(&client, now).await?;
-        let channels: Vec<&str> = agents.iter().map(|a| a.channel.as_str()).collect();
+        forget_expired(&client, now).await?;
         let rows = client
             .query(
                 "SELECT DISTINCT channel FROM events
@@ -573,20 +578,18 @@ impl Store for PostgresStore {
     }
 }
 
-/// Forgets instances whose lease ran out a minute ago or more (their events were requeued by
-/// then), so the table stays as small as the nodes that run.
-async fn forget_dead_instances(
-    client: &tokio_postgres::Client,
-    now: i64,
-) -> Result<(), StoreError> {
-    client
-        .execute(
-            "DELETE FROM instances WHERE expires_at < $1",
-            &[&now.saturating_sub(60_000)],
-        )
-        .await
-        .map_err(db_error)
-        .map(drop)
+/// Forgets the instances and agent leases that ran out a minute ago or more (a dead node's:
+/// its events were requeued by then, and no node lists its agents), so both tables stay as
+/// small as what runs.
+async fn forget_expired(client: &tokio_postgres::Client, now: i64) -> Result<(), StoreError> {
+    let before = now.saturating_sub(60_000);
+    for table in [
+        "DELETE FROM instances WHERE expires_at < $1",
+        "DELETE FROM agent_leases WHERE expires_at < $1",
+    ] {
+        client.execute(table, &[&before]).await.map_err(db_error)?;
+    }
+    Ok(())
 }
 
 fn settings_json(record: &ChannelRecord) -> Result<String, StoreError> {

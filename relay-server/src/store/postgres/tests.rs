@@ -301,8 +301,11 @@ async fn concurrent_inserts_into_a_full_channel_each_make_room() {
 
 #[tokio::test]
 async fn leases_show_each_nodes_agents_until_they_expire_or_are_given_up() {
-    use crate::store::AgentLease;
-    let db = url(&database());
+    use crate::store::{AgentLease, now_ms};
+    // Times from now: a renewal forgets leases that ran out a minute before it.
+    let t = now_ms();
+    let text = database();
+    let db = url(&text);
     let store = PostgresStore::open(&db, Quota::UNLIMITED)
         .await
         .expect("open");
@@ -325,28 +328,28 @@ async fn leases_show_each_nodes_agents_until_they_expire_or_are_given_up() {
             .collect::<Vec<_>>()
     };
     store
-        .renew_leases("a", vec![lease("a", 1, 10), lease("a", 2, 20)], 1_000)
+        .renew_leases("a", vec![lease("a", 1, 10), lease("a", 2, 20)], t + 1_000)
         .await
         .expect("renew a");
     store
-        .renew_leases("b", vec![lease("b", 3, 15)], 2_000)
+        .renew_leases("b", vec![lease("b", 3, 15)], t + 2_000)
         .await
         .expect("renew b");
-    let seen = store.leased_agents(&ch, 500).await.expect("leased");
+    let seen = store.leased_agents(&ch, t + 500).await.expect("leased");
     assert_eq!(ids(seen.clone()), [1, 3, 2], "in the order they connected");
     assert_eq!(seen[2].events, Some(vec!["push".to_owned()]));
     assert_eq!(seen[1].node, "b");
     // Node a no longer holds agent 1; then its lease runs out.
     store
-        .renew_leases("a", vec![lease("a", 2, 20)], 1_000)
+        .renew_leases("a", vec![lease("a", 2, 20)], t + 1_000)
         .await
         .expect("renew a");
     assert_eq!(
-        ids(store.leased_agents(&ch, 500).await.expect("leased")),
+        ids(store.leased_agents(&ch, t + 500).await.expect("leased")),
         [3, 2]
     );
     assert_eq!(
-        ids(store.leased_agents(&ch, 1_500).await.expect("leased")),
+        ids(store.leased_agents(&ch, t + 1_500).await.expect("leased")),
         [3]
     );
     // Node b gives up everything.
@@ -354,14 +357,36 @@ async fn leases_show_each_nodes_agents_until_they_expire_or_are_given_up() {
         .renew_leases("b", Vec::new(), 0)
         .await
         .expect("give up");
-    assert!(store.leased_agents(&ch, 500).await.expect("leased").len() == 1);
     assert!(
         store
-            .leased_agents(&channel("other"), 0)
+            .leased_agents(&ch, t + 500)
+            .await
+            .expect("leased")
+            .len()
+            == 1
+    );
+    assert!(
+        store
+            .leased_agents(&channel("other"), t)
             .await
             .expect("leased")
             .is_empty()
     );
+    // A lease that ran out over a minute ago is gone from the table, not only from the list.
+    store
+        .renew_leases("c", vec![lease("c", 4, 30)], t - 61_000)
+        .await
+        .expect("renew c");
+    store
+        .renew_leases("a", Vec::new(), t + 1_000)
+        .await
+        .expect("renew a");
+    let left = raw(&text).await;
+    let rows = left
+        .query_one("SELECT count(*) FROM agent_leases WHERE node = 'c'", &[])
+        .await
+        .expect("count");
+    assert_eq!(rows.get::<_, i64>(0), 0);
 }
 
 /// The status of event `id` of `ch` in `store`.
