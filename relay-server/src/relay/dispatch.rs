@@ -24,9 +24,7 @@ use crate::agents::registry::AgentHandle;
 use crate::error::Error;
 use crate::relay::attempt::{InFlight, Outgoing};
 use crate::relay::record;
-use crate::store::{
-    self, Attempt, AttemptKind, Event, EventStatus, EventSummary, NewEvent, Transition,
-};
+use crate::store::{self, Attempt, AttemptKind, Event, EventStatus, EventSummary, NewEvent};
 
 /// Events fetched from the store per query.
 const BATCH: usize = 32;
@@ -250,9 +248,8 @@ pub async fn replay(state: &AppState, event: &Event) -> Result<(Attempt, EventSt
 }
 
 /// Delivers `edited`, an edited copy of `original` (see [`crate::routes::events::replay`]),
-/// as a replay: stored first as a new event, then sent, and its attempt recorded. Nobody is
-/// left to retry the copy, so an attempt the target did not accept leaves it `failed` (it can
-/// be replayed in turn). Returns the attempt and the copy's status.
+/// as a replay: stored first as a new event, then sent, and its attempt recorded (see
+/// [`record::replayed_copy`]). Returns the attempt and the copy's status.
 pub async fn replay_edited(
     state: &AppState,
     original: &EventSummary,
@@ -270,11 +267,6 @@ pub async fn replay_edited(
     let out = Outgoing::new(state, &edited, AttemptKind::Replay, source);
     let id = edited.id;
     state.store.insert(edited).await?;
-    let (mut attempt, _) = send(state, agent, out).await;
-    let (then, status) = match attempt.status.is_some_and(store::accepted) {
-        true => (Transition::Delivered, EventStatus::Delivered),
-        false => (Transition::Failed, EventStatus::Failed),
-    };
-    attempt.n = state.store.record(id, attempt.clone(), then).await?.n;
-    Ok((attempt, status))
+    let (attempt, _) = send(state, agent, out).await;
+    record::replayed_copy(state, id, attempt).await
 }

@@ -147,12 +147,37 @@ pub async fn replayed(
     state: &AppState,
     id: DeliveryId,
     status: EventStatus,
-    mut attempt: Attempt,
+    attempt: Attempt,
 ) -> Result<(Attempt, EventStatus), Error> {
-    let then = Role::Replayed.transition(attempt.status, &state.config.retry);
+    awaited(state, id, status, attempt, Role::Replayed).await
+}
+
+/// Records the attempt at `id`, the new event an edited replay stored (`delivering`). Nobody
+/// retries it and the user who asked has its answer, so the attempt is its last word, as a
+/// live attempt's is ([`Role::Answered`]): delivered, or failed (and replayable in turn).
+pub async fn replayed_copy(
+    state: &AppState,
+    id: DeliveryId,
+    attempt: Attempt,
+) -> Result<(Attempt, EventStatus), Error> {
+    awaited(state, id, EventStatus::Delivering, attempt, Role::Answered).await
+}
+
+/// Records an attempt at `id`, now in `status`, in `role`, and waits for the write: the
+/// attempt with its number, and the status it leaves the event in.
+async fn awaited(
+    state: &AppState,
+    id: DeliveryId,
+    status: EventStatus,
+    mut attempt: Attempt,
+    role: Role,
+) -> Result<(Attempt, EventStatus), Error> {
+    let then = role.transition(attempt.status, &state.config.retry);
     let status = match then {
         Transition::Delivered => EventStatus::Delivered,
-        _ => status,
+        Transition::Failed => EventStatus::Failed,
+        Transition::Retry { .. } => EventStatus::Queued,
+        Transition::Keep => status,
     };
     attempt.n = state.store.record(id, attempt.clone(), then).await?.n;
     Ok((attempt, status))
