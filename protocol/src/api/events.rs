@@ -210,14 +210,7 @@ pub fn encode_body(body: &[u8]) -> (String, BodyEncoding) {
 /// The bytes of a body [`encode_body`] made, which must be `len` bytes long: an answer cut
 /// short on the way is refused rather than taken for the whole body.
 pub fn decode_body(text: String, encoding: BodyEncoding, len: u64) -> Result<Bytes, ContentError> {
-    let body = match encoding {
-        // No copy: the text's buffer becomes the body.
-        BodyEncoding::Utf8 => Bytes::from(text),
-        BodyEncoding::Base64 => BASE64
-            .decode(&text)
-            .map(Bytes::from)
-            .map_err(|e| ContentError::BodyBase64(e.to_string()))?,
-    };
+    let body = decode_body_text(text, encoding)?;
     if body.len() as u64 != len {
         return Err(ContentError::ShortBody {
             got: body.len(),
@@ -225,6 +218,19 @@ pub fn decode_body(text: String, encoding: BodyEncoding, len: u64) -> Result<Byt
         });
     }
     Ok(body)
+}
+
+/// The bytes of a body in JSON ([`encode_body`]'s form), of whatever length it has: for a
+/// body a client sends (an edited replay's), which no length vouches for.
+pub fn decode_body_text(text: String, encoding: BodyEncoding) -> Result<Bytes, ContentError> {
+    match encoding {
+        // No copy: the text's buffer becomes the body.
+        BodyEncoding::Utf8 => Ok(Bytes::from(text)),
+        BodyEncoding::Base64 => BASE64
+            .decode(&text)
+            .map(Bytes::from)
+            .map_err(|e| ContentError::BodyBase64(e.to_string())),
+    }
 }
 
 /// A header as JSON carries it: `{"name", "value"}`, or `{"name", "value_base64"}` for a

@@ -17,8 +17,8 @@ pub mod path;
 pub use channels::{AdminChannel, AdminChannels, AgentStatus, ChannelStatus, TokenChannel};
 pub use events::{
     Attempt, AttemptSummary, BodyEncoding, ContentError, EventDetail, EventPage, EventSummary,
-    Header, LiveAttempt, LiveReload, ReplayEdit, Replayed, decode_body, encode_body,
-    encode_headers,
+    Header, LiveAttempt, LiveReload, ReplayEdit, Replayed, decode_body, decode_body_text,
+    encode_body, encode_headers,
 };
 pub use names::{AttemptKind, EventStatus, Open};
 

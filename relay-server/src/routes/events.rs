@@ -146,10 +146,10 @@ async fn replay_edited(
     let bad = |e: api::ContentError| Error::BadRequest(format!("replay body: {e}"));
     let body = match edit.body {
         None => original.body.clone(),
-        Some(text) => match edit.body_encoding.unwrap_or(api::BodyEncoding::Utf8) {
-            api::BodyEncoding::Utf8 => Bytes::from(text),
-            api::BodyEncoding::Base64 => decode_base64(&text).map_err(Error::BadRequest)?,
-        },
+        Some(text) => {
+            let encoding = edit.body_encoding.unwrap_or(api::BodyEncoding::Utf8);
+            api::decode_body_text(text, encoding).map_err(bad)?
+        }
     };
     if body.len() as u64 > state.config.max_body_bytes {
         return Err(Error::BodyTooLarge(state.config.max_body_bytes));
@@ -213,15 +213,6 @@ async fn replay_edited(
 pub fn replay_body_limit(state: &AppState) -> usize {
     let max = usize::try_from(state.config.max_body_bytes).unwrap_or(usize::MAX);
     (max / 3).saturating_mul(4).saturating_add(2 * 1024 * 1024)
-}
-
-/// A base64 body of an edited replay.
-fn decode_base64(text: &str) -> Result<Bytes, String> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map(Bytes::from)
-        .map_err(|e| format!("replay body: its body is not valid base64 ({e})"))
 }
 
 fn parse_id(id: &str) -> Result<DeliveryId, Error> {
