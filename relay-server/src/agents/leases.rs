@@ -11,6 +11,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::AppState;
+use crate::agents::registry::AgentHandle;
 use crate::store::{self, AgentLease};
 
 /// How often the leases are renewed.
@@ -58,18 +59,21 @@ pub async fn renew(state: AppState) {
 /// The agents this node holds, as a lease names them.
 fn held(state: &AppState) -> Vec<AgentLease> {
     (state.registry.every_agent().iter())
-        .map(|agent| {
-            let info = agent.info();
-            AgentLease {
-                node: state.node_id.clone(),
-                agent_id: agent.id().0,
-                channel: agent.channel().clone(),
-                client: info.client.clone(),
-                peer: info.peer.to_string(),
-                connected_at: info.connected_at,
-                events: info.subscription.patterns(),
-                in_flight: agent.in_flight() as u64,
-            }
-        })
+        .map(|agent| lease_of(state, agent))
         .collect()
+}
+
+/// `agent`, one of this node's, as a lease names it.
+pub fn lease_of(state: &AppState, agent: &AgentHandle) -> AgentLease {
+    let info = agent.info();
+    AgentLease {
+        node: state.node_id.clone(),
+        agent_id: agent.id().0,
+        channel: agent.channel().clone(),
+        client: info.client.clone(),
+        peer: info.peer.to_string(),
+        connected_at: info.connected_at,
+        events: info.subscription.patterns(),
+        in_flight: agent.in_flight() as u64,
+    }
 }

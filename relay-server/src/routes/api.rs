@@ -10,6 +10,7 @@ use tracing::warn;
 use crate::AppState;
 use crate::error::Error;
 use crate::routes::access::ChannelAccess;
+use crate::store::AgentLease;
 
 /// `GET /healthz`: 200 while the server is serving.
 pub async fn healthz() -> Json<Health> {
@@ -78,45 +79,33 @@ pub async fn channel(
     ChannelAccess(channel): ChannelAccess,
 ) -> Result<Json<api::ChannelStatus>, Error> {
     let record = state.channels.get(&channel);
-    let agents: Vec<api::AgentStatus> = state
-        .registry
-        .agents(&channel)
-        .iter()
-        .map(|agent| {
-            let info = agent.info();
-            api::AgentStatus {
-                client: info.client.clone(),
-                connected_at: crate::routes::events::time_json(info.connected_at),
-                events: info.subscription.patterns(),
-                id: agent.id().to_string(),
-                in_flight: agent.in_flight(),
-                node: state.node_id.clone(),
-                peer: info.peer.to_string(),
-            }
-        })
+    let mut agents: Vec<AgentLease> = (state.registry.agents(&channel).iter())
+        .map(|agent| crate::agents::leases::lease_of(&state, agent))
         .collect();
     // Agents other nodes of a shared store hold (this node's own are the registry's, fresher).
-    let mut agents = agents;
     if state.store.shares_agents() {
         let leased = state
             .store
             .leased_agents(&channel, crate::store::now_ms())
             .await?;
         agents.extend(
-            (leased.into_iter())
-                .filter(|lease| lease.node != state.node_id)
-                .map(|lease| api::AgentStatus {
-                    client: lease.client,
-                    connected_at: crate::routes::events::time_json(lease.connected_at),
-                    events: lease.events,
-                    id: lease.agent_id.to_string(),
-                    in_flight: usize::try_from(lease.in_flight).unwrap_or(usize::MAX),
-                    node: lease.node,
-                    peer: lease.peer,
-                }),
+            leased
+                .into_iter()
+                .filter(|lease| lease.node != state.node_id),
         );
-        agents.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+        agents.sort_by_key(|lease| lease.connected_at);
     }
+    let agents: Vec<api::AgentStatus> = (agents.into_iter())
+        .map(|lease| api::AgentStatus {
+            client: lease.client,
+            connected_at: crate::routes::events::time_json(lease.connected_at),
+            events: lease.events,
+            id: lease.agent_id.to_string(),
+            in_flight: usize::try_from(lease.in_flight).unwrap_or(usize::MAX),
+            node: lease.node,
+            peer: lease.peer,
+        })
+        .collect();
     let registered = record.is_some();
     let mode = record.map_or(crate::channel::Mode::Balance, |r| r.settings.mode);
     Ok(Json(api::ChannelStatus {
