@@ -17,6 +17,15 @@ fn on_postgres(url: &str) -> Config {
     }
 }
 
+/// [`on_postgres`] as the node named `id` (`--node-id`), for tests with several nodes on one
+/// database.
+fn node_on(url: &str, id: &str) -> Config {
+    Config {
+        node_id: Some(id.to_owned()),
+        ..on_postgres(url)
+    }
+}
+
 #[tokio::test]
 async fn a_node_on_postgres_relays_queues_offline_webhooks_and_keeps_history_across_restarts() {
     let url = postgres::database();
@@ -161,10 +170,7 @@ async fn webhooks_get_503_while_the_database_is_down_and_are_stored_again_once_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_lists_every_nodes_agents_until_that_node_leaves() {
     let url = postgres::database();
-    let node = |id: &str| Config {
-        node_id: Some(id.to_owned()),
-        ..on_postgres(&url)
-    };
+    let node = |id: &str| node_on(&url, id);
     let a = start_server(node("node-a")).await;
     let b = start_server(node("node-b")).await;
     let target = start_target().await;
@@ -191,10 +197,7 @@ async fn every_node_lists_every_nodes_agents_until_that_node_leaves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_draining_one_queue_deliver_each_webhook_once() {
     let url = postgres::database();
-    let node = |id: &str| Config {
-        node_id: Some(id.to_owned()),
-        ..on_postgres(&url)
-    };
+    let node = |id: &str| node_on(&url, id);
     let (a, b) = (
         start_server(node("node-a")).await,
         start_server(node("node-b")).await,
@@ -234,10 +237,7 @@ async fn two_nodes_draining_one_queue_deliver_each_webhook_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_queued_on_one_node_is_delivered_by_the_node_that_holds_the_agent() {
     let url = postgres::database();
-    let node = |id: &str| Config {
-        node_id: Some(id.to_owned()),
-        ..on_postgres(&url)
-    };
+    let node = |id: &str| node_on(&url, id);
     let (a, b) = (
         start_server(node("node-a")).await,
         start_server(node("node-b")).await,
