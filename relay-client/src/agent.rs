@@ -170,14 +170,14 @@ const READ_BUFFER: usize = 16 * 1024;
 /// Opens the WebSocket and exchanges hello/welcome.
 async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcome), Error> {
     let config = &ctx.config;
-    let url = &ctx.server().1.to_owned();
+    let (_, url) = ctx.server();
     let attempt = async {
         let mut ws_config = WebSocketConfig::default();
         ws_config.max_message_size = Some(MAX_FRAME_LEN);
         ws_config.max_frame_size = Some(MAX_FRAME_LEN);
         ws_config.read_buffer_size = READ_BUFFER;
         let (mut ws, _) = tokio_tungstenite::connect_async_tls_with_config(
-            url.as_str(),
+            url,
             Some(ws_config),
             true,
             Some(Connector::Rustls(Arc::clone(&ctx.tls))),
@@ -199,7 +199,7 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
             Some(events) => FromAgent::Subscribe(Subscribe { hello, events }),
         };
         let hs = |reason: String| Error::Handshake {
-            url: url.clone(),
+            url: url.to_owned(),
             reason,
         };
         let hello = wire::message(&hello).map_err(|e| hs(e.to_string()))?;
@@ -217,7 +217,7 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
                 Received::Closed(Error::Closed {
                     code: close::PROTOCOL_ERROR,
                     ..
-                }) if subscribes => Err(Error::NoSubscriptions(url.clone())),
+                }) if subscribes => Err(Error::NoSubscriptions(url.to_owned())),
                 Received::Closed(e) => Err(e),
                 Received::Broken(e) => Err(hs(e.to_string())),
                 Received::Ended => Err(hs("connection closed".to_owned())),
@@ -227,7 +227,7 @@ async fn handshake(ctx: &Ctx, channel: Option<&ChannelId>) -> Result<(Ws, Welcom
     tokio::time::timeout(config.connect_timeout, attempt)
         .await
         .map_err(|_| Error::Handshake {
-            url: url.clone(),
+            url: url.to_owned(),
             reason: format!("no welcome within {:?}", config.connect_timeout),
         })?
 }
