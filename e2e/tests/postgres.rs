@@ -235,21 +235,42 @@ async fn two_nodes_draining_one_queue_deliver_each_webhook_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_queued_on_one_node_is_delivered_by_the_node_that_holds_the_agent() {
+async fn webhooks_to_nodes_without_the_agent_get_the_targets_own_answer_through_the_database() {
     let url = postgres::database();
     let node = |id: &str| node_on(&url, id);
-    let (a, b) = (
-        start_server(node("node-a")).await,
-        start_server(node("node-b")).await,
-    );
+    let a = start_server(node("node-a")).await;
+    let b = start_server(node("node-b")).await;
+    let c = start_server(node("node-c")).await;
     let mut target = start_target().await;
     let _on_b = start_agent(pinned_agent(&b.url(), "across", &target.url)).await;
-    // Node a has no agent of the channel: it stores the webhook and answers 202; node b's
-    // next lease renewal finds it due on its agent's channel and delivers it.
-    let id = post_queued(&client(), &format!("{}/h/across/x", a.url()), body_for(7)).await;
-    let seen = next_seen(&mut target).await;
-    assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
-    assert_eq!(seen.body, body_for(7));
-    a.stop().await;
-    b.stop().await;
+    let client = client();
+    for other in [&a, &c] {
+        let status = format!("{}/api/channels/across", other.url());
+        poll_json(&client, &status, |doc| doc["agent_count"] == 1).await;
+    }
+    // Nodes a and c hold no agent of the channel: each hands the webhook to node b through
+    // the database, and its sender gets the target's answer, byte for byte.
+    for (i, node) in [&a, &c, &a, &c].into_iter().enumerate() {
+        let hook = format!("{}/h/across/deep/path?n={i}", node.url());
+        let answer = send(&client, "POST", &hook, &[("x-sig", b"abc")], body_for(i)).await;
+        assert_eq!(answer.status, 201, "{:?}", answer.body);
+        assert_eq!(answer.body, body_for(i), "the target echoes the body");
+        let id = answer.delivery().expect("a delivery id");
+        let seen = next_seen(&mut target).await;
+        assert_eq!(seen.header("x-hookrelay-delivery"), [id.as_bytes()]);
+        assert_eq!(seen.header("x-hookrelay-attempt"), [b"live"]);
+        assert_eq!(seen.header("x-sig"), [b"abc"]);
+        assert_eq!(seen.uri, format!("/deep/path?n={i}"));
+        assert_eq!(seen.body, body_for(i), "byte for byte");
+    }
+    // Each is delivered once, and every node's history says so.
+    let events = format!("{}/api/channels/across/events?status=delivered", c.url());
+    poll_json(&client, &events, |doc| {
+        doc["events"].as_array().map_or(0, Vec::len) == 4
+    })
+    .await;
+    assert!(target.seen.try_recv().is_err(), "a duplicate delivery");
+    for node in [a, b, c] {
+        node.stop().await;
+    }
 }

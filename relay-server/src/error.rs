@@ -22,6 +22,10 @@ pub enum Error {
     AgentGone,
     #[error("agent failed the delivery: {0}")]
     AgentAborted(String),
+    /// A webhook another node delivered failed there before the target answered: the
+    /// status that node's error has, and why.
+    #[error("the delivery through another node failed: {reason}")]
+    Elsewhere { status: u16, reason: String },
     #[error("no answer from the agent within {0} s")]
     Timeout(u64),
     #[error("body exceeds the limit of {0} bytes")]
@@ -122,6 +126,9 @@ impl Error {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::AgentGone | Error::AgentAborted(_) => StatusCode::BAD_GATEWAY,
             Error::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Elsewhere { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Error::BodyRead => StatusCode::BAD_REQUEST,

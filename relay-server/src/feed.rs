@@ -12,8 +12,8 @@ use tokio::sync::broadcast;
 
 use crate::channel::ChannelRecord;
 use crate::store::{
-    AgentLease, Attempt, AttemptKind, Event, EventStatus, EventSummary, ListQuery, Millis,
-    NewEvent, Recorded, Store, StoreError, Transition,
+    AgentLease, Attempt, AttemptKind, Event, EventStatus, EventSummary, Handover, ListQuery,
+    Millis, NewEvent, Note, Recorded, Store, StoreError, Transition,
 };
 
 /// Changes a slow subscriber may fall behind by before it misses some (it is told how many).
@@ -134,10 +134,11 @@ impl Observed {
     }
 }
 
-#[async_trait::async_trait]
-impl Store for Observed {
-    async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
-        let summary = (self.feed.tx.receiver_count() > 0).then(|| EventSummary {
+impl Observed {
+    /// `event`'s summary, when someone is watching, for [`Change::Received`] once it is
+    /// stored.
+    fn received(&self, event: &NewEvent) -> Option<EventSummary> {
+        (self.feed.tx.receiver_count() > 0).then(|| EventSummary {
             id: event.id,
             channel: event.channel.clone(),
             received_at: event.received_at,
@@ -152,11 +153,66 @@ impl Store for Observed {
             next_attempt_at: None,
             event_type: event.event_type.clone(),
             replay_of: event.replay_of,
-        });
-        self.inner.insert(event).await?;
+        })
+    }
+
+    /// Publishes `summary` (see [`Observed::received`]) now that its event is stored.
+    fn stored(&self, summary: Option<EventSummary>) {
         if let Some(summary) = summary {
             self.feed.publish(|| Change::Received(summary));
         }
+    }
+
+    /// The inner store's handover; only asked for when [`Store::handover`] said it has one.
+    fn handing(&self) -> Result<&dyn Handover, StoreError> {
+        (self.inner.handover()).ok_or_else(|| StoreError::Backend("no handover here".to_owned()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Handover for Observed {
+    async fn offer(&self, event: NewEvent) -> Result<(), StoreError> {
+        let summary = self.received(&event);
+        self.handing()?.offer(event).await?;
+        self.stored(summary);
+        Ok(())
+    }
+
+    async fn take(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError> {
+        self.handing()?.take(channel, id).await
+    }
+
+    async fn withdraw(&self, id: DeliveryId) -> Result<bool, StoreError> {
+        self.handing()?.withdraw(id).await
+    }
+
+    async fn answered(&self, id: DeliveryId, failure: u16) -> Result<(), StoreError> {
+        self.handing()?.answered(id, failure).await
+    }
+
+    async fn answer(
+        &self,
+        channel: &ChannelId,
+        id: DeliveryId,
+    ) -> Result<Option<Attempt>, StoreError> {
+        self.handing()?.answer(channel, id).await
+    }
+
+    fn notes(&self) -> broadcast::Receiver<Note> {
+        match self.inner.handover() {
+            Some(handover) => handover.notes(),
+            // Never asked for (see `handing`): a receiver that hears nothing.
+            None => broadcast::channel(1).1,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for Observed {
+    async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
+        let summary = self.received(&event);
+        self.inner.insert(event).await?;
+        self.stored(summary);
         Ok(())
     }
 
@@ -250,6 +306,10 @@ impl Store for Observed {
 
     async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError> {
         self.inner.queue_depths().await
+    }
+
+    fn handover(&self) -> Option<&dyn Handover> {
+        self.inner.handover().map(|_| self as &dyn Handover)
     }
 
     fn shares_agents(&self) -> bool {

@@ -85,6 +85,8 @@ pub struct ServerState {
     pub(crate) store: Arc<dyn Store>,
     /// Drains the queue of each channel an agent serves.
     pub(crate) dispatcher: relay::dispatch::Dispatcher,
+    /// Senders waiting for another node's answer (see [`relay::handover`]).
+    pub(crate) handovers: relay::handover::Waiting,
     /// Cancelled when shutdown begins. Streams with no natural end (the live feed) end on it,
     /// so draining waits only for webhooks in flight, and `/readyz` answers 503 from then on.
     pub(crate) shutdown: CancellationToken,
@@ -157,6 +159,7 @@ impl ServerState {
             registry: agents::registry::Registry::default(),
             store,
             dispatcher: relay::dispatch::Dispatcher::default(),
+            handovers: relay::handover::Waiting::default(),
             shutdown,
             agents_shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -295,6 +298,9 @@ pub async fn serve(
     state
         .tracker
         .spawn(agents::leases::renew(Arc::clone(&state)));
+    state
+        .tracker
+        .spawn(relay::handover::serve(Arc::clone(&state)));
     state.tracker.spawn(disk::watch(Arc::clone(&state)));
     state.tracker.spawn(channels::watch(Arc::clone(&state)));
     #[cfg(unix)]

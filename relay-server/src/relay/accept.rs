@@ -17,12 +17,12 @@ use crate::channel::{ChannelRecord, ChannelSettings, Mode};
 use crate::error::Error;
 use crate::relay::Answer;
 use crate::relay::attempt::Outgoing;
-use crate::relay::{live, record};
+use crate::relay::{handover, live, record};
 use crate::store::{self, EventStatus, NewEvent};
 
 /// Deliveries one agent may have in flight; past this new webhooks are queued rather than the
 /// server piling work on an agent that cannot keep up.
-const MAX_IN_FLIGHT_PER_AGENT: usize = 1024;
+pub(crate) const MAX_IN_FLIGHT_PER_AGENT: usize = 1024;
 
 /// Where a webhook comes from.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +147,15 @@ pub async fn accept(
             return Err(Error::Signature(e));
         }
     }
-    let agents = match choose(state, channel, settings, event.event_type.as_deref()) {
+    let chosen = choose(state, channel, settings, event.event_type.as_deref());
+    if matches!(chosen, Chosen::Nobody | Chosen::Later { nobody_here: true })
+        && let Some(handover) =
+            handover::elsewhere(state, channel, event.event_type.as_deref()).await
+    {
+        // Another node holds an agent that takes it: through the store, to that node.
+        return handover::offer(state, handover, channel, event, deadline).await;
+    }
+    let agents = match chosen {
         Chosen::Agents(agents) => agents,
         Chosen::Nobody => {
             // Agents are connected, and none of them takes this type: kept for the history,
@@ -157,7 +165,7 @@ pub async fn accept(
             state.metrics.unrouted(channel, registered.is_some());
             return Ok(Answer::Unrouted);
         }
-        Chosen::Later => Vec::new(),
+        Chosen::Later { .. } => Vec::new(),
     };
     if agents.is_empty() {
         state.store.insert(event).await?;
@@ -186,9 +194,9 @@ pub async fn accept(
 enum Chosen {
     /// These agents, live (never empty).
     Agents(Vec<Arc<AgentHandle>>),
-    /// The queue: no agent is connected, the channel's pace says it must wait its turn, or
-    /// every agent that takes it is at [`MAX_IN_FLIGHT_PER_AGENT`].
-    Later,
+    /// The queue: no agent is connected (`nobody_here`), the channel's pace says it must wait
+    /// its turn, or every agent that takes it is at [`MAX_IN_FLIGHT_PER_AGENT`].
+    Later { nobody_here: bool },
     /// Nobody: agents are connected, and none takes the webhook's type.
     Nobody,
 }
@@ -212,7 +220,7 @@ fn choose(
     };
     if agents.is_empty() {
         return match state.registry.agent_count(channel) {
-            0 => Chosen::Later,
+            0 => Chosen::Later { nobody_here: true },
             _ => Chosen::Nobody,
         };
     }
@@ -220,11 +228,11 @@ fn choose(
         .paces
         .admit(channel, settings.and_then(|s| s.rate_limit))
     {
-        return Chosen::Later;
+        return Chosen::Later { nobody_here: false };
     }
     agents.retain(|agent| agent.in_flight() < MAX_IN_FLIGHT_PER_AGENT);
     match agents.is_empty() {
-        true => Chosen::Later,
+        true => Chosen::Later { nobody_here: false },
         false => Chosen::Agents(agents),
     }
 }

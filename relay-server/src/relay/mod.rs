@@ -10,6 +10,7 @@
 //!
 //! - [`accept`]: the checks, the store, and the choice of agents: live now, or queued.
 //! - [`live`]: one agent, or every agent of a fanout channel, while the sender waits.
+//! - [`handover`]: a webhook whose agent is on another node sharing the store.
 //! - [`dispatch`]: the queue of each channel, retries on their schedule, and replays.
 //! - [`attempt`]: one attempt, the same for every kind, its kind fixed when it begins.
 //! - [`record`]: what an attempt's outcome does to its event, for every kind alike.
@@ -17,6 +18,7 @@
 pub mod accept;
 pub mod attempt;
 pub mod dispatch;
+pub mod handover;
 pub mod live;
 pub mod record;
 

@@ -163,6 +163,15 @@ pub async fn replayed_copy(
     awaited(state, id, EventStatus::Delivering, attempt, Role::Answered).await
 }
 
+/// Records the attempt at `id`, a webhook another node offered (see [`super::handover`])
+/// whose sender waits there, and waits for the write: that node reads the record once told.
+/// Its answer is the sender's, as a live attempt's is ([`Role::Answered`]).
+pub async fn handed_over(state: &AppState, id: DeliveryId, attempt: Attempt) -> Result<(), Error> {
+    let then = Role::Answered.transition(attempt.status, &state.config.retry);
+    state.store.record(id, attempt, then).await?;
+    Ok(())
+}
+
 /// Records an attempt at `id`, now in `status`, in `role`, and waits for the write: the
 /// attempt with its number, and the status it leaves the event in.
 async fn awaited(

@@ -551,6 +551,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Queued events per channel (channels with none are left out), for metrics.
     async fn queue_depths(&self) -> Result<Vec<(ChannelId, u64)>, StoreError>;
 
+    /// Webhooks crossing nodes, for a store several nodes share; `None` for a store of one
+    /// process.
+    fn handover(&self) -> Option<&dyn Handover> {
+        None
+    }
+
     /// Whether other relay nodes may use this store at the same time, so that each must tell
     /// the others which agents it holds ([`Store::renew_leases`]). A store of one process
     /// (SQLite under a locked data dir, memory) does not.
@@ -583,6 +589,57 @@ pub trait Store: Send + Sync + fmt::Debug {
         let _ = (channel, now);
         Ok(Vec::new())
     }
+}
+
+/// Word between the nodes that share a store, about webhooks that cross from one node to
+/// another (see `crate::relay::handover`). Every node hears every note, its own included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A node holds the sender of webhook `id` (of `channel`, typed `event_type`) waiting: it
+    /// is stored queued, for a node whose agent takes it to [`Handover::take`].
+    Offered {
+        id: DeliveryId,
+        channel: ChannelId,
+        event_type: Option<String>,
+    },
+    /// The attempt that answers offered webhook `id` is recorded. `failure` is the HTTP status
+    /// its error maps to when it got no answer from the target (0 when it got one).
+    Answered { id: DeliveryId, failure: u16 },
+}
+
+/// What a store several nodes share offers for webhooks that cross nodes (see
+/// [`Store::handover`]): a webhook stored by the node its sender reached, delivered by the
+/// node that holds the agent, the answer back through the store.
+#[async_trait::async_trait]
+pub trait Handover: Send + Sync {
+    /// Stores `event` (`Queued`) as offered by this node, and tells every node (a
+    /// [`Note::Offered`], heard only once the event is stored). An offered event is for
+    /// [`Handover::take`] only, not the queue, until it is withdrawn or its node is gone.
+    async fn offer(&self, event: NewEvent) -> Result<(), StoreError>;
+
+    /// Takes offered event `id` of `channel` to deliver it from this node: it becomes
+    /// `Delivering`, by this store. `None` when another node took it first, or it was
+    /// withdrawn.
+    async fn take(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError>;
+
+    /// Withdraws this node's offer of `id`: `true` when it was still queued (nobody took it;
+    /// from now on it is an ordinary queued event), `false` when a node took it.
+    async fn withdraw(&self, id: DeliveryId) -> Result<bool, StoreError>;
+
+    /// Tells every node that the attempt answering offered webhook `id` is recorded (a
+    /// [`Note::Answered`]).
+    async fn answered(&self, id: DeliveryId, failure: u16) -> Result<(), StoreError>;
+
+    /// The latest attempt of event `id` of `channel`: the answer an offering node gives.
+    async fn answer(
+        &self,
+        channel: &ChannelId,
+        id: DeliveryId,
+    ) -> Result<Option<Attempt>, StoreError>;
+
+    /// The notes every node (this one too) sends from now on. A note may be lost (while the
+    /// connection that hears them is down); whoever waits on one waits with a deadline.
+    fn notes(&self) -> tokio::sync::broadcast::Receiver<Note>;
 }
 
 /// An agent as one node tells the others of it ([`Store::renew_leases`]): what the channel

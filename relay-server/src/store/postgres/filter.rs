@@ -24,12 +24,14 @@ macro_rules! takes {
 pub(super) const DUE: &str = concat!(
     "SELECT ",
     event_columns!(),
-    " FROM events WHERE channel = $1 AND status = 'queued' AND next_attempt_at <= $2 AND ",
+    " FROM events WHERE channel = $1 AND status = 'queued' AND instance IS NULL
+      AND next_attempt_at <= $2 AND ",
     takes!("$3", "$4", "$5"),
     " ORDER BY seq LIMIT $6"
 );
 pub(super) const NEXT_DUE: &str = concat!(
-    "SELECT min(next_attempt_at) FROM events WHERE channel = $1 AND status = 'queued' AND ",
+    "SELECT min(next_attempt_at) FROM events WHERE channel = $1 AND status = 'queued'
+      AND instance IS NULL AND ",
     takes!("$2", "$3", "$4")
 );
 pub(super) const LIST: &str = concat!(

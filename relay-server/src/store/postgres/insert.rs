@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use deadpool_postgres::{Object, Transaction};
 
 use super::batch::{Failed, Work};
+use super::handover::note;
 use super::rows::bigint;
 use crate::store::{
     EventStatus, NewEvent, Quota, Room, StoreError, Usage, encode_headers, stored_size,
@@ -38,6 +39,15 @@ const INSERT_EVENTS: &str = "INSERT INTO events (id, channel, received_at, sourc
         $6::TEXT[], $7::TEXT[], $8::BYTEA[], $9::BYTEA[], $10::BIGINT[], $11::BIGINT[],
         $12::TEXT[], $13::BIGINT[], $14::TEXT[], $15::UUID[], $16::UUID[])";
 
+/// One insert: an event, and whether it is offered to the other nodes (see
+/// [`super::handover`]): then it names this store's instance while queued, and its note is
+/// sent in the transaction that stores it, so no node hears of it before it can take it.
+#[derive(Debug)]
+pub(super) struct InsertOp {
+    pub(super) event: NewEvent,
+    pub(super) offered: bool,
+}
+
 /// Inserts, each event held to its channel's [`Quota`].
 pub(super) struct Inserts {
     pub(super) quota: Quota,
@@ -46,13 +56,13 @@ pub(super) struct Inserts {
 }
 
 impl Work for Inserts {
-    type Op = NewEvent;
+    type Op = InsertOp;
     type Out = ();
 
     async fn together(
         &self,
         client: &mut Object,
-        ops: &[&NewEvent],
+        ops: &[&InsertOp],
     ) -> Result<Vec<Result<(), StoreError>>, Failed> {
         insert_together(client, self.quota, self.instance, ops).await
     }
@@ -66,19 +76,21 @@ async fn insert_together(
     client: &mut Object,
     quota: Quota,
     instance: uuid::Uuid,
-    events: &[&NewEvent],
+    ops: &[&InsertOp],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
     let tx = client.transaction().await?;
-    let mut channels: Vec<&str> = events.iter().map(|event| event.channel.as_str()).collect();
+    let mut channels: Vec<&str> = ops.iter().map(|op| op.event.channel.as_str()).collect();
     channels.sort_unstable();
     channels.dedup();
     let mut usage = HashMap::with_capacity(channels.len());
     for row in tx.query(LOCK_CHANNELS, &[&channels]).await? {
         usage.insert(row.get::<_, String>(0), usage_from(&row, 1));
     }
-    let mut results = Vec::with_capacity(events.len());
-    let mut pending: Vec<&NewEvent> = Vec::with_capacity(events.len());
-    for event in events {
+    let mut results = Vec::with_capacity(ops.len());
+    let mut pending: Vec<&InsertOp> = Vec::with_capacity(ops.len());
+    let mut offers = Vec::new();
+    for op in ops {
+        let event = &op.event;
         let size = stored_size(&event.headers, &event.body);
         let held = usage.entry(event.channel.as_str().to_owned()).or_default();
         let room = match quota.room(&event.channel, held, event.status, size) {
@@ -88,14 +100,17 @@ async fn insert_together(
                 continue;
             }
         };
+        if op.offered {
+            offers.push(note::offered(event));
+        }
         if room == Room::default() {
             held.add(event.status, size);
-            pending.push(event);
+            pending.push(op);
         } else {
             insert_rows(&tx, instance, &pending).await?;
             pending.clear();
             make_room(&tx, event.channel.as_str(), room).await?;
-            insert_rows(&tx, instance, &[*event]).await?;
+            insert_rows(&tx, instance, &[*op]).await?;
             let channel = [event.channel.as_str()];
             if let Some(row) = tx
                 .query(LOCK_CHANNELS, &[&channel.as_slice()])
@@ -108,6 +123,10 @@ async fn insert_together(
         results.push(Ok(()));
     }
     insert_rows(&tx, instance, &pending).await?;
+    if !offers.is_empty() {
+        // Sent when the transaction commits, and only then.
+        tx.execute(note::SEND_EACH, &[&offers]).await?;
+    }
     tx.commit().await?;
     Ok(results)
 }
@@ -148,15 +167,17 @@ async fn make_room(tx: &Transaction<'_>, channel: &str, room: Room) -> Result<()
     Ok(())
 }
 
-/// Inserts `events` in one statement, in their order; a `delivering` one names `instance`.
+/// Inserts `ops`' events in one statement, in their order; a `delivering` or offered one
+/// names `instance`.
 async fn insert_rows(
     tx: &Transaction<'_>,
     instance: uuid::Uuid,
-    events: &[&NewEvent],
+    ops: &[&InsertOp],
 ) -> Result<(), Failed> {
-    if events.is_empty() {
+    if ops.is_empty() {
         return Ok(());
     }
+    let events: Vec<&NewEvent> = ops.iter().map(|op| &op.event).collect();
     let column = |f: &dyn Fn(&NewEvent) -> i64| events.iter().map(|e| f(e)).collect::<Vec<_>>();
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| *e.id.as_uuid()).collect();
     let channels: Vec<&str> = events.iter().map(|e| e.channel.as_str()).collect();
@@ -179,9 +200,9 @@ async fn insert_rows(
         .iter()
         .map(|e| e.replay_of.map(|id| *id.as_uuid()))
         .collect();
-    let instances: Vec<Option<uuid::Uuid>> = events
+    let instances: Vec<Option<uuid::Uuid>> = ops
         .iter()
-        .map(|e| (e.status == EventStatus::Delivering).then_some(instance))
+        .map(|op| (op.offered || op.event.status == EventStatus::Delivering).then_some(instance))
         .collect();
     let stmt = tx.prepare_cached(INSERT_EVENTS).await?;
     tx.execute(

@@ -25,12 +25,12 @@ use tracing::info;
 use crate::channel::ChannelRecord;
 
 use super::{
-    AgentLease, Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Quota,
-    Recorded, Store, StoreError, Transition,
+    AgentLease, Attempt, Event, EventStatus, EventSummary, Handover, ListQuery, Millis, NewEvent,
+    Note, Quota, Recorded, Store, StoreError, Transition,
 };
 use batch::Batcher;
 use filter::{DUE, LIST, NEXT_DUE, sql_limit, subscription_patterns, takes_params};
-use insert::Inserts;
+use insert::{InsertOp, Inserts};
 use prune::PRUNE_SLICE;
 use record::{RecordOp, Records};
 use rows::{
@@ -43,6 +43,7 @@ use url::{Tls, client_config};
 
 mod batch;
 mod filter;
+mod handover;
 mod insert;
 mod prune;
 mod record;
@@ -70,6 +71,10 @@ pub struct PostgresStore {
     instance: uuid::Uuid,
     inserts: Batcher<Inserts>,
     records: Batcher<Records>,
+    /// The other nodes' notes (and this one's), as [`handover::listen`] hears them.
+    notes: tokio::sync::broadcast::Sender<Note>,
+    /// Stops the listening task when the store is dropped.
+    _listening: tokio_util::sync::DropGuard,
 }
 
 impl PostgresStore {
@@ -136,8 +141,17 @@ impl PostgresStore {
         drop(client);
         info!(store = %url, "event store open");
         let instance = uuid::Uuid::new_v4();
+        let notes = handover::notes();
+        let listening = tokio_util::sync::CancellationToken::new();
+        if requeue {
+            // A server's store: it hears the other nodes. `channels` commands do not.
+            let listen = handover::listen(url.clone(), notes.clone(), listening.clone());
+            tokio::spawn(listen);
+        }
         Ok(PostgresStore {
             instance,
+            notes,
+            _listening: listening.drop_guard(),
             inserts: Batcher::start(pool.clone(), Inserts { quota, instance }),
             records: Batcher::start(pool.clone(), Records),
             pool,
@@ -187,7 +201,11 @@ impl fmt::Debug for PostgresStore {
 #[async_trait::async_trait]
 impl Store for PostgresStore {
     async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
-        self.inserts.submit(event).await
+        let op = InsertOp {
+            event,
+            offered: false,
+        };
+        self.inserts.submit(op).await
     }
 
     async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError> {
@@ -198,7 +216,7 @@ impl Store for PostgresStore {
         client
             .execute(
                 "UPDATE events SET status = 'delivering', instance = $2
-                 WHERE id = $1 AND status = 'queued'",
+                 WHERE id = $1 AND status = 'queued' AND instance IS NULL",
                 &[id.as_uuid(), &self.instance],
             )
             .await
@@ -468,6 +486,10 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    fn handover(&self) -> Option<&dyn Handover> {
+        Some(self)
+    }
+
     fn shares_agents(&self) -> bool {
         true
     }
@@ -539,7 +561,8 @@ impl Store for PostgresStore {
         let rows = client
             .query(
                 "SELECT DISTINCT channel FROM events
-                 WHERE status = 'queued' AND next_attempt_at <= $2 AND channel = ANY($1)",
+                 WHERE status = 'queued' AND instance IS NULL AND next_attempt_at <= $2
+                 AND channel = ANY($1)",
                 &[&channels, &now],
             )
             .await

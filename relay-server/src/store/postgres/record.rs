@@ -26,7 +26,11 @@ const RECORD: &str = "WITH e AS (
             response_status = coalesce($2::BIGINT, response_status),
             status = coalesce($3::TEXT, status),
             next_attempt_at = CASE WHEN $4::BOOLEAN THEN $5::BIGINT ELSE next_attempt_at END,
-            failures = coalesce($6::BIGINT, failures)
+            failures = coalesce($6::BIGINT, failures),
+            -- Only a `delivering` event names who delivers it (or an offered one, which no
+            -- attempt has been made at).
+            instance = CASE WHEN coalesce($3::TEXT, status) = 'delivering'
+                THEN instance END
         WHERE id = $1
         RETURNING seq, attempts, status, channel),
     a AS (

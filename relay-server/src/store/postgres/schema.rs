@@ -237,6 +237,17 @@ pub(super) async fn sweep(
             &[&now],
         )
         .await?;
+    // What a gone instance offered to the other nodes and nobody took: the queue's now (see
+    // `handover`). Its sender has gone with it.
+    client
+        .execute(
+            "UPDATE events SET instance = NULL
+             WHERE status = 'queued' AND instance IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM instances i
+                 WHERE i.instance = events.instance AND i.expires_at > $1)",
+            &[&now],
+        )
+        .await?;
     if requeued > 0 {
         warn!(
             requeued,

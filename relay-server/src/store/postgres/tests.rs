@@ -448,3 +448,88 @@ async fn a_dead_stores_deliveries_are_requeued_and_a_live_ones_are_left_alone() 
     assert!(b.begin(id).await.expect("begin"));
     assert!(!a.begin(id).await.expect("begin"));
 }
+
+#[tokio::test]
+async fn an_offered_event_is_taken_by_one_node_or_withdrawn_into_the_queue() {
+    use crate::store::{Handover, Note, now_ms};
+    let db = url(&database());
+    let ch = channel("offered");
+    let a = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("open a");
+    let b = PostgresStore::open(&db, Quota::UNLIMITED)
+        .await
+        .expect("open b");
+    for store in [&a, &b] {
+        store
+            .renew_leases("n", Vec::new(), now_ms() + 60_000)
+            .await
+            .expect("alive");
+    }
+    let mut heard = b.notes();
+    let everything = Subscription::All;
+
+    // Taken: b hears of it once it is stored, takes it whole, and nobody else can. b's
+    // listening connection may still be opening: offer until b hears one.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (id, body) = loop {
+        assert!(Instant::now() < deadline, "b never heard an offer");
+        let event = new_event(&ch, 1, EventStatus::Queued);
+        let (id, body, event_type) = (event.id, event.body.clone(), event.event_type.clone());
+        a.offer(event).await.expect("offer");
+        let Ok(note) = tokio::time::timeout(Duration::from_millis(200), heard.recv()).await else {
+            continue;
+        };
+        let offered = Note::Offered {
+            id,
+            channel: ch.clone(),
+            event_type,
+        };
+        assert_eq!(note.expect("a note"), offered);
+        break (id, body);
+    };
+    assert!(
+        (a.due(&ch, &everything, i64::MAX, 10).await.expect("due")).is_empty(),
+        "an offered event is not the queue's"
+    );
+    assert!(
+        !a.begin(id).await.expect("begin"),
+        "nor can a drain claim it"
+    );
+    let taken = b.take(&ch, id).await.expect("take").expect("offered");
+    assert_eq!(taken.body, body);
+    assert_eq!(taken.summary.status, EventStatus::Delivering);
+    assert!(a.take(&ch, id).await.expect("take").is_none(), "taken once");
+    assert!(
+        !a.withdraw(id).await.expect("withdraw"),
+        "too late to withdraw"
+    );
+    b.record(id, attempt(Some(201)), Transition::Delivered)
+        .await
+        .expect("record");
+    b.answered(id, 0).await.expect("answered");
+    let answer = a.answer(&ch, id).await.expect("answer").expect("recorded");
+    assert_eq!(answer.status, Some(201));
+
+    // Withdrawn: nobody takes it later, and it is the queue's from then on.
+    let second = new_event(&ch, 2, EventStatus::Queued);
+    let id = second.id;
+    a.offer(second).await.expect("offer");
+    assert!(a.withdraw(id).await.expect("withdraw"));
+    assert!(b.take(&ch, id).await.expect("take").is_none());
+    let due = a.due(&ch, &everything, i64::MAX, 10).await.expect("due");
+    assert_eq!(due.iter().map(|e| e.summary.id).collect::<Vec<_>>(), [id]);
+
+    // Offered by a node that died: the sweep gives it to the queue.
+    let third = new_event(&ch, 3, EventStatus::Queued);
+    let id = third.id;
+    a.offer(third).await.expect("offer");
+    a.renew_leases("n", Vec::new(), 1)
+        .await
+        .expect("a's lease runs out");
+    b.renew_leases("n", Vec::new(), now_ms() + 60_000)
+        .await
+        .expect("b sweeps");
+    let due = b.due(&ch, &everything, i64::MAX, 10).await.expect("due");
+    assert!(due.iter().any(|e| e.summary.id == id), "{due:?}");
+}
