@@ -125,12 +125,12 @@ async fn the_channels_command_manages_channels_in_the_database_store_names() {
         .await
         .expect("server reloads channels in time");
     assert_eq!(agent.channel(), "pg-made");
-    let (ok, out, _) = run(&["channels", "list"]);
-    assert!(ok && out.contains("pg-made"), "{out}");
+    let (ok, out, err) = run(&["channels", "list"]);
+    assert!(ok && out.contains("pg-made"), "{out}{err}");
     let (ok, out, err) = run(&["channels", "revoke", "pg-made"]);
     assert!(ok, "{out}{err}");
-    let (ok, out, _) = run(&["channels", "list"]);
-    assert!(ok && out.contains("No channels registered"), "{out}");
+    let (ok, out, err) = run(&["channels", "list"]);
+    assert!(ok && out.contains("No channels registered"), "{out}{err}");
     drop(agent);
     server.stop().await;
 }
@@ -195,7 +195,7 @@ async fn every_node_lists_every_nodes_agents_until_that_node_leaves() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_draining_one_queue_deliver_each_webhook_once() {
+async fn two_nodes_draining_one_queue_deliver_each_webhook_once_in_order() {
     let url = postgres::database();
     let node = |id: &str| node_on(&url, id);
     let (a, b) = (
@@ -204,22 +204,38 @@ async fn two_nodes_draining_one_queue_deliver_each_webhook_once() {
     );
     let client = client();
     // Queued on node a while no agent is connected anywhere.
-    let hook = format!("{}/h/drained/x", a.url());
-    let mut queued = std::collections::HashSet::new();
+    let hook = format!("{}/h/drained/hold", a.url());
+    let mut queued = Vec::new();
     for i in 0..40 {
-        queued.insert(post_queued(&client, &hook, body_for(i)).await);
+        queued.push(post_queued(&client, &hook, body_for(i)).await);
     }
-    // One agent on each node: both drains read the same queue from the shared database.
+    // One agent on each node: both nodes may drain the same queue from the shared database,
+    // one at a time, so it arrives in order as from one node.
     let mut target = start_target().await;
     let _on_a = start_agent(pinned_agent(&a.url(), "drained", &target.url)).await;
+    let first = next_seen(&mut target).await;
     let _on_b = start_agent(pinned_agent(&b.url(), "drained", &target.url)).await;
-    let mut delivered = std::collections::HashSet::new();
+    let status = format!("{}/api/channels/drained", b.url());
+    poll_json(&client, &status, |doc| doc["agent_count"] == 2).await;
+    // The target holds the first delivery. While it does, the other node, whose agent is
+    // idle and whose lease renewals (every 2 s) find the queue due, must not deliver the
+    // next: an absence, so it is watched for a bounded time, two renewals.
+    let early = tokio::time::timeout(Duration::from_secs(5), target.seen.recv()).await;
+    assert!(
+        early.is_err(),
+        "delivered out of turn: {:?}",
+        early.map(|s| s.map(|s| s.uri))
+    );
+    target.release();
+    let mut delivered =
+        vec![String::from_utf8(first.header("x-hookrelay-delivery")[0].to_vec()).expect("an id")];
     while delivered.len() < queued.len() {
         let seen = next_seen(&mut target).await;
         let id = String::from_utf8(seen.header("x-hookrelay-delivery")[0].to_vec()).expect("an id");
-        assert!(delivered.insert(id.clone()), "{id} delivered twice");
+        assert!(!delivered.contains(&id), "{id} delivered twice");
+        delivered.push(id);
     }
-    assert_eq!(delivered, queued);
+    assert_eq!(delivered, queued, "in the order they came");
     // Nothing more comes: no node delivers one a second time afterwards.
     let events = format!(
         "{}/api/channels/drained/events?status=delivered&limit=100",

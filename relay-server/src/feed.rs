@@ -312,6 +312,14 @@ impl Store for Observed {
         self.inner.handover().map(|_| self as &dyn Handover)
     }
 
+    async fn drain_turn(&self, channel: &ChannelId, until: Millis) -> Result<bool, StoreError> {
+        self.inner.drain_turn(channel, until).await
+    }
+
+    async fn drain_done(&self, channel: &ChannelId) -> Result<(), StoreError> {
+        self.inner.drain_done(channel).await
+    }
+
     fn shares_agents(&self) -> bool {
         self.inner.shares_agents()
     }

@@ -35,6 +35,10 @@ const AGENT_GONE_WAIT: Duration = Duration::from_secs(1);
 /// Pause after the store failed, before trying again.
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
+/// How long a drain's turn at its channel outlasts the longest delivery (`--timeout`), on a
+/// store several nodes share (see [`crate::store::Store::drain_turn`]).
+const TURN_MARGIN: Duration = Duration::from_secs(10);
+
 /// The channels with a drain task running, and how to wake each.
 #[derive(Debug, Default)]
 pub struct Dispatcher {
@@ -84,19 +88,54 @@ impl Dispatcher {
     }
 }
 
+/// Whether this node may drain `channel` now, holding the turn for one more delivery:
+/// always on a store of one process; on a shared one, while no other node drains it.
+async fn my_turn(state: &AppState, channel: &ChannelId) -> Result<bool, store::StoreError> {
+    let until = store::to_ms(std::time::SystemTime::now() + state.config.timeout + TURN_MARGIN);
+    state.store.drain_turn(channel, until).await
+}
+
+/// Gives up the drain's turn at `channel`, then stops unless kicked since (see
+/// [`Dispatcher::leave`]): given up first, so that a drain started by a later kick takes it
+/// again rather than lose it to this one.
+async fn stop(state: &AppState, channel: &ChannelId, notify: &Notify) -> bool {
+    if let Err(e) = state.store.drain_done(channel).await {
+        debug!(error = %e, "cannot give up the turn at draining; it runs out by itself");
+    }
+    state.dispatcher.leave(channel, notify)
+}
+
 async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
     debug!("drain started");
     loop {
         if state.agents_shutdown.is_cancelled() {
+            let _ = state.store.drain_done(&channel).await;
             state.dispatcher.leave_on_shutdown(&channel);
             return;
         }
         if state.registry.agent_count(&channel) == 0 {
-            if state.dispatcher.leave(&channel, &notify) {
+            if stop(&state, &channel, &notify).await {
                 debug!("no agent left; drain stopped");
                 return;
             }
             continue;
+        }
+        match my_turn(&state, &channel).await {
+            Ok(true) => {}
+            // Another node drains it: it is kicked here again (by a lease renewal) if work is
+            // left once that one stops.
+            Ok(false) => {
+                if stop(&state, &channel, &notify).await {
+                    debug!("another node drains this channel; drain stopped");
+                    return;
+                }
+                continue;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot take the turn at draining the queue");
+                tokio::time::sleep(STORE_RETRY).await;
+                continue;
+            }
         }
         // Only what a connected agent takes: an event whose type none of them takes waits for
         // one that does, and does not hold up the others.
@@ -125,7 +164,7 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
             };
             let Some(at) = next else {
                 // Nothing queued: stop until an event is queued or an agent connects.
-                if state.dispatcher.leave(&channel, &notify) {
+                if stop(&state, &channel, &notify).await {
                     debug!("queue empty; drain stopped");
                     return;
                 }
@@ -157,6 +196,10 @@ async fn drain(state: AppState, channel: ChannelId, notify: Arc<Notify>) {
                 // The agents changed since the query: look again with theirs.
                 break;
             };
+            // The turn outlasts this delivery, or another node has it now: look again.
+            if !matches!(my_turn(&state, &channel).await, Ok(true)) {
+                break;
+            }
             let id = event.summary.id;
             let failures = event.summary.failures;
             match state.store.begin(id).await {

@@ -557,6 +557,19 @@ pub trait Store: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Whether this store may drain `channel`'s queue now, and holds that turn until `until`
+    /// (renewed by asking again): on a store several nodes share, one node at a time drains
+    /// a channel, so its queue is delivered in order as on one node. A store of one process
+    /// has one dispatcher, whose turn it always is.
+    async fn drain_turn(&self, _channel: &ChannelId, _until: Millis) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives up this store's turn at draining `channel` (see [`Store::drain_turn`]).
+    async fn drain_done(&self, _channel: &ChannelId) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Whether other relay nodes may use this store at the same time, so that each must tell
     /// the others which agents it holds ([`Store::renew_leases`]). A store of one process
     /// (SQLite under a locked data dir, memory) does not.

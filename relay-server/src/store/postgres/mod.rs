@@ -490,6 +490,37 @@ impl Store for PostgresStore {
         Some(self)
     }
 
+    async fn drain_turn(&self, channel: &ChannelId, until: Millis) -> Result<bool, StoreError> {
+        // Taken when nobody holds it, or its holder let it run out; kept by asking again.
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "INSERT INTO drains AS d (channel, instance, expires_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (channel) DO UPDATE SET instance = $2, expires_at = $3
+                 WHERE d.instance = $2 OR d.expires_at < $4
+                 RETURNING 1",
+            )
+            .await
+            .map_err(db_error)?;
+        let now = super::now_ms();
+        let row = (client.query_opt(&stmt, &[&channel.as_str(), &self.instance, &until, &now]))
+            .await
+            .map_err(db_error)?;
+        Ok(row.is_some())
+    }
+
+    async fn drain_done(&self, channel: &ChannelId) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM drains WHERE channel = $1 AND instance = $2",
+                &[&channel.as_str(), &self.instance],
+            )
+            .await
+            .map_err(db_error)
+            .map(drop)
+    }
+
     fn shares_agents(&self) -> bool {
         true
     }
@@ -601,14 +632,15 @@ impl Store for PostgresStore {
     }
 }
 
-/// Forgets the instances and agent leases that ran out a minute ago or more (a dead node's:
-/// its events were requeued by then, and no node lists its agents), so both tables stay as
-/// small as what runs.
+/// Forgets the instances, agent leases and drain turns that ran out a minute ago or more (a
+/// dead node's: its events were requeued by then, and no node lists its agents), so these
+/// tables stay as small as what runs.
 async fn forget_expired(client: &tokio_postgres::Client, now: i64) -> Result<(), StoreError> {
     let before = now.saturating_sub(60_000);
     for table in [
         "DELETE FROM instances WHERE expires_at < $1",
         "DELETE FROM agent_leases WHERE expires_at < $1",
+        "DELETE FROM drains WHERE expires_at < $1",
     ] {
         client.execute(table, &[&before]).await.map_err(db_error)?;
     }

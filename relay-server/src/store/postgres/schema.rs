@@ -150,6 +150,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         node TEXT NOT NULL,
         expires_at BIGINT NOT NULL
     );",
+    // 4: which running store drains each channel's queue, until when: one at a time, so a
+    // channel's queue is delivered in order whichever nodes hold its agents.
+    "CREATE TABLE drains (
+        channel TEXT PRIMARY KEY,
+        instance UUID NOT NULL,
+        expires_at BIGINT NOT NULL
+    );",
 ];
 
 /// Why the schema could not be brought up to date.
