@@ -533,3 +533,17 @@ async fn an_offered_event_is_taken_by_one_node_or_withdrawn_into_the_queue() {
     let due = b.due(&ch, &everything, i64::MAX, 10).await.expect("due");
     assert!(due.iter().any(|e| e.summary.id == id), "{due:?}");
 }
+
+#[tokio::test]
+async fn statements_run_under_a_timeout_unless_the_url_sets_its_own_options() {
+    let text = database();
+    let store = PostgresStore::open(&url(&text), Quota::UNLIMITED)
+        .await
+        .expect("open");
+    let client = store.client().await.expect("a connection");
+    let row = client
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .expect("show");
+    assert_eq!(row.get::<_, String>(0), "10s");
+}

@@ -24,6 +24,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// only unacknowledged data counts.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long one statement may run when the URL sets no `options`: a write stuck behind a
+/// lock (another client holding a channel's row, an operator's long transaction) fails, and
+/// its webhook gets 503 within this, rather than hanging until the sender gives up.
+const STATEMENT_TIMEOUT: &str = "-c statement_timeout=10s";
+
 /// How long a pooled connection may sit idle before TCP keepalives probe it (libpq's
 /// `keepalives_idle`; the system default is two hours), so a dead idle connection is found
 /// before a webhook is given it.
@@ -76,8 +81,9 @@ impl PostgresUrl {
         })
     }
 
-    /// The connection settings, with [`CONNECT_TIMEOUT`] and [`TCP_USER_TIMEOUT`] when the
-    /// URL sets none, and keepalives after [`KEEPALIVES_IDLE`] unless it sets another idle.
+    /// The connection settings, with [`CONNECT_TIMEOUT`], [`TCP_USER_TIMEOUT`] and
+    /// [`STATEMENT_TIMEOUT`] when the URL sets none, and keepalives after [`KEEPALIVES_IDLE`]
+    /// unless it sets another idle.
     pub(super) fn config(&self) -> tokio_postgres::Config {
         let mut config = (*self.config).clone();
         if config.get_connect_timeout().is_none() {
@@ -85,6 +91,9 @@ impl PostgresUrl {
         }
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if config.get_options().is_none() {
+            config.options(STATEMENT_TIMEOUT);
         }
         // tokio-postgres's own default: the URL set none.
         if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
@@ -282,12 +291,15 @@ mod tests {
         assert_eq!(url.config().get_connect_timeout(), Some(&CONNECT_TIMEOUT));
         assert_eq!(url.config().get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
         assert_eq!(url.config().get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(url.config().get_options(), Some(STATEMENT_TIMEOUT));
         let own = parse("postgres://u@h/db?tcp_user_timeout=3&keepalives_idle=60").expect("valid");
         assert_eq!(
             own.config().get_tcp_user_timeout(),
             Some(&Duration::from_secs(3))
         );
         assert_eq!(own.config().get_keepalives_idle(), Duration::from_secs(60));
+        let own = parse("postgres://u@h/db?options=-c%20statement_timeout%3D1s").expect("valid");
+        assert_eq!(own.config().get_options(), Some("-c statement_timeout=1s"));
     }
 
     #[test]
