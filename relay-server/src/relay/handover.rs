@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::body::Body;
 use protocol::{ChannelId, DeliveryId, Subscription};
 use tokio::sync::{broadcast, oneshot};
-use tokio::time::{Instant as Deadline, timeout, timeout_at};
+use tokio::time::{Instant as Deadline, timeout_at};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::AppState;
@@ -31,6 +31,11 @@ use crate::store::{self, AttemptKind, Handover, NewEvent, Note};
 /// How long the node a webhook reached waits for another node to take it before it leaves
 /// the webhook to the queue and answers 202.
 const TAKE_WAIT: Duration = Duration::from_secs(1);
+
+/// How often the node a webhook reached looks again whether the node that took it is still
+/// delivering it: a lease renewal's period, how often a dead node's deliveries can be queued
+/// again.
+const LOOK_AGAIN: Duration = Duration::from_secs(2);
 
 /// The senders on this node waiting for another node's answer, by delivery id.
 #[derive(Debug, Default)]
@@ -113,18 +118,24 @@ pub async fn offer(
     // Waiting before the offer is heard, so that no answer can come before anyone listens.
     let mut waiter = state.handovers.wait(id);
     handover.offer(event).await?;
-    let answered = match timeout(TAKE_WAIT, &mut waiter.answered).await {
-        Ok(answered) => answered,
-        Err(_) => {
-            if handover.withdraw(id).await? {
-                debug!("no other node took the webhook; queued");
-                return Ok(Answer::Queued { offline: false });
-            }
+    // Until an answer comes, the offer is withdrawn at each look: it succeeds when nobody took
+    // the webhook, or when the node that took it died and the sweep queued it again.
+    let last = deadline + TAKE_WAIT;
+    let mut look = Deadline::now() + TAKE_WAIT;
+    let answered = loop {
+        match timeout_at(look.min(last), &mut waiter.answered).await {
+            Ok(answered) => break answered,
             // Taken: its node delivers it under its own deadline, which began up to
             // `TAKE_WAIT` after this one.
-            match timeout_at(deadline + TAKE_WAIT, &mut waiter.answered).await {
-                Ok(answered) => answered,
-                Err(_) => return Err(Error::Timeout(state.config.timeout.as_secs())),
+            Err(_) if Deadline::now() >= last => {
+                return Err(Error::Timeout(state.config.timeout.as_secs()));
+            }
+            Err(_) => {
+                if handover.withdraw(id).await? {
+                    debug!("no other node delivers the webhook; queued");
+                    return Ok(Answer::Queued { offline: false });
+                }
+                look = Deadline::now() + LOOK_AGAIN;
             }
         }
     };
