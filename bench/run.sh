@@ -32,6 +32,7 @@ NO_MEMSTORE=${NO_MEMSTORE:-0}
 NO_BORE=${NO_BORE:-0}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 LUA=$ROOT/bench/post1k.lua
@@ -47,25 +48,6 @@ die() {
 }
 note() { NOTES+=("$*"); }
 
-# Stops one process we started: SIGTERM, then SIGKILL if it is still there after 5 s.
-stop() {
-    local pid=$1 i
-    kill "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-
-# Stops everything we started, newest first (agents before the server they talk to).
-stop_all() {
-    local i
-    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do stop "${PIDS[i]}"; done
-    PIDS=()
-}
-
 cleanup() {
     stop_all
     if [[ ${KEEP_WORK:-0} == 1 ]]; then
@@ -76,12 +58,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-alive() { kill -0 "$1" 2>/dev/null || die "$2 exited early; its log: $(tail -5 "$3" 2>/dev/null)"; }
-
-
-# CPU time (user + system) of a process so far, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
@@ -135,28 +111,6 @@ PIDS+=("$TARGET_PID")
 wait_until 10 "bench-target" grep -q '^LISTENING ' "$TPORT_FILE"
 TPORT=$(awk '/^LISTENING/ {print $2}' "$TPORT_FILE")
 
-# start_relay NAME SERVER_ARGS...: relay-server on a free port with SERVER_ARGS, and a
-# relay-client serving channel bench for the target; waits until both are ready. Sets
-# RELAY_PORT, RELAY_SERVER_PID and RELAY_CLIENT_PID; logs go to $WORK/NAME-server.err and
-# $WORK/NAME-client.{out,err}.
-start_relay() {
-    local name=$1
-    shift
-    RELAY_PORT=$(free_port)
-    # Defaults: no delivery pace, so the flood of one channel is delivered live.
-    "$BIN/relay-server" --listen "127.0.0.1:$RELAY_PORT" "$@" 2>"$WORK/$name-server.err" >/dev/null &
-    RELAY_SERVER_PID=$!
-    PIDS+=("$RELAY_SERVER_PID")
-    wait_until 10 "relay-server ($name) /healthz" curl -sf "http://127.0.0.1:$RELAY_PORT/healthz"
-    "$BIN/relay-client" --server "http://127.0.0.1:$RELAY_PORT" --forward "http://127.0.0.1:$TPORT" \
-        --channel bench >"$WORK/$name-client.out" 2>"$WORK/$name-client.err" &
-    RELAY_CLIENT_PID=$!
-    PIDS+=("$RELAY_CLIENT_PID")
-    wait_until 15 "relay-client ($name) to connect (channel bench)" agent_up "$RELAY_PORT"
-    wait_until 5 "relay-client's ($name) Forwarding line" grep -q '^Forwarding ' "$WORK/$name-client.out"
-}
-agent_up() { curl -sf "http://127.0.0.1:$1/api/channels/bench" | grep -q '"agent_count":1'; }
-
 start_relay relay --data-dir "$WORK/data" --fsync "$FSYNC"
 SPORT=$RELAY_PORT
 SERVER_PID=$RELAY_SERVER_PID
@@ -194,43 +148,8 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Throughput and latency
 
-# run_wrk NAME URL THREADS CONNS SECONDS: warm up, measure, and print "rps p50_ms p99_ms
-# requests non2xx socket_errors".
-run_wrk() {
-    local name=$1 url=$2 t=$3 c=$4 d=$5 out=$WORK/wrk-$1.txt
-    if ((WARMUP > 0)); then
-        wrk -t"$t" -c"$c" -d"${WARMUP}s" -s "$LUA" "$url" >/dev/null 2>&1 || true
-    fi
-    wrk -t"$t" -c"$c" -d"${d}s" --latency -s "$LUA" "$url" >"$out" 2>&1 ||
-        die "wrk failed against $url: $(tail -3 "$out")"
-    awk '
-        function ms(v) {
-            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-            if (v ~ /m$/) return substr(v, 1, length(v) - 1) * 60000
-            if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
-            return v + 0
-        }
-        /Requests\/sec:/ { rps = $2 }
-        /^ *50%/ { p50 = ms($2) }
-        /^ *99%/ { p99 = ms($2) }
-        / requests in / { n = $1 }
-        /Non-2xx or 3xx responses:/ { bad = $NF }
-        /Socket errors:/ { gsub(/[^0-9 ]/, " "); for (i = 1; i <= NF; i++) err += $i }
-        END { printf "%s %s %s %s %d %d\n", rps, p50, p99, n, bad, err }
-    ' "$out"
-}
-
-declare -A RPS P50 P99 REQS BAD ERRS
-REFUSED=0
-measure() { # KEY NAME URL THREADS CONNS SECONDS
-    local key=$1 r
-    r=$(run_wrk "$key" "$3" "$4" "$5" "$6")
-    read -r RPS[$key] P50[$key] P99[$key] REQS[$key] BAD[$key] ERRS[$key] <<<"$r"
-    if ((BAD[$key] > 0 || ERRS[$key] > 0)); then
-        note "$2 ($key): ${BAD[$key]} non-2xx responses and ${ERRS[$key]} socket errors out of ${REQS[$key]} requests."
-        REFUSED=1
-    fi
+# measure checks, after each run, that the relay it measured is still up.
+check_alive() {
     alive "$SERVER_PID" relay-server "$WORK/relay-server.err"
     alive "$CLIENT_PID" relay-client "$WORK/relay-client.err"
 }
@@ -248,13 +167,7 @@ print_table() { # TITLE SUFFIX
         [[ $name == hookrelay ]] && label="hookrelay (SQLite store, fsync $FSYNC)"
         [[ $name == memstore ]] && label="hookrelay (memory store)"
         awk -v name="$label" -v rps="${RPS[$key]}" -v p50="${P50[$key]}" -v p99="${P99[$key]}" \
-            -v drps="${RPS[direct$sfx]}" -v dp50="${P50[direct$sfx]}" '
-            function lat(v) { return v < 10 ? sprintf("%.2f ms", v) : sprintf("%.1f ms", v) }
-            function grp(n,   s, out) {
-                s = sprintf("%d", n + 0.5)
-                while (length(s) > 3) { out = "," substr(s, length(s) - 2) out; s = substr(s, 1, length(s) - 3) }
-                return s out
-            }
+            -v drps="${RPS[direct$sfx]}" -v dp50="${P50[direct$sfx]}" "$AWK_FORMAT"'
             BEGIN {
                 added = name == "direct" ? "-" : sprintf("%+.2f ms", p50 - dp50)
                 printf "| %s | %s | %s | %s | %.2fx | %s |\n", name, grp(rps), lat(p50), lat(p99), rps / drps, added
@@ -325,7 +238,7 @@ big_post() { # URL -> seconds
     read -r code secs < <(curl -s -o "$out" -w '%{http_code} %{time_total}\n' -H 'Expect:' \
         -H 'Content-Type: application/octet-stream' --data-binary "@$BIG" "$url")
     [[ $code == 200 ]] || die "large body to $url: HTTP $code: $(head -c 300 "$out")"
-    grep -q "\"len\":$BIG_BYTES[,}]" "$out" || die "large body to $url: target saw $(cat "$out")"
+    grep -q "\"len\":${BIG_BYTES}[,}]" "$out" || die "large body to $url: target saw $(cat "$out")"
     echo "$secs"
 }
 
