@@ -2,17 +2,22 @@
 # Shell helpers the bench scripts share; sourced, not run. Each script defines `die` first.
 
 # need_tool COMMAND [PACKAGE]: makes sure COMMAND is on the PATH, installing Debian's PACKAGE
-# (default: COMMAND) with apt-get when it is missing and we run as root; dies otherwise.
+# (default: COMMAND) when it is missing (apt_install).
 need_tool() {
-    local tool=$1 package=${2:-$1}
-    command -v "$tool" >/dev/null && return
+    command -v "$1" >/dev/null || apt_install "${2:-$1}" "$1"
+}
+
+# apt_install PACKAGE WHAT: installs Debian's PACKAGE with apt-get when we run as root; dies,
+# saying WHAT is required, otherwise.
+apt_install() {
+    local package=$1 what=$2
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
         echo "installing $package with apt-get..." >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null ||
             { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null; } ||
             die "apt-get could not install $package"
     else
-        die "$tool is required: install it (Debian/Ubuntu: sudo apt-get install $package) and run again"
+        die "$what is required: install it (Debian/Ubuntu: sudo apt-get install $package) and run again"
     fi
 }
 
