@@ -51,8 +51,39 @@ free_port() {
 port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
 port_listening() { ! port_free "$1"; }
 
-# The rest expects the sourcing script to set BIN (the release binaries), WORK (its temp dir),
-# LUA (wrk's default script), WARMUP (seconds) and PIDS=() (every process it starts).
+# The rest expects the sourcing script to set ROOT (the checkout), BIN (the release binaries),
+# WORK (its temp dir), LUA (wrk's default script), WARMUP (seconds) and PIDS=() (every process
+# it starts).
+
+# build BINARY...: builds the release binaries (unless SKIP_BUILD=1), then checks that each
+# BINARY is in $BIN.
+build() {
+    local b
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        echo "building release binaries..." >&2
+        (cd "$ROOT" && cargo build --release --quiet -p relay-server -p relay-client -p hookrelay-bench)
+    fi
+    for b in "$@"; do
+        [[ -x $BIN/$b ]] || die "$BIN/$b missing; run without SKIP_BUILD=1"
+    done
+}
+
+# print_header TITLE [SOFTWARE]: the report's title and its machine, software (SOFTWARE added
+# before hookrelay's revision) and logs lines.
+print_header() {
+    local title=$1 software=${2:+$2, } cpu_model mem_total rev logs
+    cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+    mem_total=$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+    rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+    git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev (with uncommitted changes)"
+    echo "# $title"
+    echo
+    echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $mem_total RAM, $(uname -sr)"
+    echo "- software: $(rustc --version 2>/dev/null || echo 'rustc ?'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), ${software}hookrelay $rev"
+    logs=${RUST_LOG:+RUST_LOG=$RUST_LOG}
+    echo "- logs: ${logs:-each binary at its default level (relay-server info, relay-client warn)}, relay-server's to a file"
+}
+
 
 # stop PID: SIGTERM to one process we started, then SIGKILL if it is still there after 5 s.
 stop() {
@@ -152,10 +183,28 @@ AWK_FORMAT='
     }
 '
 
+# note TEXT: a line for the Notes section finish prints.
+NOTES=()
+note() { NOTES+=("$*"); }
+
+# finish: prints the notes, and fails the run when measure (or the script) set REFUSED: a run
+# in which a request was refused or failed measured something else than relaying, so its
+# figures are printed but it does not pass.
+finish() {
+    local n
+    if ((${#NOTES[@]})); then
+        echo "## Notes"
+        echo
+        for n in "${NOTES[@]}"; do echo "- $n"; done
+        echo
+    fi
+    ((REFUSED == 0)) || die "some requests got an unexpected answer or a socket error (see Notes)"
+}
+
 # measure KEY NAME URL THREADS CONNS SECONDS [SCRIPT]: run_wrk, with its figures kept in
 # RPS[KEY], P50[KEY], P99[KEY], REQS[KEY], BAD[KEY] and ERRS[KEY]. Any non-2xx answer (wrk
 # counts 4xx and 5xx) or socket error is noted and sets REFUSED=1, so that the script can fail
-# after printing its figures. Then calls check_alive, which the script defines, and `note`.
+# after printing its figures. Then calls check_alive, which the script defines.
 # shellcheck disable=SC2034 # read by the scripts that source this file
 declare -A RPS P50 P99 REQS BAD ERRS
 REFUSED=0

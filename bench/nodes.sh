@@ -40,7 +40,6 @@ PG_DIR=
 PG_STARTED=0
 
 PIDS=()
-NOTES=()
 # What check_alive checks after each run: triples of pid, name, log.
 WATCH=()
 
@@ -48,7 +47,6 @@ die() {
     echo "error: $*" >&2
     exit 1
 }
-note() { NOTES+=("$*"); }
 
 check_alive() {
     local i
@@ -107,28 +105,13 @@ if [[ -z ${PG_BIN:-} ]]; then
 fi
 [[ -x $PG_BIN/initdb && -x $PG_BIN/pg_ctl ]] || die "no initdb and pg_ctl in $PG_BIN (PG_BIN)"
 
-if [[ $SKIP_BUILD != 1 ]]; then
-    echo "building release binaries..." >&2
-    (cd "$ROOT" && cargo build --release --quiet -p relay-server -p relay-client -p hookrelay-bench)
-fi
-for b in relay-server relay-client bench-target; do
-    [[ -x $BIN/$b ]] || die "$BIN/$b missing; run without SKIP_BUILD=1"
-done
+build relay-server relay-client bench-target
 
 # ---------------------------------------------------------------------------------------------
 # Machine
 
-cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-mem_total=$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
-rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev (with uncommitted changes)"
 pg_version=$("$PG_BIN/postgres" --version | awk '{print $3}')
-echo "# hookrelay benchmark: PostgreSQL store and nodes"
-echo
-echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $mem_total RAM, $(uname -sr)"
-echo "- software: $(rustc --version 2>/dev/null || echo 'rustc ?'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), PostgreSQL $pg_version, hookrelay $rev"
-logs=${RUST_LOG:+RUST_LOG=$RUST_LOG}
-echo "- logs: ${logs:-each binary at its default level (relay-server info, relay-client warn)}, relay-server's to a file"
+print_header "hookrelay benchmark: PostgreSQL store and nodes" "PostgreSQL $pg_version"
 echo "- PostgreSQL: a cluster of its own on 127.0.0.1, fsync $PG_FSYNC, other settings at their defaults (synchronous_commit on)"
 echo "- load: wrk --latency, POST with a 1,024-byte body (bench/post1k.lua), after a ${WARMUP}s warm-up;" \
     "target: bench-target (hyper, reads the body)"
@@ -304,13 +287,4 @@ else
 fi
 echo
 
-if ((${#NOTES[@]})); then
-    echo "## Notes"
-    echo
-    for n in "${NOTES[@]}"; do echo "- $n"; done
-    echo
-fi
-
-# A run in which any request was refused or failed measured something else than relaying:
-# its figures are printed, and the script fails.
-((REFUSED == 0)) || die "some requests got an unexpected answer or a socket error (see Notes)"
+finish

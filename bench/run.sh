@@ -40,13 +40,11 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/hookrelay-bench.XXXXXX")
 BORE_CONTROL_PORT=7835 # fixed in bore; it cannot be changed from the command line
 
 PIDS=()
-NOTES=()
 
 die() {
     echo "error: $*" >&2
     exit 1
 }
-note() { NOTES+=("$*"); }
 
 cleanup() {
     stop_all
@@ -76,27 +74,12 @@ want=65536
 ulimit -n "$want" || die "cannot raise the open-files limit to $want"
 ((want >= AGENTS + 256)) || die "open-files limit $want is too low for $AGENTS agents"
 
-if [[ $SKIP_BUILD != 1 ]]; then
-    echo "building release binaries..." >&2
-    (cd "$ROOT" && cargo build --release --quiet -p relay-server -p relay-client -p hookrelay-bench)
-fi
-for b in relay-server relay-client bench-target idle-agents; do
-    [[ -x $BIN/$b ]] || die "$BIN/$b missing; run without SKIP_BUILD=1"
-done
+build relay-server relay-client bench-target idle-agents
 
 # ---------------------------------------------------------------------------------------------
 # Machine
 
-cpu_model=$(awk -F': *' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-mem_total=$(awk '/^MemTotal:/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
-rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-git -C "$ROOT" diff --quiet HEAD 2>/dev/null || rev="$rev (with uncommitted changes)"
-echo "# hookrelay benchmark"
-echo
-echo "- machine: $(nproc) CPUs, ${cpu_model:-unknown CPU}, $mem_total RAM, $(uname -sr)"
-echo "- software: $(rustc --version 2>/dev/null || echo 'rustc ?'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), hookrelay $rev"
-logs=${RUST_LOG:+RUST_LOG=$RUST_LOG}
-echo "- logs: ${logs:-each binary at its default level (relay-server info, relay-client warn)}, relay-server's to a file"
+print_header "hookrelay benchmark"
 echo "- load: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency, POST with a 1,024-byte body" \
     "(bench/post1k.lua), after a ${WARMUP}s warm-up; target: bench-target (hyper, reads the body)"
 echo
@@ -321,13 +304,4 @@ awk -v b="$rss_before" -v a="$rss_after" -v n="$AGENTS" -v s="$sockets" -v ms="$
 }'
 echo
 
-if ((${#NOTES[@]})); then
-    echo "## Notes"
-    echo
-    for n in "${NOTES[@]}"; do echo "- $n"; done
-    echo
-fi
-
-# A run in which any request was refused or failed measured something else than relaying:
-# its figures are printed, and the script fails.
-((REFUSED == 0)) || die "some requests got a non-2xx answer or a socket error (see Notes)"
+finish
