@@ -15,10 +15,13 @@ use crate::store::{
 
 /// Locks the `channel_usage` rows of the channels `$1` names (in that order: callers sort
 /// them, as prune does, so that lockers never wait for each other in a circle), creating the
-/// missing ones, and reads what each channel holds.
+/// missing ones. An existing row is locked and not updated (`WHERE false`): an update would
+/// leave a dead version of the channel's hot row behind at every insert.
 const LOCK_CHANNELS: &str = "INSERT INTO channel_usage (channel) SELECT unnest($1::TEXT[])
-    ON CONFLICT (channel) DO UPDATE SET channel = excluded.channel
-    RETURNING channel, undelivered, open_bytes, bytes, rejected";
+    ON CONFLICT (channel) DO UPDATE SET channel = excluded.channel WHERE false";
+/// What each channel `$1` names holds, read under [`LOCK_CHANNELS`]'s locks.
+const USAGE: &str = "SELECT channel, undelivered, open_bytes, bytes, rejected
+    FROM channel_usage WHERE channel = ANY($1::TEXT[])";
 const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq IN (
         SELECT seq FROM events WHERE channel = $1 AND status = 'rejected'
         ORDER BY seq LIMIT $2::BIGINT)
@@ -83,7 +86,9 @@ async fn insert_together(
     channels.sort_unstable();
     channels.dedup();
     let mut usage = HashMap::with_capacity(channels.len());
-    for row in tx.query(LOCK_CHANNELS, &[&channels]).await? {
+    let lock = tx.prepare_cached(LOCK_CHANNELS).await?;
+    let read = tx.prepare_cached(USAGE).await?;
+    for row in locked_usage(&tx, (&lock, &read), &channels).await? {
         usage.insert(row.get::<_, String>(0), usage_from(&row, 1));
     }
     let mut results = Vec::with_capacity(ops.len());
@@ -112,11 +117,8 @@ async fn insert_together(
             make_room(&tx, event.channel.as_str(), room).await?;
             insert_rows(&tx, instance, &[*op]).await?;
             let channel = [event.channel.as_str()];
-            if let Some(row) = tx
-                .query(LOCK_CHANNELS, &[&channel.as_slice()])
-                .await?
-                .first()
-            {
+            let rows = locked_usage(&tx, (&lock, &read), &channel).await?;
+            if let Some(row) = rows.first() {
                 *held = usage_from(row, 1);
             }
         }
@@ -129,6 +131,19 @@ async fn insert_together(
     }
     tx.commit().await?;
     Ok(results)
+}
+
+/// Locks `channels` (sorted) with `lock` and reads their usage with `read`, pipelined: one
+/// round trip.
+async fn locked_usage(
+    tx: &Transaction<'_>,
+    (lock, read): (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    channels: &[&str],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&channels];
+    let (locked, rows) = futures_util::join!(tx.execute(lock, &params), tx.query(read, &params));
+    locked?;
+    rows
 }
 
 /// The [`Usage`] in the four columns from `at` of a `channel_usage` row.

@@ -230,7 +230,30 @@ impl Store for PostgresStore {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        self.records.submit(RecordOp { id, attempt, then }).await
+        let lazily = false;
+        let op = RecordOp {
+            id,
+            attempt,
+            then,
+            lazily,
+        };
+        self.records.submit(op).await
+    }
+
+    async fn record_lazily(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+    ) -> Result<Recorded, StoreError> {
+        let lazily = true;
+        let op = RecordOp {
+            id,
+            attempt,
+            then,
+            lazily,
+        };
+        self.records.submit(op).await
     }
 
     async fn due(
@@ -450,10 +473,12 @@ impl Store for PostgresStore {
 
     async fn channels_version(&self) -> Result<u64, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_one("SELECT version FROM channels_version", &[])
-            .await
+        // Asked every `--channel-reload`: prepared once per connection.
+        let stmt = (client
+            .prepare_cached("SELECT version FROM channels_version")
+            .await)
             .map_err(db_error)?;
+        let row = client.query_one(&stmt, &[]).await.map_err(db_error)?;
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 

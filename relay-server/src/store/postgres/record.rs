@@ -39,11 +39,13 @@ const RECORD: &str = "WITH e AS (
         SELECT seq, attempts, $7, $8, $9, $10, $2::BIGINT, $11, $12, $13 FROM e)
     SELECT attempts, status, channel FROM e";
 
-/// One attempt to record on event `id`, and what it does to the event.
+/// One attempt to record on event `id`, and what it does to the event; `lazily` when nobody
+/// waits on it being durable (see [`crate::store::Store::record_lazily`]).
 pub(super) struct RecordOp {
     pub(super) id: DeliveryId,
     pub(super) attempt: Attempt,
     pub(super) then: Transition,
+    pub(super) lazily: bool,
 }
 
 /// The parameters of [`RECORD`] that are not borrowed from the [`RecordOp`] as they are.
@@ -98,8 +100,21 @@ impl Work for Records {
     ) -> Result<Vec<Result<Recorded, StoreError>>, Failed> {
         let tx = client.transaction().await?;
         let ids: Vec<uuid::Uuid> = ops.iter().map(|op| *op.id.as_uuid()).collect();
-        tx.execute(LOCK_CHANNELS_OF, &[&ids]).await?;
+        let lock = tx.prepare_cached(LOCK_CHANNELS_OF).await?;
         let stmt = tx.prepare_cached(RECORD).await?;
+        if ops.iter().all(|op| op.lazily) {
+            // Records nobody waits on do not wait for the WAL to reach the disk: visible at
+            // once, durable with the next flush (within the WAL writer's delay), as SQLite's
+            // lazy records ride the next group commit. Pipelined with the lock: no round
+            // trip of its own.
+            let lazy = tx.batch_execute("SET LOCAL synchronous_commit = off");
+            let params: [&(dyn ToSql + Sync); 1] = [&ids];
+            let (lazy, locked) = futures_util::join!(lazy, tx.execute(&lock, &params));
+            lazy?;
+            locked?;
+        } else {
+            tx.execute(&lock, &[&ids]).await?;
+        }
         let params: Vec<Params> = ops.iter().map(|op| Params::of(op)).collect();
         let bodies: Vec<&[u8]> = ops
             .iter()

@@ -157,6 +157,48 @@ pub(super) const MIGRATIONS: &[&str] = &[
         instance UUID NOT NULL,
         expires_at BIGINT NOT NULL
     );",
+    // 5: the counting functions in PL/pgSQL, whose statements are planned once per
+    // connection (a SQL function called from PL/pgSQL is parsed again at every call: the
+    // first profile's top symbol), and a status change within one channel counted by one
+    // update of its row instead of two (each update of that hot row leaves a dead version
+    // that every later lookup steps over until vacuum).
+    "CREATE OR REPLACE FUNCTION hookrelay_count(ch TEXT, st TEXT, n BIGINT, sz BIGINT)
+    RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO channel_usage AS u (channel, undelivered, open_bytes, bytes, rejected)
+        VALUES (ch,
+                CASE WHEN st IN ('queued', 'delivering') THEN n ELSE 0 END,
+                CASE WHEN st IN ('queued', 'delivering') THEN sz ELSE 0 END,
+                sz,
+                CASE WHEN st = 'rejected' THEN n ELSE 0 END)
+        ON CONFLICT (channel) DO UPDATE SET
+            undelivered = u.undelivered + excluded.undelivered,
+            open_bytes = u.open_bytes + excluded.open_bytes,
+            bytes = u.bytes + excluded.bytes,
+            rejected = u.rejected + excluded.rejected;
+    END $$;
+    CREATE OR REPLACE FUNCTION hookrelay_event_moved() RETURNS trigger LANGUAGE plpgsql AS $$
+    DECLARE
+        was_open BOOLEAN := OLD.status IN ('queued', 'delivering');
+        is_open BOOLEAN := NEW.status IN ('queued', 'delivering');
+    BEGIN
+        IF OLD.channel = NEW.channel THEN
+            UPDATE channel_usage SET
+                undelivered = undelivered + is_open::INT - was_open::INT,
+                open_bytes = open_bytes + CASE WHEN is_open THEN NEW.size ELSE 0 END
+                                        - CASE WHEN was_open THEN OLD.size ELSE 0 END,
+                bytes = bytes + NEW.size - OLD.size,
+                rejected = rejected + (NEW.status = 'rejected')::INT
+                                    - (OLD.status = 'rejected')::INT
+            WHERE channel = NEW.channel;
+            IF FOUND THEN
+                RETURN NULL;
+            END IF;
+        END IF;
+        PERFORM hookrelay_count(OLD.channel, OLD.status, -1, -OLD.size);
+        PERFORM hookrelay_count(NEW.channel, NEW.status, 1, NEW.size);
+        RETURN NULL;
+    END $$;",
 ];
 
 /// Why the schema could not be brought up to date.
