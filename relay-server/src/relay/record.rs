@@ -165,10 +165,13 @@ pub async fn replayed_copy(
 
 /// Records the attempt at `id`, a webhook another node offered (see [`super::handover`])
 /// whose sender waits there, and waits for the write: that node reads the record once told.
-/// Its answer is the sender's, as a live attempt's is ([`Role::Answered`]).
+/// Its answer is the sender's, as a live attempt's is ([`Role::Answered`]). Lazily all the
+/// same: on a store nodes share (PostgreSQL) a lazy record is committed, so visible to every
+/// node, when the write returns, only not waited on to reach the disk; and like any live
+/// attempt's record it guards nothing if lost in a crash (the event is delivered again).
 pub async fn handed_over(state: &AppState, id: DeliveryId, attempt: Attempt) -> Result<(), Error> {
     let then = Role::Answered.transition(attempt.status, &state.config.retry);
-    state.store.record(id, attempt, then).await?;
+    state.store.record_lazily(id, attempt, then).await?;
     Ok(())
 }
 
