@@ -230,14 +230,9 @@ impl Store for PostgresStore {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        let lazily = false;
-        let op = RecordOp {
-            id,
-            attempt,
-            then,
-            lazily,
-        };
-        self.records.submit(op).await
+        self.records
+            .submit(RecordOp::new(id, attempt, then, false))
+            .await
     }
 
     async fn record_lazily(
@@ -246,14 +241,9 @@ impl Store for PostgresStore {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        let lazily = true;
-        let op = RecordOp {
-            id,
-            attempt,
-            then,
-            lazily,
-        };
-        self.records.submit(op).await
+        self.records
+            .submit(RecordOp::new(id, attempt, then, true))
+            .await
     }
 
     async fn due(

@@ -48,6 +48,17 @@ pub(super) struct RecordOp {
     pub(super) lazily: bool,
 }
 
+impl RecordOp {
+    pub(super) fn new(id: DeliveryId, attempt: Attempt, then: Transition, lazily: bool) -> Self {
+        RecordOp {
+            id,
+            attempt,
+            then,
+            lazily,
+        }
+    }
+}
+
 /// The parameters of [`RECORD`] that are not borrowed from the [`RecordOp`] as they are.
 struct Params {
     status: Option<i64>,
