@@ -95,6 +95,15 @@ impl Feed {
     }
 }
 
+/// Which of the inner store's records [`Observed::publish_attempt`] makes.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    Awaited,
+    Lazily,
+    /// [`Handover::record_answer`], with the failure to tell.
+    Answering(u16),
+}
+
 /// A [`Store`] that publishes what it stores to a [`Feed`].
 #[derive(Debug)]
 pub struct Observed {
@@ -107,19 +116,23 @@ impl Observed {
         Self { inner, feed }
     }
 
-    /// Records through the inner store (lazily or not) and tells the feed's watchers.
+    /// Records through the inner store (`how`) and tells the feed's watchers.
     async fn publish_attempt(
         &self,
         id: DeliveryId,
         attempt: Attempt,
         then: Transition,
-        lazily: bool,
+        how: How,
     ) -> Result<Recorded, StoreError> {
         let summary = (self.feed.tx.receiver_count() > 0).then(|| AttemptSummary::from(&attempt));
-        let recorded = if lazily {
-            self.inner.record_lazily(id, attempt, then).await?
-        } else {
-            self.inner.record(id, attempt, then).await?
+        let recorded = match how {
+            How::Awaited => self.inner.record(id, attempt, then).await?,
+            How::Lazily => self.inner.record_lazily(id, attempt, then).await?,
+            How::Answering(failure) => {
+                (self.handing()?)
+                    .record_answer(id, attempt, then, failure)
+                    .await?
+            }
         };
         if let Some(mut attempt) = summary {
             attempt.n = recorded.n;
@@ -186,8 +199,14 @@ impl Handover for Observed {
         self.handing()?.withdraw(id).await
     }
 
-    async fn answered(&self, id: DeliveryId, failure: u16) -> Result<(), StoreError> {
-        self.handing()?.answered(id, failure).await
+    async fn record_answer(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+        failure: u16,
+    ) -> Result<Recorded, StoreError> {
+        (self.publish_attempt(id, attempt, then, How::Answering(failure))).await
     }
 
     async fn answer(
@@ -222,7 +241,7 @@ impl Store for Observed {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        self.publish_attempt(id, attempt, then, false).await
+        self.publish_attempt(id, attempt, then, How::Awaited).await
     }
 
     async fn record_lazily(
@@ -231,7 +250,7 @@ impl Store for Observed {
         attempt: Attempt,
         then: Transition,
     ) -> Result<Recorded, StoreError> {
-        self.publish_attempt(id, attempt, then, true).await
+        self.publish_attempt(id, attempt, then, How::Lazily).await
     }
 
     async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError> {

@@ -219,13 +219,9 @@ async fn take(state: AppState, channel: ChannelId, id: DeliveryId, event_type: O
         Ok(head) => (inflight.read_body(head, deadline).await, 0),
         Err(e) => (inflight.failed(&e), e.status().as_u16()),
     };
-    if let Err(e) = record::handed_over(&state, id, attempt).await {
+    if let Err(e) = record::handed_over(&state, handover, id, attempt, failure).await {
         // Its sender gets a timeout; the event is left delivering, as a live attempt's
         // unrecorded event is, and queued again when this node's store next opens.
         warn!(error = %e, "attempt at a webhook another node offered not recorded");
-        return;
-    }
-    if let Err(e) = handover.answered(id, failure).await {
-        warn!(error = %e, "cannot tell the other node its webhook's answer");
     }
 }

@@ -14,7 +14,9 @@ use tracing::{info, warn};
 use crate::AppState;
 use crate::config::RetryPolicy;
 use crate::error::Error;
-use crate::store::{self, Attempt, AttemptKind, EventStatus, Millis, NewEvent, Store, Transition};
+use crate::store::{
+    self, Attempt, AttemptKind, EventStatus, Handover, Millis, NewEvent, Store, Transition,
+};
 use crate::verify::VerifyError;
 
 /// Who is waiting on an attempt's outcome, which decides what it does to the event.
@@ -164,14 +166,21 @@ pub async fn replayed_copy(
 }
 
 /// Records the attempt at `id`, a webhook another node offered (see [`super::handover`])
-/// whose sender waits there, and waits for the write: that node reads the record once told.
-/// Its answer is the sender's, as a live attempt's is ([`Role::Answered`]). Lazily all the
-/// same: on a store nodes share (PostgreSQL) a lazy record is committed, so visible to every
-/// node, when the write returns, only not waited on to reach the disk; and like any live
-/// attempt's record it guards nothing if lost in a crash (the event is delivered again).
-pub async fn handed_over(state: &AppState, id: DeliveryId, attempt: Attempt) -> Result<(), Error> {
+/// whose sender waits there, and tells that node (`failure`: see [`Note::Answered`]), which
+/// reads the record once told. Its answer is the sender's, as a live attempt's is
+/// ([`Role::Answered`]), and lazily written as a live attempt's: like theirs, it guards
+/// nothing if lost in a crash (the event is delivered again).
+///
+/// [`Note::Answered`]: crate::store::Note::Answered
+pub async fn handed_over(
+    state: &AppState,
+    handover: &dyn Handover,
+    id: DeliveryId,
+    attempt: Attempt,
+    failure: u16,
+) -> Result<(), Error> {
     let then = Role::Answered.transition(attempt.status, &state.config.retry);
-    state.store.record_lazily(id, attempt, then).await?;
+    handover.record_answer(id, attempt, then, failure).await?;
     Ok(())
 }
 

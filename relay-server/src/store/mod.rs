@@ -639,9 +639,16 @@ pub trait Handover: Send + Sync {
     /// from now on it is an ordinary queued event), `false` when a node took it.
     async fn withdraw(&self, id: DeliveryId) -> Result<bool, StoreError>;
 
-    /// Tells every node that the attempt answering offered webhook `id` is recorded (a
-    /// [`Note::Answered`]).
-    async fn answered(&self, id: DeliveryId, failure: u16) -> Result<(), StoreError>;
+    /// Records the attempt that answers offered webhook `id`, lazily (see
+    /// [`Store::record_lazily`]; committed, so visible to every node, when it returns), and
+    /// tells every node in the same commit (a [`Note::Answered`] with `failure`).
+    async fn record_answer(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+        failure: u16,
+    ) -> Result<Recorded, StoreError>;
 
     /// The latest attempt of event `id` of `channel`: the answer an offering node gives.
     async fn answer(

@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::insert::InsertOp;
+use super::record::RecordOp;
 use super::rows::{
     attempt_from_row, db_error, describe, event_columns, event_from_row, summary_columns,
 };
 use super::url::{PostgresUrl, Tls, client_config};
 use super::{PostgresStore, StoreError};
-use crate::store::{Attempt, Event, Handover, NewEvent, Note};
+use crate::store::{Attempt, Event, Handover, NewEvent, Note, Recorded, Transition};
 
 /// Notes a slow receiver may fall behind by before it misses some (it then waits out its
 /// deadlines, as for a lost note).
@@ -196,14 +197,16 @@ impl Handover for PostgresStore {
         Ok(changed > 0)
     }
 
-    async fn answered(&self, id: DeliveryId, failure: u16) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let payload = note::answered(id, failure);
-        client
-            .execute("SELECT pg_notify('hookrelay', $1)", &[&payload])
-            .await
-            .map_err(db_error)
-            .map(drop)
+    async fn record_answer(
+        &self,
+        id: DeliveryId,
+        attempt: Attempt,
+        then: Transition,
+        failure: u16,
+    ) -> Result<Recorded, StoreError> {
+        let mut op = RecordOp::new(id, attempt, then, true);
+        op.note = Some(note::answered(id, failure));
+        self.records.submit(op).await
     }
 
     async fn answer(

@@ -8,6 +8,7 @@ use protocol::DeliveryId;
 use tokio_postgres::types::ToSql;
 
 use super::batch::{Failed, Work};
+use super::handover::note;
 use super::rows::{bigint, channel_name, event_status};
 use crate::store::{
     Attempt, EventStatus, MAX_RECORDED_BODY, Recorded, StoreError, Transition, encode_headers,
@@ -46,6 +47,9 @@ pub(super) struct RecordOp {
     pub(super) attempt: Attempt,
     pub(super) then: Transition,
     pub(super) lazily: bool,
+    /// The note sent in the same commit once it is recorded (see
+    /// [`crate::store::Handover::record_answer`]).
+    pub(super) note: Option<String>,
 }
 
 impl RecordOp {
@@ -55,6 +59,7 @@ impl RecordOp {
             attempt,
             then,
             lazily,
+            note: None,
         }
     }
 }
@@ -154,11 +159,19 @@ impl Work for Records {
         }))
         .await;
         let mut results = Vec::with_capacity(ops.len());
+        let mut notes = Vec::new();
         for (op, row) in ops.iter().zip(rows) {
             results.push(match row? {
                 None => Err(StoreError::UnknownEvent(op.id)),
-                Some(row) => recorded(&row),
+                Some(row) => {
+                    notes.extend(op.note.as_deref());
+                    recorded(&row)
+                }
             });
+        }
+        if !notes.is_empty() {
+            // Sent when the transaction commits, and only then.
+            tx.execute(note::SEND_EACH, &[&notes]).await?;
         }
         tx.commit().await?;
         Ok(results)

@@ -504,10 +504,16 @@ async fn an_offered_event_is_taken_by_one_node_or_withdrawn_into_the_queue() {
         !a.withdraw(id).await.expect("withdraw"),
         "too late to withdraw"
     );
-    b.record(id, attempt(Some(201)), Transition::Delivered)
+    (b.record_answer(id, attempt(Some(201)), Transition::Delivered, 0))
         .await
-        .expect("record");
-    b.answered(id, 0).await.expect("answered");
+        .expect("record the answer");
+    let told = tokio::time::timeout(Duration::from_secs(10), heard.recv()).await;
+    let told = told.expect("told in time").expect("a note");
+    assert_eq!(
+        told,
+        Note::Answered { id, failure: 0 },
+        "in the record's commit"
+    );
     let answer = a.answer(&ch, id).await.expect("answer").expect("recorded");
     assert_eq!(answer.status, Some(201));
 
