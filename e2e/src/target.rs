@@ -152,3 +152,68 @@ pub async fn next_seen(target: &mut TestTarget) -> Seen {
         .expect("target saw a request within the deadline")
         .expect("target still running")
 }
+
+/// One request [`start_recording_target`] served: the delivery id the relay gave it, the body
+/// byte for byte, and when the target started and finished serving it.
+#[derive(Debug, Clone)]
+pub struct Visit {
+    /// The `x-hookrelay-delivery` header (empty if the request had none).
+    pub delivery: String,
+    pub body: Bytes,
+    pub started: std::time::Instant,
+    pub finished: std::time::Instant,
+}
+
+/// The target of [`start_recording_target`]: every request it served so far, in the order
+/// each finished.
+pub struct RecordingTarget {
+    pub url: String,
+    visits: Arc<std::sync::Mutex<Vec<Visit>>>,
+}
+
+impl RecordingTarget {
+    /// A copy of every visit so far.
+    pub fn visits(&self) -> Vec<Visit> {
+        self.visits.lock().expect("visits lock").clone()
+    }
+}
+
+/// A local target on 127.0.0.1:0 that answers every request 200 after holding it for `hold`,
+/// and records each one as a [`Visit`] when it answers. Unlike [`start_target`] it keeps no
+/// channel that could fill up, so it suits tests that send hundreds of webhooks, and its
+/// start/finish times let a test check that no delivery id was ever being served twice at
+/// once (the hold widens each request's window, so such an overlap cannot slip between two
+/// quick requests).
+pub async fn start_recording_target(hold: std::time::Duration) -> RecordingTarget {
+    let visits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = Arc::clone(&visits);
+    let app = Router::new()
+        .fallback(move |req: Request| {
+            let visits = Arc::clone(&kept);
+            async move {
+                let started = std::time::Instant::now();
+                let (parts, body) = req.into_parts();
+                let delivery = parts
+                    .headers
+                    .get("x-hookrelay-delivery")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                let body = body.collect().await.expect("target reads body").to_bytes();
+                tokio::time::sleep(hold).await;
+                let visit = Visit {
+                    delivery,
+                    body,
+                    started,
+                    finished: std::time::Instant::now(),
+                };
+                visits.lock().expect("visits lock").push(visit);
+                Response::new(Body::from("recorded"))
+            }
+        })
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let addr = serve_local(app).await;
+    RecordingTarget {
+        url: format!("http://{addr}"),
+        visits,
+    }
+}
