@@ -9,6 +9,7 @@ mod client_cli;
 mod client_history;
 mod durability;
 mod event_types;
+mod failover;
 mod inspector;
 mod limits;
 mod never_refuse;
