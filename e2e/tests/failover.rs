@@ -15,8 +15,10 @@ use relay_server::{Config, StoreConfig};
 use tokio::time::Instant;
 
 /// Bound on one webhook of a sender: a node that is up answers long before, a killed one
-/// refuses the connection at once, so running out of it means a node hung.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// refuses the connection at once, so running out of it means a node hung. The longest
+/// honest wait is a webhook to a or c that b took just before it was killed: its node
+/// answers 202 once b's instance lease has run out (6 s) and its next look (every second).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// How long the target holds each delivery (see [`start_recording_target`]).
 const HOLD: Duration = Duration::from_millis(20);

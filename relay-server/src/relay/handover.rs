@@ -8,7 +8,9 @@
 //! gives up into the queue. When no node takes it within [`TAKE_WAIT`] (a note lost, the
 //! lease of a node that just died), A withdraws the offer and answers 202, queued, and the
 //! queue delivers it as any other; the row lock decides between a take and a withdraw, so the
-//! event is either delivered live by one node, its answer the sender's, or queued.
+//! event is either delivered live by one node, its answer the sender's, or queued. When the
+//! node that took it dies, A, looking every [`LOOK_AGAIN`], queues it again itself once that
+//! node's store lease has run out, and answers 202 then too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -33,9 +35,11 @@ use crate::store::{self, AttemptKind, Handover, NewEvent, Note};
 const TAKE_WAIT: Duration = Duration::from_secs(1);
 
 /// How often the node a webhook reached looks again whether the node that took it is still
-/// delivering it: a lease renewal's period, how often a dead node's deliveries can be queued
-/// again.
-const LOOK_AGAIN: Duration = Duration::from_secs(2);
+/// delivering it (alive: its store's lease holds).
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
+/// Pause before the node that delivered another node's webhook tries its record again.
+const RECORD_RETRY: Duration = Duration::from_millis(250);
 
 /// The senders on this node waiting for another node's answer, by delivery id.
 #[derive(Debug, Default)]
@@ -119,12 +123,16 @@ pub async fn offer(
     let mut waiter = state.handovers.wait(id);
     handover.offer(event).await?;
     // Until an answer comes, the offer is withdrawn at each look: it succeeds when nobody took
-    // the webhook, or when the node that took it died and the sweep queued it again.
+    // the webhook, or when the node that took it died (its store's lease ran out).
     let last = deadline + TAKE_WAIT;
     let mut look = Deadline::now() + TAKE_WAIT;
-    let answered = loop {
+    let (attempt, failure) = loop {
         match timeout_at(look.min(last), &mut waiter.answered).await {
-            Ok(answered) => break answered,
+            Ok(answered) => {
+                let failure = answered.map_err(|_| Error::AgentGone)?;
+                let attempt = handover.answer(channel, id).await?;
+                break (attempt.ok_or(Error::AgentGone)?, failure);
+            }
             // Taken: its node delivers it under its own deadline, which began up to
             // `TAKE_WAIT` after this one.
             Err(_) if Deadline::now() >= last => {
@@ -135,12 +143,15 @@ pub async fn offer(
                     debug!("no other node delivers the webhook; queued");
                     return Ok(Answer::Queued { offline: false });
                 }
+                // Taken, and perhaps answered with the note lost (this node's listening
+                // connection was down): then the record says what the note would have.
+                if let Some(attempt) = handover.answer(channel, id).await? {
+                    break (attempt, Error::AgentGone.status().as_u16());
+                }
                 look = Deadline::now() + LOOK_AGAIN;
             }
         }
     };
-    let failure = answered.map_err(|_| Error::AgentGone)?;
-    let attempt = (handover.answer(channel, id).await?).ok_or(Error::AgentGone)?;
     match attempt.status {
         Some(status) => Ok(Answer::Target(Reply {
             status,
@@ -219,9 +230,23 @@ async fn take(state: AppState, channel: ChannelId, id: DeliveryId, event_type: O
         Ok(head) => (inflight.read_body(head, deadline).await, 0),
         Err(e) => (inflight.failed(&e), e.status().as_u16()),
     };
-    if let Err(e) = record::handed_over(&state, handover, id, attempt, failure).await {
-        // Its sender gets a timeout; the event is left delivering, as a live attempt's
-        // unrecorded event is, and queued again when this node's store next opens.
-        warn!(error = %e, "attempt at a webhook another node offered not recorded");
+    // Its sender waits for this record: tried again while the database is away (it is the
+    // only way the answer gets there), until the sender's node stops waiting.
+    let last = deadline + TAKE_WAIT;
+    loop {
+        let recorded = record::handed_over(&state, handover, id, attempt.clone(), failure).await;
+        match recorded {
+            Ok(()) => return,
+            Err(e) if Deadline::now() + RECORD_RETRY < last => {
+                debug!(error = %e, "attempt at a webhook another node offered not recorded yet");
+                tokio::time::sleep(RECORD_RETRY).await;
+            }
+            Err(e) => {
+                // Its sender gets a timeout; the event is left delivering, as a live
+                // attempt's unrecorded event is, until this node's store next opens.
+                warn!(error = %e, "attempt at a webhook another node offered not recorded");
+                return;
+            }
+        }
     }
 }

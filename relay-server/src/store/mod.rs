@@ -635,8 +635,9 @@ pub trait Handover: Send + Sync {
     /// withdrawn.
     async fn take(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError>;
 
-    /// Withdraws this node's offer of `id`: `true` when it was still queued (nobody took it;
-    /// from now on it is an ordinary queued event), `false` when a node took it.
+    /// Withdraws this node's offer of `id`: `true` when it was still queued (nobody took it),
+    /// or the node that took it is gone (its store's lease ran out), and from now on it is an
+    /// ordinary queued event; `false` when a live node took it.
     async fn withdraw(&self, id: DeliveryId) -> Result<bool, StoreError>;
 
     /// Records the attempt that answers offered webhook `id`, lazily (see

@@ -187,10 +187,15 @@ impl Handover for PostgresStore {
 
     async fn withdraw(&self, id: DeliveryId) -> Result<bool, StoreError> {
         let client = self.client().await?;
+        // What the sweep does for a gone instance, for this one event, now.
         let changed = client
             .execute(
-                "UPDATE events SET instance = NULL WHERE id = $1 AND status = 'queued'",
-                &[id.as_uuid()],
+                "UPDATE events SET instance = NULL, status = 'queued', next_attempt_at =
+                     CASE WHEN status = 'queued' THEN next_attempt_at ELSE $2 END
+                 WHERE id = $1 AND (status = 'queued' OR status = 'delivering' AND NOT EXISTS (
+                     SELECT 1 FROM instances i
+                     WHERE i.instance = events.instance AND i.expires_at > $2))",
+                &[id.as_uuid(), &crate::store::now_ms()],
             )
             .await
             .map_err(db_error)?;
