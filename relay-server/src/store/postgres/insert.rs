@@ -124,10 +124,17 @@ async fn insert_together(
         }
         results.push(Ok(()));
     }
-    insert_rows(&tx, instance, &pending).await?;
-    if !offers.is_empty() {
-        // Sent when the transaction commits, and only then.
-        tx.execute(note::SEND_EACH, &[&offers]).await?;
+    if offers.is_empty() {
+        insert_rows(&tx, instance, &pending).await?;
+    } else {
+        // Sent when the transaction commits, and only then; pipelined with the insert.
+        let offers = [&offers as &(dyn tokio_postgres::types::ToSql + Sync)];
+        let send = tx.prepare_cached(note::SEND_EACH).await?;
+        let notify = tx.execute(&send, &offers);
+        let (inserted, notified) =
+            futures_util::join!(insert_rows(&tx, instance, &pending), notify);
+        inserted?;
+        notified?;
     }
     tx.commit().await?;
     Ok(results)

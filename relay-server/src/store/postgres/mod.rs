@@ -622,15 +622,16 @@ impl Store for PostgresStore {
         now: Millis,
     ) -> Result<Vec<AgentLease>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query(
+        // Asked for every webhook to a node without the channel's agent: prepared once.
+        let stmt = client
+            .prepare_cached(
                 "SELECT agent_id, node, client, peer, connected_at, events, in_flight
                  FROM agent_leases WHERE channel = $1 AND expires_at > $2
                  ORDER BY connected_at, agent_id",
-                &[&channel.as_str(), &now],
             )
             .await
             .map_err(db_error)?;
+        let rows = (client.query(&stmt, &[&channel.as_str(), &now]).await).map_err(db_error)?;
         Ok(rows
             .iter()
             .map(|row| AgentLease {

@@ -118,26 +118,28 @@ impl Work for Records {
         let ids: Vec<uuid::Uuid> = ops.iter().map(|op| *op.id.as_uuid()).collect();
         let lock = tx.prepare_cached(LOCK_CHANNELS_OF).await?;
         let stmt = tx.prepare_cached(RECORD).await?;
-        if ops.iter().all(|op| op.lazily) {
-            // Records nobody waits on do not wait for the WAL to reach the disk: visible at
-            // once, durable with the next flush (within the WAL writer's delay), as SQLite's
-            // lazy records ride the next group commit. Pipelined with the lock: no round
-            // trip of its own.
-            let lazy = tx.batch_execute("SET LOCAL synchronous_commit = off");
-            let params: [&(dyn ToSql + Sync); 1] = [&ids];
-            let (lazy, locked) = futures_util::join!(lazy, tx.execute(&lock, &params));
-            lazy?;
-            locked?;
-        } else {
-            tx.execute(&lock, &[&ids]).await?;
-        }
         let params: Vec<Params> = ops.iter().map(|op| Params::of(op)).collect();
         let bodies: Vec<&[u8]> = ops
             .iter()
             .map(|op| &op.attempt.body[..op.attempt.body.len().min(MAX_RECORDED_BODY)])
             .collect();
-        // Polled in order, so sent in order: two records of one event apply in turn.
-        let rows = join_all(ops.iter().zip(&params).zip(&bodies).map(|((op, p), body)| {
+        // Records nobody waits on do not wait for the WAL to reach the disk: visible at once,
+        // durable with the next flush (within the WAL writer's delay), as SQLite's lazy
+        // records ride the next group commit.
+        let lazily = ops.iter().all(|op| op.lazily);
+        let lazy = async {
+            match lazily {
+                true => tx.batch_execute("SET LOCAL synchronous_commit = off").await,
+                false => Ok(()),
+            }
+        };
+        let ids = [&ids as &(dyn ToSql + Sync)];
+        let locked = tx.execute(&lock, &ids);
+        // Polled in order, so sent in order, all in one round trip: the setting, the lock,
+        // then the records (two records of one event apply in turn). The server runs them in
+        // that order; should one fail, the ones after it fail too, and the first error is
+        // the batch's.
+        let records = join_all(ops.iter().zip(&params).zip(&bodies).map(|((op, p), body)| {
             let values: [&(dyn ToSql + Sync); 13] = [
                 op.id.as_uuid(),
                 &p.status,
@@ -156,8 +158,10 @@ impl Work for Records {
             let tx = &tx;
             let stmt = &stmt;
             async move { tx.query_opt(stmt, &values).await }
-        }))
-        .await;
+        }));
+        let (lazy, locked, rows) = futures_util::join!(lazy, locked, records);
+        lazy?;
+        locked?;
         let mut results = Vec::with_capacity(ops.len());
         let mut notes = Vec::new();
         for (op, row) in ops.iter().zip(rows) {
@@ -171,7 +175,8 @@ impl Work for Records {
         }
         if !notes.is_empty() {
             // Sent when the transaction commits, and only then.
-            tx.execute(note::SEND_EACH, &[&notes]).await?;
+            let send = tx.prepare_cached(note::SEND_EACH).await?;
+            tx.execute(&send, &[&notes]).await?;
         }
         tx.commit().await?;
         Ok(results)
