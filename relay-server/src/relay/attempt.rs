@@ -138,6 +138,22 @@ async fn send(
     }
 }
 
+/// Sends `out` through `agent` and waits for the whole answer until `deadline`: the attempt's
+/// record, and the error that left it without an answer, when one did (see
+/// [`InFlight::complete`]).
+pub async fn deliver(
+    state: &AppState,
+    agent: Arc<AgentHandle>,
+    out: Outgoing,
+    deadline: Deadline,
+) -> (Attempt, Option<Error>) {
+    let mut inflight = InFlight::begin(agent, &out);
+    match inflight.send(state, out, deadline).await {
+        Ok(()) => inflight.complete(state, deadline).await,
+        Err(e) => (inflight.failed(&e), Some(e)),
+    }
+}
+
 /// The agent's response head and, for a long body, the queue the rest arrives on.
 pub type Head = (ResponseHead, Option<mpsc::Receiver<BodyEvent>>);
 
@@ -301,14 +317,16 @@ impl InFlight {
     }
 
     /// Waits for the answer until `deadline` and reads it whole: the attempt's record, and
-    /// whether it failed because the agent went away (not the target's fault).
-    pub async fn complete(mut self, state: &AppState, deadline: Deadline) -> (Attempt, bool) {
+    /// the error that left it without an answer, when one did ([`Error::AgentGone`]: the
+    /// agent went away, not the target's fault).
+    pub async fn complete(
+        mut self,
+        state: &AppState,
+        deadline: Deadline,
+    ) -> (Attempt, Option<Error>) {
         match self.head(state, deadline).await {
-            Ok(head) => (self.read_body(head, deadline).await, false),
-            Err(e) => {
-                let gone = matches!(e, Error::AgentGone);
-                (self.failed(&e), gone)
-            }
+            Ok(head) => (self.read_body(head, deadline).await, None),
+            Err(e) => (self.failed(&e), Some(e)),
         }
     }
 

@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::AppState;
 use crate::agents::registry::AgentHandle;
 use crate::error::Error;
-use crate::relay::attempt::{InFlight, Outgoing};
+use crate::relay::attempt::{Outgoing, deliver};
 use crate::relay::record;
 use crate::store::{self, Attempt, AttemptKind, Event, EventStatus, EventSummary, NewEvent};
 
@@ -241,14 +241,8 @@ async fn attempt(
 /// failed because the agent went away.
 async fn send(state: &AppState, agent: Arc<AgentHandle>, out: Outgoing) -> (Attempt, bool) {
     let deadline = Deadline::now() + state.config.timeout;
-    let mut inflight = InFlight::begin(agent, &out);
-    match inflight.send(state, out, deadline).await {
-        Ok(()) => inflight.complete(state, deadline).await,
-        Err(e) => {
-            let gone = matches!(e, Error::AgentGone);
-            (inflight.failed(&e), gone)
-        }
-    }
+    let (attempt, error) = deliver(state, agent, out, deadline).await;
+    (attempt, matches!(error, Some(Error::AgentGone)))
 }
 
 /// The agent a replay goes to: one of `channel`'s that takes `event_type`, or, for an event

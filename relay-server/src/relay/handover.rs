@@ -26,7 +26,7 @@ use crate::AppState;
 use crate::error::Error;
 use crate::relay::Answer;
 use crate::relay::accept::MAX_IN_FLIGHT_PER_AGENT;
-use crate::relay::attempt::{InFlight, Outgoing, Reply};
+use crate::relay::attempt::{self, Outgoing, Reply};
 use crate::relay::record;
 use crate::store::{self, AttemptKind, Handover, NewEvent, Note};
 
@@ -220,16 +220,8 @@ async fn take(state: AppState, channel: ChannelId, id: DeliveryId, event_type: O
     };
     let deadline = Deadline::now() + state.config.timeout;
     let out = Outgoing::stored(&state, &event, AttemptKind::Live);
-    let mut inflight = InFlight::begin(agent, &out);
-    let sent = inflight.send(&state, out, deadline).await;
-    let head = match sent {
-        Ok(()) => inflight.head(&state, deadline).await,
-        Err(e) => Err(e),
-    };
-    let (attempt, failure) = match head {
-        Ok(head) => (inflight.read_body(head, deadline).await, 0),
-        Err(e) => (inflight.failed(&e), e.status().as_u16()),
-    };
+    let (attempt, error) = attempt::deliver(&state, agent, out, deadline).await;
+    let failure = error.map_or(0, |e| e.status().as_u16());
     // Its sender waits for this record: tried again while the database is away (it is the
     // only way the answer gets there), until the sender's node stops waiting.
     let last = deadline + TAKE_WAIT;

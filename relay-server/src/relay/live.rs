@@ -43,7 +43,8 @@ pub async fn single(
                 Err(_) => {
                     let (owner, channel) = (Arc::clone(state), channel.clone());
                     state.tracker.spawn(async move {
-                        let (attempt, gone) = inflight.complete(&owner, deadline).await;
+                        let (attempt, error) = inflight.complete(&owner, deadline).await;
+                        let gone = matches!(error, Some(Error::AgentGone));
                         record::retryable(&owner, &channel, id, attempt, 0, gone).await;
                     });
                     return Ok(Answer::Pending);
