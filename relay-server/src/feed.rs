@@ -359,6 +359,14 @@ impl Store for Observed {
     ) -> Result<Vec<AgentLease>, StoreError> {
         self.inner.leased_agents(channel, now).await
     }
+
+    async fn agents_elsewhere(
+        &self,
+        node: &str,
+        now: Millis,
+    ) -> Result<Vec<AgentLease>, StoreError> {
+        self.inner.agents_elsewhere(node, now).await
+    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,8 @@ pub struct ServerState {
     pub(crate) dispatcher: relay::dispatch::Dispatcher,
     /// Senders waiting for another node's answer (see [`relay::handover`]).
     pub(crate) handovers: relay::handover::Waiting,
+    /// The other nodes' agents, as this node's last lease renewal read them.
+    pub(crate) elsewhere: agents::leases::Elsewhere,
     /// Cancelled when shutdown begins. Streams with no natural end (the live feed) end on it,
     /// so draining waits only for webhooks in flight, and `/readyz` answers 503 from then on.
     pub(crate) shutdown: CancellationToken,
@@ -160,6 +162,7 @@ impl ServerState {
             store,
             dispatcher: relay::dispatch::Dispatcher::default(),
             handovers: relay::handover::Waiting::default(),
+            elsewhere: agents::leases::Elsewhere::default(),
             shutdown,
             agents_shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),

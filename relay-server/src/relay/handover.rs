@@ -85,13 +85,17 @@ impl Drop for Waiter<'_> {
 }
 
 /// The handover, when this node's store has one and another node holds an agent of
-/// `channel` that takes `event_type` (by their leases).
+/// `channel` that takes `event_type`: as the last lease renewal read them, or else as their
+/// leases say now.
 pub async fn elsewhere<'a>(
     state: &'a AppState,
     channel: &ChannelId,
     event_type: Option<&str>,
 ) -> Option<&'a dyn Handover> {
     let handover = state.store.handover()?;
+    if state.elsewhere.takes(channel, event_type) {
+        return Some(handover);
+    }
     let leases = match state.store.leased_agents(channel, store::now_ms()).await {
         Ok(leases) => leases,
         Err(e) => {

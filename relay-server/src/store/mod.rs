@@ -592,6 +592,18 @@ pub trait Store: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// The agents of every channel held by nodes other than `node` under a lease that is
+    /// still good at `now`: what a node keeps between renewals to know, without asking at
+    /// every webhook, that another node can take it (see `agents::leases::Elsewhere`).
+    async fn agents_elsewhere(
+        &self,
+        node: &str,
+        now: Millis,
+    ) -> Result<Vec<AgentLease>, StoreError> {
+        let _ = (node, now);
+        Ok(Vec::new())
+    }
+
     /// The agents of `channel` held by any node under a lease that is still good at `now`,
     /// in the order they connected.
     async fn leased_agents(

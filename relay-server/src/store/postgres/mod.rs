@@ -622,30 +622,52 @@ impl Store for PostgresStore {
         now: Millis,
     ) -> Result<Vec<AgentLease>, StoreError> {
         let client = self.client().await?;
-        // Asked for every webhook to a node without the channel's agent: prepared once.
+        // Asked for every webhook to a node that neither holds the channel's agent nor knows
+        // of one elsewhere: prepared once.
         let stmt = client
             .prepare_cached(
-                "SELECT agent_id, node, client, peer, connected_at, events, in_flight
+                "SELECT agent_id, node, client, peer, connected_at, events, in_flight, channel
                  FROM agent_leases WHERE channel = $1 AND expires_at > $2
                  ORDER BY connected_at, agent_id",
             )
             .await
             .map_err(db_error)?;
         let rows = (client.query(&stmt, &[&channel.as_str(), &now]).await).map_err(db_error)?;
-        Ok(rows
-            .iter()
-            .map(|row| AgentLease {
-                agent_id: row.get(0),
-                node: row.get(1),
-                channel: channel.clone(),
-                client: row.get(2),
-                peer: row.get(3),
-                connected_at: row.get(4),
-                events: row.get(5),
-                in_flight: u64::try_from(row.get::<_, i64>(6)).unwrap_or(0),
-            })
-            .collect())
+        rows.iter().map(lease_from_row).collect()
     }
+
+    async fn agents_elsewhere(
+        &self,
+        node: &str,
+        now: Millis,
+    ) -> Result<Vec<AgentLease>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT agent_id, node, client, peer, connected_at, events, in_flight, channel
+                 FROM agent_leases WHERE node <> $1 AND expires_at > $2
+                 ORDER BY channel, connected_at, agent_id",
+                &[&node, &now],
+            )
+            .await
+            .map_err(db_error)?;
+        rows.iter().map(lease_from_row).collect()
+    }
+}
+
+/// An [`AgentLease`] from the columns `agent_id, node, client, peer, connected_at, events,
+/// in_flight, channel` of `agent_leases`.
+fn lease_from_row(row: &tokio_postgres::Row) -> Result<AgentLease, StoreError> {
+    Ok(AgentLease {
+        agent_id: row.get(0),
+        node: row.get(1),
+        channel: channel_name(row.get(7))?,
+        client: row.get(2),
+        peer: row.get(3),
+        connected_at: row.get(4),
+        events: row.get(5),
+        in_flight: u64::try_from(row.get::<_, i64>(6)).unwrap_or(0),
+    })
 }
 
 /// Forgets the instances, agent leases and drain turns that ran out a minute ago or more (a
