@@ -175,7 +175,37 @@ async fn attempt<W: Work>(
             pool_reason(&e)
         )))
     })?;
-    work.together(&mut client, ops).await
+    let result = work.together(&mut client, ops).await;
+    if result.is_err() && client.batch_execute("ROLLBACK").await.is_err() {
+        // Whatever the error left open ends here (a warning only when nothing is). A
+        // connection that cannot even roll back is not given back to the pool.
+        drop(Object::take(client));
+    }
+    result
+}
+
+/// Runs `first`, whose statements are sent ahead of any answer, after a `BEGIN` that is not
+/// waited for either: a transaction's first round trip carries its start. `first` must send
+/// its statements when first polled (prepared statements, nothing awaited before them).
+pub(super) async fn begin_with<T>(
+    client: &tokio_postgres::Client,
+    first: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    let (begun, out) = futures_util::join!(client.batch_execute("BEGIN"), first);
+    begun?;
+    out
+}
+
+/// Runs `last`, then `COMMIT`, in one round trip (as [`begin_with`]). When a statement fails
+/// the server rolls the transaction back at that `COMMIT`, and `last`'s error is the answer.
+pub(super) async fn commit_with<T>(
+    client: &tokio_postgres::Client,
+    last: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, tokio_postgres::Error> {
+    let (out, committed) = futures_util::join!(last, client.batch_execute("COMMIT"));
+    let out = out?;
+    committed?;
+    Ok(out)
 }
 
 /// A copy of `e` for each caller of a failed batch (only [`StoreError::Backend`] comes here).

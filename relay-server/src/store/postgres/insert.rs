@@ -1,12 +1,12 @@
 //! Inserts, a batch at a time ([`super::batch`]): one statement locks the batch's channels,
 //! each event is checked against its channel's quota in order, and one `INSERT ... SELECT *
-//! FROM UNNEST(...)` writes all that fit: four round trips per batch, not per webhook.
+//! FROM UNNEST(...)` writes all that fit: two round trips per batch, not per webhook.
 
 use std::collections::HashMap;
 
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::Object;
 
-use super::batch::{Failed, Work};
+use super::batch::{Failed, Work, begin_with, commit_with};
 use super::handover::note;
 use super::rows::bigint;
 use crate::store::{
@@ -75,20 +75,31 @@ impl Work for Inserts {
 /// channel's quota in order, and inserts those that fit, in one statement. An event that
 /// needs room made first (deleting the oldest finished events) is inserted on its own after
 /// the deletes, the ones before it first, so that the deletes see the channel as it is.
+///
+/// Two round trips when no room is made: `BEGIN` with the locks and the usage read, then the
+/// insert, the offers' notes and `COMMIT`.
 async fn insert_together(
     client: &mut Object,
     quota: Quota,
     instance: uuid::Uuid,
     ops: &[&InsertOp],
 ) -> Result<Vec<Result<(), StoreError>>, Failed> {
-    let tx = client.transaction().await?;
     let mut channels: Vec<&str> = ops.iter().map(|op| op.event.channel.as_str()).collect();
     channels.sort_unstable();
     channels.dedup();
+    let statements = Statements {
+        lock: client.prepare_cached(LOCK_CHANNELS).await?,
+        read: client.prepare_cached(USAGE).await?,
+        insert: client.prepare_cached(INSERT_EVENTS).await?,
+        send: match ops.iter().any(|op| op.offered) {
+            true => Some(client.prepare_cached(note::SEND_EACH).await?),
+            false => None,
+        },
+    };
+    let client: &tokio_postgres::Client = client;
+    let rows = begin_with(client, locked_usage(client, &statements, &channels)).await?;
     let mut usage = HashMap::with_capacity(channels.len());
-    let lock = tx.prepare_cached(LOCK_CHANNELS).await?;
-    let read = tx.prepare_cached(USAGE).await?;
-    for row in locked_usage(&tx, (&lock, &read), &channels).await? {
+    for row in rows {
         usage.insert(row.get::<_, String>(0), usage_from(&row, 1));
     }
     let mut results = Vec::with_capacity(ops.len());
@@ -112,43 +123,55 @@ async fn insert_together(
             held.add(event.status, size);
             pending.push(op);
         } else {
-            insert_rows(&tx, instance, &pending).await?;
+            insert_rows(client, &statements.insert, instance, &pending).await?;
             pending.clear();
-            make_room(&tx, event.channel.as_str(), room).await?;
-            insert_rows(&tx, instance, &[*op]).await?;
+            make_room(client, event.channel.as_str(), room).await?;
+            insert_rows(client, &statements.insert, instance, &[*op]).await?;
             let channel = [event.channel.as_str()];
-            let rows = locked_usage(&tx, (&lock, &read), &channel).await?;
+            let rows = locked_usage(client, &statements, &channel).await?;
             if let Some(row) = rows.first() {
                 *held = usage_from(row, 1);
             }
         }
         results.push(Ok(()));
     }
-    if offers.is_empty() {
-        insert_rows(&tx, instance, &pending).await?;
-    } else {
-        // Sent when the transaction commits, and only then; pipelined with the insert.
-        let offers = [&offers as &(dyn tokio_postgres::types::ToSql + Sync)];
-        let send = tx.prepare_cached(note::SEND_EACH).await?;
-        let notify = tx.execute(&send, &offers);
-        let (inserted, notified) =
-            futures_util::join!(insert_rows(&tx, instance, &pending), notify);
-        inserted?;
-        notified?;
+    let inserted = insert_rows(client, &statements.insert, instance, &pending);
+    match &statements.send {
+        Some(send) if !offers.is_empty() => {
+            // Sent when the transaction commits, and only then.
+            let offers = [&offers as &(dyn tokio_postgres::types::ToSql + Sync)];
+            let notified = client.execute(send, &offers);
+            let both = async {
+                let (inserted, notified) = futures_util::join!(inserted, notified);
+                inserted.and(notified.map(drop))
+            };
+            commit_with(client, both).await?;
+        }
+        _ => commit_with(client, inserted).await?,
     }
-    tx.commit().await?;
     Ok(results)
 }
 
-/// Locks `channels` (sorted) with `lock` and reads their usage with `read`, pipelined: one
-/// round trip.
+/// The statements of an insert, prepared before its transaction begins.
+struct Statements {
+    lock: tokio_postgres::Statement,
+    read: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+    /// [`note::SEND_EACH`], when an event is offered.
+    send: Option<tokio_postgres::Statement>,
+}
+
+/// Locks `channels` (sorted) and reads their usage, pipelined: one round trip.
 async fn locked_usage(
-    tx: &Transaction<'_>,
-    (lock, read): (&tokio_postgres::Statement, &tokio_postgres::Statement),
+    client: &tokio_postgres::Client,
+    statements: &Statements,
     channels: &[&str],
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&channels];
-    let (locked, rows) = futures_util::join!(tx.execute(lock, &params), tx.query(read, &params));
+    let (locked, rows) = futures_util::join!(
+        client.execute(&statements.lock, &params),
+        client.query(&statements.read, &params)
+    );
     locked?;
     rows
 }
@@ -165,7 +188,11 @@ fn usage_from(row: &tokio_postgres::Row, at: usize) -> Usage {
 }
 
 /// Deletes what `room` says must go from `channel`, oldest first.
-async fn make_room(tx: &Transaction<'_>, channel: &str, room: Room) -> Result<(), Failed> {
+async fn make_room(
+    tx: &tokio_postgres::Client,
+    channel: &str,
+    room: Room,
+) -> Result<(), tokio_postgres::Error> {
     let mut freed = 0u64;
     if room.drop_rejected > 0 {
         let rows = tx
@@ -189,13 +216,14 @@ async fn make_room(tx: &Transaction<'_>, channel: &str, room: Room) -> Result<()
     Ok(())
 }
 
-/// Inserts `ops`' events in one statement, in their order; a `delivering` or offered one
-/// names `instance`.
+/// Inserts `ops`' events in one statement (`insert`, [`INSERT_EVENTS`]), in their order; a
+/// `delivering` or offered one names `instance`. The statement is sent when first polled.
 async fn insert_rows(
-    tx: &Transaction<'_>,
+    tx: &tokio_postgres::Client,
+    insert: &tokio_postgres::Statement,
     instance: uuid::Uuid,
     ops: &[&InsertOp],
-) -> Result<(), Failed> {
+) -> Result<(), tokio_postgres::Error> {
     if ops.is_empty() {
         return Ok(());
     }
@@ -226,9 +254,8 @@ async fn insert_rows(
         .iter()
         .map(|op| (op.offered || op.event.status == EventStatus::Delivering).then_some(instance))
         .collect();
-    let stmt = tx.prepare_cached(INSERT_EVENTS).await?;
     tx.execute(
-        &stmt,
+        insert,
         &[
             &ids, &channels, &received, &sources, &methods, &paths, &queries, &headers, &bodies,
             &sizes, &body_lens, &statuses, &next, &types, &replays, &instances,

@@ -199,6 +199,43 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PERFORM hookrelay_count(NEW.channel, NEW.status, 1, NEW.size);
         RETURN NULL;
     END $$;",
+    // 6: a status change counted once per statement, not once per row: a batch of records is
+    // one statement (see `record.rs`), and a row trigger updated the channel's hot row once
+    // per event, each update one more dead version for the next to step over. What an
+    // update statement changed is what its new rows count minus what its old rows did, per
+    // channel; a statement that changes nothing counted (a claim, queued to delivering)
+    // writes nothing.
+    "DROP TRIGGER events_moved ON events;
+    DROP FUNCTION hookrelay_event_moved();
+    CREATE FUNCTION hookrelay_events_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO channel_usage AS u (channel, undelivered, open_bytes, bytes, rejected)
+        SELECT channel, sum(open), sum(open_bytes), sum(bytes), sum(rejected)
+        FROM (
+            SELECT channel, -(status IN ('queued', 'delivering'))::INT AS open,
+                   -CASE WHEN status IN ('queued', 'delivering') THEN size ELSE 0 END
+                       AS open_bytes,
+                   -size AS bytes, -(status = 'rejected')::INT AS rejected
+            FROM old_rows
+            UNION ALL
+            SELECT channel, (status IN ('queued', 'delivering'))::INT,
+                   CASE WHEN status IN ('queued', 'delivering') THEN size ELSE 0 END,
+                   size, (status = 'rejected')::INT
+            FROM new_rows
+        ) change
+        GROUP BY channel
+        HAVING sum(open) <> 0 OR sum(open_bytes) <> 0 OR sum(bytes) <> 0
+            OR sum(rejected) <> 0
+        ON CONFLICT (channel) DO UPDATE SET
+            undelivered = u.undelivered + excluded.undelivered,
+            open_bytes = u.open_bytes + excluded.open_bytes,
+            bytes = u.bytes + excluded.bytes,
+            rejected = u.rejected + excluded.rejected;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER events_updated AFTER UPDATE ON events
+        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+        FOR EACH STATEMENT EXECUTE FUNCTION hookrelay_events_updated();",
 ];
 
 /// Why the schema could not be brought up to date.

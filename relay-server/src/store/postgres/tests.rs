@@ -263,6 +263,85 @@ async fn concurrent_inserts_share_a_transaction_and_a_duplicate_fails_alone() {
 }
 
 #[tokio::test]
+async fn concurrent_records_share_a_statement_and_keep_the_counts_true() {
+    let text = database();
+    let store = PostgresStore::open(&url(&text), Quota::UNLIMITED)
+        .await
+        .expect("open");
+    let ch = channel("records");
+    let events: Vec<_> = (0..32)
+        .map(|t| new_event(&ch, t, EventStatus::Delivering))
+        .collect();
+    let inserts = events.iter().cloned().map(|event| store.insert(event));
+    for result in futures_util::future::join_all(inserts).await {
+        result.expect("insert");
+    }
+    let before = store.write_stats();
+    // Every event delivered, the first one retried first (two records of one event in one
+    // batch apply in turn), and one record of an event nobody stored.
+    let unknown = DeliveryId::random();
+    let mut records = vec![(events[0].id, Transition::Retry { at: 1, failures: 1 })];
+    records.extend(events.iter().map(|e| (e.id, Transition::Delivered)));
+    records.push((unknown, Transition::Delivered));
+    let done = records
+        .iter()
+        .map(|(id, then)| store.record(*id, attempt(Some(200)), *then));
+    let results = futures_util::future::join_all(done).await;
+    let after = store.write_stats();
+    assert!(
+        after.commits - before.commits < 34,
+        "records were batched: {before:?} {after:?}"
+    );
+    assert!(
+        matches!(results.last(), Some(Err(StoreError::UnknownEvent(id))) if *id == unknown),
+        "{results:?}"
+    );
+    for (result, (id, _)) in results.iter().zip(&records).take(33) {
+        let recorded = result.as_ref().expect("recorded");
+        let n = if *id == events[0].id && recorded.status == EventStatus::Queued {
+            1
+        } else if *id == events[0].id {
+            2
+        } else {
+            1
+        };
+        assert_eq!(recorded.n, n, "{result:?}");
+        assert_eq!(recorded.channel, ch);
+    }
+    let first = store
+        .get(&ch, events[0].id)
+        .await
+        .expect("get")
+        .expect("kept");
+    assert_eq!(first.summary.status, EventStatus::Delivered);
+    assert_eq!(first.attempts.len(), 2);
+
+    // What the counting trigger kept is what the rows say.
+    let raw = raw(&text).await;
+    let counted = raw
+        .query_one(
+            "SELECT undelivered, open_bytes, bytes FROM channel_usage WHERE channel = $1",
+            &[&ch.as_str()],
+        )
+        .await
+        .expect("usage");
+    let truth = raw
+        .query_one(
+            "SELECT count(*) FILTER (WHERE status IN ('queued', 'delivering')),
+                coalesce(sum(size) FILTER (WHERE status IN ('queued', 'delivering')), 0)::BIGINT,
+                coalesce(sum(size), 0)::BIGINT
+             FROM events WHERE channel = $1",
+            &[&ch.as_str()],
+        )
+        .await
+        .expect("truth");
+    let three = |r: &tokio_postgres::Row| -> (i64, i64, i64) { (r.get(0), r.get(1), r.get(2)) };
+    assert_eq!(three(&counted), three(&truth));
+    assert_eq!(three(&counted).0, 0, "all delivered");
+    assert!(three(&counted).2 > 0);
+}
+
+#[tokio::test]
 async fn concurrent_inserts_into_a_full_channel_each_make_room() {
     let sample = new_event(&channel("x"), 0, EventStatus::Queued);
     let size = stored_size(&sample.headers, &sample.body);
