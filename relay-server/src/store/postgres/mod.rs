@@ -31,7 +31,6 @@ use super::{
 use batch::Batcher;
 use filter::{DUE, LIST, NEXT_DUE, sql_limit, subscription_patterns, takes_params};
 use insert::{InsertOp, Inserts};
-use prune::PRUNE_SLICE;
 use record::{RecordOp, Records};
 use rows::{
     attempt_from_row, channel_from_row, channel_name, db_error, describe, event_columns,
@@ -381,9 +380,9 @@ impl Store for PostgresStore {
     async fn prune(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
         let mut deleted = 0;
         loop {
-            let slice = self.prune_slice(cutoff, cap).await?;
+            let (slice, more) = self.prune_slice(cutoff, cap).await?;
             deleted += slice;
-            if slice < PRUNE_SLICE as u64 {
+            if !more || slice == 0 {
                 return Ok(deleted);
             }
         }

@@ -1,5 +1,7 @@
 //! Retention: [`Store::prune`](crate::store::Store::prune) a slice at a time.
 
+use std::collections::HashSet;
+
 use super::PostgresStore;
 use super::rows::{bigint, db_error};
 use crate::store::{Millis, StoreError};
@@ -8,48 +10,69 @@ use crate::store::{Millis, StoreError};
 /// locks) commit between slices.
 pub(super) const PRUNE_SLICE: i64 = 2_000;
 
+/// Of the `$2` oldest events (by arrival: `seq`), those that arrived before `$1`: a window,
+/// so that finding none old reads `$2` rows, not the table.
+const OLDEST: &str = "SELECT seq, channel FROM (
+        SELECT seq, channel, received_at FROM events ORDER BY seq LIMIT $2) oldest
+    WHERE received_at < $1";
+
+/// Up to `$2` finished events, per channel the oldest first, that are older than the
+/// channel's newest `$1`: each channel's index is read backwards `$1` entries to find where
+/// its newest end, then forwards from its oldest.
+const BEYOND_CAP: &str = "SELECT e.seq, u.channel FROM channel_usage u
+    CROSS JOIN LATERAL (
+        SELECT seq AS last FROM events WHERE channel = u.channel
+        ORDER BY seq DESC OFFSET $1 LIMIT 1) b
+    CROSS JOIN LATERAL (
+        SELECT seq FROM events WHERE channel = u.channel AND seq <= b.last
+        AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
+        ORDER BY seq LIMIT $2) e
+    LIMIT $2";
+
 impl PostgresStore {
     /// One transaction of [`crate::store::Store::prune`]: at most [`PRUNE_SLICE`] events, by
-    /// age first, then per channel the finished events older than the newest `cap`. It locks
-    /// every channel's usage row first, in name order (bytewise, as inserts and records sort
-    /// theirs): deleting takes those locks (the counting triggers), and taking them after the
-    /// events' rows could deadlock with an insert making room in the same channel.
-    pub(super) async fn prune_slice(&self, cutoff: Millis, cap: u64) -> Result<u64, StoreError> {
+    /// age first, then per channel the finished events older than the newest `cap`. Answers
+    /// how many it deleted, and whether there may be more (it found a whole slice).
+    ///
+    /// What goes is found first, with no lock taken; then the usage rows of its channels are
+    /// locked, in name order (bytewise, as inserts and records sort theirs), and then the
+    /// events deleted: deleting takes those locks (the counting triggers), and taking them
+    /// after the events' rows could deadlock with an insert making room in the same channel.
+    /// Only those channels wait, and only for the delete.
+    pub(super) async fn prune_slice(
+        &self,
+        cutoff: Millis,
+        cap: u64,
+    ) -> Result<(u64, bool), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
+        let mut found = (tx.query(OLDEST, &[&cutoff, &PRUNE_SLICE]).await).map_err(db_error)?;
+        let left = PRUNE_SLICE - bigint(found.len());
+        if left > 0 {
+            let beyond = (tx.query(BEYOND_CAP, &[&bigint(cap), &left]).await).map_err(db_error)?;
+            let old: HashSet<i64> = found.iter().map(|row| row.get(0)).collect();
+            found.extend(beyond.into_iter().filter(|row| !old.contains(&row.get(0))));
+        }
+        let more = bigint(found.len()) >= PRUNE_SLICE;
+        if found.is_empty() {
+            return Ok((0, false));
+        }
+        let seqs: Vec<i64> = found.iter().map(|row| row.get(0)).collect();
+        let mut channels: Vec<&str> = found.iter().map(|row| row.get(1)).collect();
+        channels.sort_unstable();
+        channels.dedup();
         tx.execute(
-            "SELECT channel FROM channel_usage ORDER BY channel COLLATE \"C\" FOR UPDATE",
-            &[],
+            "SELECT channel FROM channel_usage WHERE channel = ANY($1)
+             ORDER BY channel COLLATE \"C\" FOR UPDATE",
+            &[&channels],
         )
         .await
         .map_err(db_error)?;
-        let by_age = tx
-            .execute(
-                "DELETE FROM events WHERE seq IN (
-                     SELECT seq FROM events WHERE received_at < $1 ORDER BY seq LIMIT $2)",
-                &[&cutoff, &PRUNE_SLICE],
-            )
-            .await
+        let deleted = (tx
+            .execute("DELETE FROM events WHERE seq = ANY($1)", &[&seqs])
+            .await)
             .map_err(db_error)?;
-        let left = PRUNE_SLICE - bigint(by_age);
-        let by_cap = if left > 0 {
-            tx.execute(
-                "DELETE FROM events WHERE seq IN (
-                     SELECT seq FROM (
-                         SELECT seq, status,
-                                row_number() OVER (PARTITION BY channel ORDER BY seq DESC) AS rank
-                         FROM events) ranked
-                     WHERE rank > $1
-                     AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
-                     ORDER BY seq LIMIT $2)",
-                &[&bigint(cap), &left],
-            )
-            .await
-            .map_err(db_error)?
-        } else {
-            0
-        };
         tx.commit().await.map_err(db_error)?;
-        Ok(by_age + by_cap)
+        Ok((deleted, more))
     }
 }

@@ -632,3 +632,30 @@ async fn statements_run_under_a_timeout_unless_the_url_sets_its_own_options() {
         .expect("show");
     assert_eq!(row.get::<_, String>(0), "10s");
 }
+
+#[tokio::test]
+async fn a_prune_larger_than_a_slice_deletes_everything_it_should() {
+    let store = PostgresStore::open(&url(&database()), Quota::UNLIMITED)
+        .await
+        .expect("open");
+    let (ch, old) = (channel("many"), channel("old"));
+    let n = u64::try_from(super::prune::PRUNE_SLICE * 2 + 5).expect("small");
+    // Age is read along arrival: the three old ones come first.
+    for t in 0..3 {
+        store
+            .insert(new_event(&old, t, EventStatus::Queued))
+            .await
+            .expect("insert");
+    }
+    let events = (0..n).map(|t| new_event(&ch, 10_000 + t as i64, EventStatus::Delivered));
+    let inserts = events.map(|event| store.insert(event));
+    for result in futures_util::future::join_all(inserts).await {
+        result.expect("insert");
+    }
+    // Received before 5,000: the three of `old`; beyond the newest 10 of `many`: the rest.
+    let deleted = store.prune(5_000, 10).await.expect("prune");
+    assert_eq!(deleted, n - 10 + 3);
+    assert_eq!(store.count(&ch, None).await.expect("count"), 10);
+    assert_eq!(store.count(&old, None).await.expect("count"), 0);
+    assert_eq!(store.prune(5_000, 10).await.expect("prune again"), 0);
+}
