@@ -29,6 +29,11 @@ const BEYOND_CAP: &str = "SELECT e.seq, u.channel FROM channel_usage u
         ORDER BY seq LIMIT $2) e
     LIMIT $2";
 
+/// Deletes the events `$1` (found by age) and those of `$2` (found beyond the cap) that are
+/// still finished.
+const DELETE: &str = "DELETE FROM events WHERE seq = ANY($1::BIGINT[])
+    OR (seq = ANY($2::BIGINT[]) AND status IN ('delivered', 'failed', 'rejected', 'unrouted'))";
+
 impl PostgresStore {
     /// One transaction of [`crate::store::Store::prune`]: at most [`PRUNE_SLICE`] events, by
     /// age first, then per channel the finished events older than the newest `cap`. Answers
@@ -46,19 +51,21 @@ impl PostgresStore {
     ) -> Result<(u64, bool), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_error)?;
-        let mut found = (tx.query(OLDEST, &[&cutoff, &PRUNE_SLICE]).await).map_err(db_error)?;
-        let left = PRUNE_SLICE - bigint(found.len());
+        let aged = (tx.query(OLDEST, &[&cutoff, &PRUNE_SLICE]).await).map_err(db_error)?;
+        let left = PRUNE_SLICE - bigint(aged.len());
+        let mut capped = Vec::new();
         if left > 0 {
             let beyond = (tx.query(BEYOND_CAP, &[&bigint(cap), &left]).await).map_err(db_error)?;
-            let old: HashSet<i64> = found.iter().map(|row| row.get(0)).collect();
-            found.extend(beyond.into_iter().filter(|row| !old.contains(&row.get(0))));
+            let old: HashSet<i64> = aged.iter().map(|row| row.get(0)).collect();
+            capped.extend(beyond.into_iter().filter(|row| !old.contains(&row.get(0))));
         }
-        let more = bigint(found.len()) >= PRUNE_SLICE;
-        if found.is_empty() {
+        let more = bigint(aged.len() + capped.len()) >= PRUNE_SLICE;
+        if aged.is_empty() && capped.is_empty() {
             return Ok((0, false));
         }
-        let seqs: Vec<i64> = found.iter().map(|row| row.get(0)).collect();
-        let mut channels: Vec<&str> = found.iter().map(|row| row.get(1)).collect();
+        let seqs = |rows: &[tokio_postgres::Row]| rows.iter().map(|row| row.get(0)).collect();
+        let (aged_seqs, capped_seqs): (Vec<i64>, Vec<i64>) = (seqs(&aged), seqs(&capped));
+        let mut channels: Vec<&str> = aged.iter().chain(&capped).map(|row| row.get(1)).collect();
         channels.sort_unstable();
         channels.dedup();
         tx.execute(
@@ -68,10 +75,8 @@ impl PostgresStore {
         )
         .await
         .map_err(db_error)?;
-        let deleted = (tx
-            .execute("DELETE FROM events WHERE seq = ANY($1)", &[&seqs])
-            .await)
-            .map_err(db_error)?;
+        // Found without a lock: what the cap found goes only if it is still finished now.
+        let deleted = (tx.execute(DELETE, &[&aged_seqs, &capped_seqs]).await).map_err(db_error)?;
         tx.commit().await.map_err(db_error)?;
         Ok((deleted, more))
     }
