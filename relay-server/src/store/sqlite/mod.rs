@@ -24,11 +24,13 @@ use super::{
     Attempt, Event, EventStatus, EventSummary, ListQuery, Millis, NewEvent, Quota, Recorded, Store,
     StoreError, Transition,
 };
+use files::{BodyFiles, IN_FILE};
 use rows::{attempt_from_row, channel_from_row, db_error, event_from_row, summary_from_row};
 use schema::{MIGRATIONS, connect, migrate, open_error, recover};
 use writer::{Counters, Ledger, Op, PRUNE_SLICE, Reply, Request, run_writer};
 
 mod checkpoint;
+mod files;
 mod rows;
 mod schema;
 #[cfg(test)]
@@ -48,7 +50,10 @@ macro_rules! summary_columns {
 /// [`summary_columns`] plus what [`event_from_row`] adds.
 macro_rules! event_columns {
     () => {
-        concat!(summary_columns!(), ", source, headers, body, seq")
+        concat!(
+            summary_columns!(),
+            ", source, headers, body, seq, body_file"
+        )
     };
 }
 
@@ -62,6 +67,7 @@ pub struct SqliteStore {
     checkpointer: Option<JoinHandle<()>>,
     /// Behind a `std` mutex, only ever locked inside `spawn_blocking`, never across an await.
     reader: Arc<Mutex<Connection>>,
+    files: BodyFiles,
     stats: Arc<Counters>,
     /// The data dir's lock ([`lock`]), for a serving store; dropped last, after the writer
     /// thread has closed the database.
@@ -116,8 +122,14 @@ impl SqliteStore {
         let lock = if requeue { Some(lock(dir)?) } else { None };
         let mut conn = connect(dir, fsync)?;
         migrate(&mut conn, dir, MIGRATIONS.len())?;
+        let files = BodyFiles::open(dir, fsync).map_err(open_error(dir, "create bodies/"))?;
         if requeue {
             recover(&mut conn, dir)?;
+            // Only a serving store: beside a running server, a file whose row is not yet
+            // committed is that server's write in flight, no orphan.
+            files
+                .sweep(&conn)
+                .map_err(open_error(dir, "check the body files"))?;
         }
         let ledger = Ledger::load(&conn, quota).map_err(open_error(dir, "count events"))?;
         let reader = connect(dir, fsync)?;
@@ -136,7 +148,8 @@ impl SqliteStore {
             .name("hookrelay-store".to_owned())
             .spawn({
                 let stats = Arc::clone(&stats);
-                move || run_writer(&runtime, conn, queue, &stats, ledger)
+                let files = files.clone();
+                move || run_writer(&runtime, conn, queue, &stats, ledger, &files)
             })
             .map_err(open_error(dir, "start writer thread"))?;
         info!(dir = %dir.display(), fsync, "event store open");
@@ -146,6 +159,7 @@ impl SqliteStore {
             thread: Some(thread),
             checkpointer: Some(checkpointer),
             reader: Arc::new(Mutex::new(reader)),
+            files,
             stats,
             _lock: lock,
         })
@@ -229,7 +243,30 @@ impl fmt::Debug for SqliteStore {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn insert(&self, event: NewEvent) -> Result<(), StoreError> {
-        self.write(Op::Insert(event)).await.map(drop)
+        if event.body.len() < IN_FILE {
+            let op = Op::Insert {
+                event,
+                in_file: false,
+            };
+            return self.write(op).await.map(drop);
+        }
+        // Written before the insert is queued, so that the writer thread, and every webhook
+        // committing with it, never waits for a large body.
+        let (files, id, body) = (self.files.clone(), event.id, event.body.clone());
+        tokio::task::spawn_blocking(move || files.write(id, &body))
+            .await
+            .map_err(|e| StoreError::Backend(format!("body file task failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("cannot write the body file of {id}: {e}")))?;
+        let op = Op::Insert {
+            event,
+            in_file: true,
+        };
+        let inserted = self.write(op).await.map(drop);
+        if inserted.is_err() {
+            // Refused (the channel is full) or rolled back: no row names the file.
+            self.files.remove(id);
+        }
+        inserted
     }
 
     async fn begin(&self, id: DeliveryId) -> Result<bool, StoreError> {
@@ -272,12 +309,12 @@ impl Store for SqliteStore {
         takes_condition(takes, &mut sql, &mut values);
         sql.push_str(" ORDER BY seq LIMIT ?");
         values.push(Value::from(sql_limit(limit)));
-        let channel = channel.clone();
+        let (channel, files) = (channel.clone(), self.files.clone());
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
             let rows = stmt
                 .query_map(params_from_iter(values), |row| {
-                    event_from_row(row, &channel).map(|(event, _)| event)
+                    event_from_row(row, &channel, &files).map(|(event, _)| event)
                 })
                 .map_err(db_error)?;
             rows.collect::<Result<_, _>>().map_err(db_error)
@@ -342,7 +379,7 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, channel: &ChannelId, id: DeliveryId) -> Result<Option<Event>, StoreError> {
-        let channel = channel.clone();
+        let (channel, files) = (channel.clone(), self.files.clone());
         self.read(move |conn| {
             // One read transaction, so the attempts belong to the same snapshot as the event.
             let tx = conn.unchecked_transaction().map_err(db_error)?;
@@ -355,7 +392,7 @@ impl Store for SqliteStore {
                 .prepare_cached(sql)
                 .and_then(|mut stmt| {
                     let params = params![channel.as_str(), id.to_string()];
-                    stmt.query_row(params, |row| event_from_row(row, &channel))
+                    stmt.query_row(params, |row| event_from_row(row, &channel, &files))
                         .optional()
                 })
                 .map_err(db_error)?;

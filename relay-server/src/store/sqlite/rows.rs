@@ -5,6 +5,7 @@ use protocol::{ChannelId, DeliveryId};
 use rusqlite::Row;
 use rusqlite::types::Type;
 
+use super::files::BodyFiles;
 use crate::channel::{ChannelRecord, TokenHash};
 use crate::store::{
     Attempt, AttemptKind, Event, EventStatus, EventSummary, StoreError, decode_headers,
@@ -73,16 +74,29 @@ pub(super) fn summary_from_row(
     })
 }
 
-/// An event (attempts left empty) and its `seq`, from the columns `event_columns!` lists.
-pub(super) fn event_from_row(row: &Row<'_>, channel: &ChannelId) -> rusqlite::Result<(Event, i64)> {
+/// An event (attempts left empty) and its `seq`, from the columns `event_columns!` lists; a
+/// body in a file is read from `files`.
+pub(super) fn event_from_row(
+    row: &Row<'_>,
+    channel: &ChannelId,
+    files: &BodyFiles,
+) -> rusqlite::Result<(Event, i64)> {
     let summary = summary_from_row(row, channel)?;
     let headers = decode_headers(&row.get::<_, Vec<u8>>(14)?)
         .map_err(|e| rusqlite::Error::FromSqlConversionFailure(14, Type::Blob, Box::new(e)))?;
+    let body = if row.get::<_, bool>(17)? {
+        files.read(summary.id).map_err(|e| {
+            let what = format!("the body file of event {}: {e}", summary.id);
+            corrupt(15, Type::Blob, what)
+        })?
+    } else {
+        Bytes::from(row.get::<_, Vec<u8>>(15)?)
+    };
     let event = Event {
         summary,
         source: row.get(13)?,
         headers,
-        body: Bytes::from(row.get::<_, Vec<u8>>(15)?),
+        body,
         attempts: Vec::new(),
     };
     Ok((event, row.get(16)?))

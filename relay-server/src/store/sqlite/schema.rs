@@ -94,6 +94,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // filtered by type walks the channel's index as a status filter does.
     "ALTER TABLE events ADD COLUMN event_type TEXT;
     ALTER TABLE events ADD COLUMN replay_of TEXT;",
+    // 7: a body of 1 MiB or more is a file of its own under `bodies/` (see `files.rs`), and
+    // its row in `bodies` holds an empty body. Nothing is rewritten: bodies stored before stay
+    // in the database.
+    "ALTER TABLE events ADD COLUMN body_file INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// How long a connection waits for a lock held by another process (a backup tool, the

@@ -209,14 +209,23 @@ fn a_failing_write_does_not_fail_its_batch() {
     let first = new_event(&ch, 1, EventStatus::Queued);
     let unknown = protocol::DeliveryId::random();
     let ops = [
-        Op::Insert(first.clone()),
-        Op::Insert(first.clone()),
+        Op::Insert {
+            event: first.clone(),
+            in_file: false,
+        },
+        Op::Insert {
+            event: first.clone(),
+            in_file: false,
+        },
         Op::Record {
             id: unknown,
             attempt: attempt(None),
             then: Transition::Keep,
         },
-        Op::Insert(new_event(&ch, 2, EventStatus::Queued)),
+        Op::Insert {
+            event: new_event(&ch, 2, EventStatus::Queued),
+            in_file: false,
+        },
     ];
     let batch: Vec<Request> = ops
         .into_iter()
@@ -395,4 +404,97 @@ fn migrations_skip_a_step_another_process_made_meanwhile() {
     let mut late = open_at_version(dir.path(), 0).expect("at version 0");
     drop(SqliteStore::open(dir.path(), false).expect("migrates"));
     super::schema::migrate(&mut late, dir.path(), MIGRATIONS.len()).expect("nothing left to do");
+}
+
+/// A body of `len` bytes that is not a run of one byte.
+fn patterned(len: usize) -> bytes::Bytes {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn body_file(dir: &std::path::Path, id: protocol::DeliveryId) -> std::path::PathBuf {
+    dir.join("bodies").join(id.to_string())
+}
+
+#[tokio::test]
+async fn a_body_of_a_mebibyte_or_more_is_a_file_of_its_own_and_reads_back_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = channel("file");
+    let body = patterned(super::files::IN_FILE + 12_345);
+    let mut event = new_event(&ch, 1, EventStatus::Queued);
+    event.body = body.clone();
+    let id = event.id;
+    // One byte short of the size stays in the database.
+    let mut small = new_event(&ch, 2, EventStatus::Queued);
+    small.body = patterned(super::files::IN_FILE - 1);
+    let small_id = small.id;
+    let store = open(dir.path());
+    store.insert(event).await.expect("insert");
+    store.insert(small.clone()).await.expect("insert");
+    assert_eq!(
+        std::fs::read(body_file(dir.path(), id)).expect("the body's file"),
+        body[..]
+    );
+    assert!(!body_file(dir.path(), small_id).exists());
+    drop(store);
+    let store = open(dir.path());
+    let got = store.get(&ch, id).await.expect("get").expect("stored");
+    assert_eq!(got.summary.body_len, body.len() as u64);
+    assert!(got.body == body, "the body changed in its file");
+    let due = store
+        .due(&ch, &Subscription::All, 10, 10)
+        .await
+        .expect("due");
+    assert_eq!(due.len(), 2);
+    assert!(due[0].body == body && due[1].body == small.body);
+}
+
+#[tokio::test]
+async fn a_body_file_goes_with_its_event_and_a_refused_event_leaves_none() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = channel("gone");
+    let quota = Quota {
+        max_undelivered: 1,
+        ..Quota::UNLIMITED
+    };
+    let store = SqliteStore::open_with_quota(dir.path(), false, quota).expect("open");
+    let mut kept = new_event(&ch, 1, EventStatus::Queued);
+    kept.body = patterned(super::files::IN_FILE);
+    store.insert(kept.clone()).await.expect("insert");
+    let mut refused = new_event(&ch, 2, EventStatus::Queued);
+    refused.body = patterned(super::files::IN_FILE);
+    let full = store.insert(refused.clone()).await;
+    assert!(matches!(full, Err(StoreError::Full { .. })), "{full:?}");
+    assert!(!body_file(dir.path(), refused.id).exists());
+    assert!(body_file(dir.path(), kept.id).exists());
+    // Received before the cutoff: pruned, and its file with it.
+    assert_eq!(store.prune(1_000, u64::MAX).await.expect("prune"), 1);
+    assert!(!body_file(dir.path(), kept.id).exists());
+    assert!(store.get(&ch, kept.id).await.expect("get").is_none());
+}
+
+#[tokio::test]
+async fn at_open_a_body_file_no_event_names_is_removed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ch = channel("orphans");
+    let mut event = new_event(&ch, 1, EventStatus::Queued);
+    event.body = patterned(super::files::IN_FILE);
+    let id = event.id;
+    drop({
+        let store = open(dir.path());
+        store.insert(event).await.expect("insert");
+        store
+    });
+    // What a crash leaves: a file written for a row that never committed.
+    let orphan = body_file(dir.path(), protocol::DeliveryId::random());
+    std::fs::write(&orphan, b"half a body").expect("write");
+    let other = dir.path().join("bodies").join("notes.txt");
+    std::fs::write(&other, b"not ours").expect("write");
+    let store = open(dir.path());
+    assert!(!orphan.exists(), "the orphan is still there");
+    assert!(other.exists(), "a file that is no body file was removed");
+    let got = store.get(&ch, id).await.expect("get").expect("stored");
+    assert_eq!(got.body.len(), super::files::IN_FILE);
 }

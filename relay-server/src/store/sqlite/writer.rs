@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 use tracing::{debug, error};
 
+use super::files::BodyFiles;
 use super::rows::db_error;
 use crate::channel::ChannelRecord;
 use crate::store::{
@@ -56,7 +57,11 @@ impl Reply {
 
 /// A write, as the [`crate::store::Store`] method that asked for it.
 pub(super) enum Op {
-    Insert(NewEvent),
+    /// An event; `in_file`: its body is already in its file (see [`super::files`]).
+    Insert {
+        event: NewEvent,
+        in_file: bool,
+    },
     Begin(DeliveryId),
     Record {
         id: DeliveryId,
@@ -82,6 +87,8 @@ pub(super) enum Op {
 pub(super) struct Ledger {
     quota: Quota,
     channels: HashMap<String, Usage>,
+    /// Events whose body file goes once the transaction that deleted them has committed.
+    files_to_remove: Vec<DeliveryId>,
 }
 
 impl Ledger {
@@ -105,7 +112,11 @@ impl Ledger {
                 );
             }
         }
-        Ok(Ledger { quota, channels })
+        Ok(Ledger {
+            quota,
+            channels,
+            files_to_remove: Vec::new(),
+        })
     }
 
     fn usage(&mut self, channel: &str) -> &mut Usage {
@@ -117,14 +128,15 @@ impl Ledger {
             .expect("inserted just above when missing")
     }
 
-    /// Stops counting deleted events: (channel, status, size) each.
-    fn deleted(&mut self, rows: &[(String, EventStatus, u64)]) {
-        for (channel, status, size) in rows {
-            let usage = self.usage(channel);
-            usage.remove(*status, *size);
+    /// Stops counting deleted events, and notes their body files for removal.
+    fn deleted(&mut self, rows: &[Deleted]) {
+        for row in rows {
+            let usage = self.usage(&row.channel);
+            usage.remove(row.status, row.size);
             if *usage == Usage::default() {
-                self.channels.remove(channel);
+                self.channels.remove(&row.channel);
             }
+            self.files_to_remove.extend(row.file);
         }
     }
 }
@@ -144,6 +156,7 @@ pub(super) fn run_writer(
     mut queue: mpsc::Receiver<Request>,
     stats: &Counters,
     mut ledger: Ledger,
+    files: &BodyFiles,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
     let mut due = Instant::now();
@@ -155,7 +168,7 @@ pub(super) fn run_writer(
                 match timeout_at(due, queue.recv()).await {
                     Ok(next) => next,
                     Err(_) => {
-                        commit(&mut conn, &mut batch, stats, &mut ledger);
+                        commit(&mut conn, &mut batch, stats, &mut ledger, files);
                         continue;
                     }
                 }
@@ -176,18 +189,25 @@ pub(super) fn run_writer(
                 }
             }
             if eager || batch.len() >= MAX_BATCH {
-                commit(&mut conn, &mut batch, stats, &mut ledger);
+                commit(&mut conn, &mut batch, stats, &mut ledger, files);
             }
         }
     });
     if !batch.is_empty() {
-        commit(&mut conn, &mut batch, stats, &mut ledger);
+        commit(&mut conn, &mut batch, stats, &mut ledger, files);
     }
     debug!("event store writer stopped");
 }
 
-/// Commits `batch` and answers each of its writes, leaving it empty.
-fn commit(conn: &mut Connection, batch: &mut Vec<Request>, stats: &Counters, ledger: &mut Ledger) {
+/// Commits `batch` and answers each of its writes, leaving it empty; then removes the body
+/// files of the events it deleted.
+fn commit(
+    conn: &mut Connection,
+    batch: &mut Vec<Request>,
+    stats: &Counters,
+    ledger: &mut Ledger,
+    files: &BodyFiles,
+) {
     let results = commit_batch(conn, batch, ledger);
     stats.commits.fetch_add(1, Ordering::Relaxed);
     stats
@@ -195,6 +215,10 @@ fn commit(conn: &mut Connection, batch: &mut Vec<Request>, stats: &Counters, led
         .fetch_add(batch.len() as u64, Ordering::Relaxed);
     match results {
         Ok(results) => {
+            // Before the answers, so that a prune's files are gone when it returns.
+            for id in ledger.files_to_remove.drain(..) {
+                files.remove(id);
+            }
             for (request, result) in batch.drain(..).zip(results) {
                 // The caller may have stopped waiting; its write happened all the same.
                 let _ = request.reply.send(result);
@@ -300,7 +324,7 @@ fn commit_each_in_savepoint(
 
 fn apply(conn: &Connection, op: &Op, ledger: &mut Ledger) -> Result<Reply, StoreError> {
     let count = match op {
-        Op::Insert(event) => insert(conn, event, ledger).map(|()| 0),
+        Op::Insert { event, in_file } => insert(conn, event, *in_file, ledger).map(|()| 0),
         Op::Begin(id) => conn
             .prepare_cached(
                 "UPDATE events SET status = 'delivering' WHERE id = ?1 AND status = 'queued'",
@@ -368,7 +392,12 @@ fn settings_json(record: &ChannelRecord) -> rusqlite::Result<String> {
 }
 
 /// Inserts `event` within its channel's quota, deleting first what must go to make room.
-fn insert(conn: &Connection, event: &NewEvent, ledger: &mut Ledger) -> Result<(), StoreError> {
+fn insert(
+    conn: &Connection,
+    event: &NewEvent,
+    in_file: bool,
+    ledger: &mut Ledger,
+) -> Result<(), StoreError> {
     let channel = event.channel.as_str();
     let size = stored_size(&event.headers, &event.body);
     let quota = ledger.quota;
@@ -380,17 +409,17 @@ fn insert(conn: &Connection, event: &NewEvent, ledger: &mut Ledger) -> Result<()
             None => break,
         }
     }
-    let mut freed: u64 = deleted.iter().map(|row| row.2).sum();
+    let mut freed: u64 = deleted.iter().map(|row| row.size).sum();
     while freed < room.free_bytes {
         match delete_oldest(conn, channel, DELETE_OLDEST_FINISHED).map_err(db_error)? {
             Some(row) => {
-                freed += row.2;
+                freed += row.size;
                 deleted.push(row);
             }
             None => break,
         }
     }
-    insert_row(conn, event, size).map_err(db_error)?;
+    insert_row(conn, event, size, in_file).map_err(db_error)?;
     ledger.deleted(&deleted);
     ledger.usage(channel).add(event.status, size);
     Ok(())
@@ -398,25 +427,30 @@ fn insert(conn: &Connection, event: &NewEvent, ledger: &mut Ledger) -> Result<()
 
 const DELETE_OLDEST_REJECTED: &str = "DELETE FROM events WHERE seq = (
         SELECT seq FROM events WHERE channel = ?1 AND status = 'rejected' ORDER BY seq LIMIT 1)
-    RETURNING channel, status, size";
+    RETURNING channel, status, size, id, body_file";
 const DELETE_OLDEST_FINISHED: &str = "DELETE FROM events WHERE seq = (
         SELECT seq FROM events WHERE channel = ?1 AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
         ORDER BY seq LIMIT 1)
-    RETURNING channel, status, size";
+    RETURNING channel, status, size, id, body_file";
 
 /// Runs one of the `DELETE_OLDEST_*` statements: what it deleted, if anything.
-fn delete_oldest(
-    conn: &Connection,
-    channel: &str,
-    sql: &str,
-) -> rusqlite::Result<Option<(String, EventStatus, u64)>> {
+fn delete_oldest(conn: &Connection, channel: &str, sql: &str) -> rusqlite::Result<Option<Deleted>> {
     conn.prepare_cached(sql)?
         .query_row([channel], deleted_row)
         .optional()
 }
 
-/// A row of `RETURNING channel, status, size`.
-fn deleted_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EventStatus, u64)> {
+/// A deleted event, as the ledger needs it.
+pub(super) struct Deleted {
+    channel: String,
+    status: EventStatus,
+    size: u64,
+    /// Its id when its body is in a file.
+    file: Option<DeliveryId>,
+}
+
+/// A row of `RETURNING channel, status, size, id, body_file`.
+fn deleted_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Deleted> {
     let status: String = row.get(1)?;
     let status = EventStatus::parse(&status).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -426,15 +460,36 @@ fn deleted_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(String, EventStatus
         )
     })?;
     let size: i64 = row.get(2)?;
-    Ok((row.get(0)?, status, u64::try_from(size).unwrap_or(0)))
+    let file = if row.get::<_, bool>(4)? {
+        let id: String = row.get(3)?;
+        let id = uuid::Uuid::parse_str(&id).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e))
+        })?;
+        Some(DeliveryId::from_uuid(id))
+    } else {
+        None
+    };
+    Ok(Deleted {
+        channel: row.get(0)?,
+        status,
+        size: u64::try_from(size).unwrap_or(0),
+        file,
+    })
 }
 
-/// Writes `event`, of [`stored_size`] `size`: its row, then its headers and body.
-fn insert_row(conn: &Connection, event: &NewEvent, size: u64) -> rusqlite::Result<()> {
+/// Writes `event`, of [`stored_size`] `size`: its row, then its headers and body (an empty one
+/// when it is `in_file`).
+fn insert_row(
+    conn: &Connection,
+    event: &NewEvent,
+    size: u64,
+    in_file: bool,
+) -> rusqlite::Result<()> {
     let next_attempt_at = (event.status == EventStatus::Queued).then_some(event.received_at);
     let sql = "INSERT INTO events (id, channel, received_at, source, method, path, query,
-                                   status, next_attempt_at, size, body_len, event_type, replay_of)
-               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+                                   status, next_attempt_at, size, body_len, event_type, replay_of,
+                                   body_file)
+               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
     conn.prepare_cached(sql)?.execute(params![
         event.id.to_string(),
         event.channel.as_str(),
@@ -449,21 +504,19 @@ fn insert_row(conn: &Connection, event: &NewEvent, size: u64) -> rusqlite::Resul
         i64::try_from(event.body.len()).unwrap_or(i64::MAX),
         event.event_type,
         event.replay_of.map(|id| id.to_string()),
+        in_file,
     ])?;
     let seq = conn.last_insert_rowid();
-    let in_place = event.body.len() >= WRITTEN_IN_PLACE;
-    let room = ZeroBlob(u64::try_from(event.body.len()).unwrap_or(u64::MAX));
-    let body: &dyn rusqlite::ToSql = if in_place {
-        &room
-    } else {
-        &event.body.as_ref()
-    };
+    let stored: &[u8] = if in_file { &[] } else { &event.body };
+    let in_place = stored.len() >= WRITTEN_IN_PLACE;
+    let room = ZeroBlob(u64::try_from(stored.len()).unwrap_or(u64::MAX));
+    let body: &dyn rusqlite::ToSql = if in_place { &room } else { &stored };
     let sql = "INSERT INTO bodies (seq, headers, body) VALUES (?1, ?2, ?3)";
     conn.prepare_cached(sql)?
         .execute(params![seq, encode_headers(&event.headers), body])?;
     if in_place {
         conn.blob_open("main", "bodies", "body", seq, false)?
-            .write_at(&event.body, 0)?;
+            .write_at(stored, 0)?;
     }
     Ok(())
 }
@@ -582,14 +635,14 @@ fn prune(
     ledger: &mut Ledger,
 ) -> rusqlite::Result<u64> {
     let limit_sql = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let mut deleted: Vec<(String, EventStatus, u64)> = conn
+    let mut deleted: Vec<Deleted> = conn
         .prepare_cached(
             "DELETE FROM events WHERE seq IN (
                 SELECT seq FROM events WHERE seq < coalesce(
                     (SELECT seq FROM events WHERE received_at >= ?1 ORDER BY seq LIMIT 1),
                     (SELECT max(seq) + 1 FROM events))
                 ORDER BY seq LIMIT ?2)
-             RETURNING channel, status, size",
+             RETURNING channel, status, size, id, body_file",
         )?
         .query_map(params![cutoff, limit_sql(limit)], deleted_row)?
         .collect::<Result<_, _>>()?;
@@ -603,7 +656,7 @@ fn prune(
                           SELECT seq FROM events WHERE channel = ?1 AND seq < ?2
                           AND status IN ('delivered', 'failed', 'rejected', 'unrouted')
                           ORDER BY seq LIMIT ?3)
-                      RETURNING channel, status, size";
+                      RETURNING channel, status, size, id, body_file";
     for channel in channels {
         let left = limit.saturating_sub(deleted.len() as u64);
         if left == 0 {
