@@ -170,6 +170,63 @@ async fn a_queued_event_shows_as_delivering_while_its_attempt_runs() {
 }
 
 #[tokio::test]
+async fn a_webhook_of_several_mib_is_kept_in_a_file_and_replayed_from_it_byte_for_byte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The defaults: fsync on, so the body's file is written with direct I/O.
+    let config = Config {
+        store: relay_server::StoreConfig::Sqlite {
+            dir: dir.path().to_owned(),
+            fsync: true,
+        },
+        ..Config::default()
+    };
+    let server = start_server(config).await;
+    let mut target = start_target().await;
+    let client = client();
+    let agent = start_agent(agent_config(&server, &target.url)).await;
+    // Not a multiple of a disk block, and not one byte repeated.
+    let body: Bytes = (0..3 * 1024 * 1024 + 1234u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let url = format!("{}/big", agent.public_url);
+    let answer = send(&client, "POST", &url, &[], body.clone()).await;
+    assert_eq!(answer.status, 201);
+    let id = answer.delivery().expect("delivery id");
+    assert!(
+        next_seen(&mut target).await.body == body,
+        "live body altered"
+    );
+    let file = dir.path().join("bodies").join(&id);
+    assert_eq!(
+        std::fs::metadata(&file).expect("body file").len(),
+        body.len() as u64
+    );
+
+    let event = format!(
+        "{}/api/channels/{}/events/{id}",
+        server.url(),
+        agent.channel
+    );
+    poll_json(&client, &event, |doc| {
+        doc["attempts"].as_array().map_or(0, Vec::len) == 1
+    })
+    .await;
+    let answer = send(
+        &client,
+        "POST",
+        &format!("{event}/replay"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let again = next_seen(&mut target).await;
+    assert_eq!(again.header("x-hookrelay-attempt"), [b"replay"]);
+    assert!(again.body == body, "replayed body altered");
+}
+
+#[tokio::test]
 async fn replay_makes_a_new_attempt_with_the_same_delivery_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start_server(durable_config(dir.path())).await;
