@@ -5,6 +5,7 @@
 
 pub mod config_file;
 pub mod inspector;
+mod log_line;
 pub mod pem;
 
 use futures_util::{Sink, SinkExt};
@@ -138,8 +139,14 @@ pub fn init_logs(default: tracing::Level, format: LogFormat) -> LogGuard {
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Human => {
-            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            registry.with(layer.with_ansi(ansi)).init();
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                registry.with(layer.with_ansi(true)).init();
+            } else {
+                // The same line, cheaper (see `log_line`): a service's logs go to a file or
+                // the journal, one line per webhook.
+                let layer = layer.with_ansi(false).event_format(log_line::Plain);
+                registry.with(layer).init();
+            }
         }
         LogFormat::Json => registry
             .with(layer.json().flatten_event(true).with_current_span(true))
