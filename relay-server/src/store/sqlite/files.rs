@@ -36,11 +36,18 @@ pub(super) struct BodyFiles {
 }
 
 impl BodyFiles {
-    /// The body files of the data dir `data_dir`; the directory is made when missing.
-    pub(super) fn open(data_dir: &Path, fsync: bool) -> io::Result<BodyFiles> {
-        let dir = data_dir.join(DIR);
-        fs::create_dir_all(&dir)?;
-        Ok(BodyFiles { dir, fsync })
+    /// The body files of the data dir `data_dir`.
+    pub(super) fn new(data_dir: &Path, fsync: bool) -> BodyFiles {
+        BodyFiles {
+            dir: data_dir.join(DIR),
+            fsync,
+        }
+    }
+
+    /// Makes the directory when missing: for a serving store only, so that `relay-server
+    /// channels`, run by another user beside the service, never makes it that user's.
+    pub(super) fn create_dir(&self) -> io::Result<()> {
+        fs::create_dir_all(&self.dir)
     }
 
     fn path(&self, id: DeliveryId) -> PathBuf {

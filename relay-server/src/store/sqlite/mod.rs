@@ -122,8 +122,11 @@ impl SqliteStore {
         let lock = if requeue { Some(lock(dir)?) } else { None };
         let mut conn = connect(dir, fsync)?;
         migrate(&mut conn, dir, MIGRATIONS.len())?;
-        let files = BodyFiles::open(dir, fsync).map_err(open_error(dir, "create bodies/"))?;
+        let files = BodyFiles::new(dir, fsync);
         if requeue {
+            files
+                .create_dir()
+                .map_err(open_error(dir, "create bodies/"))?;
             recover(&mut conn, dir)?;
             // Only a serving store: beside a running server, a file whose row is not yet
             // committed is that server's write in flight, no orphan.
