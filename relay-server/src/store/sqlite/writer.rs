@@ -199,8 +199,8 @@ pub(super) fn run_writer(
     debug!("event store writer stopped");
 }
 
-/// Commits `batch` and answers each of its writes, leaving it empty; then removes the body
-/// files of the events it deleted.
+/// Commits `batch`, removes the body files of the events it deleted, and answers each of its
+/// writes, leaving it empty.
 fn commit(
     conn: &mut Connection,
     batch: &mut Vec<Request>,
@@ -238,8 +238,11 @@ fn commit(
     }
 }
 
-/// Counts the channels' events again, after writes the ledger counted were rolled back.
+/// Counts the channels' events again, after writes the ledger counted were rolled back. The
+/// body files those writes would have removed stay, even when counting fails: their events are
+/// still there.
 fn reload(conn: &Connection, ledger: &mut Ledger) {
+    ledger.files_to_remove.clear();
     match Ledger::load(conn, ledger.quota) {
         Ok(counted) => *ledger = counted,
         Err(e) => error!(error = %e, "cannot count the channels' events again"),
