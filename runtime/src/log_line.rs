@@ -81,12 +81,8 @@ fn write_time(writer: &mut Writer<'_>, now: SystemTime) -> fmt::Result {
         text = date_time(secs);
         SECOND.set((secs, text));
     }
-    let mut micros = [b'.', 0, 0, 0, 0, 0, 0, b'Z'];
-    let mut n = since.subsec_micros();
-    for digit in micros[1..7].iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
+    let mut micros = *b".000000Z";
+    put_digits(&mut micros[1..7], u64::from(since.subsec_micros()));
     // Both are ASCII digits and separators.
     writer.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)?;
     writer.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)
@@ -97,19 +93,22 @@ fn date_time(secs: u64) -> [u8; 19] {
     let (days, rest) = (secs / 86_400, secs % 86_400);
     let (year, month, day) = civil_from_days(days);
     let mut text = *b"0000-00-00T00:00:00";
-    let mut put = |at: usize, width: usize, mut value: u64| {
-        for i in (at..at + width).rev() {
-            text[i] = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, rest / 3600);
-    put(14, 2, rest / 60 % 60);
-    put(17, 2, rest % 60);
+    put_digits(&mut text[0..4], year);
+    put_digits(&mut text[5..7], month);
+    put_digits(&mut text[8..10], day);
+    put_digits(&mut text[11..13], rest / 3600);
+    put_digits(&mut text[14..16], rest / 60 % 60);
+    put_digits(&mut text[17..19], rest % 60);
     text
+}
+
+/// Writes `value` in decimal into all of `out`, zero-padded on the left (its lowest digits
+/// when it has more).
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
 }
 
 /// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01 (Howard Hinnant's

@@ -3,8 +3,9 @@
 //!
 //! SQLite writes a body through its pages: a 25 MB body is some 6,000 pages, each written to
 //! the WAL with a write of its own and copied into the database again by a checkpoint, on the
-//! writer thread that every other webhook's commit waits for. A file takes one write and one
-//! fsync, and it is written before the insert is queued, so no other webhook waits for it.
+//! writer thread that every other webhook's commit waits for. A file takes a few large writes
+//! and one fsync, and it is written before the insert is queued, so no other webhook waits for
+//! it.
 //!
 //! The order keeps the database and the files consistent across a crash: a body's file is
 //! written (and synced, with `--fsync`) before the event's row commits, and removed only after
